@@ -1,0 +1,50 @@
+"""Memory³ run config: ``get_config("tiny" | "small" | "paper_2p4b")``.
+
+tiny:        CPU unit tests (seconds).
+small:       the CPU demo (4 layers, d=128): trains a few million tokens in minutes.
+paper_2p4b:  the paper's 2.4B shape (L=44, H=40, H_kv=8, d_h=80, d=W=3200, vocab 60416,
+             memory layers 0-21); built by shape only in tests.
+
+Override from the CLI with ``--config.model.num_layers=8`` etc.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from m3jax import sharding
+
+VARIANTS = ("tiny", "small", "paper_2p4b")
+
+_MODELS = {
+    "tiny": dict(vocab_size=512, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=16,
+                 embed_dim=64, mlp_dim=128,
+                 memory=dict(memory_layers=(0, 1), tokens_per_head=4, refs_per_chunk=5,
+                             chunk_len=16, ref_len=32)),
+    "small": dict(vocab_size=2048, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
+                  embed_dim=128, mlp_dim=384,
+                  memory=dict(memory_layers=(0, 1), tokens_per_head=8, refs_per_chunk=5,
+                              chunk_len=64, ref_len=128)),
+    "paper_2p4b": dict(vocab_size=60416, num_layers=44, num_heads=40, num_kv_heads=8,
+                       head_dim=80, embed_dim=3200, mlp_dim=3200,
+                       dtype="bfloat16", param_dtype="float32",
+                       memory=dict(memory_layers=tuple(range(22)), tokens_per_head=8,
+                                   refs_per_chunk=5, chunk_len=64, ref_len=128)),
+}
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown config variant {arg!r}; choose one of {VARIANTS}")
+  config = ml_collections.ConfigDict()
+  config.variant = arg
+  config.seed = 0
+  model = dict(_MODELS[arg])
+  model["memory"] = ml_collections.ConfigDict(model["memory"])
+  config.model = ml_collections.ConfigDict(model)
+
+  config.sharding = ml_collections.ConfigDict()
+  config.sharding.mesh_shape = (-1, 1, 1)      # (data, fsdp, tensor)
+  config.sharding.mesh_axes = sharding.MESH_AXES
+  config.sharding.rules = [list(r) for r in sharding.DEFAULT_RULES]
+  return config

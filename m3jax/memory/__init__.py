@@ -1,0 +1,1 @@
+"""Explicit memory: types, joint attention math, encoding, sparsification, storage, retrieval."""

@@ -1,0 +1,93 @@
+"""Joint attention over [<ref> sink] ∪ [memories of the query's chunk] ∪ [causal context].
+
+Eq. (4) of the paper: one softmax across memory keys and context keys, no new
+parameters. The memory part is vectorized over chunks (queries reshaped to
+``[B, C, chunk, …]``), never a Python loop. The softmax is written in two parts
+(context and memory share one max and one denominator) so that a fully masked
+memory contributes exact zeros and the output is bitwise the memory-free one.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _masked(logits, mask):
+  return jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+
+
+def _queries_by_chunk(q_BxTxKxGxD, num_chunks: int, chunk_len: int):
+  """[B, T, …] -> [B, C, Tc, …]; C == 1 takes every query (decode/prefill of one chunk)."""
+  b, t = q_BxTxKxGxD.shape[:2]
+  if num_chunks == 1:
+    return q_BxTxKxGxD[:, None]
+  if t > num_chunks * chunk_len or t <= (num_chunks - 1) * chunk_len:
+    raise ValueError(f"{t} queries need ceil({t}/{chunk_len}) memory chunks, got {num_chunks}")
+  pad = num_chunks * chunk_len - t
+  q = jnp.pad(q_BxTxKxGxD, [(0, 0), (0, pad)] + [(0, 0)] * 3)
+  return q.reshape(b, num_chunks, chunk_len, *q.shape[2:])
+
+
+def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
+                    chunk_len: int = 64, return_memory_mass: bool = False):
+  """Attention of T queries over S context slots and (optionally) chunked memories.
+
+  Args:
+    q_BxTxHxD: queries, RoPE already applied.
+    k_BxSxKxD, v_BxSxKxD: context keys/values; the caller puts the ``<ref>`` sink in
+      one of the slots (slot 0) and marks it visible in the mask.
+    mask_BxTxS: True where query t may attend slot s (causality, cache validity).
+    memory: None, or (keys_BxCxRxKxMxD, values_BxCxRxKxMxD, mask_BxCxRxM).
+    chunk_len: query tokens per memory chunk.
+    return_memory_mass: also return the attention probability on memory, [B, T, H].
+
+  Returns:
+    out_BxTxHxD (and memory mass if asked).
+  """
+  b, t, h, d = q_BxTxHxD.shape
+  kv = k_BxSxKxD.shape[2]
+  g = h // kv
+  q = (q_BxTxHxD * (d ** -0.5)).reshape(b, t, kv, g, d)
+  f32 = jnp.float32
+
+  ctx_BxKxGxTxS = jnp.einsum("btkgd,bskd->bkgts", q, k_BxSxKxD, preferred_element_type=f32)
+  ctx_BxKxGxTxS = _masked(ctx_BxKxGxTxS, mask_BxTxS[:, None, None])
+  peak = jnp.max(ctx_BxKxGxTxS, axis=-1, keepdims=True)
+
+  if memory is not None:
+    mem_k, mem_v, mem_mask_BxCxRxM = memory
+    c, r, m = mem_k.shape[1], mem_k.shape[2], mem_k.shape[4]
+    qc = _queries_by_chunk(q, c, chunk_len)                       # [B, C, Tc, K, G, D]
+    tc = qc.shape[2]
+    mem_BxKxGxCxTcxRxM = jnp.einsum("bcskgd,bcrkmd->bkgcsrm", qc, mem_k,
+                                    preferred_element_type=f32)
+    mem_BxKxGxCxTcxRxM = _masked(mem_BxKxGxCxTcxRxM, mem_mask_BxCxRxM[:, None, None, :, None])
+    mem_BxKxGxTxRM = mem_BxKxGxCxTcxRxM.reshape(b, kv, g, c * tc, r * m)[:, :, :, :t]
+    peak = jnp.maximum(peak, jnp.max(mem_BxKxGxTxRM, axis=-1, keepdims=True))
+
+  peak = jax.lax.stop_gradient(peak)
+  ctx_p = jnp.exp(ctx_BxKxGxTxS - peak)
+  denom = jnp.sum(ctx_p, axis=-1, keepdims=True)
+  if memory is not None:
+    mem_p = jnp.exp(mem_BxKxGxTxRM - peak)
+    denom = denom + jnp.sum(mem_p, axis=-1, keepdims=True)
+  ctx_p = (ctx_p / denom).astype(v_BxSxKxD.dtype)
+  out_BxTxKxGxD = jnp.einsum("bkgts,bskd->btkgd", ctx_p, v_BxSxKxD)
+
+  mass_BxTxH = None
+  if memory is not None:
+    mem_p = mem_p / denom
+    mass_BxTxH = jnp.sum(mem_p, axis=-1).transpose(0, 3, 1, 2).reshape(b, t, h)
+    mem_p = mem_p.astype(mem_v.dtype).reshape(b, kv, g, t, r, m)
+    mem_p = jnp.pad(mem_p, [(0, 0)] * 3 + [(0, c * tc - t), (0, 0), (0, 0)])
+    mem_p = mem_p.reshape(b, kv, g, c, tc, r, m)
+    mem_out = jnp.einsum("bkgcsrm,bcrkmd->bcskgd", mem_p, mem_v)
+    mem_out = mem_out.reshape(b, c * tc, kv, g, d)[:, :t]
+    out_BxTxKxGxD = out_BxTxKxGxD + mem_out
+  out = out_BxTxKxGxD.reshape(b, t, h, d).astype(q_BxTxHxD.dtype)
+  if return_memory_mass:
+    if mass_BxTxH is None:
+      mass_BxTxH = jnp.zeros((b, t, h), jnp.float32)
+    return out, mass_BxTxH
+  return out

@@ -1,0 +1,1 @@
+"""The Memory³ network: config, layers, attention block and transformer."""

@@ -1,0 +1,146 @@
+"""Frozen, validated configs for the network and its explicit-memory layout.
+
+Built in one place (:func:`model_config_from`) from the ml_collections run config;
+every invariant is checked in ``__post_init__`` and a violation names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+SELECTIONS = ("attention", "expsum", "random", "first")
+
+
+def _fail(field: str, msg: str):
+  raise ValueError(f"invalid config field {field!r}: {msg}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig:
+  """Where explicit memories are read and how large they are (paper §3.1-3.3)."""
+
+  memory_layers: tuple[int, ...] = ()
+  tokens_per_head: int = 8        # k: tokens kept per (memory layer, kv head)
+  refs_per_chunk: int = 5         # R: memories attended by each chunk
+  chunk_len: int = 64             # a retrieval every 64 tokens
+  ref_len: int = 128              # references are at most 128 tokens
+  selection: str = "attention"    # attention | expsum | random | first
+
+  def __post_init__(self):
+    object.__setattr__(self, "memory_layers", tuple(int(l) for l in self.memory_layers))
+    layers = self.memory_layers
+    if list(layers) != sorted(set(layers)):
+      _fail("memory.memory_layers", f"must be sorted and unique, got {layers}")
+    if any(l < 0 for l in layers):
+      _fail("memory.memory_layers", f"layer indices must be >= 0, got {layers}")
+    for name in ("tokens_per_head", "refs_per_chunk", "chunk_len", "ref_len"):
+      if getattr(self, name) <= 0:
+        _fail(f"memory.{name}", f"must be positive, got {getattr(self, name)}")
+    if self.tokens_per_head > self.ref_len:
+      _fail("memory.tokens_per_head",
+            f"k={self.tokens_per_head} exceeds the reference length {self.ref_len}")
+    if self.selection not in SELECTIONS:
+      _fail("memory.selection", f"{self.selection!r} is not one of {SELECTIONS}")
+
+  @property
+  def num_memory_layers(self) -> int:
+    return len(self.memory_layers)
+
+  @property
+  def encode_depth(self) -> int:
+    """Layers an encoder must run: up to and including the deepest memory layer."""
+    return max(self.memory_layers) + 1 if self.memory_layers else 0
+
+  @property
+  def context_offset(self) -> int:
+    """RoPE position of the context's first token (``<s>``).
+
+    ``<ref>`` sits at 0, memories share the parallel interval 1..ref_len, so the
+    context starts right after it (DESIGN.md §2, "positions").
+    """
+    return self.ref_len + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A LLaMA-style decoder (pre-RMSNorm, RoPE, SwiGLU, GQA, no biases)."""
+
+  vocab_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  embed_dim: int
+  mlp_dim: int
+  memory: MemoryConfig = MemoryConfig()
+  rope_base: float = 10_000.0
+  norm_eps: float = 1e-6
+  tie_embeddings: bool = False
+  init_std: float = 0.02
+  dtype: Any = jnp.float32          # activations / compute
+  param_dtype: Any = jnp.float32
+  pad_id: int = 0
+  eos_id: int = 1
+  bos_id: int = 3
+  ref_id: int = 4
+
+  def __post_init__(self):
+    for name in ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                 "embed_dim", "mlp_dim"):
+      if getattr(self, name) <= 0:
+        _fail(name, f"must be positive, got {getattr(self, name)}")
+    if self.num_heads % self.num_kv_heads:
+      _fail("num_kv_heads", f"num_heads={self.num_heads} is not divisible by "
+            f"num_kv_heads={self.num_kv_heads}")
+    if self.head_dim % 2:
+      _fail("head_dim", f"RoPE needs an even head_dim, got {self.head_dim}")
+    if self.memory.memory_layers and max(self.memory.memory_layers) >= self.num_layers:
+      _fail("memory.memory_layers", f"{self.memory.memory_layers} is not a subset of "
+            f"the {self.num_layers} layers 0..{self.num_layers - 1}")
+    for name in ("pad_id", "eos_id", "bos_id", "ref_id"):
+      if not 0 <= getattr(self, name) < self.vocab_size:
+        _fail(name, f"token id {getattr(self, name)} outside vocab_size={self.vocab_size}")
+    if self.ref_id == self.bos_id:
+      _fail("ref_id", "<ref> and <s> must be different tokens")
+
+  @property
+  def group_size(self) -> int:
+    return self.num_heads // self.num_kv_heads
+
+  def is_memory_layer(self, layer: int) -> bool:
+    return layer in self.memory.memory_layers
+
+  def non_embedding_params(self) -> int:
+    """Closed form of paper §3.4: per layer 2d² + 2·d·d_h·H_kv + 3dW (plus norms)."""
+    d, w = self.embed_dim, self.mlp_dim
+    attn = 2 * d * self.num_heads * self.head_dim + 2 * d * self.head_dim * self.num_kv_heads
+    return self.num_layers * (attn + 3 * d * w + 2 * d) + d
+
+
+def _build(cls, values: Mapping[str, Any], prefix: str):
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - names)
+  if unknown:
+    raise ValueError(f"unknown config keys {[prefix + k for k in unknown]}; "
+                     f"valid keys: {sorted(names)}")
+  return cls(**values)
+
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def model_config_from(cfg: Mapping[str, Any]) -> ModelConfig:
+  """Builds the frozen ModelConfig from a ``config.model`` ConfigDict/dict."""
+  values = dict(cfg)
+  memory = values.pop("memory", {})
+  memory = memory if isinstance(memory, MemoryConfig) else _build(
+      MemoryConfig, dict(memory), "model.memory.")
+  for key in ("dtype", "param_dtype"):
+    if isinstance(values.get(key), str):
+      if values[key] not in _DTYPES:
+        _fail(key, f"{values[key]!r} is not one of {sorted(_DTYPES)}")
+      values[key] = _DTYPES[values[key]]
+  return _build(ModelConfig, {**values, "memory": memory}, "model.")

@@ -1,0 +1,122 @@
+"""Building blocks: RMSNorm, RoPE, SwiGLU MLP, GQA projections. No biases anywhere."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from m3jax import axes
+from m3jax.model.config import ModelConfig
+
+
+def _param(module: nn.Module, name: str, shape, logical, std: float, dtype):
+  init = nn.with_logical_partitioning(nn.initializers.normal(std), logical)
+  return module.param(name, init, shape, dtype)
+
+
+class RMSNorm(nn.Module):
+  eps: float = 1e-6
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (y * scale).astype(x.dtype)
+
+
+def apply_rope(x_BxTxNxD, positions_BxT, base: float):
+  """Rotary embedding (rotate-half form) at integer positions."""
+  d = x_BxTxNxD.shape[-1]
+  inv_freq = base ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+  angle_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
+  sin, cos = jnp.sin(angle_BxTxF)[:, :, None], jnp.cos(angle_BxTxF)[:, :, None]
+  x1, x2 = jnp.split(x_BxTxNxD.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxNxD.dtype)
+
+
+class Embed(nn.Module):
+  cfg: ModelConfig
+
+  def setup(self):
+    self.table = _param(self, "embedding", (self.cfg.vocab_size, self.cfg.embed_dim),
+                        (axes.VOCAB, axes.EMBED), self.cfg.init_std, self.cfg.param_dtype)
+
+  def __call__(self, tokens):
+    return jnp.take(self.table, tokens, axis=0).astype(self.cfg.dtype)
+
+  def attend(self, x_BxTxE):
+    return jnp.einsum("bte,ve->btv", x_BxTxE, self.table.astype(self.cfg.dtype))
+
+
+class MLP(nn.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxE):
+    c = self.cfg
+    gate = _param(self, "gate", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std,
+                  c.param_dtype)
+    up = _param(self, "up", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std,
+                c.param_dtype)
+    down = _param(self, "down", (c.mlp_dim, c.embed_dim), (axes.MLP, axes.EMBED), c.init_std,
+                  c.param_dtype)
+    x = x_BxTxE.astype(c.dtype)
+    h_BxTxF = nn.silu(x @ gate.astype(c.dtype)) * (x @ up.astype(c.dtype))
+    h_BxTxF = nn.with_logical_constraint(h_BxTxF, (axes.BATCH, axes.LENGTH, axes.MLP))
+    return h_BxTxF @ down.astype(c.dtype)
+
+
+class AttentionProjections(nn.Module):
+  """GQA projections; the attention itself is the pure function in m3jax.memory.attention."""
+  cfg: ModelConfig
+
+  def setup(self):
+    c = self.cfg
+    self.wq = _param(self, "q", (c.embed_dim, c.num_heads, c.head_dim),
+                     (axes.EMBED, axes.HEADS, axes.HEAD_DIM), c.init_std, c.param_dtype)
+    self.wk = _param(self, "k", (c.embed_dim, c.num_kv_heads, c.head_dim),
+                     (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM), c.init_std, c.param_dtype)
+    self.wv = _param(self, "v", (c.embed_dim, c.num_kv_heads, c.head_dim),
+                     (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM), c.init_std, c.param_dtype)
+    self.wo = _param(self, "o", (c.num_heads, c.head_dim, c.embed_dim),
+                     (axes.HEADS, axes.HEAD_DIM, axes.EMBED), c.init_std, c.param_dtype)
+
+  def qkv(self, h_BxTxE):
+    dt = self.cfg.dtype
+    q = jnp.einsum("bte,ehd->bthd", h_BxTxE, self.wq.astype(dt))
+    k = jnp.einsum("bte,ekd->btkd", h_BxTxE, self.wk.astype(dt))
+    v = jnp.einsum("bte,ekd->btkd", h_BxTxE, self.wv.astype(dt))
+    q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.HEAD_DIM))
+    k = nn.with_logical_constraint(k, (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM))
+    v = nn.with_logical_constraint(v, (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM))
+    return q, k, v
+
+  def out(self, o_BxTxHxD):
+    return jnp.einsum("bthd,hde->bte", o_BxTxHxD, self.wo.astype(self.cfg.dtype))
+
+
+class Block(nn.Module):
+  """Pre-norm residual block; the parent wires the attention between ``qkv`` and ``finish``."""
+  cfg: ModelConfig
+
+  def setup(self):
+    c = self.cfg
+    self.attn_norm = RMSNorm(c.norm_eps, c.param_dtype)
+    self.attn = AttentionProjections(c)
+    self.mlp_norm = RMSNorm(c.norm_eps, c.param_dtype)
+    self.mlp = MLP(c)
+
+  def qkv(self, x_BxTxE):
+    return self.attn.qkv(self.attn_norm(x_BxTxE))
+
+  def finish(self, x_BxTxE, o_BxTxHxD, *, run_mlp: bool = True):
+    x = x_BxTxE + self.attn.out(o_BxTxHxD)
+    if run_mlp:
+      x = x + self.mlp(self.mlp_norm(x))
+    return nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, axes.EMBED))

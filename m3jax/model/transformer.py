@@ -1,0 +1,206 @@
+"""The Memory³ decoder: a plain LLaMA stack whose memory layers also read MemoryKV.
+
+The network knows nothing about retrieval. It takes an optional ``MemoryKV`` and an
+optional explicit ``Cache`` and returns logits (and the new cache): gemma-style, with
+no state hidden in Flax collections.
+
+Position layout (DESIGN.md §2): ``<ref>`` sink at RoPE position 0, memories in the
+parallel interval 1..ref_len, the context (starting with ``<s>``) at ref_len+1, …
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from m3jax import axes
+from m3jax.memory.attention import joint_attention
+from m3jax.memory.types import MemoryKV
+from m3jax.model import layers
+from m3jax.model.config import ModelConfig
+
+
+@flax.struct.dataclass
+class Cache:
+  """KV cache. Slot 0 holds the ``<ref>`` sink; context token i lives in slot i + 1."""
+
+  k_LxBxSxKxD: jax.Array
+  v_LxBxSxKxD: jax.Array
+  end_index_B: jax.Array   # context tokens written so far, per row
+
+  @property
+  def max_len(self) -> int:
+    return self.k_LxBxSxKxD.shape[2] - 1
+
+
+@flax.struct.dataclass
+class EncodedLayers:
+  """Per memory layer, everything token selection needs (reference slot 0 excluded).
+
+  k_LxBxNxKxD: keys rotated at reference positions 1..N (what gets stored).
+  v_LxBxNxKxD: values.
+  q_raw_LxBxNxHxD, k_raw_LxBxNxKxD: projections without RoPE, for selection scores.
+  """
+  k_LxBxNxKxD: jax.Array
+  v_LxBxNxKxD: jax.Array
+  q_raw_LxBxNxHxD: jax.Array
+  k_raw_LxBxNxKxD: jax.Array
+
+
+class Transformer(nn.Module):
+  cfg: ModelConfig
+
+  def setup(self):
+    c = self.cfg
+    self.embed = layers.Embed(c)
+    self.blocks = [layers.Block(c, name=f"layer_{i}") for i in range(c.num_layers)]
+    self.final_norm = layers.RMSNorm(c.norm_eps, c.param_dtype)
+    if not c.tie_embeddings:
+      self.lm_head = self.param(
+          "lm_head", nn.with_logical_partitioning(nn.initializers.normal(c.init_std),
+                                                  (axes.EMBED, axes.VOCAB)),
+          (c.embed_dim, c.vocab_size), c.param_dtype)
+
+  # ----------------------------------------------------------------------------- helpers
+  def _logits(self, x_BxTxE):
+    x = self.final_norm(x_BxTxE)
+    if self.cfg.tie_embeddings:
+      logits = self.embed.attend(x)
+    else:
+      logits = x @ self.lm_head.astype(self.cfg.dtype)
+    return nn.with_logical_constraint(logits.astype(jnp.float32),
+                                      (axes.BATCH, axes.LENGTH, axes.VOCAB))
+
+  def _layer_memory(self, layer: int, memory: MemoryKV | None):
+    if memory is None or not self.cfg.is_memory_layer(layer):
+      return None
+    return memory.layer(self.cfg.memory.memory_layers.index(layer))
+
+  def sink_kv(self):
+    """Per-layer K/V of the ``<ref>`` sink: [L, K, D] each, a function of the params only.
+
+    ``<ref>`` at position 0 attends only to itself, in every layer, so its keys and
+    values never depend on any input; it is never stored in a memory bank.
+    """
+    c = self.cfg
+    x = self.embed(jnp.full((1, 1), c.ref_id, jnp.int32))
+    pos = jnp.zeros((1, 1), jnp.int32)
+    ks, vs = [], []
+    for block in self.blocks:
+      q, k, v = block.qkv(x)
+      q, k = layers.apply_rope(q, pos, c.rope_base), layers.apply_rope(k, pos, c.rope_base)
+      ks.append(k[0, 0])
+      vs.append(v[0, 0])
+      o = joint_attention(q, k, v, jnp.ones((1, 1, 1), bool))
+      x = block.finish(x, o)
+    return jnp.stack(ks), jnp.stack(vs)
+
+  # ----------------------------------------------------------------------------- forward
+  def __call__(self, tokens_BxT, memory: MemoryKV | None = None, *,
+               return_memory_mass: bool = False):
+    """Full forward of a context that starts at context index 0 (training / scoring).
+
+    Returns logits_BxTxV, and with ``return_memory_mass`` also the attention mass on
+    memories per memory layer, [Lm, B, T, H].
+    """
+    c = self.cfg
+    b, t = tokens_BxT.shape
+    sink_k, sink_v = self.sink_kv()
+    idx_T = jnp.arange(t)
+    pos_BxT = jnp.broadcast_to(c.memory.context_offset + idx_T, (b, t))
+    # Slot 0 is the sink (visible to all); slot s >= 1 is context token s - 1.
+    key_idx_S = jnp.concatenate([jnp.array([-1]), idx_T])
+    mask_BxTxS = jnp.broadcast_to(key_idx_S[None, :] <= idx_T[:, None], (b, t, t + 1))
+    x = nn.with_logical_constraint(self.embed(tokens_BxT), (axes.BATCH, axes.LENGTH, axes.EMBED))
+    masses = []
+    for i, block in enumerate(self.blocks):
+      q, k, v = block.qkv(x)
+      q = layers.apply_rope(q, pos_BxT, c.rope_base)
+      k = layers.apply_rope(k, pos_BxT, c.rope_base)
+      k = jnp.concatenate([jnp.broadcast_to(sink_k[i], (b, 1) + k.shape[2:]).astype(k.dtype), k], 1)
+      v = jnp.concatenate([jnp.broadcast_to(sink_v[i], (b, 1) + v.shape[2:]).astype(v.dtype), v], 1)
+      mem = self._layer_memory(i, memory)
+      o, mass = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
+                                return_memory_mass=True)
+      if mem is not None:
+        masses.append(mass)
+      x = block.finish(x, o)
+    logits = self._logits(x)
+    if return_memory_mass:
+      mass = jnp.stack(masses) if masses else jnp.zeros((0, b, t, c.num_heads))
+      return logits, mass
+    return logits
+
+  # ----------------------------------------------------------------------------- decoding
+  def init_cache(self, batch: int, max_len: int) -> Cache:
+    """An empty cache for ``max_len`` context tokens with the sink in slot 0."""
+    c = self.cfg
+    sink_k, sink_v = self.sink_kv()
+    shape = (c.num_layers, batch, max_len + 1, c.num_kv_heads, c.head_dim)
+    k = jnp.zeros(shape, c.dtype).at[:, :, 0].set(sink_k[:, None].astype(c.dtype))
+    v = jnp.zeros(shape, c.dtype).at[:, :, 0].set(sink_v[:, None].astype(c.dtype))
+    return Cache(k, v, jnp.zeros((batch,), jnp.int32))
+
+  def step(self, tokens_BxT, cache: Cache, memory: MemoryKV | None = None, *,
+           lengths_B=None):
+    """Prefill (T > 1) or decode (T == 1) from each row's ``end_index``.
+
+    ``memory`` chunk c serves tokens c*chunk_len… of this call (C == 1: all of them), so
+    a prefill starts at a chunk boundary and a decode step passes the current chunk's
+    memory. ``lengths_B`` marks right-padded prompts: only that many tokens count as
+    written. Returns (logits_BxTxV, new cache).
+    """
+    c = self.cfg
+    b, t = tokens_BxT.shape
+    start_B = cache.end_index_B
+    idx_BxT = start_B[:, None] + jnp.arange(t)[None]
+    pos_BxT = c.memory.context_offset + idx_BxT
+    s = cache.k_LxBxSxKxD.shape[2]
+    key_idx_S = jnp.arange(s) - 1
+    mask_BxTxS = key_idx_S[None, None, :] <= idx_BxT[:, :, None]
+    write = jax.vmap(lambda buf, new, at: jax.lax.dynamic_update_slice_in_dim(buf, new, at, 0))
+    x = self.embed(tokens_BxT)
+    ks, vs = [], []
+    for i, block in enumerate(self.blocks):
+      q, k, v = block.qkv(x)
+      q = layers.apply_rope(q, pos_BxT, c.rope_base)
+      k = layers.apply_rope(k, pos_BxT, c.rope_base)
+      k_all = write(cache.k_LxBxSxKxD[i], k.astype(c.dtype), start_B + 1)
+      v_all = write(cache.v_LxBxSxKxD[i], v.astype(c.dtype), start_B + 1)
+      ks.append(k_all)
+      vs.append(v_all)
+      o = joint_attention(q, k_all, v_all, mask_BxTxS, self._layer_memory(i, memory),
+                          chunk_len=c.memory.chunk_len)
+      x = block.finish(x, o)
+    written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
+    new_cache = Cache(jnp.stack(ks), jnp.stack(vs), start_B + written_B)
+    return self._logits(x), new_cache
+
+  # ----------------------------------------------------------------------------- encoding
+  def encode(self, ref_tokens_BxN):
+    """Runs ``[<ref>, r_1 … r_N]`` through the memory layers only (causal, positions 0..N).
+
+    Right padding needs no mask here: causal attention keeps real tokens blind to it,
+    and selection (m3jax.memory.sparsify) excludes it. The MLP of the deepest memory
+    layer is skipped: nothing reads its output.
+    """
+    c = self.cfg
+    b, n = ref_tokens_BxN.shape
+    tokens = jnp.concatenate([jnp.full((b, 1), c.ref_id, ref_tokens_BxN.dtype), ref_tokens_BxN], 1)
+    pos = jnp.broadcast_to(jnp.arange(n + 1), (b, n + 1))
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((n + 1, n + 1), bool)), (b, n + 1, n + 1))
+    x = self.embed(tokens)
+    out = []
+    depth = c.memory.encode_depth
+    for i, block in enumerate(self.blocks[:depth]):
+      q_raw, k_raw, v = block.qkv(x)
+      q = layers.apply_rope(q_raw, pos, c.rope_base)
+      k = layers.apply_rope(k_raw, pos, c.rope_base)
+      if c.is_memory_layer(i):
+        out.append((k[:, 1:], v[:, 1:], q_raw[:, 1:], k_raw[:, 1:]))
+      o = joint_attention(q, k, v, mask)
+      x = block.finish(x, o, run_mlp=i < depth - 1)
+    stacked = [jnp.stack(parts) for parts in zip(*out)]
+    return EncodedLayers(*stacked)

@@ -10,11 +10,14 @@ Override from the CLI with ``--config.model.num_layers=8`` etc.
 
 from __future__ import annotations
 
+import importlib
+
 import ml_collections
 
 from m3jax import sharding
 
 VARIANTS = ("tiny", "small", "paper_2p4b")
+SECTIONS = ("data", "bank", "train", "eval")
 
 _MODELS = {
     "tiny": dict(vocab_size=512, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=16,
@@ -47,4 +50,14 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.sharding.mesh_shape = (-1, 1, 1)      # (data, fsdp, tensor)
   config.sharding.mesh_axes = sharding.MESH_AXES
   config.sharding.rules = [list(r) for r in sharding.DEFAULT_RULES]
+
+  # One section per subsystem, each owned by its own file under configs/sections/.
+  for name in SECTIONS:
+    try:
+      module = importlib.import_module(f"configs.sections.{name}")
+    except ModuleNotFoundError as e:
+      if e.name != f"configs.sections.{name}":
+        raise
+      continue
+    config[name] = module.get(arg)
   return config

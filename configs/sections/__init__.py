@@ -1,0 +1,1 @@
+"""Config sections, one file per subsystem, each with ``get(variant) -> ConfigDict``."""

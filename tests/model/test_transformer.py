@@ -1,0 +1,152 @@
+"""Transformer invariants: memory-free equivalence, causality, cached decoding."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from m3jax.memory.encode import encode_references, to_memory_kv
+from m3jax.memory.types import MemoryKV
+from m3jax.model.config import MemoryConfig, ModelConfig
+from m3jax.model import layers
+from m3jax.model.transformer import Transformer
+
+CFG = ModelConfig(vocab_size=97, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
+                  embed_dim=32, mlp_dim=64,
+                  memory=MemoryConfig(memory_layers=(0, 1), tokens_per_head=3, refs_per_chunk=2,
+                                      chunk_len=4, ref_len=6))
+
+
+@functools.lru_cache(maxsize=None)
+def _params():
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  # Larger init than default so attention is far from uniform and bugs show up.
+  cfg = CFG.__class__(**{**CFG.__dict__, "init_std": 0.3})
+  params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(0), tokens)["params"])
+  return params, cfg
+
+
+def _memory(params, cfg, batch, chunks, seed=1, mask_prob=0.3):
+  """Real encoded references arranged per chunk, some slots masked."""
+  rng = np.random.default_rng(seed)
+  n_refs = 5
+  refs = jnp.asarray(rng.integers(5, cfg.vocab_size, (n_refs, cfg.memory.ref_len)), jnp.int32)
+  lengths = jnp.asarray([6, 2, 5, 6, 1], jnp.int32)
+  enc = encode_references(params, cfg, refs, lengths)
+  ids = rng.integers(0, n_refs, (batch, chunks, cfg.memory.refs_per_chunk))
+  present = rng.random(ids.shape) > mask_prob
+  return to_memory_kv(enc, jnp.asarray(ids), jnp.asarray(present))
+
+
+def _forward(params, cfg, tokens, memory=None):
+  return Transformer(cfg).apply({"params": params}, tokens, memory)
+
+
+def test_no_memory_and_fully_masked_memory_are_bitwise_plain():
+  params, cfg = _params()
+  tokens = jax.random.randint(jax.random.key(2), (2, 10), 5, cfg.vocab_size)
+  plain = _forward(params, cfg, tokens)
+  mem = _memory(params, cfg, 2, 3)
+  masked = MemoryKV(mem.keys_LxBxCxRxKxMxD, mem.values_LxBxCxRxKxMxD,
+                    jnp.zeros_like(mem.mask_BxCxRxM))
+  np.testing.assert_array_equal(np.asarray(plain), np.asarray(_forward(params, cfg, tokens, masked)))
+  with_mem = _forward(params, cfg, tokens, mem)
+  assert not np.allclose(np.asarray(plain), np.asarray(with_mem), atol=1e-4), \
+      "valid memories must change the output"
+
+
+def test_memory_only_reaches_its_chunk():
+  params, cfg = _params()
+  tokens = jax.random.randint(jax.random.key(3), (1, 12), 5, cfg.vocab_size)
+  mem = _memory(params, cfg, 1, 3, mask_prob=0.0)
+  base = _forward(params, cfg, tokens, mem)
+  # Remove chunk 2's memories: only tokens 8..11 may change.
+  mask = mem.mask_BxCxRxM.at[:, 2].set(False)
+  changed = _forward(params, cfg, tokens, MemoryKV(mem.keys_LxBxCxRxKxMxD,
+                                                   mem.values_LxBxCxRxKxMxD, mask))
+  np.testing.assert_array_equal(np.asarray(base[:, :8]), np.asarray(changed[:, :8]))
+  assert not np.allclose(np.asarray(base[:, 8:]), np.asarray(changed[:, 8:]))
+
+
+def test_causality_with_memory_attached():
+  params, cfg = _params()
+  t = 11
+  tokens = jax.random.randint(jax.random.key(4), (1, t), 5, cfg.vocab_size)
+  mem = _memory(params, cfg, 1, 3, mask_prob=0.0)
+
+  def logits_from_delta(delta_TxE):
+    # Add a differentiable perturbation to the context embeddings (not the 1-token sink).
+    def interceptor(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if isinstance(context.module, layers.Embed) and context.method_name == "__call__" \
+          and out.shape[1] == t:
+        out = out + delta_TxE[None]
+      return out
+    with nn.intercept_methods(interceptor):
+      return Transformer(cfg).apply({"params": params}, tokens, mem)[0]
+
+  delta = jnp.zeros((t, cfg.embed_dim))
+  jac = jax.jacrev(lambda dl: logits_from_delta(dl).sum(-1))(delta)  # [T_out, T_in, E]
+  jac = np.abs(np.asarray(jac)).sum(-1)
+  for t_out in range(t):
+    assert np.all(jac[t_out, t_out + 1:] == 0), f"position {t_out} sees the future"
+    assert jac[t_out, t_out] > 0
+
+
+def test_prefill_and_decode_with_memory_swaps_equal_full_forward():
+  params, cfg = _params()
+  b, t, prompt = 2, 13, 5   # prompt ends mid-chunk; decode crosses two chunk boundaries
+  tokens = jax.random.randint(jax.random.key(5), (b, t), 5, cfg.vocab_size)
+  chunks = -(-t // cfg.memory.chunk_len)
+  mem = _memory(params, cfg, b, chunks, mask_prob=0.2)
+  full = _forward(params, cfg, tokens, mem)
+
+  model = Transformer(cfg)
+  cache = model.apply({"params": params}, b, 16, method=Transformer.init_cache)
+  prefill_chunks = -(-prompt // cfg.memory.chunk_len)
+  pre_mem = MemoryKV(mem.keys_LxBxCxRxKxMxD[:, :, :prefill_chunks],
+                     mem.values_LxBxCxRxKxMxD[:, :, :prefill_chunks],
+                     mem.mask_BxCxRxM[:, :prefill_chunks])
+  logits, cache = model.apply({"params": params}, tokens[:, :prompt], cache, pre_mem,
+                              method=Transformer.step)
+  outs = [logits]
+  step = jax.jit(lambda p, tok, c, m: model.apply({"params": p}, tok, c, m,
+                                                  method=Transformer.step))
+  for i in range(prompt, t):
+    logits, cache = step(params, tokens[:, i:i + 1], cache, mem.chunk(i // cfg.memory.chunk_len))
+    outs.append(logits)
+  cached = jnp.concatenate(outs, axis=1)
+  # Same float32 math in a different association order (cache buffers, padding): 1e-5.
+  np.testing.assert_allclose(np.asarray(cached), np.asarray(full), rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_of_ragged_prompts_and_per_row_decode():
+  params, cfg = _params()
+  tokens = jax.random.randint(jax.random.key(6), (2, 9), 5, cfg.vocab_size)
+  lengths = jnp.array([6, 3])
+  model = Transformer(cfg)
+  cache = model.apply({"params": params}, 2, 12, method=Transformer.init_cache)
+  padded = jnp.where(jnp.arange(6)[None] < lengths[:, None], tokens[:, :6], 0)
+  _, cache = model.apply({"params": params}, padded, cache, lengths_B=lengths,
+                         method=Transformer.step)
+  np.testing.assert_array_equal(np.asarray(cache.end_index_B), [6, 3])
+  # Row 1 continues with its own token 3; its logits must equal its full forward at 3.
+  nxt = jnp.stack([tokens[0, 6], tokens[1, 3]])[:, None]
+  logits, cache = model.apply({"params": params}, nxt, cache, method=Transformer.step)
+  full0 = _forward(params, cfg, tokens[:1, :7])
+  full1 = _forward(params, cfg, tokens[1:, :4])
+  np.testing.assert_allclose(np.asarray(logits[0, 0]), np.asarray(full0[0, 6]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(logits[1, 0]), np.asarray(full1[0, 3]), rtol=1e-5, atol=1e-5)
+
+
+def test_sink_is_constant_and_matches_reference_encoding():
+  """The <ref> sink's K/V equals slot 0 of any reference encoding (it sees only itself)."""
+  params, cfg = _params()
+  model = Transformer(cfg)
+  sink_k, _ = model.apply({"params": params}, method=Transformer.sink_kv)
+  cache = model.apply({"params": params}, 1, 4, method=Transformer.init_cache)
+  np.testing.assert_array_equal(np.asarray(cache.k_LxBxSxKxD[:, 0, 0]), np.asarray(sink_k))
+  assert sink_k.shape == (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)

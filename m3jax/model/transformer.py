@@ -160,22 +160,23 @@ class Transformer(nn.Module):
     s = cache.k_LxBxSxKxD.shape[2]
     key_idx_S = jnp.arange(s) - 1
     mask_BxTxS = key_idx_S[None, None, :] <= idx_BxT[:, :, None]
-    write = jax.vmap(lambda buf, new, at: jax.lax.dynamic_update_slice_in_dim(buf, new, at, 0))
+    # Scatter the new K/V into the full [L, B, S, K, D] buffers: with the cache donated,
+    # XLA updates them in place instead of re-stacking every layer each step.
+    rows_Bx1 = jnp.arange(b)[:, None]
+    slot_BxT = idx_BxT + 1
+    k_cache, v_cache = cache.k_LxBxSxKxD, cache.v_LxBxSxKxD
     x = self.embed(tokens_BxT)
-    ks, vs = [], []
     for i, block in enumerate(self.blocks):
       q, k, v = block.qkv(x)
       q = layers.apply_rope(q, pos_BxT, c.rope_base)
       k = layers.apply_rope(k, pos_BxT, c.rope_base)
-      k_all = write(cache.k_LxBxSxKxD[i], k.astype(c.dtype), start_B + 1)
-      v_all = write(cache.v_LxBxSxKxD[i], v.astype(c.dtype), start_B + 1)
-      ks.append(k_all)
-      vs.append(v_all)
-      o = joint_attention(q, k_all, v_all, mask_BxTxS, self._layer_memory(i, memory),
+      k_cache = k_cache.at[i, rows_Bx1, slot_BxT].set(k.astype(k_cache.dtype), mode="drop")
+      v_cache = v_cache.at[i, rows_Bx1, slot_BxT].set(v.astype(v_cache.dtype), mode="drop")
+      o = joint_attention(q, k_cache[i], v_cache[i], mask_BxTxS, self._layer_memory(i, memory),
                           chunk_len=c.memory.chunk_len)
       x = block.finish(x, o)
     written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
-    new_cache = Cache(jnp.stack(ks), jnp.stack(vs), start_B + written_B)
+    new_cache = Cache(k_cache, v_cache, start_B + written_B)
     return self._logits(x), new_cache
 
   # ----------------------------------------------------------------------------- encoding

@@ -1,0 +1,1 @@
+"""Studies and benchmarks: each file has get_config/get_sweep or a main()."""

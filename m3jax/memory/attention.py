@@ -29,8 +29,12 @@ def _queries_by_chunk(q_BxTxKxGxD, num_chunks: int, chunk_len: int):
   return q.reshape(b, num_chunks, chunk_len, *q.shape[2:])
 
 
+IMPLS = ("dense", "flat", "cudnn")
+
+
 def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
-                    chunk_len: int = 64, return_memory_mass: bool = False):
+                    chunk_len: int = 64, return_memory_mass: bool = False,
+                    impl: str = "dense"):
   """Attention of T queries over S context slots and (optionally) chunked memories.
 
   Args:
@@ -41,10 +45,19 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
     memory: None, or (keys_BxCxRxKxMxD, values_BxCxRxKxMxD, mask_BxCxRxM).
     chunk_len: query tokens per memory chunk.
     return_memory_mass: also return the attention probability on memory, [B, T, H].
+    impl: "dense" (two-part softmax written out; exact no-memory equivalence),
+      "flat" (one fused ``jax.nn.dot_product_attention`` call over [context, all chunks'
+      memories] with a block mask; XLA), "cudnn" (the same call on cuDNN flash attention:
+      for long bf16 training sequences on GPU). The memory mass needs "dense".
 
   Returns:
     out_BxTxHxD (and memory mass if asked).
   """
+  if impl not in IMPLS:
+    raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
+  if impl != "dense" and not return_memory_mass:
+    return _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len,
+                           "cudnn" if impl == "cudnn" else "xla")
   b, t, h, d = q_BxTxHxD.shape
   kv = k_BxSxKxD.shape[2]
   g = h // kv
@@ -91,3 +104,26 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
       mass_BxTxH = jnp.zeros((b, t, h), jnp.float32)
     return out, mass_BxTxH
   return out
+
+
+def _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len: int,
+                    implementation: str):
+  """One fused attention call: every chunk's memories appended as extra keys, masked so
+  that a query sees only its own chunk's. Costs C·R·M more keys per query, but runs as a
+  single flash-attention kernel (forward and backward) on GPU."""
+  b, t = q_BxTxHxD.shape[:2]
+  keys, values, mask = k_BxSxKxD, v_BxSxKxD, mask_BxTxS
+  if memory is not None:
+    mem_k, mem_v, mem_mask_BxCxRxM = memory
+    c, r, kv, m, d = mem_k.shape[1:]
+    flat = lambda x: x.transpose(0, 1, 2, 4, 3, 5).reshape(b, c * r * m, kv, d)
+    keys = jnp.concatenate([keys, flat(mem_k).astype(keys.dtype)], axis=1)
+    values = jnp.concatenate([values, flat(mem_v).astype(values.dtype)], axis=1)
+    q_chunk_T = jnp.zeros((t,), jnp.int32) if c == 1 else jnp.arange(t) // chunk_len
+    key_chunk = jnp.repeat(jnp.arange(c), r * m)
+    mem_mask = ((q_chunk_T[:, None] == key_chunk[None, :])[None]
+                & mem_mask_BxCxRxM.reshape(b, 1, c * r * m))
+    mask = jnp.concatenate([mask, mem_mask], axis=-1)
+  out = jax.nn.dot_product_attention(q_BxTxHxD, keys, values, mask=mask[:, None],
+                                     implementation=implementation)
+  return out.astype(q_BxTxHxD.dtype)

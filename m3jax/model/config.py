@@ -86,6 +86,7 @@ class ModelConfig:
   eos_id: int = 1
   bos_id: int = 3
   ref_id: int = 4
+  attention_impl: str = "dense"     # dense | flat | cudnn (m3jax.memory.attention)
 
   def __post_init__(self):
     for name in ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -103,6 +104,8 @@ class ModelConfig:
     for name in ("pad_id", "eos_id", "bos_id", "ref_id"):
       if not 0 <= getattr(self, name) < self.vocab_size:
         _fail(name, f"token id {getattr(self, name)} outside vocab_size={self.vocab_size}")
+    if self.attention_impl not in ("dense", "flat", "cudnn"):
+      _fail("attention_impl", f"{self.attention_impl!r} is not one of ('dense', 'flat', 'cudnn')")
     if self.ref_id == self.bos_id:
       _fail("ref_id", "<ref> and <s> must be different tokens")
 

@@ -122,10 +122,14 @@ class Transformer(nn.Module):
       k = jnp.concatenate([jnp.broadcast_to(sink_k[i], (b, 1) + k.shape[2:]).astype(k.dtype), k], 1)
       v = jnp.concatenate([jnp.broadcast_to(sink_v[i], (b, 1) + v.shape[2:]).astype(v.dtype), v], 1)
       mem = self._layer_memory(i, memory)
-      o, mass = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
-                                return_memory_mass=True)
-      if mem is not None:
-        masses.append(mass)
+      if return_memory_mass:
+        o, mass = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
+                                  return_memory_mass=True)
+        if mem is not None:
+          masses.append(mass)
+      else:
+        o = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
+                            impl=c.attention_impl)
       x = block.finish(x, o)
     logits = self._logits(x)
     if return_memory_mass:
@@ -173,7 +177,8 @@ class Transformer(nn.Module):
       k_cache = k_cache.at[i, rows_Bx1, slot_BxT].set(k.astype(k_cache.dtype), mode="drop")
       v_cache = v_cache.at[i, rows_Bx1, slot_BxT].set(v.astype(v_cache.dtype), mode="drop")
       o = joint_attention(q, k_cache[i], v_cache[i], mask_BxTxS, self._layer_memory(i, memory),
-                          chunk_len=c.memory.chunk_len)
+                          chunk_len=c.memory.chunk_len,
+                          impl=c.attention_impl if t > 1 else "dense")
       x = block.finish(x, o)
     written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
     new_cache = Cache(k_cache, v_cache, start_B + written_B)
@@ -201,7 +206,7 @@ class Transformer(nn.Module):
       k = layers.apply_rope(k_raw, pos, c.rope_base)
       if c.is_memory_layer(i):
         out.append((k[:, 1:], v[:, 1:], q_raw[:, 1:], k_raw[:, 1:]))
-      o = joint_attention(q, k, v, mask)
+      o = joint_attention(q, k, v, mask, impl=c.attention_impl)
       x = block.finish(x, o, run_mlp=i < depth - 1)
     stacked = [jnp.stack(parts) for parts in zip(*out)]
     return EncodedLayers(*stacked)

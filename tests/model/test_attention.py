@@ -98,3 +98,18 @@ def test_wrong_chunk_count_is_rejected():
   with pytest.raises(ValueError, match="memory chunks"):
     joint_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask),
                     (jnp.asarray(mk), jnp.asarray(mv), jnp.asarray(mm)), chunk_len=4)
+
+
+@pytest.mark.parametrize("t,chunk_len,h,kv,chunks", [(11, 4, 6, 2, 3), (5, 8, 4, 1, 1)])
+def test_flat_fused_attention_equals_dense(t, chunk_len, h, kv, chunks):
+  """The single-call formulation (cuDNN-ready) computes the same function (XLA here)."""
+  q, k, v, mask, mk, mv, mm = _inputs(7, 2, t, h, kv, 8, chunks, 3, 2, chunk_len, 0.6)
+  args = (jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask),
+          (jnp.asarray(mk), jnp.asarray(mv), jnp.asarray(mm)))
+  dense = joint_attention(*args, chunk_len=chunk_len)
+  flat = joint_attention(*args, chunk_len=chunk_len, impl="flat")
+  np.testing.assert_allclose(np.asarray(flat), np.asarray(dense), rtol=2e-5, atol=2e-5)
+  g_dense = jax.grad(lambda qq: joint_attention(qq, *args[1:], chunk_len=chunk_len).sum())(args[0])
+  g_flat = jax.grad(lambda qq: joint_attention(qq, *args[1:], chunk_len=chunk_len,
+                                               impl="flat").sum())(args[0])
+  np.testing.assert_allclose(np.asarray(g_flat), np.asarray(g_dense), rtol=1e-4, atol=1e-4)

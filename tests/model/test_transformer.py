@@ -150,3 +150,12 @@ def test_sink_is_constant_and_matches_reference_encoding():
   cache = model.apply({"params": params}, 1, 4, method=Transformer.init_cache)
   np.testing.assert_array_equal(np.asarray(cache.k_LxBxSxKxD[:, 0, 0]), np.asarray(sink_k))
   assert sink_k.shape == (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
+
+
+def test_flat_attention_impl_gives_the_same_model():
+  params, cfg = _params()
+  flat_cfg = cfg.__class__(**{**cfg.__dict__, "attention_impl": "flat"})
+  tokens = jax.random.randint(jax.random.key(7), (2, 10), 5, cfg.vocab_size)
+  mem = _memory(params, cfg, 2, 3)
+  np.testing.assert_allclose(np.asarray(_forward(params, flat_cfg, tokens, mem)),
+                             np.asarray(_forward(params, cfg, tokens, mem)), rtol=1e-5, atol=1e-5)

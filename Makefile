@@ -30,3 +30,9 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Wheels the GPU machine lacks (Python 3.12), carried in .whl/ by experiments/gpu_check.sh.
+gpu-wheels:
+	mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux2014_x86_64 -d .whl ml-collections==1.1.0

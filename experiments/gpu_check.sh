@@ -8,7 +8,7 @@
 # The GPU machine has Python 3.12 with jax, flax, optax, orbax and tensorstore but no
 # ml_collections, seqio or scann: wheels for what is missing travel in .whl/ (fill it
 # with `make gpu-wheels`); the benchmarks fall back to exact search without scann.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-gpu}
 OUT=${OUT:-experiments/results/gpu_check}
@@ -37,6 +37,7 @@ if [ "$MODE" = "--tiny" ]; then
   TRAIN=(--steps 2 --batch 2)
   CEIL=(--size 256 --copy-gib 0.01)
   MEMORY=(--tiny)
+  ATTN=(--seq 64 --batch 1 --heads 4 --kv-heads 2 --head-dim 16)
 else
   # The paper's width and heads (d=3200, H=40, H_kv=8, d_h=80, vocab 60416), 8 layers of
   # which the first half are memory layers, bf16 compute.
@@ -46,18 +47,31 @@ else
   TRAIN=(--steps 5 --batch 4)
   CEIL=()
   MEMORY=()
+  ATTN=()
 fi
 
-step() { echo; echo "=== $* ==="; }
-step ceilings
-$PY -m experiments.bench_ceilings "${CEIL[@]}" --out "$OUT"
-CEILJSON=$(ls "$OUT"/bench_ceilings_*.json | head -1)
-step decode
-$PY -m experiments.bench_decode --config "$CFG" "${SHAPE[@]}" "${DECODE[@]}" \
+FAILED=()
+STEPS=${STEPS:-ceilings attention decode decode_cmdbuf train memory}   # a subset: STEPS="ceilings decode"
+step() {  # step NAME CMD...: runs one benchmark; a failure is reported, the rest still run
+  local name=$1; shift
+  [[ " $STEPS " == *" $name "* ]] || return 0
+  echo; echo "=== $name ==="
+  if ! "$@" 2>&1 | tee "$OUT/$name.log"; then FAILED+=("$name"); fi
+}
+set +e
+step ceilings $PY -m experiments.bench_ceilings "${CEIL[@]}" --out "$OUT"
+CEILJSON=$(ls "$OUT"/bench_ceilings_*.json 2>/dev/null | head -1)
+step attention $PY -m experiments.bench_attention "${ATTN[@]}" --out "$OUT"
+step decode $PY -m experiments.bench_decode --config "$CFG" "${SHAPE[@]}" "${DECODE[@]}" \
   --ceilings "$CEILJSON" --out "$OUT"
-step train
-$PY -m experiments.bench_train --config "$CFG" "${SHAPE[@]}" "${TRAIN[@]}" \
+# The same decode with the whole while-loop body recorded as one CUDA graph (command
+# buffer): per-token launch overhead is what separates decode from the bandwidth roofline.
+step decode_cmdbuf env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL \
+  --xla_gpu_graph_min_graph_size=1" $PY -m experiments.bench_decode --config "$CFG" "${SHAPE[@]}" \
+  "${DECODE[@]}" --runs 3 --ceilings "$CEILJSON" --out "$OUT/cmdbuf"
+step train $PY -m experiments.bench_train --config "$CFG" "${SHAPE[@]}" "${TRAIN[@]}" \
   --ceilings "$CEILJSON" --out "$OUT"
-step memory
-$PY -m experiments.bench_memory --config "$CFG" "${SHAPE[@]}" "${MEMORY[@]}" --out "$OUT"
-echo; echo "gpu_check done: $(ls "$OUT")"
+step memory $PY -m experiments.bench_memory --config "$CFG" "${SHAPE[@]}" "${MEMORY[@]}" \
+  --out "$OUT"
+echo; echo "gpu_check done: $(ls "$OUT" | tr '\n' ' ')"
+if [ ${#FAILED[@]} -gt 0 ]; then echo "FAILED: ${FAILED[*]}"; exit 1; fi

@@ -28,6 +28,7 @@ def get(variant: str) -> ml_collections.ConfigDict:
   c.index_kind = "auto"            # scann | numpy | auto (scann when importable)
   c.brute_force_max = 20_000       # ScaNN brute force up to this many references
   c.scann_reorder = 100            # exact re-scoring candidates (tree + AH)
+  c.scann_search_fraction = 0.1    # fraction of tree leaves searched per query
   c.embedder = "tfidf"             # m3jax.memory.embedders.EMBEDDERS key
   c.embedding_dim = 256
   c.encode_batch_size = _ENCODE_BATCH.get(variant, 32)

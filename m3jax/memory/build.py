@@ -1,0 +1,231 @@
+"""Warm start (paper §3.1): encode a whole knowledge base into a bank, resumably.
+
+references -> fixed-shape batches -> jitted ``encode_references`` -> (PQ) -> append ->
+manifest, then the retrieval index (embedder + ScaNN) saved beside the bank. A killed
+build, rerun with the same references, resumes after the last committed batch and ends
+bitwise identical to an uninterrupted one (fixed batch shapes, deterministic encoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from m3jax.memory import quantize
+from m3jax.memory.encode import encode_references
+from m3jax.memory.store import BankLayout, MemoryBank, _kvstore_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class BankConfig:
+  """Frozen ``config.bank`` (see configs/sections/bank.py for what each field means)."""
+  url: str = ""
+  quantization: str = "none"
+  pq_bytes_per_vector: int = 14
+  pq_train_refs: int = 2048
+  pq_iters: int = 20
+  cache_size: int = 1024
+  sharded: bool = False
+  chunk_refs: int = 64
+  shard_refs: int = 4096
+  index_kind: str = "auto"
+  brute_force_max: int = 20_000
+  scann_reorder: int = 100
+  scann_search_fraction: float = 0.1
+  embedder: str = "tfidf"
+  embedding_dim: int = 256
+  encode_batch_size: int = 32
+  anti_copy_threshold: float = 2 / 3
+  storage_num_references: int = 112_000_000
+
+  def __post_init__(self):
+    if self.quantization not in ("none", "pq"):
+      raise ValueError(f"invalid config field 'bank.quantization': {self.quantization!r} "
+                       "is not one of ('none', 'pq')")
+    for name in ("encode_batch_size", "pq_bytes_per_vector", "chunk_refs", "shard_refs",
+                 "embedding_dim"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"invalid config field 'bank.{name}': must be positive")
+
+  @property
+  def pq_subspaces(self) -> int:
+    return self.pq_bytes_per_vector if self.quantization == "pq" else 0
+
+
+def bank_config_from(cfg: Mapping[str, Any] | None) -> BankConfig:
+  values = dict(cfg or {})
+  names = {f.name for f in dataclasses.fields(BankConfig)}
+  unknown = sorted(set(values) - names)
+  if unknown:
+    raise ValueError(f"unknown config keys {['bank.' + k for k in unknown]}; "
+                     f"valid keys: {sorted(names)}")
+  return BankConfig(**values)
+
+
+def pad_references(refs: Sequence, ref_len: int, batch: int, pad_id: int = 0):
+  """-> tokens int32 [batch, ref_len] (right-padded), lengths int32 [batch] (0 = filler)."""
+  tokens = np.full((batch, ref_len), pad_id, np.int32)
+  lengths = np.zeros((batch,), np.int32)
+  for i, r in enumerate(refs):
+    t = r.tokens
+    if len(t) > ref_len:
+      raise ValueError(f"reference {r.id!r} has {len(t)} tokens > ref_len={ref_len}")
+    tokens[i, :len(t)] = t
+    lengths[i] = len(t)
+  return tokens, lengths
+
+
+def make_encoder(params, model_cfg, batch_size: int) -> Callable:
+  """refs -> (keys, values, mask, token_idx) float32 numpy, one fixed-shape jit per batch."""
+  fn = jax.jit(lambda p, t, n: encode_references(p, model_cfg, t, n))
+
+  def encode(refs):
+    out = []
+    for s in range(0, len(refs), batch_size):
+      part = refs[s:s + batch_size]
+      tokens, lengths = pad_references(part, model_cfg.memory.ref_len, batch_size,
+                                       model_cfg.pad_id)
+      enc = jax.device_get(fn(params, jnp.asarray(tokens), jnp.asarray(lengths)))
+      n = len(part)
+      out.append((np.asarray(enc.keys_BxLxKxMxD[:n], np.float32),
+                  np.asarray(enc.values_BxLxKxMxD[:n], np.float32),
+                  np.asarray(enc.mask_BxM[:n]), np.asarray(enc.token_idx_BxLxKxM[:n])))
+    return tuple(np.concatenate(parts) for parts in zip(*out))
+
+  return encode
+
+
+def valid_vectors(keys_NxLxKxMxD, values_NxLxKxMxD, mask_NxM) -> np.ndarray:
+  """[2, L, P, D]: every kept (non-padding) K and V vector, per memory layer."""
+  n, nl, kh, m, d = keys_NxLxKxMxD.shape
+  sel = np.broadcast_to(mask_NxM[:, None, :], (n, kh, m))
+  out = [np.stack([x[:, l][sel] for l in range(nl)]) for x in (keys_NxLxKxMxD, values_NxLxKxMxD)]
+  return np.stack(out)
+
+
+def train_pq(encoder, refs, bank_cfg: BankConfig, seed: int = 0):
+  """Codebooks from a uniform sample of the knowledge base; -> (codebooks, relative MSE)."""
+  rng = np.random.default_rng(seed)
+  pick = np.sort(rng.choice(len(refs), min(len(refs), bank_cfg.pq_train_refs), replace=False))
+  k, v, mask, _ = encoder([refs[i] for i in pick])
+  vecs = valid_vectors(k, v, mask)
+  cb = quantize.train_codebooks(vecs, bank_cfg.pq_bytes_per_vector, iters=bank_cfg.pq_iters,
+                                seed=seed)
+  kc, vc = quantize.encode_memories(k, v, cb)
+  d = k.shape[-1]
+  kh = np.asarray(quantize.decode_memories(jnp.asarray(kc), jnp.asarray(cb[0]), d, 1))
+  vh = np.asarray(quantize.decode_memories(jnp.asarray(vc), jnp.asarray(cb[1]), d, 1))
+  err = quantize.relative_mse(valid_vectors(k, v, mask), valid_vectors(kh, vh, mask))
+  return cb, err
+
+
+def default_index_dir(bank_url) -> str | None:
+  """Beside the bank (``<bank>/index``) when the bank is a local directory."""
+  spec = _kvstore_spec(bank_url)
+  return os.path.join(spec["path"], "index") if spec.get("driver") == "file" else None
+
+
+def build_bank(params, model_cfg, references: Sequence, bank_url, *,
+               bank_cfg: BankConfig = BankConfig(), checkpoint_step: int = 0,
+               index_dir: str | None = None, build_index: bool = True,
+               after_batch: Callable[[int, int], None] | None = None,
+               progress: bool = True, context=None) -> MemoryBank:
+  """Encodes ``references`` into the bank at ``bank_url`` (creating or resuming it).
+
+  ``after_batch(batch_index, committed)`` runs after each committed batch (tests use it to
+  kill a build). Returns the finalized bank; the index is saved to ``index_dir``
+  (default: beside a local bank).
+  """
+  if not references:
+    raise ValueError("no references to encode (empty knowledge base)")
+  ids = [r.id for r in references]
+  if len(set(ids)) != len(ids):
+    raise ValueError("reference ids are not unique")
+  encoder = make_encoder(params, model_cfg, bank_cfg.encode_batch_size)
+  layout = BankLayout.from_model(model_cfg, bank_cfg.pq_subspaces)
+  if MemoryBank.exists(bank_url, context):
+    bank = MemoryBank.open(bank_url, model_cfg=model_cfg, checkpoint_step=checkpoint_step,
+                           pq_subspaces=bank_cfg.pq_subspaces, cache_size=bank_cfg.cache_size,
+                           context=context)
+    done = bank.manifest["ids"]
+    if done != ids[:len(done)]:
+      raise ValueError(f"bank {bank_url} holds {len(done)} references that are not a prefix "
+                       "of this knowledge base's references; build into a new bank")
+  else:
+    codebooks, err = (train_pq(encoder, references, bank_cfg) if bank_cfg.pq_subspaces
+                      else (None, None))
+    bank = MemoryBank.create(bank_url, layout, model_cfg=model_cfg,
+                             checkpoint_step=checkpoint_step, codebooks=codebooks,
+                             pq_rel_mse=err, sharded=bank_cfg.sharded,
+                             chunk_refs=bank_cfg.chunk_refs, shard_refs=bank_cfg.shard_refs,
+                             cache_size=bank_cfg.cache_size, context=context)
+  start, bs = bank.count, bank_cfg.encode_batch_size
+  batches = range(start, len(references), bs)
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(total=len(references), initial=start, unit="ref", desc="encode references")
+  for b, s in enumerate(batches):
+    part = references[s:s + bs]
+    bank.append([r.id for r in part], *encoder(part))
+    if bar is not None:
+      bar.update(len(part))
+    if after_batch is not None:
+      after_batch(b, bank.count)
+  if bar is not None:
+    bar.close()
+  if build_index:
+    index_dir = index_dir or default_index_dir(bank_url)
+    embedder, retriever = build_index_for(references, bank_cfg)
+    if index_dir:
+      save_index(index_dir, embedder, retriever, bank_cfg.embedder)
+    bank.index = (embedder, retriever)
+  bank.finalize()
+  return bank
+
+
+def build_index_for(references: Sequence, bank_cfg: BankConfig):
+  """Fits the embedder on the reference texts and indexes them; -> (embedder, retriever)."""
+  from m3jax.memory.embedders import make_embedder
+  from m3jax.memory.retriever import make_retriever
+  kwargs = {"dim": bank_cfg.embedding_dim} if bank_cfg.embedder == "tfidf" else {}
+  embedder = make_embedder(bank_cfg.embedder, **kwargs)
+  texts = [r.text for r in references]
+  embedder.fit(texts)
+  extra = ({"brute_force_max": bank_cfg.brute_force_max, "reorder": bank_cfg.scann_reorder,
+            "search_fraction": bank_cfg.scann_search_fraction}
+           if bank_cfg.index_kind in ("scann", "auto") else {})
+  from m3jax.memory.retriever import scann_available
+  if bank_cfg.index_kind == "auto" and not scann_available():
+    extra = {}
+  retriever = make_retriever(bank_cfg.index_kind, [r.id for r in references],
+                             embedder.embed(texts), **extra)
+  return embedder, retriever
+
+
+def save_index(index_dir: str, embedder, retriever, embedder_name: str) -> None:
+  os.makedirs(index_dir, exist_ok=True)
+  embedder.save(os.path.join(index_dir, "embedder.pkl"))
+  retriever.save(index_dir)
+  with open(os.path.join(index_dir, "index.json"), "w") as f:
+    json.dump({"embedder": embedder_name}, f)
+
+
+def load_index(index_dir: str):
+  """-> (embedder, retriever) saved by :func:`build_bank`."""
+  from m3jax.memory import embedders
+  from m3jax.memory.retriever import load_retriever
+  path = os.path.join(index_dir, "index.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{index_dir} holds no retrieval index (no index.json); build one with "
+                     "`python -m m3jax build-memory`")
+  with open(path) as f:
+    name = json.load(f)["embedder"]
+  embedder = embedders.EMBEDDERS[name].load(os.path.join(index_dir, "embedder.pkl"))
+  return embedder, load_retriever(index_dir)

@@ -1,0 +1,219 @@
+"""Nearest-reference search behind one small protocol (paper §3: cosine over embeddings).
+
+Embeddings are L2-normalized, so cosine is a dot product. ``NumpyRetriever`` is exact
+(the recall reference, and the fallback when scann is not installed, e.g. on the GPU
+image); ``ScannRetriever`` uses brute force for small banks and tree + asymmetric
+hashing + exact reorder for large ones, chosen by size. Both support runtime insert and
+delete without retraining (ScaNN's mutable searcher: upsert / delete by docid) and are
+saved beside the bank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class Retriever(Protocol):
+  def search(self, query_QxE: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (ids [Q, k] object array of reference ids, None-padded; scores [Q, k], -inf padded)."""
+
+  def insert(self, ids: Sequence[str], embeddings_NxE: np.ndarray) -> None: ...
+
+  def delete(self, ids: Sequence[str]) -> None: ...
+
+  def save(self, directory: str) -> None: ...
+
+  def __len__(self) -> int: ...
+
+
+def _check(ids, emb):
+  emb = np.asarray(emb, np.float32)
+  if emb.ndim != 2 or len(ids) != emb.shape[0]:
+    raise ValueError(f"{len(ids)} ids need embeddings [{len(ids)}, dim], got {emb.shape}")
+  return [str(i) for i in ids], emb
+
+
+class NumpyRetriever:
+  """Exact maximum-inner-product search over a dense matrix."""
+
+  kind = "numpy"
+
+  def __init__(self, ids: Sequence[str] = (), embeddings_NxE=None, dim: int | None = None):
+    self._ids: list[str] = []
+    self._pos: dict[str, int] = {}
+    self._emb = np.zeros((0, dim or 0), np.float32)
+    if len(ids):
+      self.insert(ids, embeddings_NxE)
+
+  def __len__(self):
+    return len(self._ids)
+
+  @property
+  def ids(self) -> list[str]:
+    return list(self._ids)
+
+  @property
+  def embeddings(self) -> np.ndarray:
+    return self._emb
+
+  def insert(self, ids, embeddings_NxE):
+    """Upsert: a known id gets its embedding replaced, a new id is appended."""
+    ids, emb = _check(ids, embeddings_NxE)
+    if self._emb.shape[0] == 0:
+      self._emb = np.zeros((0, emb.shape[1]), np.float32)
+    new_rows = []
+    for i, row in zip(ids, emb):
+      if i in self._pos:
+        self._emb[self._pos[i]] = row
+      else:
+        self._pos[i] = len(self._ids)
+        self._ids.append(i)
+        new_rows.append(row)
+    if new_rows:
+      self._emb = np.concatenate([self._emb, np.stack(new_rows)], 0)
+
+  def delete(self, ids):
+    drop = {str(i) for i in ids}
+    unknown = drop - set(self._pos)
+    if unknown:
+      raise KeyError(f"cannot delete ids not in the index: {sorted(unknown)[:5]}")
+    keep = [j for j, i in enumerate(self._ids) if i not in drop]
+    self._ids = [self._ids[j] for j in keep]
+    self._emb = self._emb[keep]
+    self._pos = {i: j for j, i in enumerate(self._ids)}
+
+  def search(self, query_QxE, k):
+    q = np.asarray(query_QxE, np.float32)
+    ids = np.full((q.shape[0], k), None, object)
+    scores = np.full((q.shape[0], k), -np.inf, np.float32)
+    n = len(self._ids)
+    if n == 0:
+      return ids, scores
+    s_QxN = q @ self._emb.T
+    kk = min(k, n)
+    top = np.argpartition(-s_QxN, kk - 1, axis=1)[:, :kk]
+    order = np.argsort(-np.take_along_axis(s_QxN, top, 1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, 1)
+    ids[:, :kk] = np.asarray(self._ids, object)[top]
+    scores[:, :kk] = np.take_along_axis(s_QxN, top, 1)
+    return ids, scores
+
+  def save(self, directory):
+    os.makedirs(directory, exist_ok=True)
+    np.save(os.path.join(directory, "embeddings.npy"), self._emb)
+    with open(os.path.join(directory, "retriever.json"), "w") as f:
+      json.dump({"kind": self.kind, "ids": self._ids}, f)
+
+  @classmethod
+  def load(cls, directory):
+    with open(os.path.join(directory, "retriever.json")) as f:
+      meta = json.load(f)
+    return cls(meta["ids"], np.load(os.path.join(directory, "embeddings.npy")))
+
+
+class ScannRetriever:
+  """ScaNN searcher with docids (mutable: upsert/delete without retraining)."""
+
+  kind = "scann"
+
+  def __init__(self, ids: Sequence[str], embeddings_NxE, *, brute_force_max: int = 20_000,
+               reorder: int = 100, search_fraction: float = 0.1):
+    ids, emb = _check(ids, embeddings_NxE)
+    if not ids:
+      raise ValueError("ScannRetriever needs at least one reference to build an index")
+    self.brute_force_max = brute_force_max
+    self.mode = "brute_force" if len(ids) <= brute_force_max else "tree_ah"
+    self._searcher = _build_scann(ids, emb, self.mode, reorder, search_fraction)
+    self.dim = emb.shape[1]
+
+  def __len__(self):
+    return self._searcher.size()
+
+  def insert(self, ids, embeddings_NxE):
+    ids, emb = _check(ids, embeddings_NxE)
+    self._searcher.upsert(ids, emb)
+
+  def delete(self, ids):
+    self._searcher.delete([str(i) for i in ids])
+
+  def search(self, query_QxE, k):
+    q = np.asarray(query_QxE, np.float32)
+    out_ids = np.full((q.shape[0], k), None, object)
+    scores = np.full((q.shape[0], k), -np.inf, np.float32)
+    if len(self) == 0:
+      return out_ids, scores
+    got, dist = self._searcher.search_batched(q, final_num_neighbors=min(k, len(self)))
+    for r, (row_ids, row_s) in enumerate(zip(got, dist)):
+      out_ids[r, :len(row_ids)] = row_ids
+      scores[r, :len(row_ids)] = row_s[:len(row_ids)]
+    return out_ids, scores
+
+  def save(self, directory):
+    os.makedirs(os.path.join(directory, "scann"), exist_ok=True)
+    self._searcher.serialize(os.path.join(directory, "scann"))
+    with open(os.path.join(directory, "retriever.json"), "w") as f:
+      json.dump({"kind": self.kind, "mode": self.mode, "dim": self.dim}, f)
+
+  @classmethod
+  def load(cls, directory):
+    from scann.scann_ops.py import scann_ops_pybind
+    with open(os.path.join(directory, "retriever.json")) as f:
+      meta = json.load(f)
+    out = cls.__new__(cls)
+    out.mode, out.dim = meta["mode"], meta["dim"]
+    out._searcher = scann_ops_pybind.load_searcher(os.path.join(directory, "scann"))
+    return out
+
+
+def _build_scann(ids, emb, mode, reorder, search_fraction):
+  """Tree + AH: sqrt(n) k-means leaves, ``search_fraction`` of them searched per query,
+  anisotropic hashing (2 dims per 4-bit code) to score, exact re-scoring of ``reorder``."""
+  from scann.scann_ops.py import scann_ops_pybind
+  n, dim = emb.shape
+  builder = scann_ops_pybind.builder(emb, min(10, n), "dot_product")
+  if mode == "brute_force":
+    builder = builder.score_brute_force()
+  else:
+    leaves = max(2, int(math.sqrt(n)))
+    builder = builder.tree(num_leaves=leaves,
+                           num_leaves_to_search=max(1, int(round(leaves * search_fraction))),
+                           training_sample_size=min(n, 100_000))
+    builder = builder.score_ah(2, anisotropic_quantization_threshold=0.2)
+    builder = builder.reorder(reorder)
+  return builder.build(docids=list(ids))
+
+
+def scann_available() -> bool:
+  try:
+    import scann  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def make_retriever(kind: str, ids: Sequence[str], embeddings_NxE, **kwargs) -> Retriever:
+  """kind: "scann" | "numpy" | "auto" (scann when importable, else numpy)."""
+  if kind == "auto":
+    kind = "scann" if scann_available() else "numpy"
+  if kind == "scann":
+    return ScannRetriever(ids, embeddings_NxE, **kwargs)
+  if kind == "numpy":
+    return NumpyRetriever(ids, embeddings_NxE)
+  raise ValueError(f"unknown retriever kind {kind!r}; choose scann, numpy or auto")
+
+
+def load_retriever(directory: str) -> Retriever:
+  path = os.path.join(directory, "retriever.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{directory} holds no saved retriever (no retriever.json)")
+  with open(path) as f:
+    kind = json.load(f)["kind"]
+  if kind == "scann" and not scann_available():
+    raise ValueError(f"{directory} holds a ScaNN index but scann is not installed; "
+                     "pip install scann, or rebuild the index with kind='numpy'")
+  return {"scann": ScannRetriever, "numpy": NumpyRetriever}[kind].load(directory)

@@ -9,6 +9,8 @@ memory contributes exact zeros and the output is bitwise the memory-free one.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 
@@ -56,8 +58,14 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
   if impl not in IMPLS:
     raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
   if impl != "dense" and not return_memory_mass:
-    return _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len,
-                           "cudnn" if impl == "cudnn" else "xla")
+    try:
+      return _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len,
+                             "cudnn" if impl == "cudnn" else "xla")
+    except (NotImplementedError, RuntimeError) as e:
+      # cuDNN rejects some shapes/dtypes/backends while tracing; the dense path is exact.
+      if impl != "cudnn":
+        raise
+      warnings.warn(f"cuDNN attention unavailable here ({e}); using the dense path")
   b, t, h, d = q_BxTxHxD.shape
   kv = k_BxSxKxD.shape[2]
   g = h // kv

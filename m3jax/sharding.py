@@ -113,4 +113,4 @@ def cache_shardings(mesh: Mesh, rules):
   """NamedShardings for a decoding Cache."""
   from m3jax.model.transformer import Cache
   kv = named(mesh, axes.CACHE_KV_AXES, rules)
-  return Cache(kv, kv, named(mesh, (axes.BATCH,), rules))
+  return Cache(kv, kv, named(mesh, (axes.BATCH,), rules), named(mesh, (axes.BATCH, None), rules))

@@ -24,15 +24,24 @@ from m3jax.model.config import ModelConfig
 
 @flax.struct.dataclass
 class Cache:
-  """KV cache. Slot 0 holds the ``<ref>`` sink; context token i lives in slot i + 1."""
+  """KV cache: slot 0 the ``<ref>`` sink, slots 1..N the resident memories of the current
+  chunk (N = R·M; memory layers only, loaded by ``load_memory``), then context token i in
+  slot 1 + N + i. Decoding with resident memories is plain attention over the cache: no
+  extra kernels per token, the memory is written once per chunk.
+  """
 
   k_LxBxSxKxD: jax.Array
   v_LxBxSxKxD: jax.Array
   end_index_B: jax.Array   # context tokens written so far, per row
+  mem_mask_BxN: jax.Array  # which resident memory slots hold a real token
+
+  @property
+  def memory_slots(self) -> int:
+    return self.mem_mask_BxN.shape[1]
 
   @property
   def max_len(self) -> int:
-    return self.k_LxBxSxKxD.shape[2] - 1
+    return self.k_LxBxSxKxD.shape[2] - 1 - self.memory_slots
 
 
 @flax.struct.dataclass
@@ -122,11 +131,10 @@ class Transformer(nn.Module):
       k = jnp.concatenate([jnp.broadcast_to(sink_k[i], (b, 1) + k.shape[2:]).astype(k.dtype), k], 1)
       v = jnp.concatenate([jnp.broadcast_to(sink_v[i], (b, 1) + v.shape[2:]).astype(v.dtype), v], 1)
       mem = self._layer_memory(i, memory)
-      if return_memory_mass:
+      if return_memory_mass and mem is not None:   # the mass needs the dense softmax
         o, mass = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
                                   return_memory_mass=True)
-        if mem is not None:
-          masses.append(mass)
+        masses.append(mass)
       else:
         o = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
                             impl=c.attention_impl)
@@ -139,13 +147,31 @@ class Transformer(nn.Module):
 
   # ----------------------------------------------------------------------------- decoding
   def init_cache(self, batch: int, max_len: int) -> Cache:
-    """An empty cache for ``max_len`` context tokens with the sink in slot 0."""
+    """An empty cache for ``max_len`` context tokens: sink in slot 0, no memory loaded."""
     c = self.cfg
+    n = (c.memory.refs_per_chunk * c.memory.tokens_per_head) if c.memory.memory_layers else 0
     sink_k, sink_v = self.sink_kv()
-    shape = (c.num_layers, batch, max_len + 1, c.num_kv_heads, c.head_dim)
+    shape = (c.num_layers, batch, 1 + n + max_len, c.num_kv_heads, c.head_dim)
     k = jnp.zeros(shape, c.dtype).at[:, :, 0].set(sink_k[:, None].astype(c.dtype))
     v = jnp.zeros(shape, c.dtype).at[:, :, 0].set(sink_v[:, None].astype(c.dtype))
-    return Cache(k, v, jnp.zeros((batch,), jnp.int32))
+    return Cache(k, v, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, n), bool))
+
+  def load_memory(self, cache: Cache, memory: MemoryKV) -> Cache:
+    """Makes ``memory`` (C == 1) the resident memory that later ``step`` calls read.
+
+    Earlier context K/V are untouched: only queries after the swap see the new memories.
+    """
+    c = self.cfg
+    lm, b, chunks, r, kv, m, d = memory.keys_LxBxCxRxKxMxD.shape
+    if chunks != 1 or r * m != cache.memory_slots:
+      raise ValueError(f"load_memory takes one chunk of {cache.memory_slots} slots, got "
+                       f"{chunks} chunks of {r}x{m}")
+    flat = lambda x: x[:, :, 0].transpose(0, 1, 2, 4, 3, 5).reshape(lm, b, r * m, kv, d)
+    layers_L = jnp.asarray(c.memory.memory_layers)
+    put = lambda buf, x: buf.at[layers_L, :, 1:1 + r * m].set(flat(x).astype(buf.dtype))
+    return cache.replace(k_LxBxSxKxD=put(cache.k_LxBxSxKxD, memory.keys_LxBxCxRxKxMxD),
+                         v_LxBxSxKxD=put(cache.v_LxBxSxKxD, memory.values_LxBxCxRxKxMxD),
+                         mem_mask_BxN=memory.mask_BxCxRxM[:, 0].reshape(b, r * m))
 
   def step(self, tokens_BxT, cache: Cache, memory: MemoryKV | None = None, *,
            lengths_B=None):
@@ -153,21 +179,29 @@ class Transformer(nn.Module):
 
     ``memory`` chunk c serves tokens c*chunk_len… of this call (C == 1: all of them), so
     a prefill starts at a chunk boundary and a decode step passes the current chunk's
-    memory. ``lengths_B`` marks right-padded prompts: only that many tokens count as
-    written. Returns (logits_BxTxV, new cache).
+    memory. Without ``memory``, memory layers read the cache's resident memory (see
+    ``load_memory``; none loaded = no memory). ``lengths_B`` marks right-padded prompts:
+    only that many tokens count as written. Returns (logits_BxTxV, new cache).
     """
     c = self.cfg
     b, t = tokens_BxT.shape
+    n = cache.memory_slots
     start_B = cache.end_index_B
     idx_BxT = start_B[:, None] + jnp.arange(t)[None]
     pos_BxT = c.memory.context_offset + idx_BxT
     s = cache.k_LxBxSxKxD.shape[2]
-    key_idx_S = jnp.arange(s) - 1
+    # Sink and memory slots get key index -1 (visible to every query), context s-1-n.
+    key_idx_S = jnp.concatenate([jnp.full((1 + n,), -1), jnp.arange(s - 1 - n)])
+    is_mem_S = (jnp.arange(s) >= 1) & (jnp.arange(s) < 1 + n)
     mask_BxTxS = key_idx_S[None, None, :] <= idx_BxT[:, :, None]
+    plain_BxTxS = mask_BxTxS & ~is_mem_S
+    mem_pad_BxS = jnp.concatenate([jnp.ones((b, 1), bool), cache.mem_mask_BxN,
+                                   jnp.ones((b, s - 1 - n), bool)], axis=1)
+    resident_BxTxS = mask_BxTxS & mem_pad_BxS[:, None, :]
     # Scatter the new K/V into the full [L, B, S, K, D] buffers: with the cache donated,
     # XLA updates them in place instead of re-stacking every layer each step.
     rows_Bx1 = jnp.arange(b)[:, None]
-    slot_BxT = idx_BxT + 1
+    slot_BxT = idx_BxT + 1 + n
     k_cache, v_cache = cache.k_LxBxSxKxD, cache.v_LxBxSxKxD
     x = self.embed(tokens_BxT)
     for i, block in enumerate(self.blocks):
@@ -176,12 +210,14 @@ class Transformer(nn.Module):
       k = layers.apply_rope(k, pos_BxT, c.rope_base)
       k_cache = k_cache.at[i, rows_Bx1, slot_BxT].set(k.astype(k_cache.dtype), mode="drop")
       v_cache = v_cache.at[i, rows_Bx1, slot_BxT].set(v.astype(v_cache.dtype), mode="drop")
-      o = joint_attention(q, k_cache[i], v_cache[i], mask_BxTxS, self._layer_memory(i, memory),
-                          chunk_len=c.memory.chunk_len,
+      reads_resident = memory is None and c.is_memory_layer(i)
+      o = joint_attention(q, k_cache[i], v_cache[i],
+                          resident_BxTxS if reads_resident else plain_BxTxS,
+                          self._layer_memory(i, memory), chunk_len=c.memory.chunk_len,
                           impl=c.attention_impl if t > 1 else "dense")
       x = block.finish(x, o)
     written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
-    new_cache = Cache(k_cache, v_cache, start_B + written_B)
+    new_cache = Cache(k_cache, v_cache, start_B + written_B, cache.mem_mask_BxN)
     return self._logits(x), new_cache
 
   # ----------------------------------------------------------------------------- encoding

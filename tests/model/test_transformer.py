@@ -96,7 +96,10 @@ def test_causality_with_memory_attached():
     assert jac[t_out, t_out] > 0
 
 
-def test_prefill_and_decode_with_memory_swaps_equal_full_forward():
+@pytest.mark.parametrize("resident", [False, True])
+def test_prefill_and_decode_with_memory_swaps_equal_full_forward(resident):
+  """Decode steps take the chunk's memory explicitly, or read it resident in the cache
+  (loaded once per chunk with load_memory); both equal the full forward."""
   params, cfg = _params()
   b, t, prompt = 2, 13, 5   # prompt ends mid-chunk; decode crosses two chunk boundaries
   tokens = jax.random.randint(jax.random.key(5), (b, t), 5, cfg.vocab_size)
@@ -115,8 +118,16 @@ def test_prefill_and_decode_with_memory_swaps_equal_full_forward():
   outs = [logits]
   step = jax.jit(lambda p, tok, c, m: model.apply({"params": p}, tok, c, m,
                                                   method=Transformer.step))
+  load = jax.jit(lambda p, c, m: model.apply({"params": p}, c, m, method=Transformer.load_memory))
+  loaded = None
   for i in range(prompt, t):
-    logits, cache = step(params, tokens[:, i:i + 1], cache, mem.chunk(i // cfg.memory.chunk_len))
+    chunk = i // cfg.memory.chunk_len
+    if resident:
+      if chunk != loaded:   # a memory swap at the chunk boundary
+        cache, loaded = load(params, cache, mem.chunk(chunk)), chunk
+      logits, cache = step(params, tokens[:, i:i + 1], cache, None)
+    else:
+      logits, cache = step(params, tokens[:, i:i + 1], cache, mem.chunk(chunk))
     outs.append(logits)
   cached = jnp.concatenate(outs, axis=1)
   # Same float32 math in a different association order (cache buffers, padding): 1e-5.

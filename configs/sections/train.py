@@ -19,8 +19,9 @@ _SIZES = {
     # batch, stage-1 steps, stage-2 steps, peak lrs, warmup, ckpt/log cadence, fallback seq_len
     "tiny": dict(batch_size=8, steps=(6, 6), lrs=(3e-3, 1e-3), warmup=2,
                  checkpoint_every=3, log_every=1, seq_len=64),
-    # CPU demo: ~4 min of stage 1 (~2.6M tokens) and ~3 min of stage 2 on 2 cores.
-    "small": dict(batch_size=16, steps=(600, 200), lrs=(3e-3, 1e-3), warmup=50,
+    # CPU demo (batch 16 x seq 256 = 4096 tokens/step): ~4 min of stage 1 (~2M tokens)
+    # and ~2-3 min of stage 2 on 2 idle cores (experiments/bench_train.py).
+    "small": dict(batch_size=16, steps=(500, 200), lrs=(3e-3, 1e-3), warmup=50,
                   checkpoint_every=100, log_every=10, seq_len=256),
     # Paper shape: ~4M tokens per batch of 2048-token sequences.
     "paper_2p4b": dict(batch_size=2048, steps=(750_000, 30_000), lrs=(3e-4, 1e-4),

@@ -1,0 +1,80 @@
+"""The frozen, validated data config, built from ``config.data`` (configs/sections/data.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from m3jax.data.synthetic import WorldConfig
+
+TRAIN_QUERIES = ("own", "previous")
+
+
+@dataclasses.dataclass(frozen=True)
+class UserFiles:
+  references: str = ""   # JSONL {"id", "text"}
+  train_text: str = ""   # JSONL {"text"}
+  qa: str = ""           # JSONL {"question", "answer", "choices"?}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  data_dir: str = "artifacts/data/tiny"
+  seed: int = 0
+  vocab_kind: str = "sentencepiece"
+  vocab_size: int = 512
+  synthetic: bool = True
+  world: WorldConfig = WorldConfig()
+  real_text: bool = True
+  real_text_limit: int = 0
+  seq_len: int = 64
+  valid_sequences: int = 8
+  train_query: str = "own"
+  train_overlap_threshold: float = 0.9
+  eval_overlap_threshold: float = 2 / 3
+  max_span_factor: int = 2
+  retrieval_candidates: int = 8
+  embedder: str = "sparse_tfidf"
+  embedding_dim: int = 256
+  user_files: UserFiles = UserFiles()
+
+  def __post_init__(self):
+    if self.vocab_kind not in ("sentencepiece", "byte"):
+      raise ValueError(f"data.vocab_kind={self.vocab_kind!r}: use 'sentencepiece' or 'byte'")
+    if self.train_query not in TRAIN_QUERIES:
+      raise ValueError(f"data.train_query={self.train_query!r}: use one of {TRAIN_QUERIES}")
+    if not (self.synthetic or self.real_text or self.user_files.train_text):
+      raise ValueError("data has no training text: enable data.synthetic or "
+                       "data.real_text, or set data.user_files.train_text")
+    if self.seq_len < 2:
+      raise ValueError(f"data.seq_len={self.seq_len} must be >= 2")
+    if not 0 <= self.world.heldout_fraction < 1:
+      raise ValueError("data.world.heldout_fraction must be in [0, 1)")
+    if self.retrieval_candidates < 1:
+      raise ValueError("data.retrieval_candidates must be >= 1")
+
+
+def _build(cls, values: Mapping[str, Any], where: str, nested: dict):
+  valid = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - valid)
+  if unknown:
+    raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
+  kwargs = {}
+  for k, v in values.items():
+    if k in nested:
+      v = _build(nested[k], v, f"{where}.{k}", {})
+    elif isinstance(v, list):
+      v = tuple(v)
+    kwargs[k] = v
+  return cls(**kwargs)
+
+
+def data_config_from(section) -> DataConfig:
+  """``config.data`` (ConfigDict or mapping) -> DataConfig; unknown keys are an error."""
+  if isinstance(section, DataConfig):
+    return section
+  values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  if "world" in values and "seed" not in values["world"]:
+    values["world"] = dict(values["world"], seed=values.get("seed", 0))
+  return _build(DataConfig, values, "config.data",
+                {"world": WorldConfig, "user_files": UserFiles})

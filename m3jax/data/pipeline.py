@@ -1,0 +1,168 @@
+"""Training batches: packed sequences (+ their pre-retrieved references), checkpointable.
+
+The batch contract (one numpy dict per step, host-local rows):
+
+  inputs      int32   [B, T]     row starts with <s>
+  targets     int32   [B, T]     inputs shifted left by one (next tokens)
+  loss_mask   float32 [B, T]     1 on real targets
+  ref_tokens  int32   [B, C, N]  memory stages only: ONE reference per chunk, right-padded
+  ref_lengths int32   [B, C]     0 = no reference (e.g. dropped by the leakage filter)
+
+with C = T // chunk_len and N = ref_len. Chunk c later attends to the references of chunks
+c-R+1..c; that windowing is the model's job, the batch carries one reference per chunk.
+
+The order is a pure function of (seed, epoch): each epoch is a fresh permutation of the
+packed sequences and global batch ``step`` takes permutation rows [step·B, (step+1)·B);
+host ``process_index`` of ``process_count`` keeps its contiguous slice of those rows. So
+``state() -> {"epoch", "step"}`` and ``restore(state)`` resume the identical stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from m3jax.data import pretrieval
+from m3jax.data.config import data_config_from
+from m3jax.data.prepare import DataPaths, prepare_data
+
+
+class TrainIterator:
+  """Deterministic, resumable iterator over packed training batches."""
+
+  def __init__(self, stream: np.ndarray, seq_len: int, batch_size: int, seed: int,
+               bos_id: int, ref_index_SxC: np.ndarray | None = None,
+               ref_tokens_NxL: np.ndarray | None = None,
+               ref_lengths_N: np.ndarray | None = None,
+               process_index: int = 0, process_count: int = 1, shuffle: bool = True):
+    if batch_size % process_count:
+      raise ValueError(f"global batch_size={batch_size} is not divisible by "
+                       f"process_count={process_count}")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index={process_index} not in [0, {process_count})")
+    self.num_seqs = len(stream) // seq_len
+    if self.num_seqs < batch_size:
+      raise ValueError(f"only {self.num_seqs} sequences of {seq_len} tokens for a batch of "
+                       f"{batch_size}; lower the batch size or seq_len, or add data")
+    self._rows = stream[:self.num_seqs * seq_len].reshape(self.num_seqs, seq_len)
+    self.seq_len, self.batch_size, self.seed, self.bos_id = seq_len, batch_size, seed, bos_id
+    self.shuffle = shuffle
+    self._refs = ref_index_SxC
+    self._ref_tokens, self._ref_lengths = ref_tokens_NxL, ref_lengths_N
+    self.local_batch = batch_size // process_count
+    self._lo = process_index * self.local_batch
+    self.steps_per_epoch = self.num_seqs // batch_size
+    self.epoch, self.step = 0, 0
+    self._perm_epoch, self._perm = None, None
+
+  # -- checkpointing ------------------------------------------------------------------------
+  def state(self) -> dict:
+    return {"epoch": int(self.epoch), "step": int(self.step)}
+
+  def restore(self, state: dict) -> None:
+    missing = {"epoch", "step"} - set(state)
+    if missing:
+      raise ValueError(f"iterator state lacks {sorted(missing)}; got {sorted(state)}")
+    self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+  # -- iteration ----------------------------------------------------------------------------
+  def _permutation(self) -> np.ndarray:
+    if self._perm_epoch != self.epoch:
+      if self.shuffle:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self._perm = rng.permutation(self.num_seqs)
+      else:
+        self._perm = np.arange(self.num_seqs)
+      self._perm_epoch = self.epoch
+    return self._perm
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    if self.step >= self.steps_per_epoch:
+      self.epoch, self.step = self.epoch + 1, 0
+    start = self.step * self.batch_size + self._lo
+    rows = self._permutation()[start:start + self.local_batch]
+    self.step += 1
+    return self.batch(rows)
+
+  def batch(self, rows: np.ndarray) -> dict:
+    """The contract dict for the given packed-sequence rows."""
+    targets = self._rows[rows].astype(np.int32)
+    inputs = np.empty_like(targets)
+    inputs[:, 0] = self.bos_id
+    inputs[:, 1:] = targets[:, :-1]
+    out = dict(inputs=inputs, targets=targets,
+               loss_mask=np.ones(targets.shape, np.float32))
+    if self._refs is not None:
+      idx_BxC = self._refs[rows]
+      safe = np.maximum(idx_BxC, 0)
+      lengths = np.where(idx_BxC >= 0, self._ref_lengths[safe], 0).astype(np.int32)
+      tokens = self._ref_tokens[safe] * (idx_BxC >= 0)[..., None]
+      out["ref_tokens"] = tokens.astype(np.int32)
+      out["ref_lengths"] = lengths
+    return out
+
+
+def make_train_iterator(data_cfg, model_cfg, split: str = "train", batch_size: int = 8,
+                        seq_len: int | None = None, with_references: bool = False,
+                        seed: int | None = None, process_index: int = 0,
+                        process_count: int = 1, shuffle: bool | None = None) -> TrainIterator:
+  """Prepares the data if needed and returns the batch iterator for one host.
+
+  ``model_cfg`` (a ModelConfig) supplies the special ids, chunk_len and ref_len, and its
+  vocab_size must cover the data vocabulary. ``split`` is "train" or "valid" (valid is
+  not shuffled by default).
+  """
+  cfg = data_config_from(data_cfg)
+  seq_len = seq_len or cfg.seq_len
+  seed = cfg.seed if seed is None else seed
+  chunk_len, ref_len = model_cfg.memory.chunk_len, model_cfg.memory.ref_len
+  if with_references and seq_len % chunk_len:
+    raise ValueError(f"seq_len={seq_len} must be a multiple of model.memory.chunk_len="
+                     f"{chunk_len} (C = T // chunk_len chunks per row)")
+  paths = prepare_data(cfg)
+  from m3jax.data.prepare import load_vocab
+  vocab = load_vocab(cfg, paths)
+  if vocab.vocab_size > model_cfg.vocab_size:
+    raise ValueError(f"data vocabulary has {vocab.vocab_size} tokens but "
+                     f"model.vocab_size={model_cfg.vocab_size}; raise the model's or lower "
+                     "data.vocab_size")
+  if (model_cfg.bos_id, model_cfg.eos_id, model_cfg.pad_id) != (
+      vocab.bos_id, vocab.eos_id, vocab.pad_id):
+    raise ValueError("model special ids (bos, eos, pad) = "
+                     f"{(model_cfg.bos_id, model_cfg.eos_id, model_cfg.pad_id)} differ from "
+                     f"the vocabulary's {(vocab.bos_id, vocab.eos_id, vocab.pad_id)}")
+  stream = np.load(paths.tokens(split))
+  refs = ref_tokens = ref_lengths = None
+  if with_references:
+    refs = pretrieval.pretrieve(cfg, paths, split, seq_len, chunk_len, ref_len)
+    ref_tokens, ref_lengths = pretrieval.reference_arrays(paths, ref_len)
+  if shuffle is None:
+    shuffle = split == "train"
+  return TrainIterator(stream, seq_len, batch_size, seed, vocab.bos_id, refs, ref_tokens,
+                       ref_lengths, process_index, process_count, shuffle)
+
+
+def data_paths(data_cfg) -> DataPaths:
+  return DataPaths(data_config_from(data_cfg).data_dir)
+
+
+def main(argv=None) -> int:
+  """``python -m m3jax.data.pipeline prepare --variant small``: prepare ahead of time."""
+  import argparse
+  from configs.memory3 import get_config
+  from m3jax.model.config import model_config_from
+  p = argparse.ArgumentParser()
+  p.add_argument("cmd", choices=["prepare"])
+  p.add_argument("--variant", default="small")
+  args = p.parse_args(argv)
+  config = get_config(args.variant)
+  paths = prepare_data(config.data, model_config_from(config.model))
+  with open(paths.manifest) as f:
+    print(f"{paths.data_dir}: {f.read()}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""orbax checkpoints of a stage: train state + data iterator state + memory config.
+
+One CheckpointManager per stage under ``<workdir>/checkpoints/<stage>``. Each step saves
+(STYLE practice 10) the train state (params, optimizer state, step), the data
+iterator's state (JSON) so a resumed run sees exactly the batches it would have seen,
+and a JSON "meta" record: the model config (incl. the memory layout), the stage, and
+the training step, which is what a memory bank built from these params must match.
+Saves are async; ``max_to_keep`` bounds disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from m3jax.model.config import ModelConfig
+
+
+def model_config_json(cfg: ModelConfig) -> dict:
+  d = dataclasses.asdict(cfg)
+  for key in ("dtype", "param_dtype"):
+    d[key] = jax.numpy.dtype(d[key]).name
+  d["memory"]["memory_layers"] = list(d["memory"]["memory_layers"])
+  return d
+
+
+class Checkpointer:
+  """A stage's checkpoint directory."""
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self._mngr = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._mngr.all_steps())
+
+  def save(self, step: int, state, data_state: dict, meta: dict) -> None:
+    self._mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state),
+        meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict, dict]:
+    """(state, data_state, meta) at ``step`` (default: latest), laid out like the target."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    out = self._mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+    return out["state"], out["data"], out["meta"]
+
+  def read_meta(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def step_path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mngr.wait_until_finished()
+    self._mngr.close()
+
+
+def load_params(directory: str, abstract_state, step: int | None = None):
+  """Params of a stage checkpoint directory (e.g. for inference or a memory bank build)."""
+  ckpt = Checkpointer(directory, async_save=False)
+  try:
+    state, _, meta = ckpt.restore(abstract_state, step)
+  finally:
+    ckpt.close()
+  return state.params, meta
+
+
+class PreemptionGuard:
+  """SIGTERM sets a flag; the loop saves a final checkpoint and exits cleanly.
+
+  Installed only from the main thread (signal handlers cannot be set elsewhere); the
+  previous handler is restored on exit.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
+def _resolve_step_dir(path: str) -> str:
+  """A step directory from a step dir, a stage dir (latest step) or a workdir (last stage)."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "state")):
+    return path
+  steps = [d for d in os.listdir(path) if d.isdigit()] if os.path.isdir(path) else []
+  if steps:
+    return os.path.join(path, max(steps, key=int))
+  stages_root = os.path.join(path, "checkpoints")
+  if os.path.isdir(stages_root):
+    # The stage trained last: the one whose latest step directory is newest.
+    cands = [_resolve_step_dir(os.path.join(stages_root, s)) for s in os.listdir(stages_root)
+             if any(d.isdigit() for d in os.listdir(os.path.join(stages_root, s)))]
+    if cands:
+      return max(cands, key=lambda p: os.path.getmtime(p))
+  raise FileNotFoundError(f"no m3jax checkpoint under {path} (give a workdir, "
+                          "<workdir>/checkpoints/<stage>, or a step directory)")
+
+
+def restore_params(path: str, model_cfg: ModelConfig):
+  """(params, step) from a checkpoint, on the default device, without the optimizer state.
+
+  ``path``: a train workdir (its last stage's latest step), a stage directory, or a step
+  directory. ``step`` is the stage's step (what a memory bank manifest records).
+  """
+  import jax.numpy as jnp
+  from m3jax.model.transformer import Transformer
+  step_dir = _resolve_step_dir(path)
+  boxed = jax.eval_shape(Transformer(model_cfg).init, jax.random.key(0),
+                         jnp.zeros((1, 8), jnp.int32))["params"]
+  is_box = lambda x: hasattr(x, "unbox")
+  target = jax.tree_util.tree_map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x,
+                                  boxed, is_leaf=is_box)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  restore_args = jax.tree_util.tree_map(
+      lambda x: ocp.ArrayRestoreArgs(sharding=device, global_shape=x.shape, dtype=x.dtype),
+      target)
+  ckptr = ocp.PyTreeCheckpointer()
+  out = ckptr.restore(os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
+      item={"params": target}, restore_args={"params": restore_args}, partial_restore=True))
+  return out["params"], int(os.path.basename(step_dir))

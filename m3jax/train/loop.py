@@ -1,0 +1,247 @@
+"""The training loop: one loop, a list of StageSpecs (STYLE practices 9, 10, 13).
+
+``train(config, workdir) -> summary`` is the Python API (the demo and notebooks call
+it); ``python -m m3jax train`` is a thin wrapper. Layout of a workdir:
+
+  metrics.jsonl                 one record per step, all stages
+  checkpoints/<stage>/<step>/   orbax: state, data iterator state, meta
+  tensorboard/, losses.png
+
+Re-running on the same workdir resumes: completed stages are skipped, an interrupted
+stage restores its latest checkpoint (params, optimizer, data position) and replays
+the exact same batches, so losses match the uninterrupted run bitwise on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from m3jax import sharding
+from m3jax.model.config import ModelConfig, model_config_from
+from m3jax.train import distributed
+from m3jax.train.checkpoint import Checkpointer, PreemptionGuard, model_config_json
+from m3jax.train.metrics import MetricsLogger, plot_losses, read_jsonl
+from m3jax.train.optimizer import schedule
+from m3jax.train.stages import StageSpec, stages_from
+from m3jax.train.state import abstract_state, create_train_state, fresh_state_from_params
+from m3jax.train.step import batch_shardings, cached_train_step
+from m3jax.train.data_source import make_iterator
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+
+
+# config.train keys the optimizer and the step depend on (the step cache key).
+_OPT_KEYS = ("grad_clip", "b1", "b2", "eps", "weight_decay", "z_loss")
+
+# A hook is called after every step as hook(stage_name, step); raising stops training.
+Hook = Callable[[str, int], None]
+
+
+def resolve_seq_len(config) -> int:
+  """The data section owns the sequence length; the train section may only agree."""
+  tc = config.train
+  data_len = config.data.get("seq_len") if "data" in config else None
+  own = tc.get("seq_len")
+  if data_len is not None and own is not None and int(own) != int(data_len):
+    raise ValueError(f"config.train.seq_len={own} disagrees with config.data.seq_len="
+                     f"{data_len}; set only config.data.seq_len")
+  seq_len = data_len if data_len is not None else own
+  return int(seq_len if seq_len is not None else tc.fallback_seq_len)
+
+
+def make_mesh_from(config):
+  sh = config.sharding
+  return sharding.make_mesh(tuple(sh.mesh_shape), tuple(sh.mesh_axes)), sh.rules
+
+
+def stage_dir(workdir: str, stage: StageSpec) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints", stage.name)
+
+
+def _check_shapes(cfg: ModelConfig, stage: StageSpec, seq_len: int, batch: int, mesh):
+  if stage.use_memory and seq_len % cfg.memory.chunk_len:
+    raise ValueError(f"stage {stage.name!r} uses memory: seq_len={seq_len} must be a "
+                     f"multiple of model.memory.chunk_len={cfg.memory.chunk_len}")
+  dp = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+  if batch % dp:
+    raise ValueError(f"config.train.batch_size={batch} is not divisible by the "
+                     f"data×fsdp mesh size {dp}; fix config.train.batch_size or "
+                     "config.sharding.mesh_shape")
+
+
+class _Run:
+  """State shared by the stages of one ``train`` call."""
+
+  def __init__(self, config, workdir, hooks, data_factory):
+    self.config, self.workdir, self.hooks = config, os.path.abspath(workdir), tuple(hooks)
+    self.tc = config.train
+    self.cfg = model_config_from(config.model)
+    self.stages = stages_from(self.tc.stages,
+                              has_memory_layers=bool(self.cfg.memory.memory_layers))
+    self.seq_len = resolve_seq_len(config)
+    self.mesh, rules = make_mesh_from(config)
+    self.rules = sharding.normalize_rules(rules)
+    self.data_factory = data_factory or make_iterator
+    self.offsets = np.cumsum([0] + [s.steps for s in self.stages]).tolist()
+    os.makedirs(self.workdir, exist_ok=True)
+    self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard),
+                                progress_bar=bool(self.tc.progress_bar))
+
+  # ------------------------------------------------------------------------- state init
+  def _initial_state(self, index: int, stage: StageSpec, tx, shardings):
+    if stage.init_from == "":
+      rng = jax.random.key(int(self.config.seed))
+      state, _ = create_train_state(self.cfg, tx, self.mesh, self.rules, rng)
+      return state
+    source = (stage_dir(self.workdir, self.stages[index - 1])
+              if stage.init_from == "previous" else stage.init_from)
+    src = Checkpointer(source, async_save=False)
+    try:
+      if src.latest_step() is None:
+        raise FileNotFoundError(f"stage {stage.name!r}: init_from={stage.init_from!r} but "
+                                f"{source} holds no checkpoint")
+      prev, _, _ = src.restore(abstract_state(self.cfg, tx, self.mesh, self.rules))
+    finally:
+      src.close()
+    if stage.reset_optimizer:
+      return fresh_state_from_params(prev.params, tx, shardings)
+    return prev.replace(step=jax.numpy.zeros((), jax.numpy.int32))
+
+  # ------------------------------------------------------------------------- one stage
+  def run_stage(self, index: int, guard: PreemptionGuard) -> dict:
+    stage, tc, cfg = self.stages[index], self.tc, self.cfg
+    batch = int(tc.batch_size)
+    _check_shapes(cfg, stage, self.seq_len, batch, self.mesh)
+    hyper = (tuple((k, tc[k]) for k in _OPT_KEYS), int(self.config.seed))
+    step_fn, tx, shardings = cached_train_step(cfg, stage, hyper, self.mesh, self.rules)
+    ckpt = Checkpointer(stage_dir(self.workdir, stage), max_to_keep=int(tc.max_to_keep),
+                        async_save=bool(tc.async_checkpoint))
+    distributed.local_batch_size(batch)   # validates divisibility by the process count
+    iterator = self.data_factory(self.config, stage, batch_size=batch, seq_len=self.seq_len,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    meta = {"model": model_config_json(cfg), "stage": stage.name,
+            "stage_spec": {k: getattr(stage, k) for k in stage.__dataclass_fields__},
+            "seq_len": self.seq_len}
+    start = ckpt.latest_step()
+    later = {s.name for s in self.stages[index + 1:]}
+    if start is not None:
+      state, data_state, _ = ckpt.restore(abstract_state(cfg, tx, self.mesh, self.rules))
+      iterator.restore(data_state)
+    else:
+      start = 0
+      state = self._initial_state(index, stage, tx, shardings)
+    if start < stage.steps:
+      # Forget metrics of steps this run will redo (after the restored checkpoint).
+      self.logger.rewind(lambda r: r["stage"] not in later and
+                         (r["stage"] != stage.name or r["step"] <= start))
+    result = {"checkpoint_dir": ckpt.directory, "steps": stage.steps, "preempted": False}
+    try:
+      if start < stage.steps:
+        self._steps(stage, index, step_fn, state, iterator, ckpt, meta, start, guard, result)
+    finally:
+      ckpt.close()
+    latest = ckpt.latest_step()
+    result["latest_checkpoint"] = ckpt.step_path(latest) if latest is not None else None
+    losses = [r["loss"] for r in read_jsonl(self.logger.path) if r["stage"] == stage.name]
+    result["final_loss"] = losses[-1] if losses else None
+    return result
+
+  def _steps(self, stage, index, step_fn, state, iterator, ckpt, meta, start, guard, result):
+    tc = self.tc
+    log_every, ckpt_every = max(int(tc.log_every), 1), max(int(tc.checkpoint_every), 1)
+    with sharding.activate(self.mesh, self.rules):
+      b_sh = batch_shardings(stage, self.mesh, self.rules)
+      lr_of = schedule(stage)
+      self.logger.start_stage(stage.name, stage.steps, start)
+      pending, t_last = [], time.perf_counter()
+      try:
+        for step in range(start + 1, stage.steps + 1):
+          batch = distributed.global_batch(next(iterator), b_sh)
+          state, metrics = step_fn(state, batch, np.float32(lr_of(step - 1)))
+          pending.append((step, metrics))
+          for hook in self.hooks:
+            hook(stage.name, step)
+          stop = guard.requested
+          save = step % ckpt_every == 0 or step == stage.steps or stop
+          if save or step % log_every == 0:
+            t_last = self._flush(stage, index, pending, t_last)
+            pending = []
+          if save:
+            ckpt.save(step, state, iterator.state(), {**meta, "step": step})
+          if stop:
+            ckpt.wait()
+            result["preempted"] = True
+            print(f"[m3jax.train] SIGTERM: saved step {step} of stage {stage.name!r} to "
+                  f"{ckpt.directory}; re-run the same command to resume")
+            return
+      finally:
+        self.logger.end_stage()
+
+  def _flush(self, stage, index, pending, t_last) -> float:
+    """Fetches pending device metrics, writes them, and applies the NaN guard."""
+    fetched = jax.device_get([m for _, m in pending])
+    now = time.perf_counter()
+    tokens = sum(float(m["tokens"]) for m in fetched)
+    tok_s = tokens / max(now - t_last, 1e-9)
+    records = []
+    bad = None
+    for (step, _), m in zip(pending, fetched):
+      loss = float(m["loss"])
+      records.append({"stage": stage.name, "step": step,
+                      "global_step": self.offsets[index] + step, "loss": loss,
+                      "ce": float(m["ce"]), "grad_norm": float(m["grad_norm"]),
+                      "lr": float(m["lr"]), "tokens_per_s": tok_s,
+                      "memory_mass": np.asarray(m["memory_mass"]).tolist()})
+      if bad is None and not np.isfinite(loss):
+        bad = (step, loss)
+    self.logger.write(records)
+    if bad is not None and self.tc.nan_guard:
+      raise NonFiniteLossError(
+          f"stage {stage.name!r}: loss is {bad[1]} at step {bad[0]}; training stopped and "
+          f"the last good checkpoint is kept in {stage_dir(self.workdir, stage)}. Resume "
+          "from it with a smaller peak_lr (config.train.stages.N.peak_lr) or stronger "
+          "clipping (config.train.grad_clip).")
+    return now
+
+  # ------------------------------------------------------------------------- all stages
+  def run(self) -> dict:
+    summary = {"workdir": self.workdir, "metrics": self.logger.path, "stages": {},
+               "preempted": False}
+    try:
+      with PreemptionGuard() as guard:
+        for i, stage in enumerate(self.stages):
+          res = self.run_stage(i, guard)
+          summary["stages"][stage.name] = res
+          if res["preempted"]:
+            summary["preempted"] = True
+            break
+    finally:
+      self.logger.close()
+    if self.tc.plot and not summary["preempted"] and jax.process_index() == 0:
+      summary["plot"] = plot_losses(self.logger.path, os.path.join(self.workdir, "losses.png"))
+    summary["final_losses"] = {k: v["final_loss"] for k, v in summary["stages"].items()}
+    return summary
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *,
+          hooks: Sequence[Hook] = (), data_factory=None) -> dict:
+  """Runs (or resumes) every stage of ``config.train.stages`` in ``workdir``.
+
+  Returns {"final_losses": {stage: loss}, "stages": {stage: {"checkpoint_dir",
+  "latest_checkpoint", "final_loss", "steps", "preempted"}}, "metrics": jsonl path,
+  "plot": png path (when config.train.plot), "preempted": bool, "workdir"}.
+  ``data_factory(config, stage, *, batch_size, seq_len, process_index, process_count)``
+  (global batch_size; returns this host's iterator) overrides the batch source
+  (default: config.train.data_source).
+  """
+  distributed.maybe_initialize(bool(config.train.get("multihost", False)))
+  return _Run(config, workdir, hooks, data_factory).run()

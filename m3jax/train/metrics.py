@@ -1,0 +1,120 @@
+"""Run metrics: a JSONL file per run, TensorBoard summaries, a console progress bar,
+and a PNG of both stages' loss curves at the end.
+
+Device metrics are fetched in batches (every ``log_every`` steps and before every
+checkpoint), so the host never blocks on each step. TensorBoard goes through
+``clu.metric_writers`` (imported lazily: it pulls in TensorFlow); without it the JSONL
+file is the record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Iterable
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_jsonl(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _json_value(x):
+  x = np.asarray(x)
+  if x.ndim == 0:
+    v = x.item()
+    return v if not isinstance(v, float) or math.isfinite(v) else str(v)
+  return [_json_value(e) for e in x]
+
+
+class MetricsLogger:
+  """Writes per-step records ``{"stage", "step", "loss", ...}`` to ``<workdir>/metrics.jsonl``."""
+
+  def __init__(self, workdir: str, *, tensorboard: bool = False, progress_bar: bool = True):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self._tb = None
+    if tensorboard:
+      try:
+        from clu import metric_writers  # lazy: TensorFlow
+        self._tb = metric_writers.create_default_writer(
+            os.path.join(workdir, "tensorboard"), just_logging=False, asynchronous=True)
+      except Exception as e:  # noqa: BLE001 - TensorBoard is optional
+        print(f"[m3jax.train] TensorBoard disabled ({type(e).__name__}: {e}); JSONL only")
+    self._bar = None
+    self._progress = progress_bar
+
+  def rewind(self, keep) -> None:
+    """Drops records ``keep(record)`` rejects (steps a resumed run will redo)."""
+    records = [r for r in read_jsonl(self.path) if keep(r)]
+    os.makedirs(self.workdir, exist_ok=True)
+    with open(self.path, "w") as f:
+      for r in records:
+        f.write(json.dumps(r) + "\n")
+
+  def start_stage(self, name: str, total: int, initial: int) -> None:
+    if self._progress:
+      from tqdm.auto import tqdm
+      self._bar = tqdm(total=total, initial=initial, desc=f"train/{name}", unit="step",
+                       dynamic_ncols=True)
+
+  def write(self, records: Iterable[dict]) -> None:
+    records = [{k: _json_value(v) for k, v in r.items()} for r in records]
+    with open(self.path, "a") as f:
+      for r in records:
+        f.write(json.dumps(r) + "\n")
+    if not records:
+      return
+    last = records[-1]
+    if self._tb is not None:
+      for r in records:
+        scalars = {f"{r['stage']}/{k}": v for k, v in r.items()
+                   if isinstance(v, (int, float)) and k not in ("step",)}
+        for i, m in enumerate(r.get("memory_mass", [])):
+          scalars[f"{r['stage']}/memory_mass_{i}"] = m
+        self._tb.write_scalars(r["global_step"], scalars)
+    if self._bar is not None:
+      self._bar.update(last["step"] - self._bar.n)
+      self._bar.set_postfix(loss=f"{last['loss']:.4f}" if isinstance(last["loss"], float)
+                            else last["loss"], lr=f"{last['lr']:.2e}")
+
+  def end_stage(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+
+  def close(self) -> None:
+    self.end_stage()
+    if self._tb is not None:
+      self._tb.flush()
+      self._tb.close()
+
+
+def plot_losses(jsonl_path: str, png_path: str) -> str | None:
+  """Loss vs global step, one curve per stage; returns the PNG path (None: no records)."""
+  records = read_jsonl(jsonl_path)
+  if not records:
+    return None
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(7, 4))
+  stages = list(dict.fromkeys(r["stage"] for r in records))
+  for name in stages:
+    rs = [r for r in records if r["stage"] == name and isinstance(r["loss"], float)]
+    ax.plot([r["global_step"] for r in rs], [r["loss"] for r in rs], label=name)
+  ax.set_xlabel("global step")
+  ax.set_ylabel("training loss (cross-entropy, nats)")
+  ax.set_title("Memory³ two-stage pretraining")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=110)
+  plt.close(fig)
+  return png_path

@@ -1,0 +1,135 @@
+"""The jitted train step: loss, gradients, AdamW update, per-step metrics.
+
+Explicit shardings (params from their logical axes, the batch on the ``batch`` axis,
+memories from the memory axis rules) and donation of the train state, so the update
+happens in place. Stage-2 memories are encoded inside the step (m3jax.train.memory_batch).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from m3jax import axes, sharding
+from m3jax.model.config import ModelConfig
+from m3jax.model.transformer import Transformer
+from m3jax.train.losses import cross_entropy
+from m3jax.train.memory_batch import memory_from_batch
+from m3jax.train.optimizer import apply_lr
+from m3jax.train.stages import StageSpec
+from m3jax.train.state import TrainState
+
+TEXT_KEYS = ("inputs", "targets", "loss_mask")
+MEMORY_KEYS = ("ref_tokens", "ref_lengths")
+
+_BATCH_AXES = {
+    "inputs": (axes.BATCH, axes.LENGTH),
+    "targets": (axes.BATCH, axes.LENGTH),
+    "loss_mask": (axes.BATCH, axes.LENGTH),
+    "ref_tokens": (axes.BATCH, axes.MEM_CHUNKS, None),
+    "ref_lengths": (axes.BATCH, axes.MEM_CHUNKS),
+}
+
+
+def batch_keys(stage: StageSpec) -> tuple[str, ...]:
+  return TEXT_KEYS + (MEMORY_KEYS if stage.use_memory else ())
+
+
+def batch_shardings(stage: StageSpec, mesh, rules) -> dict[str, NamedSharding]:
+  return {k: sharding.named(mesh, _BATCH_AXES[k], rules) for k in batch_keys(stage)}
+
+
+def make_loss_fn(cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0,
+                 mem_sharding=None) -> Callable:
+  """``loss_fn(params, batch, rng, enc_params=None) -> (loss, aux)``.
+
+  ``enc_params`` (default: ``params``) encodes the references; passing a separate copy
+  lets tests take the gradient through the memory path alone.
+  """
+  model = Transformer(cfg)
+  random_selection = cfg.memory.selection == "random"
+
+  def loss_fn(params, batch, rng, enc_params=None):
+    memory = None
+    if stage.use_memory:
+      memory = memory_from_batch(
+          params if enc_params is None else enc_params, cfg, batch["ref_tokens"],
+          batch["ref_lengths"], encode_grad=stage.encode_grad,
+          rng=rng if random_selection else None)
+      if mem_sharding is not None:
+        memory = jax.lax.with_sharding_constraint(memory, mem_sharding)
+    logits, mass_LmxBxTxH = model.apply({"params": params}, batch["inputs"], memory,
+                                        return_memory_mass=True)
+    loss, aux = cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
+    # Attention mass on memories per memory layer, averaged over counted tokens and heads.
+    w_BxT = batch["loss_mask"].astype(jnp.float32)
+    mass_Lm = (jnp.einsum("lbth,bt->l", mass_LmxBxTxH.astype(jnp.float32), w_BxT)
+               / (jnp.maximum(jnp.sum(w_BxT), 1.0) * mass_LmxBxTxH.shape[-1]))
+    return loss, {**aux, "memory_mass": mass_Lm}
+
+  return loss_fn
+
+
+def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransformation,
+                    *, mesh, rules, state_shardings, z_loss: float = 0.0, seed: int = 0):
+  """``train_step(state, batch, lr) -> (state, metrics)``, jitted with explicit shardings.
+
+  ``lr`` is the stage schedule's value at ``state.step`` (a float32 scalar computed on
+  the host; see m3jax.train.optimizer.make_optimizer for why). Of the stage only
+  ``use_memory`` and ``encode_grad`` shape the computation.
+
+  Call it inside ``m3jax.sharding.activate(mesh, rules)`` (the model's logical
+  constraints resolve against the active rules at trace time).
+  """
+  mem_sh = sharding.memory_shardings(mesh, rules) if stage.use_memory else None
+  loss_fn = make_loss_fn(cfg, stage, z_loss, mem_sh)
+  base_rng = jax.random.key(seed)
+
+  def train_step(state: TrainState, batch, lr):
+    rng = jax.random.fold_in(base_rng, state.step)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, apply_lr(updates, lr))
+    metrics = {"loss": loss, "ce": aux["ce"], "tokens": aux["tokens"],
+               "grad_norm": optax.global_norm(grads), "lr": lr,
+               "memory_mass": aux["memory_mass"]}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(train_step,
+                 in_shardings=(state_shardings, batch_shardings(stage, mesh, rules),
+                               replicated),
+                 out_shardings=(state_shardings, replicated),
+                 donate_argnums=(0,))
+
+
+def cached_train_step(cfg: ModelConfig, stage: StageSpec, hyper: tuple, mesh, rules: tuple):
+  """``make_train_step`` memoized on what shapes the computation.
+
+  Only ``use_memory``/``encode_grad`` of the stage matter (the LR is an argument), so
+  the stages and sweep points of one shape, and re-runs of ``train`` in one process (a
+  notebook, a resumed run), reuse one compiled step. ``hyper`` is
+  ``(tuple of (train_cfg key, value)), seed)``. Returns (step, tx, state shardings).
+  """
+  return _cached_train_step(cfg, stage.use_memory, stage.encode_grad, hyper, mesh, rules)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_train_step(cfg, use_memory, encode_grad, hyper, mesh, rules):
+  import ml_collections
+  from m3jax.train.optimizer import make_optimizer
+  from m3jax.train.state import state_shardings
+  train_items, seed = hyper
+  tc = ml_collections.ConfigDict(dict(train_items))
+  stage = StageSpec(name="step", steps=1, peak_lr=0.0, use_memory=use_memory,
+                    encode_grad=encode_grad)
+  tx = make_optimizer(tc)
+  shardings = state_shardings(cfg, tx, mesh, rules)
+  step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules, state_shardings=shardings,
+                         z_loss=float(tc.z_loss), seed=seed)
+  return step, tx, shardings

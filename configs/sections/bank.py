@@ -29,7 +29,7 @@ def get(variant: str) -> ml_collections.ConfigDict:
   c.brute_force_max = 20_000       # ScaNN brute force up to this many references
   c.scann_reorder = 100            # exact re-scoring candidates (tree + AH)
   c.scann_search_fraction = 0.1    # fraction of tree leaves searched per query
-  c.embedder = "tfidf"             # m3jax.memory.embedders.EMBEDDERS key
+  c.embedder = "sparse_tfidf"      # m3jax.memory.embedders.EMBEDDERS key (exact names)
   c.embedding_dim = 256
   c.encode_batch_size = _ENCODE_BATCH.get(variant, 32)
   c.anti_copy_threshold = 2 / 3    # eval: drop references overlapping the question more

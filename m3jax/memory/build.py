@@ -202,6 +202,9 @@ def build_index_for(references: Sequence, bank_cfg: BankConfig):
             "search_fraction": bank_cfg.scann_search_fraction}
            if bank_cfg.index_kind in ("scann", "auto") else {})
   from m3jax.memory.retriever import scann_available
+  if hasattr(embedder, "embed_sparse"):   # sparse vectors: exact sparse search
+    return embedder, make_retriever("sparse", [r.id for r in references],
+                                    embedder.embed_sparse(texts))
   if bank_cfg.index_kind == "auto" and not scann_available():
     extra = {}
   retriever = make_retriever(bank_cfg.index_kind, [r.id for r in references],

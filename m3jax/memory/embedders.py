@@ -108,7 +108,21 @@ class _LazyMiniLM:
     return MiniLMEmbedder.load(path)
 
 
-EMBEDDERS = {"tfidf": TfidfEmbedder, "minilm": _LazyMiniLM}
+class _LazySparseTfidf:
+  """Registry entry for m3jax.data.sparse_embedder.SparseTfidfEmbedder: unprojected TF-IDF,
+  searched by ``retriever.SparseRetriever`` (exact names survive; see docs/data.md)."""
+
+  def __new__(cls, **kwargs):
+    from m3jax.data.sparse_embedder import SparseTfidfEmbedder
+    return SparseTfidfEmbedder(**kwargs)
+
+  @staticmethod
+  def load(path: str):
+    from m3jax.data.sparse_embedder import SparseTfidfEmbedder
+    return SparseTfidfEmbedder.load(path)
+
+
+EMBEDDERS = {"tfidf": TfidfEmbedder, "minilm": _LazyMiniLM, "sparse_tfidf": _LazySparseTfidf}
 
 
 def make_embedder(name: str = "tfidf", **kwargs) -> Embedder:

@@ -51,7 +51,8 @@ class MemoryFeeder:
     r = self.refs_per_chunk
     if not len(chunk_texts):
       return np.full((0, r), None, object)
-    got, _ = self.retriever.search(self.embedder.embed(list(chunk_texts)), r + self.oversample)
+    embed = getattr(self.embedder, "embed_sparse", self.embedder.embed)
+    got, _ = self.retriever.search(embed(list(chunk_texts)), r + self.oversample)
     out = np.full((len(chunk_texts), r), None, object)
     for q, row in enumerate(got):
       picked = []

@@ -62,3 +62,26 @@ def test_scann_brute_force_equals_exact_and_tree_ah_recalls():
   got, _ = big.search(q, 5)
   recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, exact)])
   assert recall >= 0.9     # 10% of leaves searched, then exact reorder
+
+
+def test_sparse_tfidf_retriever_finds_exact_names_and_round_trips(tmp_path):
+  from m3jax.memory.embedders import make_embedder
+  from m3jax.memory.retriever import SparseRetriever, load_retriever
+  texts = [f"Entity{i} | occupation = job{i % 7} | born = {1700 + i}" for i in range(300)]
+  emb = make_embedder("sparse_tfidf").fit(texts)
+  ids = [f"e{i}" for i in range(300)]
+  ret = SparseRetriever(ids, emb.embed_sparse(texts))
+  got, scores = ret.search(emb.embed_sparse([f"What is the occupation of Entity{i}?"
+                                             for i in range(0, 300, 7)]), 3)
+  assert [g[0] for g in got] == [f"e{i}" for i in range(0, 300, 7)]
+  assert np.all(np.diff(scores, axis=1) <= 0)
+  # Dense queries give the same answer; delete removes, insert restores.
+  dense_got, _ = ret.search(emb.embed(["Entity5 occupation"]), 1)
+  assert dense_got[0, 0] == "e5"
+  ret.delete(["e5"])
+  assert "e5" not in set(ret.search(emb.embed_sparse(["Entity5 occupation"]), 5)[0][0])
+  ret.insert(["e5"], emb.embed_sparse([texts[5]]))
+  ret.save(str(tmp_path))
+  again = load_retriever(str(tmp_path))
+  assert again.search(emb.embed_sparse(["Entity5 occupation"]), 1)[0][0, 0] == "e5"
+  assert len(again) == 300

@@ -1,0 +1,188 @@
+"""Every evaluation of a trained model + bank in one call (the demo and ``m3jax eval``).
+
+QA under five conditions (exact match, multiple choice), retrieval diagnostics (gold
+reference recall, anti-copy drops), perplexity with/without memory, throughput and time
+to first token (no memory / memory / RAG, same weights, one run), memory attribution,
+plots. Returns one JSON-able dict.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from m3jax.evaluate import attribution, perplexity, plots, qa, speed
+from m3jax.inference import memory_sources, rag
+from m3jax.inference.generate import ChunkQuery, Generator
+from m3jax.inference.sampling import SamplingConfig
+
+
+def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
+  """A seeded sample of ``n`` items in file order (0 = all)."""
+  if not n or n >= len(items):
+    return list(items)
+  pick = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
+  return [items[i] for i in pick]
+
+
+def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev, *,
+                 plot_dir: str, progress: bool = True, metrics_jsonl: str | None = None,
+                 qa_items: Sequence[dict] | None = None) -> dict:
+  from m3jax.data.sources import read_jsonl
+  from m3jax.memory.feeder import MemoryFeeder
+  L, R = cfg.memory.chunk_len, cfg.memory.refs_per_chunk
+  clock = [time.perf_counter()]
+  timings = {}
+
+  def lap(name):
+    now = time.perf_counter()
+    timings[name] = round(now - clock[0], 2)
+    clock[0] = now
+  text_of = {r.id: r.text for r in refs}
+  tokens_of = {r.id: r.tokens for r in refs}
+  keep = memory_sources.anti_copy_keep_fn(tokens_of.__getitem__, ev.anti_copy_threshold)
+  feeder_eval = MemoryFeeder(embedder, retriever, bank, R, keep=keep)   # with anti-copy
+  feeder = MemoryFeeder(embedder, retriever, bank, R)
+  retrieved = memory_sources.RetrievedMemory(feeder_eval, vocab)
+  unfiltered = memory_sources.RetrievedMemory(feeder, vocab)
+  items = qa_items if qa_items is not None else read_jsonl(paths.qa_eval, "qa")
+  items = select_items(items, ev.num_questions)
+  conditions = qa.make_conditions(
+      vocab, L, retrieved=retrieved, feeder=feeder, ref_text=text_of.__getitem__,
+      ref_pool=list(text_of), seed=ev.random_memory_seed, names=ev.conditions,
+      rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question))
+  gen = Generator(cfg, params, sampling=SamplingConfig(ev.temperature, ev.top_k))
+  qa_res = qa.evaluate_qa(cfg, params, vocab, items, conditions,
+                          max_new_tokens=ev.max_new_tokens, batch_size=ev.qa_batch_size,
+                          max_prompt_tokens=ev.max_prompt_tokens, generator=gen,
+                          progress=progress)
+  out = {"qa_exact_match": qa_res["exact_match"],
+         "qa_multiple_choice": qa_res["multiple_choice"],
+         "num_questions": len(items)}
+  out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L)
+  out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
+  lap("qa")
+
+  # Perplexity of held-out text (valid split), with memory retrieved by each chunk's text.
+  stream = np.load(paths.tokens("valid"))
+  seqs = perplexity.sequences_from_stream(stream, cfg.bos_id, 4 * L, ev.perplexity_sequences)
+  out["perplexity"] = {"no_memory": perplexity.perplexity(cfg, params, seqs),
+                       "memory": perplexity.perplexity(cfg, params, seqs, unfiltered)}
+  lap("perplexity")
+
+  # Throughput: same weights, same prompts, one run.
+  sp = perplexity.sequences_from_stream(stream, cfg.bos_id, ev.speed_prompt_tokens,
+                                        ev.speed_batch)
+  sp = (sp * ev.speed_batch)[:ev.speed_batch]
+  texts = [vocab.decode([int(t) for t in s[1:]]) for s in sp]
+  rag_texts, _ = rag.rag_prompts(unfiltered, texts, lambda t: qa.encode_prompt(vocab, t),
+                                 text_of.__getitem__, L)
+  rag_tokens = [qa.encode_prompt(vocab, t) for t in rag_texts]
+  tp = speed.throughput(cfg, params, sp, new_tokens=ev.speed_new_tokens, runs=ev.speed_runs,
+                        memory_fn=unfiltered, rag_prompts=rag_tokens)
+  out["decode_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in tp.items()}
+  out["time_to_first_token_s"] = {k: v["time_to_first_token_s"] for k, v in tp.items()}
+  out["speed"] = tp
+  lap("speed")
+
+  # Attribution: memory mass by layer and the references the answers attend to.
+  attr = attribute_examples(cfg, params, vocab, items[:max(ev.attribution_examples, 0)],
+                            {"memory": retrieved, "oracle_memory": memory_sources.OracleMemory(
+                                feeder, [it.get("gold_ref_id") for it in items]),
+                             "random_memory": memory_sources.RandomMemory(
+                                 feeder, len(items), list(text_of),
+                                 [it.get("gold_ref_id") for it in items],
+                                 ev.random_memory_seed)}, progress)
+  out["memory_mass_by_layer"] = attr["mass_by_layer"]
+  out["attribution"] = attr["examples"]
+  lap("attribution")
+
+  if ev.insertion_examples:
+    out["knowledge_insertion"] = insertion_demo(cfg, params, vocab, refs, bank, embedder,
+                                                retriever, items[:ev.insertion_examples], ev,
+                                                gen)
+    lap("knowledge_insertion")
+
+  pl = {"accuracy": plots.accuracy_by_condition(out, os.path.join(plot_dir, "accuracy.png"))}
+  if metrics_jsonl:
+    pl["losses"] = plots.loss_curves(metrics_jsonl, os.path.join(plot_dir, "losses.png"))
+  if attr["mass_by_layer"]:
+    pl["memory_mass"] = plots.memory_mass_by_layer(
+        attr["mass_by_layer"], os.path.join(plot_dir, "memory_mass.png"))
+  out["plots"] = pl
+  lap("plots")
+  out["eval_timings_s"] = timings
+  return out
+
+
+def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len) -> dict:
+  """How often the gold reference is retrieved (top-R), before and after anti-copy."""
+  with_gold = [it for it in items if it.get("gold_ref_id")]
+  if not with_gold:
+    return {}
+  toks = [qa.encode_prompt(vocab, qa.qa_prompt(it["question"])) for it in with_gold]
+  f = rag.rag_ids(retrieved, toks, chunk_len)
+  u = rag.rag_ids(unfiltered, toks, chunk_len)
+  gold = [it["gold_ref_id"] for it in with_gold]
+  hit = lambda ids: float(np.mean([g in list(row) for g, row in zip(gold, ids)]))
+  top1 = lambda ids: float(np.mean([row[0] == g for g, row in zip(gold, ids)]))
+  dropped = float(np.mean([sum(i is not None for i in a) - sum(i is not None for i in b)
+                           for a, b in zip(u, f)]))
+  return {"gold_recall_at_R": hit(f), "gold_top1": top1(f),
+          "gold_recall_at_R_unfiltered": hit(u), "mean_refs_dropped_by_anti_copy": dropped}
+
+
+def attribute_examples(cfg, params, vocab, items, sources: dict, progress=True) -> dict:
+  """Per condition, mean memory mass by layer at answer tokens; per example (memory
+  condition), the retrieved references ranked by the mass the answer gives them."""
+  L = cfg.memory.chunk_len
+  mass, examples = {}, []
+  for name, source in sources.items():
+    layers = []
+    for i, it in enumerate(tqdm(items, desc=f"attribution {name}", disable=not progress)):
+      prompt, answer = qa.continuation(vocab, qa.qa_prompt(it["question"]), it["answer"])
+      chunks = -(-(len(prompt) + len(answer)) // L)
+      last = -(-len(prompt) // L) - 1
+      q = ChunkQuery(i, last, prompt[last * L:])
+      _, ids = source([q])
+      mem = qa._row_memory(_as_row(source, i), [prompt], [0], chunks, L)
+      a = attribution.attribute(cfg, params, prompt, answer, mem, list(ids[0]))
+      layers.append(a["mass_by_layer"])
+      if name == "memory":
+        examples.append({"question": it["question"], "answer": it["answer"],
+                         "gold_ref_id": it.get("gold_ref_id"), **a})
+    if layers:
+      mass[name] = np.mean(layers, 0).tolist()
+  return {"mass_by_layer": mass, "examples": examples}
+
+
+def _as_row(source, row: int):
+  """Queries for question 0 of a one-question scorer go to ``row`` of the source."""
+  return lambda queries: source([ChunkQuery(row, q.chunk, q.tokens) for q in queries])
+
+
+def insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever, items, ev, gen):
+  """Runtime insertion on a trained model: the gold references of ``items`` are removed,
+  then QA runs before re-insertion, after it, and after deleting them again; finally the
+  bank is restored. The embedder already knows these texts, so the index is upserted."""
+  from m3jax.inference.knowledge import LiveKnowledge, insertion_roundtrip
+  items = [it for it in items if it.get("gold_ref_id") in bank]
+  if not items:
+    return None
+  text_of = {r.id: r.text for r in refs}
+  gold = list(dict.fromkeys(it["gold_ref_id"] for it in items))
+  kn = LiveKnowledge(cfg, params, bank, embedder, retriever, text_of, vocab)
+  kn.delete(gold, refit_index=False)
+  try:
+    out = insertion_roundtrip(kn, cfg, params, vocab, items,
+                              [{"id": g, "text": text_of[g]} for g in gold], generator=gen,
+                              max_new_tokens=ev.max_new_tokens,
+                              batch_size=ev.qa_batch_size, refit_index=False)
+  finally:
+    kn.insert([{"id": g, "text": text_of[g]} for g in gold], refit_index=False)
+  out["num_items"] = len(items)
+  return out

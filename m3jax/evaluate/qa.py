@@ -1,0 +1,223 @@
+"""QA on held-out facts: exact match of greedy answers and multiple-choice accuracy.
+
+Multiple choice scores each choice by the sum of its tokens' log-probabilities after the
+prompt, in one full forward with the condition's memory: chunk c of the prompt gets the
+memory its own prompt text retrieves (as in generation); answer tokens that spill past
+the last prompt chunk inherit that chunk's memory (so a choice never retrieves with its
+own text, which would leak the candidate into the query).
+
+A *condition* maps a list of QA items to (prompt texts, memory_fn or None); see
+:func:`make_conditions` for no_memory / memory / oracle_memory / rag / random_memory.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from m3jax.inference.generate import ChunkQuery, Generator, _arrange, chunk_query_tokens
+from m3jax.model.config import ModelConfig
+from m3jax.model.transformer import Transformer
+
+CONDITIONS = ("no_memory", "memory", "oracle_memory", "rag", "random_memory")
+
+
+def qa_prompt(question: str) -> str:
+  """The one QA format (same as m3jax.data.synthetic.qa_prompt)."""
+  return f"Q: {question} A:"
+
+
+def normalize_answer(text: str) -> str:
+  """Lowercase, drop punctuation and articles, squeeze spaces (SQuAD-style)."""
+  text = text.lower()
+  text = "".join(ch for ch in text if ch not in set(string.punctuation))
+  text = re.sub(r"\b(a|an|the)\b", " ", text)
+  return " ".join(text.split())
+
+
+def first_answer(generated: str) -> str:
+  """The answer part of a continuation: up to the first line break or next ``Q:``."""
+  return re.split(r"\n|\bQ:", generated, maxsplit=1)[0]
+
+
+def encode_prompt(vocab, text: str, max_len: int | None = None) -> np.ndarray:
+  ids = np.asarray([vocab.bos_id] + list(vocab.encode(text)), np.int32)
+  if max_len is not None and len(ids) > max_len:
+    raise ValueError(f"prompt of {len(ids)} tokens exceeds the context budget of {max_len} "
+                     f"tokens: {text[:80]!r}…; shorten the question or raise "
+                     "eval.max_prompt_tokens")
+  return ids
+
+
+def continuation(vocab, prompt_text: str, answer: str):
+  """-> (prompt ids with <s>, answer ids) such that prompt + answer is the tokenization of
+  ``prompt_text + " " + answer`` when it splits at the boundary (it does for SentencePiece
+  on a space)."""
+  prompt = encode_prompt(vocab, prompt_text)
+  full = encode_prompt(vocab, f"{prompt_text} {answer}")
+  if np.array_equal(full[:len(prompt)], prompt) and len(full) > len(prompt):
+    return prompt, full[len(prompt):]
+  return prompt, np.asarray(vocab.encode(" " + answer), np.int32)
+
+
+# ------------------------------------------------------------------------- scoring
+def _scorer(cfg: ModelConfig):
+  model = Transformer(cfg)
+
+  @jax.jit
+  def score(params, tokens_BxT, start_B, end_B, memory):
+    logits = model.apply({"params": params}, tokens_BxT, memory)
+    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    tgt = tokens_BxT[:, 1:]
+    tok_BxT = jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0]
+    pos = jnp.arange(1, tokens_BxT.shape[1])[None]
+    keep = (pos >= start_B[:, None]) & (pos < end_B[:, None])
+    return jnp.sum(jnp.where(keep, tok_BxT, 0.0), -1)
+  return score
+
+
+def _row_memory(memory_fn, prompts: Sequence[np.ndarray], rows_q: Sequence[int],
+                num_chunks: int, chunk_len: int):
+  """MemoryKV [L, len(rows_q), C, …]: row i uses question rows_q[i]'s prompt memories."""
+  queries, where = [], {}
+  for q in sorted(set(rows_q)):
+    p = prompts[q]
+    for c in range(-(-len(p) // chunk_len)):
+      where[q, c] = len(queries) + 1
+      queries.append(ChunkQuery(q, c, chunk_query_tokens(p, len(p), c, chunk_len)))
+  mem, _ = memory_fn(queries)
+  index = np.zeros((len(rows_q), num_chunks), np.int32)
+  for i, q in enumerate(rows_q):
+    last = -(-len(prompts[q]) // chunk_len) - 1
+    index[i] = [where[q, min(c, last)] for c in range(num_chunks)]
+  return _arrange(mem, jnp.asarray(index))
+
+
+def choice_log_likelihoods(cfg: ModelConfig, params, prompts: Sequence[np.ndarray],
+                           choices: Sequence[Sequence[np.ndarray]], memory_fn=None, *,
+                           batch_size: int = 32, scorer=None, progress: bool = False):
+  """Sum of answer-token log-probs for every (question, choice): list of arrays [n_q]."""
+  L = cfg.memory.chunk_len
+  rows = [(q, j) for q, cs in enumerate(choices) for j in range(len(cs))]
+  if not rows:
+    return [np.zeros((0,))] * len(prompts)
+  longest = max(len(prompts[q]) + len(choices[q][j]) for q, j in rows)
+  t = -(-longest // L) * L
+  score = scorer or _scorer(cfg)
+  out = np.zeros(len(rows))
+  for s in tqdm(range(0, len(rows), batch_size), desc="score choices", disable=not progress):
+    part = rows[s:s + batch_size]
+    part = part + [part[0]] * (batch_size - len(part))   # fixed shape: one compile
+    tokens = np.full((batch_size, t), cfg.pad_id, np.int32)
+    start, end = np.zeros(batch_size, np.int32), np.zeros(batch_size, np.int32)
+    for i, (q, j) in enumerate(part):
+      seq = np.concatenate([prompts[q], choices[q][j]])
+      tokens[i, :len(seq)] = seq
+      start[i], end[i] = len(prompts[q]), len(seq)
+    mem = None if memory_fn is None else _row_memory(memory_fn, prompts, [q for q, _ in part],
+                                                     t // L, L)
+    got = np.asarray(score(params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(end),
+                           mem))
+    n = min(batch_size, len(rows) - s)
+    out[s:s + n] = got[:n]
+  res, k = [], 0
+  for cs in choices:
+    res.append(out[k:k + len(cs)])
+    k += len(cs)
+  return res
+
+
+# ------------------------------------------------------------------------- conditions
+def make_conditions(vocab, chunk_len: int, *, retrieved=None, feeder=None,
+                    ref_text: Callable[[str], str] | None = None, ref_pool=(), seed: int = 0,
+                    rag_headers: dict | None = None, names: Sequence[str] = CONDITIONS):
+  """Condition name -> fn(items) -> (prompt texts, memory_fn or None, ids or None).
+
+  ``retrieved``: a RetrievedMemory (the memory and RAG conditions share its ids);
+  ``feeder``: the MemoryFeeder for oracle / random memories (no filter needed)."""
+  from m3jax.inference import memory_sources, rag
+  enc = lambda t: encode_prompt(vocab, t)
+
+  def prompts(items):
+    return [qa_prompt(it["question"]) for it in items]
+
+  table = {
+      "no_memory": lambda items: (prompts(items), None, None),
+      "memory": lambda items: (prompts(items), retrieved, rag.rag_ids(
+          retrieved, [enc(t) for t in prompts(items)], chunk_len)),
+      "oracle_memory": lambda items: (prompts(items), memory_sources.OracleMemory(
+          feeder, [it.get("gold_ref_id") for it in items]), None),
+      "random_memory": lambda items: (prompts(items), memory_sources.RandomMemory(
+          feeder, len(items), ref_pool, [it.get("gold_ref_id") for it in items], seed), None),
+      "rag": lambda items: _rag(items),
+  }
+
+  def _rag(items):
+    texts, ids = rag.rag_prompts(retrieved, prompts(items), enc, ref_text, chunk_len,
+                                 **(rag_headers or {}))
+    return texts, None, ids
+  return {n: table[n] for n in names}
+
+
+def evaluate_qa(cfg: ModelConfig, params, vocab, items: Sequence[dict], conditions: dict, *,
+                max_new_tokens: int = 8, batch_size: int = 16, max_prompt_tokens: int = 2048,
+                generator: Generator | None = None, progress: bool = True) -> dict:
+  """-> {"exact_match": {cond: acc}, "multiple_choice": {cond: acc}, "per_item": …,
+  "retrieved_ids": {cond: [[ids]]}}. Items without ``choices`` skip multiple choice."""
+  if not items:
+    raise ValueError("no QA items to evaluate (empty QA file?)")
+  gen = generator or Generator(cfg, params)
+  scorer = _scorer(cfg)
+  em, mc, per_item, all_ids = {}, {}, {}, {}
+  for name, cond in conditions.items():
+    hits, mc_hits, mc_n, preds, ids_out = 0, 0, 0, [], []
+    for s in tqdm(range(0, len(items), batch_size), desc=f"QA {name}", disable=not progress):
+      real = list(items[s:s + batch_size])
+      n = len(real)
+      part = real + [real[0]] * (batch_size - n)    # one compiled shape per condition
+      texts, memory_fn, ids = cond(part)
+      toks = [encode_prompt(vocab, t, max_prompt_tokens) for t in texts]
+      res = gen.generate(toks, max_new_tokens, memory_fn=memory_fn)
+      base = len(preds)
+      for it, g in zip(real, res.tokens):
+        pred = first_answer(vocab.decode([int(x) for x in g]))
+        ok = normalize_answer(pred) == normalize_answer(it["answer"])
+        hits += ok
+        preds.append(dict(question=it["question"], answer=it["answer"], prediction=pred,
+                          correct=bool(ok)))
+      if ids is not None:
+        ids_out += [[i for i in row if i is not None] for row in np.asarray(ids)[:n]]
+      with_choices = [i for i, it in enumerate(real) if it.get("choices")]
+      if with_choices:
+        cont = [[continuation(vocab, texts[i], c)[1] for c in part[i]["choices"]]
+                for i in with_choices]
+        ll = choice_log_likelihoods(cfg, params, [toks[i] for i in with_choices], cont,
+                                    _subset(memory_fn, with_choices), scorer=scorer,
+                                    batch_size=4 * batch_size)
+        for i, scores in zip(with_choices, ll):
+          ok = part[i]["choices"][int(np.argmax(scores))] == part[i]["answer"]
+          mc_hits += ok
+          mc_n += 1
+          preds[base + i]["mc_correct"] = bool(ok)
+    em[name] = hits / len(items)
+    mc[name] = mc_hits / mc_n if mc_n else None
+    per_item[name] = preds
+    if ids_out:
+      all_ids[name] = ids_out
+  return {"exact_match": em, "multiple_choice": mc, "per_item": per_item,
+          "retrieved_ids": all_ids, "num_items": len(items)}
+
+
+def _subset(memory_fn, rows: Sequence[int]):
+  """Maps scorer question indices back to the batch rows a FixedMemory was built for."""
+  if memory_fn is None:
+    return None
+  rows = list(rows)
+  return lambda queries: memory_fn([ChunkQuery(rows[q.row], q.chunk, q.tokens)
+                                    for q in queries])

@@ -1,0 +1,116 @@
+"""The frozen eval config, the results table and the results JSON.
+
+``eval_config_from(config.eval)`` rejects unknown keys with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  conditions: tuple = ("no_memory", "memory", "oracle_memory", "rag", "random_memory")
+  num_questions: int = 256
+  qa_batch_size: int = 32
+  max_new_tokens: int = 8
+  max_prompt_tokens: int = 1024
+  temperature: float = 0.0
+  top_k: int = 0
+  anti_copy_threshold: float = 2 / 3
+  rag_header_references: str = "Reference:"
+  rag_header_question: str = "Question:"
+  random_memory_seed: int = 0
+  perplexity_sequences: int = 32
+  speed_batch: int = 16
+  speed_prompt_tokens: int = 128
+  speed_new_tokens: int = 128
+  speed_runs: int = 3
+  plot_dir: str = "experiments/results/plots"
+  results_path: str = "experiments/results/demo.json"
+  attribution_examples: int = 4
+  insertion_examples: int = 16
+
+  def __post_init__(self):
+    from m3jax.evaluate.qa import CONDITIONS
+    object.__setattr__(self, "conditions", tuple(self.conditions))
+    bad = [c for c in self.conditions if c not in CONDITIONS]
+    if bad:
+      raise ValueError(f"invalid config field 'eval.conditions': {bad} not in {CONDITIONS}")
+    for name in ("qa_batch_size", "max_new_tokens", "speed_batch", "speed_prompt_tokens",
+                 "speed_new_tokens", "speed_runs", "max_prompt_tokens"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"invalid config field 'eval.{name}': must be positive")
+    if not 0 < self.anti_copy_threshold <= 1:
+      raise ValueError("invalid config field 'eval.anti_copy_threshold': must be in (0, 1]")
+
+
+def eval_config_from(section: Mapping[str, Any] | None) -> EvalConfig:
+  if isinstance(section, EvalConfig):
+    return section
+  values = {} if section is None else (
+      section.to_dict() if hasattr(section, "to_dict") else dict(section))
+  names = {f.name for f in dataclasses.fields(EvalConfig)}
+  unknown = sorted(set(values) - names)
+  if unknown:
+    raise ValueError(f"unknown config keys {['eval.' + k for k in unknown]}; "
+                     f"valid keys: {sorted(names)}")
+  return EvalConfig(**values)
+
+
+def machine() -> dict:
+  """A short description of where the numbers came from."""
+  import jax
+  dev = jax.devices()[0]
+  return {"platform": platform.platform(), "processor": platform.processor(),
+          "cpu_count": os.cpu_count(), "python": platform.python_version(),
+          "jax": jax.__version__, "backend": jax.default_backend(),
+          "device": getattr(dev, "device_kind", str(dev)), "num_devices": jax.device_count()}
+
+
+def _fmt(x) -> str:
+  if x is None:
+    return "-"
+  if isinstance(x, float):
+    return f"{x:.3f}" if abs(x) < 1000 else f"{x:.0f}"
+  return str(x)
+
+
+def table(results: Mapping[str, Any]) -> str:
+  """Condition rows x metric columns, plain text."""
+  metrics = [("qa_exact_match", "exact match"), ("qa_multiple_choice", "multiple choice"),
+             ("perplexity", "perplexity"), ("decode_tokens_per_s", "tokens/s"),
+             ("time_to_first_token_s", "TTFT s")]
+  conds = []
+  for key, _ in metrics:
+    for c in (results.get(key) or {}):
+      if c not in conds:
+        conds.append(c)
+  cols = [(k, t) for k, t in metrics if results.get(k)]
+  lines = [f"{'condition':<15}" + "".join(f"{t:>17}" for _, t in cols)]
+  for c in conds:
+    lines.append(f"{c:<15}" + "".join(f"{_fmt((results.get(k) or {}).get(c)):>17}"
+                                      for k, _ in cols))
+  return "\n".join(lines)
+
+
+def write_json(path: str, results: Mapping[str, Any]) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(results, f, indent=1, default=_default)
+  os.replace(tmp, path)
+  return path
+
+
+def _default(x):
+  import numpy as np
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  return str(x)

@@ -11,7 +11,6 @@ each against the float32 dense reference. Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -34,16 +33,6 @@ def make_inputs(batch, seq, heads, kv_heads, head_dim, chunk_len, refs, tokens, 
                           (batch, seq, seq + 1))
   mm = jnp.ones((batch, c, refs, tokens), bool).at[:, :4].set(False)  # first chunks: fewer
   return q, k, v, mask, (mk, mv, mm)
-
-
-def timed(fn, *args, repeats=5):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def main(argv=None):
@@ -75,8 +64,8 @@ def main(argv=None):
     try:
       out = fwd(*inputs)
       err = float(jnp.linalg.norm(out.astype(jnp.float32) - reference) / jnp.linalg.norm(reference))
-      results[impl] = {"forward_ms": 1000 * timed(fwd, *inputs),
-                       "forward_backward_ms": 1000 * timed(grad, *inputs),
+      results[impl] = {"forward_ms": 1000 * bench_common.median_seconds(fwd, *inputs),
+                       "forward_backward_ms": 1000 * bench_common.median_seconds(grad, *inputs),
                        "rel_error_vs_f32_dense": err}
     except Exception as e:  # an implementation this backend lacks is reported, not fatal
       results[impl] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}

@@ -10,9 +10,6 @@ written per second) with the same JAX that runs the model. Prints a table and wr
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,23 +17,11 @@ import jax.numpy as jnp
 from experiments import bench_common
 
 
-def _time(fn, *args, repeats: int = 10) -> float:
-  jax.block_until_ready(fn(*args))          # compile + warm-up
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  times.sort()
-  return times[len(times) // 2]
-
-
 def measure_matmul(size: int, dtype=jnp.bfloat16) -> dict:
   ka, kb = jax.random.split(jax.random.key(0))
   a = jax.random.normal(ka, (size, size), dtype)   # random data: zeros run faster
   b = jax.random.normal(kb, (size, size), dtype)
-  seconds = _time(jax.jit(lambda x, y: x @ y), a, b)
+  seconds = bench_common.median_seconds(jax.jit(lambda x, y: x @ y), a, b, repeats=10)
   return {"size": size, "dtype": jnp.dtype(dtype).name, "seconds": seconds,
           "tflops": 2 * size ** 3 / seconds / 1e12}
 
@@ -45,7 +30,7 @@ def measure_copy(gib: float) -> dict:
   n = int(gib * 2 ** 30) // 4
   x = jax.random.uniform(jax.random.key(1), (n,), jnp.float32)
   # x * 1 + 0 is a fused elementwise pass: one read and one write of every byte.
-  seconds = _time(jax.jit(lambda v: v * 1.0000001), x)
+  seconds = bench_common.median_seconds(jax.jit(lambda v: v * 1.0000001), x, repeats=10)
   return {"bytes": 2 * 4 * n, "seconds": seconds, "tb_per_s": 2 * 4 * n / seconds / 1e12}
 
 

@@ -63,3 +63,18 @@ def write_json(name: str, result: dict, out_dir: str | None = None, tag: str | N
   with open(path, "w") as f:
     json.dump(result, f, indent=2, sort_keys=True, default=float)
   return path
+
+
+def median_seconds(fn, *args, repeats: int = 5) -> float:
+  """Median wall time of ``fn(*args)`` after two untimed calls (compile, warm-up)."""
+  import time
+
+  import jax
+  jax.block_until_ready(fn(*args))
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return sorted(times)[len(times) // 2]

@@ -11,6 +11,8 @@ import os
 import platform
 from typing import Any, Mapping
 
+from m3jax.model.config import frozen_from
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
@@ -54,12 +56,7 @@ def eval_config_from(section: Mapping[str, Any] | None) -> EvalConfig:
     return section
   values = {} if section is None else (
       section.to_dict() if hasattr(section, "to_dict") else dict(section))
-  names = {f.name for f in dataclasses.fields(EvalConfig)}
-  unknown = sorted(set(values) - names)
-  if unknown:
-    raise ValueError(f"unknown config keys {['eval.' + k for k in unknown]}; "
-                     f"valid keys: {sorted(names)}")
-  return EvalConfig(**values)
+  return frozen_from(EvalConfig, values, "eval.")
 
 
 def machine() -> dict:

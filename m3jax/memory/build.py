@@ -19,6 +19,7 @@ import numpy as np
 
 from m3jax.memory import quantize
 from m3jax.memory.encode import encode_references
+from m3jax.model.config import frozen_from
 from m3jax.memory.store import BankLayout, MemoryBank, _kvstore_spec
 
 
@@ -59,13 +60,7 @@ class BankConfig:
 
 
 def bank_config_from(cfg: Mapping[str, Any] | None) -> BankConfig:
-  values = dict(cfg or {})
-  names = {f.name for f in dataclasses.fields(BankConfig)}
-  unknown = sorted(set(values) - names)
-  if unknown:
-    raise ValueError(f"unknown config keys {['bank.' + k for k in unknown]}; "
-                     f"valid keys: {sorted(names)}")
-  return BankConfig(**values)
+  return frozen_from(BankConfig, dict(cfg or {}), "bank.")
 
 
 def pad_references(refs: Sequence, ref_len: int, batch: int, pad_id: int = 0):

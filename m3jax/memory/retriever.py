@@ -38,6 +38,22 @@ def _check(ids, emb):
   return [str(i) for i in ids], emb
 
 
+def _top_k(s_QxN: np.ndarray, all_ids: Sequence[str], k: int):
+  """Best k of every row, best first: (ids [Q, k] None-padded, scores [Q, k] -inf-padded)."""
+  q, n = s_QxN.shape
+  ids = np.full((q, k), None, object)
+  scores = np.full((q, k), -np.inf, np.float32)
+  kk = min(k, n)
+  if kk == 0:
+    return ids, scores
+  top = np.argpartition(-s_QxN, kk - 1, axis=1)[:, :kk]
+  order = np.argsort(-np.take_along_axis(s_QxN, top, 1), axis=1, kind="stable")
+  top = np.take_along_axis(top, order, 1)
+  ids[:, :kk] = np.asarray(all_ids, object)[top]
+  scores[:, :kk] = np.take_along_axis(s_QxN, top, 1)
+  return ids, scores
+
+
 class NumpyRetriever:
   """Exact maximum-inner-product search over a dense matrix."""
 
@@ -89,19 +105,8 @@ class NumpyRetriever:
 
   def search(self, query_QxE, k):
     q = np.asarray(query_QxE, np.float32)
-    ids = np.full((q.shape[0], k), None, object)
-    scores = np.full((q.shape[0], k), -np.inf, np.float32)
-    n = len(self._ids)
-    if n == 0:
-      return ids, scores
-    s_QxN = q @ self._emb.T
-    kk = min(k, n)
-    top = np.argpartition(-s_QxN, kk - 1, axis=1)[:, :kk]
-    order = np.argsort(-np.take_along_axis(s_QxN, top, 1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, 1)
-    ids[:, :kk] = np.asarray(self._ids, object)[top]
-    scores[:, :kk] = np.take_along_axis(s_QxN, top, 1)
-    return ids, scores
+    return _top_k(q @ self._emb.T if len(self._ids) else np.zeros((q.shape[0], 0)),
+                  self._ids, k)
 
   def save(self, directory):
     os.makedirs(directory, exist_ok=True)
@@ -242,19 +247,9 @@ class SparseRetriever(NumpyRetriever):
   def search(self, query_QxE, k):
     from scipy import sparse
     q = sparse.csr_matrix(query_QxE, dtype=np.float32)
-    ids = np.full((q.shape[0], k), None, object)
-    scores = np.full((q.shape[0], k), -np.inf, np.float32)
-    n = len(self._ids)
-    if n == 0:
-      return ids, scores
-    s_QxN = np.asarray((q @ self._emb.T).toarray(), np.float32)
-    kk = min(k, n)
-    top = np.argpartition(-s_QxN, kk - 1, axis=1)[:, :kk]
-    order = np.argsort(-np.take_along_axis(s_QxN, top, 1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, 1)
-    ids[:, :kk] = np.asarray(self._ids, object)[top]
-    scores[:, :kk] = np.take_along_axis(s_QxN, top, 1)
-    return ids, scores
+    if not len(self._ids):
+      return _top_k(np.zeros((q.shape[0], 0), np.float32), self._ids, k)
+    return _top_k(np.asarray((q @ self._emb.T).toarray(), np.float32), self._ids, k)
 
   def save(self, directory):
     from scipy import sparse

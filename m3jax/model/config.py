@@ -123,7 +123,8 @@ class ModelConfig:
     return self.num_layers * (attn + 3 * d * w + 2 * d) + d
 
 
-def _build(cls, values: Mapping[str, Any], prefix: str):
+def frozen_from(cls, values: Mapping[str, Any], prefix: str):
+  """``cls(**values)`` for a frozen config dataclass; unknown keys are a clear error."""
   names = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - names)
   if unknown:
@@ -139,11 +140,11 @@ def model_config_from(cfg: Mapping[str, Any]) -> ModelConfig:
   """Builds the frozen ModelConfig from a ``config.model`` ConfigDict/dict."""
   values = dict(cfg)
   memory = values.pop("memory", {})
-  memory = memory if isinstance(memory, MemoryConfig) else _build(
+  memory = memory if isinstance(memory, MemoryConfig) else frozen_from(
       MemoryConfig, dict(memory), "model.memory.")
   for key in ("dtype", "param_dtype"):
     if isinstance(values.get(key), str):
       if values[key] not in _DTYPES:
         _fail(key, f"{values[key]!r} is not one of {sorted(_DTYPES)}")
       values[key] = _DTYPES[values[key]]
-  return _build(ModelConfig, {**values, "memory": memory}, "model.")
+  return frozen_from(ModelConfig, {**values, "memory": memory}, "model.")

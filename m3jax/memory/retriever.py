@@ -234,16 +234,6 @@ class SparseRetriever(NumpyRetriever):
       self._ids.append(i)
     self._emb = sparse.vstack([self._emb, emb], format="csr")
 
-  def delete(self, ids):
-    drop = {str(i) for i in ids}
-    unknown = drop - set(self._pos)
-    if unknown:
-      raise KeyError(f"cannot delete ids not in the index: {sorted(unknown)[:5]}")
-    keep = [j for j, i in enumerate(self._ids) if i not in drop]
-    self._ids = [self._ids[j] for j in keep]
-    self._emb = self._emb[keep]
-    self._pos = {i: j for j, i in enumerate(self._ids)}
-
   def search(self, query_QxE, k):
     from scipy import sparse
     q = sparse.csr_matrix(query_QxE, dtype=np.float32)

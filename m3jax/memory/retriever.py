@@ -108,9 +108,20 @@ class NumpyRetriever:
     return _top_k(q @ self._emb.T if len(self._ids) else np.zeros((q.shape[0], 0)),
                   self._ids, k)
 
+  # Subclasses with another embedding storage override these three.
+  EMBEDDINGS_FILE = "embeddings.npy"
+
+  @staticmethod
+  def _write_embeddings(path, emb):
+    np.save(path, emb)
+
+  @staticmethod
+  def _read_embeddings(path):
+    return np.load(path)
+
   def save(self, directory):
     os.makedirs(directory, exist_ok=True)
-    np.save(os.path.join(directory, "embeddings.npy"), self._emb)
+    self._write_embeddings(os.path.join(directory, self.EMBEDDINGS_FILE), self._emb)
     with open(os.path.join(directory, "retriever.json"), "w") as f:
       json.dump({"kind": self.kind, "ids": self._ids}, f)
 
@@ -118,7 +129,7 @@ class NumpyRetriever:
   def load(cls, directory):
     with open(os.path.join(directory, "retriever.json")) as f:
       meta = json.load(f)
-    return cls(meta["ids"], np.load(os.path.join(directory, "embeddings.npy")))
+    return cls(meta["ids"], cls._read_embeddings(os.path.join(directory, cls.EMBEDDINGS_FILE)))
 
 
 class ScannRetriever:
@@ -241,19 +252,17 @@ class SparseRetriever(NumpyRetriever):
       return _top_k(np.zeros((q.shape[0], 0), np.float32), self._ids, k)
     return _top_k(np.asarray((q @ self._emb.T).toarray(), np.float32), self._ids, k)
 
-  def save(self, directory):
-    from scipy import sparse
-    os.makedirs(directory, exist_ok=True)
-    sparse.save_npz(os.path.join(directory, "embeddings.npz"), self._emb)
-    with open(os.path.join(directory, "retriever.json"), "w") as f:
-      json.dump({"kind": self.kind, "ids": self._ids}, f)
+  EMBEDDINGS_FILE = "embeddings.npz"
 
-  @classmethod
-  def load(cls, directory):
+  @staticmethod
+  def _write_embeddings(path, emb):
     from scipy import sparse
-    with open(os.path.join(directory, "retriever.json")) as f:
-      meta = json.load(f)
-    return cls(meta["ids"], sparse.load_npz(os.path.join(directory, "embeddings.npz")))
+    sparse.save_npz(path, emb)
+
+  @staticmethod
+  def _read_embeddings(path):
+    from scipy import sparse
+    return sparse.load_npz(path)
 
 
 def make_retriever(kind: str, ids: Sequence[str], embeddings_NxE, **kwargs) -> Retriever:

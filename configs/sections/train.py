@@ -19,10 +19,10 @@ _SIZES = {
     # batch, stage-1 steps, stage-2 steps, peak lrs, warmup, ckpt/log cadence, fallback seq_len
     "tiny": dict(batch_size=8, steps=(6, 6), lrs=(3e-3, 1e-3), warmup=2,
                  checkpoint_every=3, log_every=1, seq_len=64),
-    # CPU demo (batch 16 x seq 256 = 4096 tokens/step): a short warmup (~1 min) and a long
+    # CPU demo (batch 16 x seq 256 = 4096 tokens/step): a short warmup (~25 s) and a long
     # continual stage (~10 min) on 2 idle cores. Reading memory is learned in stage 2, so
     # the budget goes there (docs/design.md, "the small demo config").
-    "small": dict(batch_size=16, steps=(100, 800), lrs=(3e-3, 3e-3), warmup=(30, 20),
+    "small": dict(batch_size=16, steps=(50, 750), lrs=(3e-3, 3e-3), warmup=(15, 20),
                   checkpoint_every=100, log_every=10, seq_len=256),
     # Paper shape: ~4M tokens per batch of 2048-token sequences.
     "paper_2p4b": dict(batch_size=2048, steps=(750_000, 30_000), lrs=(3e-4, 1e-4),

@@ -1,0 +1,148 @@
+"""Has the model learned to read *values* from memory yet? A short run and two probes.
+
+On the small demo the gain from memory arrives suddenly (docs/design.md, "the small demo
+config"): the model first copies entity *names* out of its memories, and only later the
+attribute *values* that questions ask for. This script trains a config (with overrides)
+for a short budget and reports, on held-out QA:
+
+* multiple-choice accuracy with no memory and with the gold (oracle) reference, through
+  the real bank and feeder;
+* the mean NLL of the answer's first token and of the whole ``Q: … A: value`` text with
+  no memory, the gold reference and a random reference. A gold-memory gain on the whole
+  text with none on the answer token means "names yes, values not yet".
+
+One JSON row per run is appended to ``--out``; a table is printed.
+
+  python experiments/probe_memory_onset.py --name all4 --steps 50,550 \\
+      --config.model.memory.memory_layers='(0,1,2,3)'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from m3jax.config_loading import load_config
+from m3jax.data import synthetic
+from m3jax.data.config import data_config_from
+from m3jax.data.prepare import load_vocab, prepare_data
+from m3jax.data.sources import read_jsonl
+from m3jax.demo import build_bank_for, kb_references, load_trained_params
+from m3jax.evaluate import evaluation, qa
+from m3jax.inference import memory_sources
+from m3jax.memory.feeder import MemoryFeeder
+from m3jax.model.config import model_config_from
+from m3jax.model.transformer import Transformer
+from m3jax.train.loop import train
+from m3jax.train.memory_batch import memory_from_batch
+
+
+def set_steps(config, steps: list[int]):
+  """Stage lengths; a first length of 0 trains with memory from scratch (one stage)."""
+  stages = list(config.train.stages)
+  if len(steps) != len(stages):
+    raise ValueError(f"--steps needs {len(stages)} numbers (one per stage), got {steps}")
+  for stage, n in zip(stages, steps):
+    stage["steps"] = n
+    stage["warmup_steps"] = min(int(stage["warmup_steps"]), max(1, n // 5))
+  if steps[0] == 0:
+    stages = [dict(stages[-1], init_from="")]
+  config.train.stages = stages
+  return config
+
+
+def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -> dict:
+  """Mean NLL of the answer's first token and of the whole QA text, per memory kind."""
+  model, n_ref, chunk = Transformer(cfg), cfg.memory.ref_len, cfg.memory.chunk_len
+  prompts = [vocab.encode(synthetic.qa_prompt(it["question"])) for it in items]
+  texts = [[cfg.bos_id] + vocab.encode(synthetic.qa_text(it["question"], it["answer"]))
+           for it in items]
+  c = -(-max(map(len, texts)) // chunk)       # chunks; every one sees the same reference
+  b, t = len(items), c * chunk
+
+  @jax.jit
+  def nll_BxT(params, tokens_BxT, refs_BxN, ref_len_B):
+    memory = memory_from_batch(params, cfg, jnp.repeat(refs_BxN[:, None], c, 1),
+                               jnp.repeat(ref_len_B[:, None], c, 1))
+    logp = jax.nn.log_softmax(model.apply({"params": params}, tokens_BxT, memory)[:, :-1])
+    return -jnp.take_along_axis(logp, tokens_BxT[:, 1:, None], -1)[..., 0]
+
+  tokens = np.zeros((b, t), np.int32)
+  first = np.zeros((b, t - 1), bool)
+  refs = {k: np.zeros((b, n_ref), np.int32) for k in ("gold", "random")}
+  lens = {k: np.zeros(b, np.int32) for k in ("none", "gold", "random")}
+  rng = np.random.default_rng(seed)
+  for i, (it, prompt, full) in enumerate(zip(items, prompts, texts)):
+    tokens[i, :len(full)] = full
+    first[i, len(prompt)] = True           # logits at <s>+prompt predict the answer
+    for kind, ref in (("gold", refs_by_id[it["gold_ref_id"]]),
+                      ("random", refs_by_id[ref_pool[rng.integers(len(ref_pool))]])):
+      refs[kind][i, :len(ref)] = ref
+      lens[kind][i] = len(ref)
+  text = tokens[:, 1:] > 0
+  out = {}
+  for kind in ("none", "gold", "random"):
+    nll = np.asarray(nll_BxT(params, tokens, refs.get(kind, refs["gold"]), lens[kind]))
+    out[kind] = {"answer_first_token": float(nll[first].mean()),
+                 "qa_text": float(nll[text].mean())}
+  return out
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/memory3.py:small")
+  parser.add_argument("--name", required=True, help="row name in --out")
+  parser.add_argument("--steps", required=True, help="steps per stage, e.g. 50,550")
+  parser.add_argument("--workdir", default=None, help="default artifacts/probe/<name>")
+  parser.add_argument("--out", default="experiments/results/probe_memory_onset.jsonl")
+  parser.add_argument("--questions", type=int, default=256)
+  args, overrides = parser.parse_known_args(argv)
+  t0 = time.perf_counter()
+  config = set_steps(load_config(args.config, overrides),
+                     [int(s) for s in args.steps.split(",")])
+  config.train.progress_bar = config.train.plot = config.train.tensorboard = False
+  workdir = args.workdir or os.path.join("artifacts", "probe", args.name)
+  cfg = model_config_from(config.model)
+  paths = prepare_data(config.data)
+  vocab = load_vocab(data_config_from(config.data), paths)
+  summary = train(config, workdir)
+  train_s = time.perf_counter() - t0
+  params, step = load_trained_params(config, workdir)
+  refs = kb_references(paths, vocab, cfg.memory.ref_len)
+  bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step, False)
+  feeder = MemoryFeeder(embedder, retriever, bank, cfg.memory.refs_per_chunk)
+  items = evaluation.select_items(read_jsonl(paths.qa_eval, "qa"), args.questions)
+  conditions = qa.make_conditions(
+      vocab, cfg.memory.chunk_len, feeder=feeder,
+      retrieved=memory_sources.RetrievedMemory(feeder, vocab),
+      names=("no_memory", "oracle_memory"))
+  res = qa.evaluate_qa(cfg, params, vocab, items, conditions, max_new_tokens=6,
+                       batch_size=32, progress=False)
+  # Bank ids of whole KB documents carry a "#0" piece suffix (docs/data.md).
+  by_id = {r.id.removesuffix("#0"): r.tokens for r in refs}
+  nll = answer_nll(cfg, params, vocab, items[:128], by_id, sorted(by_id))
+  row = {"name": args.name, "config": args.config, "overrides": overrides,
+         "steps": args.steps, "multiple_choice": res["multiple_choice"],
+         "exact_match": res["exact_match"], "nll": nll,
+         "final_losses": summary.get("final_losses"), "train_s": round(train_s, 1),
+         "backend": jax.default_backend()}
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "a") as f:
+    f.write(json.dumps(row) + "\n")
+  mc = res["multiple_choice"]
+  print(f"{'run':<24} {'MC none':>8} {'MC gold':>8} {'ans NLL none':>13} {'ans NLL gold':>13} "
+        f"{'text NLL none':>14} {'text NLL gold':>14}")
+  print(f"{args.name:<24} {mc['no_memory']:>8.3f} {mc['oracle_memory']:>8.3f} "
+        f"{nll['none']['answer_first_token']:>13.3f} {nll['gold']['answer_first_token']:>13.3f} "
+        f"{nll['none']['qa_text']:>14.3f} {nll['gold']['qa_text']:>14.3f}")
+  return row
+
+
+if __name__ == "__main__":
+  main()

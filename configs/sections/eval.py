@@ -43,5 +43,5 @@ def get(variant: str) -> ml_collections.ConfigDict:
   c.attribution_examples = 4             # answers whose memory attribution is reported
   # Runtime knowledge insertion: QA on this many held-out facts with their references
   # removed, re-inserted, deleted (then restored). 0 skips it.
-  c.insertion_examples = 8 if variant == "tiny" else 16
+  c.insertion_examples = 8 if variant == "tiny" else 64
   return c

@@ -62,6 +62,7 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
                           progress=progress)
   out = {"qa_exact_match": qa_res["exact_match"],
          "qa_multiple_choice": qa_res["multiple_choice"],
+         "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"],
          "num_questions": len(items)}
   out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L)
   out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}

@@ -211,7 +211,22 @@ def evaluate_qa(cfg: ModelConfig, params, vocab, items: Sequence[dict], conditio
     if ids_out:
       all_ids[name] = ids_out
   return {"exact_match": em, "multiple_choice": mc, "per_item": per_item,
-          "retrieved_ids": all_ids, "num_items": len(items)}
+          "retrieved_ids": all_ids, "num_items": len(items),
+          "multiple_choice_by_attribute": {
+              name: by_attribute(items, preds) for name, preds in per_item.items()}}
+
+
+def by_attribute(items: Sequence[dict], preds: Sequence[dict]) -> dict:
+  """Multiple-choice accuracy per ``attribute`` field: {attr: {"accuracy", "count"}}.
+
+  Items without an ``attribute`` (or without choices) are left out; {} when none has one.
+  Which facts memory helps with is often more telling than the mean (docs/design.md).
+  """
+  hits: dict[str, list[bool]] = {}
+  for it, p in zip(items, preds):
+    if it.get("attribute") is not None and "mc_correct" in p:
+      hits.setdefault(str(it["attribute"]), []).append(bool(p["mc_correct"]))
+  return {a: {"accuracy": sum(v) / len(v), "count": len(v)} for a, v in sorted(hits.items())}
 
 
 def _subset(memory_fn, rows: Sequence[int]):

@@ -89,7 +89,22 @@ def test_evaluate_qa_runs_every_condition(setup):
   for v in out["multiple_choice"].values():
     assert 0.0 <= v <= 1.0
   assert len(out["retrieved_ids"]["memory"]) == 5
+  for cond, by_attr in out["multiple_choice_by_attribute"].items():
+    assert set(by_attr) == {"job"}
+    n = sum(v["count"] for v in by_attr.values())
+    mean = sum(v["accuracy"] * v["count"] for v in by_attr.values()) / n
+    assert abs(mean - out["multiple_choice"][cond]) < 1e-9   # a partition of the items
   assert out["retrieved_ids"]["memory"] == out["retrieved_ids"]["rag"]
+
+
+def test_by_attribute_groups_mc_hits_and_skips_items_without_one():
+  items = [{"attribute": "color"}, {"attribute": "year"}, {"attribute": "color"},
+           {"question": "no attribute"}, {"attribute": "color"}]
+  preds = [{"mc_correct": True}, {"mc_correct": False}, {"mc_correct": False},
+           {"mc_correct": True}, {}]                 # the last has no choices
+  assert qa.by_attribute(items, preds) == {"color": {"accuracy": 0.5, "count": 2},
+                                           "year": {"accuracy": 0.0, "count": 1}}
+  assert qa.by_attribute(items[3:4], preds[3:4]) == {}
 
 
 def test_answer_normalization_and_errors():

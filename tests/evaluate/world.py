@@ -28,7 +28,7 @@ def qa_items(names=NAMES, prefix="ref"):
     ans = JOBS[i % len(JOBS)]
     choices = [ans] + [j for j in JOBS if j != ans][:3]
     items.append(dict(question=f"What is the job of {n}?", answer=ans, choices=choices,
-                      gold_ref_id=f"{prefix}-{i}"))
+                      gold_ref_id=f"{prefix}-{i}", attribute="job"))
   return items
 
 

@@ -109,6 +109,10 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     lap("knowledge_insertion")
 
   pl = {"accuracy": plots.accuracy_by_condition(out, os.path.join(plot_dir, "accuracy.png"))}
+  by_attr = plots.accuracy_by_attribute(out["qa_multiple_choice_by_attribute"],
+                                        os.path.join(plot_dir, "accuracy_by_attribute.png"))
+  if by_attr:
+    pl["accuracy_by_attribute"] = by_attr
   if metrics_jsonl:
     pl["losses"] = plots.loss_curves(metrics_jsonl, os.path.join(plot_dir, "losses.png"))
   if attr["mass_by_layer"]:

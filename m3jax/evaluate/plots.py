@@ -32,6 +32,34 @@ def accuracy_by_condition(results: Mapping, path: str) -> str:
   return _save(fig, path, plt)
 
 
+def accuracy_by_attribute(by_attribute: Mapping[str, Mapping[str, Mapping]], path: str
+                          ) -> str | None:
+  """Grouped bars: multiple choice per attribute (x) and condition (bars), counts in labels.
+
+  ``by_attribute`` is ``qa_multiple_choice_by_attribute`` ({cond: {attr: {"accuracy",
+  "count"}}}); None (no plot) when no item carried an attribute.
+  """
+  conds = [c for c, v in by_attribute.items() if v]
+  if not conds:
+    return None
+  attrs = sorted({a for c in conds for a in by_attribute[c]})
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(max(7, 0.75 * len(attrs) + 2), 3.8))
+  w = 0.8 / len(conds)
+  for i, c in enumerate(conds):
+    xs = [j - 0.4 + w * (i + 0.5) for j in range(len(attrs))]
+    ax.bar(xs, [by_attribute[c].get(a, {}).get("accuracy", 0) for a in attrs], w, label=c)
+  counts = {a: max(by_attribute[c].get(a, {}).get("count", 0) for c in conds) for a in attrs}
+  ax.set_xticks(range(len(attrs)), [f"{a}\n({counts[a]})" for a in attrs], rotation=30,
+                fontsize=8)
+  ax.set_ylim(0, 1.2)                   # headroom for the legend above the bars
+  ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+  ax.set_ylabel("multiple choice (held-out)")
+  ax.legend(fontsize=7, ncol=len(conds), loc="upper center")
+  fig.tight_layout()
+  return _save(fig, path, plt)
+
+
 def loss_curves(metrics_jsonl: str, path: str) -> str | None:
   """Training loss vs global step, one curve per stage (from the trainer's JSONL)."""
   if not os.path.exists(metrics_jsonl):

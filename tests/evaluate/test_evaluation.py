@@ -39,6 +39,21 @@ def test_evaluate_all_smoke(tmp_path):
   assert ki["after_insert"]["gold_retrieved"] >= ki["after_delete"]["gold_retrieved"] == 0.0
   assert len(bank) == len(refs)                       # the bank is restored afterwards
   assert os.path.exists(out["plots"]["accuracy"])
+  # The synthetic world's QA carries attributes: a per-attribute breakdown and its plot.
+  by_attr = out["qa_multiple_choice_by_attribute"]["memory"]
+  assert by_attr and sum(v["count"] for v in by_attr.values()) == out["num_questions"]
+  assert os.path.exists(out["plots"]["accuracy_by_attribute"])
   assert "memory" in report.table(out)
   with pytest.raises(ValueError, match="valid keys"):
     report.eval_config_from({"num_question": 3})
+
+
+def test_accuracy_by_attribute_plot(tmp_path):
+  from m3jax.evaluate import plots
+  assert plots.accuracy_by_attribute({"no_memory": {}}, str(tmp_path / "none.png")) is None
+  by = {"no_memory": {"year": {"accuracy": 0.25, "count": 4}},
+        "memory": {"year": {"accuracy": 0.75, "count": 4}, "city": {"accuracy": 1.0,
+                                                                      "count": 2}}}
+  path = plots.accuracy_by_attribute(by, str(tmp_path / "p" / "by_attr.png"))
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"

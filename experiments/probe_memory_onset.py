@@ -30,17 +30,15 @@ import numpy as np
 
 from m3jax.config_loading import load_config
 from m3jax.data import synthetic
-from m3jax.data.config import data_config_from
-from m3jax.data.prepare import load_vocab, prepare_data
 from m3jax.data.sources import read_jsonl
-from m3jax.demo import build_bank_for, kb_references, load_trained_params
+from m3jax.demo import load_trained_run
 from m3jax.evaluate import evaluation, qa
 from m3jax.inference import memory_sources
 from m3jax.memory.feeder import MemoryFeeder
-from m3jax.model.config import model_config_from
 from m3jax.model.transformer import Transformer
 from m3jax.train.loop import train
 from m3jax.train.memory_batch import memory_from_batch
+from m3jax.train.stages import resize_stage
 
 
 def set_steps(config, steps: list[int]):
@@ -49,8 +47,7 @@ def set_steps(config, steps: list[int]):
   if len(steps) != len(stages):
     raise ValueError(f"--steps needs {len(stages)} numbers (one per stage), got {steps}")
   for stage, n in zip(stages, steps):
-    stage["steps"] = n
-    stage["warmup_steps"] = min(int(stage["warmup_steps"]), max(1, n // 5))
+    resize_stage(stage, n)
   if steps[0] == 0:
     stages = [dict(stages[-1], init_from="")]
   config.train.stages = stages
@@ -88,6 +85,7 @@ def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -
   text = tokens[:, 1:] > 0
   out = {}
   for kind in ("none", "gold", "random"):
+    # "none" passes the gold tokens with length 0: every memory slot masked.
     nll = np.asarray(nll_BxT(params, tokens, refs.get(kind, refs["gold"]), lens[kind]))
     out[kind] = {"answer_first_token": float(nll[first].mean()),
                  "qa_text": float(nll[text].mean())}
@@ -108,25 +106,20 @@ def main(argv=None) -> dict:
                      [int(s) for s in args.steps.split(",")])
   config.train.progress_bar = config.train.plot = config.train.tensorboard = False
   workdir = args.workdir or os.path.join("artifacts", "probe", args.name)
-  cfg = model_config_from(config.model)
-  paths = prepare_data(config.data)
-  vocab = load_vocab(data_config_from(config.data), paths)
-  summary = train(config, workdir)
+  summary = train(config, workdir)           # prepares the data itself
   train_s = time.perf_counter() - t0
-  params, step = load_trained_params(config, workdir)
-  refs = kb_references(paths, vocab, cfg.memory.ref_len)
-  bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step, False)
-  feeder = MemoryFeeder(embedder, retriever, bank, cfg.memory.refs_per_chunk)
-  items = evaluation.select_items(read_jsonl(paths.qa_eval, "qa"), args.questions)
+  run = load_trained_run(config, workdir, progress=False)
+  cfg, vocab = run.cfg, run.vocab
+  feeder = MemoryFeeder(run.embedder, run.retriever, run.bank, cfg.memory.refs_per_chunk)
+  items = evaluation.select_items(read_jsonl(run.paths.qa_eval, "qa"), args.questions)
   conditions = qa.make_conditions(
       vocab, cfg.memory.chunk_len, feeder=feeder,
       retrieved=memory_sources.RetrievedMemory(feeder, vocab),
       names=("no_memory", "oracle_memory"))
-  res = qa.evaluate_qa(cfg, params, vocab, items, conditions, max_new_tokens=6,
+  res = qa.evaluate_qa(cfg, run.params, vocab, items, conditions, max_new_tokens=6,
                        batch_size=32, progress=False)
-  # Bank ids of whole KB documents carry a "#0" piece suffix (docs/data.md).
-  by_id = {r.id.removesuffix("#0"): r.tokens for r in refs}
-  nll = answer_nll(cfg, params, vocab, items[:128], by_id, sorted(by_id))
+  by_id = {r.id: r.tokens for r in run.refs}   # QA gold_ref_id = KB reference id
+  nll = answer_nll(cfg, run.params, vocab, items[:128], by_id, sorted(by_id))
   row = {"name": args.name, "config": args.config, "overrides": overrides,
          "steps": args.steps, "multiple_choice": res["multiple_choice"],
          "exact_match": res["exact_match"], "nll": nll,

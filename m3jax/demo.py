@@ -9,8 +9,10 @@ this file only wires them (and is the place to read the order of things).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -28,9 +30,9 @@ def apply_quick(config, quick: bool):
   """Shrinks training and evaluation in place (``--quick``; the tiny config is already)."""
   if not quick:
     return config
+  from m3jax.train.stages import resize_stage
   for stage, steps in zip(config.train.stages, QUICK["train_steps"]):
-    stage["steps"] = min(int(stage["steps"]), steps)
-    stage["warmup_steps"] = min(int(stage["warmup_steps"]), max(1, steps // 5))
+    resize_stage(stage, min(int(stage["steps"]), steps))
   config.train.checkpoint_every = min(int(config.train.checkpoint_every), 20)
   ev = config.eval
   ev.num_questions = min(int(ev.num_questions), QUICK["num_questions"])
@@ -71,6 +73,36 @@ def load_trained_params(config, workdir: str):
   args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
   state = reader.restore(state_dir, restore_args=args)
   return jax.tree.map(jax.numpy.asarray, state["params"]), int(step)
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A trained workdir ready to evaluate: its data, last params, and their bank + index."""
+  cfg: Any
+  paths: Any
+  vocab: Any
+  params: Any
+  step: int
+  refs: list
+  bank: Any
+  embedder: Any
+  retriever: Any
+
+
+def load_trained_run(config, workdir: str, progress: bool = True) -> TrainedRun:
+  """Prepares the data (a no-op when prepared), restores the last stage's params, and opens
+  (or builds) the bank of that checkpoint: what ``m3jax eval`` and the probes start from."""
+  from m3jax.data.config import data_config_from
+  from m3jax.data.prepare import load_vocab, prepare_data
+  from m3jax.model.config import model_config_from
+  cfg = model_config_from(config.model)
+  paths = prepare_data(config.data)
+  vocab = load_vocab(data_config_from(config.data), paths)
+  params, step = load_trained_params(config, workdir)
+  refs = kb_references(paths, vocab, cfg.memory.ref_len)
+  bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
+                                             progress)
+  return TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
 
 
 def kb_references(paths, vocab, ref_len: int):

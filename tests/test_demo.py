@@ -45,22 +45,40 @@ def _check(res, path):
     assert png is None or os.path.exists(png)
 
 
-def test_demo_smoke(tmp_path):
-  """~60 s on an idle 2-core CPU (mostly compiles); the full tiny run below is slow."""
-  c = _config(tmp_path, smoke=True)
+def _run_and_check(tmp_path, smoke: bool):
   path = str(tmp_path / "demo.json")
-  res = run_demo(c, str(tmp_path / "work"), results_path=path,
+  res = run_demo(_config(tmp_path, smoke), str(tmp_path / "work"), results_path=path,
                  plot_dir=str(tmp_path / "plots"), progress=False)
   _check(res, path)
+  return res
+
+
+def test_demo_smoke_then_eval_command(tmp_path):
+  """~90 s on an idle 2-core CPU (mostly compiles); the full tiny run below is slow.
+
+  ``python -m m3jax eval`` on the demo's workdir reopens the same checkpoint and bank and
+  must reproduce the demo's QA numbers."""
+  from m3jax import cli
+  demo = _run_and_check(tmp_path, smoke=True)
+  c = _config(tmp_path, smoke=True)
+  overrides = [f"--config.data.data_dir={c.data.data_dir}"] + [
+      f"--config.eval.{k}={c.eval[k]}" for k in (
+          "num_questions", "qa_batch_size", "max_new_tokens", "perplexity_sequences",
+          "speed_batch", "speed_prompt_tokens", "speed_new_tokens", "speed_runs",
+          "attribution_examples", "insertion_examples")]
+  path = tmp_path / "eval.json"
+  assert cli.main(["eval", "--config", "configs/memory3.py:tiny", "--workdir",
+                   str(tmp_path / "work"), "--results", str(path),
+                   "--plots", str(tmp_path / "eval_plots")] + overrides) == 0
+  evaluated = json.loads(path.read_text())
+  assert evaluated["checkpoint_step"] == demo["checkpoint_step"]
+  for key in ("qa_exact_match", "qa_multiple_choice"):
+    assert evaluated[key] == demo[key]
 
 
 @pytest.mark.slow
 def test_demo_tiny_full(tmp_path):
-  c = _config(tmp_path, smoke=False)
-  path = str(tmp_path / "demo.json")
-  res = run_demo(c, str(tmp_path / "work"), results_path=path,
-                 plot_dir=str(tmp_path / "plots"), progress=False)
-  _check(res, path)
+  _run_and_check(tmp_path, smoke=False)
 
 
 # ----------------------------------------------------------------------------- notebook

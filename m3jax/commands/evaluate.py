@@ -18,24 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
   from m3jax.config_loading import config_from_args
-  from m3jax.data.config import data_config_from
-  from m3jax.data.prepare import load_vocab, prepare_data
   from m3jax.data.sources import read_jsonl
-  from m3jax.demo import build_bank_for, kb_references, load_trained_params
+  from m3jax.demo import load_trained_run
   from m3jax.evaluate import evaluation, report
-  from m3jax.model.config import model_config_from
   config = config_from_args(args)
-  cfg = model_config_from(config.model)
   ev = report.eval_config_from(config.get("eval"))
-  paths = prepare_data(config.data)
-  vocab = load_vocab(data_config_from(config.data), paths)
-  params, step = load_trained_params(config, args.workdir)
-  refs = kb_references(paths, vocab, cfg.memory.ref_len)
-  bank, emb, ret = build_bank_for(config, cfg, params, refs, args.workdir, step)
+  trained = load_trained_run(config, args.workdir)
   items = read_jsonl(args.qa, "qa") if args.qa else None
-  res = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, emb, ret, ev,
+  t = trained
+  res = evaluation.evaluate_all(t.cfg, t.params, t.vocab, t.paths, t.refs, t.bank, t.embedder,
+                                t.retriever, ev,
                                 plot_dir=args.plots or ev.plot_dir, qa_items=items)
-  res.update({"checkpoint_step": step, "machine": report.machine()})
+  res.update({"checkpoint_step": t.step, "machine": report.machine()})
   path = report.write_json(args.results or ev.results_path.replace("demo.json", "eval.json"),
                            res)
   print(report.table(res))

@@ -14,6 +14,13 @@ from typing import Any, Iterable, Mapping
 SCHEDULES = ("wsd", "cosine", "constant")
 
 
+def resize_stage(stage: dict, steps: int) -> dict:
+  """Sets a stage dict's length in place; its warmup is capped at a fifth (at least 1)."""
+  stage["steps"] = steps
+  stage["warmup_steps"] = min(int(stage["warmup_steps"]), max(1, steps // 5))
+  return stage
+
+
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
   """One training stage.

@@ -123,6 +123,7 @@ def main(argv=None) -> dict:
   row = {"name": args.name, "config": args.config, "overrides": overrides,
          "steps": args.steps, "multiple_choice": res["multiple_choice"],
          "exact_match": res["exact_match"], "nll": nll,
+         "mc_by_attribute": res["multiple_choice_by_attribute"],
          "final_losses": summary.get("final_losses"), "train_s": round(train_s, 1),
          "backend": jax.default_backend()}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -24,6 +24,9 @@ def get(variant: str) -> ml_collections.ConfigDict:
   c.num_questions = s["num_questions"]   # held-out QA items evaluated (0 = all)
   c.qa_batch_size = s["qa_batch"]
   c.max_new_tokens = 8                   # greedy answer length for exact match
+  # QA demonstrations before each question (paper §7: few-shot; m3jax/evaluate/fewshot.py):
+  # a model pretrained on prose learns the "Q: … A:" format from them, not from its weights.
+  c.few_shot = 3
   c.max_prompt_tokens = 1024             # longer prompts are an error, not a truncation
   c.temperature = 0.0                    # 0 = greedy
   c.top_k = 0                            # 0 = full vocabulary

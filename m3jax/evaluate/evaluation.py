@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.evaluate import attribution, perplexity, plots, qa, speed
+from m3jax.evaluate import attribution, fewshot, perplexity, plots, qa, speed
 from m3jax.inference import memory_sources, rag
 from m3jax.inference.generate import ChunkQuery, Generator
 from m3jax.inference.sampling import SamplingConfig
@@ -50,11 +50,18 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   retrieved = memory_sources.RetrievedMemory(feeder_eval, vocab)
   unfiltered = memory_sources.RetrievedMemory(feeder, vocab)
   items = qa_items if qa_items is not None else read_jsonl(paths.qa_eval, "qa")
+  pool = items
+  if os.path.exists(paths.qa_train):
+    pool = read_jsonl(paths.qa_train, "qa_train") or items
   items = select_items(items, ev.num_questions)
+  demos = None
+  if ev.few_shot:
+    demos = lambda batch: fewshot.demonstrations(batch, pool, ev.few_shot, ev.random_memory_seed)
   conditions = qa.make_conditions(
       vocab, L, retrieved=retrieved, feeder=feeder, ref_text=text_of.__getitem__,
       ref_pool=list(text_of), seed=ev.random_memory_seed, names=ev.conditions,
-      rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question))
+      rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question),
+      demos=demos)
   gen = Generator(cfg, params, sampling=SamplingConfig(ev.temperature, ev.top_k))
   qa_res = qa.evaluate_qa(cfg, params, vocab, items, conditions,
                           max_new_tokens=ev.max_new_tokens, batch_size=ev.qa_batch_size,

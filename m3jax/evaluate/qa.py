@@ -136,32 +136,53 @@ def choice_log_likelihoods(cfg: ModelConfig, params, prompts: Sequence[np.ndarra
 # ------------------------------------------------------------------------- conditions
 def make_conditions(vocab, chunk_len: int, *, retrieved=None, feeder=None,
                     ref_text: Callable[[str], str] | None = None, ref_pool=(), seed: int = 0,
-                    rag_headers: dict | None = None, names: Sequence[str] = CONDITIONS):
+                    rag_headers: dict | None = None, names: Sequence[str] = CONDITIONS,
+                    demos: Callable[[Sequence[dict]], list[str]] | None = None):
   """Condition name -> fn(items) -> (prompt texts, memory_fn or None, ids or None).
 
   ``retrieved``: a RetrievedMemory (the memory and RAG conditions share its ids);
-  ``feeder``: the MemoryFeeder for oracle / random memories (no filter needed)."""
+  ``feeder``: the MemoryFeeder for oracle / random memories (no filter needed);
+  ``demos``: items -> few-shot prefixes (``m3jax.evaluate.fewshot``). With demonstrations,
+  memory and RAG retrieve with the question alone (§7.4), and RAG's text goes
+  header1 + refs + header2 + demonstrations + question."""
+  from m3jax.evaluate import fewshot
   from m3jax.inference import memory_sources, rag
   enc = lambda t: encode_prompt(vocab, t)
 
-  def prompts(items):
+  def questions(items):
     return [qa_prompt(it["question"]) for it in items]
+
+  def prompts(items):
+    prefixes = demos(items) if demos is not None else [""] * len(items)
+    return [p + q for p, q in zip(prefixes, questions(items))]
+
+  def source(items):
+    if demos is None:
+      return retrieved
+    return fewshot.QuestionRetrieval(retrieved, [enc(q) for q in questions(items)])
+
+  def _memory(items):
+    src = source(items)
+    return prompts(items), src, rag.rag_ids(src, [enc(q) for q in questions(items)],
+                                            chunk_len)
+
+  def _rag(items):
+    src = source(items)
+    ids = rag.rag_ids(src, [enc(q) for q in questions(items)], chunk_len)
+    texts = [rag.rag_text([ref_text(i) for i in row if i is not None], p,
+                          **(rag_headers or {}))
+             for p, row in zip(prompts(items), ids)]
+    return texts, None, ids
 
   table = {
       "no_memory": lambda items: (prompts(items), None, None),
-      "memory": lambda items: (prompts(items), retrieved, rag.rag_ids(
-          retrieved, [enc(t) for t in prompts(items)], chunk_len)),
+      "memory": _memory,
       "oracle_memory": lambda items: (prompts(items), memory_sources.OracleMemory(
           feeder, [it.get("gold_ref_id") for it in items]), None),
       "random_memory": lambda items: (prompts(items), memory_sources.RandomMemory(
           feeder, len(items), ref_pool, [it.get("gold_ref_id") for it in items], seed), None),
-      "rag": lambda items: _rag(items),
+      "rag": _rag,
   }
-
-  def _rag(items):
-    texts, ids = rag.rag_prompts(retrieved, prompts(items), enc, ref_text, chunk_len,
-                                 **(rag_headers or {}))
-    return texts, None, ids
   return {n: table[n] for n in names}
 
 

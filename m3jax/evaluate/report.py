@@ -20,6 +20,7 @@ class EvalConfig:
   num_questions: int = 256
   qa_batch_size: int = 32
   max_new_tokens: int = 8
+  few_shot: int = 3
   max_prompt_tokens: int = 1024
   temperature: float = 0.0
   top_k: int = 0
@@ -47,6 +48,9 @@ class EvalConfig:
                  "speed_new_tokens", "speed_runs", "max_prompt_tokens"):
       if getattr(self, name) <= 0:
         raise ValueError(f"invalid config field 'eval.{name}': must be positive")
+    if not isinstance(self.few_shot, int) or self.few_shot < 0:
+      raise ValueError(f"invalid config field 'eval.few_shot': {self.few_shot!r}; "
+                       "a number of demonstrations >= 0")
     if not 0 < self.anti_copy_threshold <= 1:
       raise ValueError("invalid config field 'eval.anti_copy_threshold': must be in (0, 1]")
 

@@ -282,19 +282,7 @@ class Generator:
       if lengths[r] % L == 0:            # the first decoded chunk inherits (same query)
         memory_ids[r][int(lengths[r]) // L] = memory_ids[r][int(lengths[r]) // L - 1]
     last = index[np.arange(b), -(-lengths // L) - 1]
-    return _arrange(mem, jnp.asarray(index)), _arrange(mem, jnp.asarray(last[:, None]))
-
-
-@jax.jit
-def _arrange(mem_n: MemoryKV, index_BxC) -> MemoryKV:
-  """Gathers per-query memories [L, n, 1, …] into [L, B, C, …]; index 0 = empty."""
-  def take(x, chunk_axis):
-    x = jnp.squeeze(x, chunk_axis)       # the batch axis sits just before it
-    x = jnp.concatenate([jnp.zeros_like(jnp.take(x, jnp.array([0]), chunk_axis - 1)), x],
-                        chunk_axis - 1)
-    return jnp.take(x, index_BxC, chunk_axis - 1)
-  return MemoryKV(take(mem_n.keys_LxBxCxRxKxMxD, 2), take(mem_n.values_LxBxCxRxKxMxD, 2),
-                  take(mem_n.mask_BxCxRxM, 1))
+    return mem.arrange(jnp.asarray(index)), mem.arrange(jnp.asarray(last[:, None]))
 
 
 def generate(cfg: ModelConfig, params, prompts, max_new_tokens: int, *,

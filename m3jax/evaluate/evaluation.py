@@ -174,7 +174,8 @@ def insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever, items, e
   """Runtime insertion on a trained model: the gold references of ``items`` are removed,
   then QA runs before re-insertion, after it, and after deleting them again; finally the
   bank is restored. The embedder already knows these texts, so the index is upserted."""
-  from m3jax.inference.knowledge import LiveKnowledge, insertion_roundtrip
+  from m3jax.evaluate.insertion import insertion_roundtrip
+  from m3jax.inference.knowledge import LiveKnowledge
   items = [it for it in items if it.get("gold_ref_id") in bank]
   if not items:
     return None

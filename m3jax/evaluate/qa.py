@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.inference.generate import ChunkQuery, Generator, _arrange, chunk_query_tokens
+from m3jax.inference.generate import ChunkQuery, Generator, chunk_query_tokens
 from m3jax.model.config import ModelConfig
 from m3jax.model.transformer import Transformer
 
@@ -96,7 +96,7 @@ def _row_memory(memory_fn, prompts: Sequence[np.ndarray], rows_q: Sequence[int],
   for i, q in enumerate(rows_q):
     last = -(-len(prompts[q]) // chunk_len) - 1
     index[i] = [where[q, min(c, last)] for c in range(num_chunks)]
-  return _arrange(mem, jnp.asarray(index))
+  return mem.arrange(jnp.asarray(index))
 
 
 def choice_log_likelihoods(cfg: ModelConfig, params, prompts: Sequence[np.ndarray],

@@ -33,7 +33,7 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
                  plot_dir: str, progress: bool = True, metrics_jsonl: str | None = None,
                  qa_items: Sequence[dict] | None = None) -> dict:
   from m3jax.data.sources import read_jsonl
-  from m3jax.memory.feeder import MemoryFeeder
+  from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
   L, R = cfg.memory.chunk_len, cfg.memory.refs_per_chunk
   clock = [time.perf_counter()]
   timings = {}
@@ -44,7 +44,7 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     clock[0] = now
   text_of = {r.id: r.text for r in refs}
   tokens_of = {r.id: r.tokens for r in refs}
-  keep = memory_sources.anti_copy_keep_fn(tokens_of.__getitem__, ev.anti_copy_threshold)
+  keep = anti_copy_filter(tokens_of.__getitem__, ev.anti_copy_threshold)
   feeder_eval = MemoryFeeder(embedder, retriever, bank, R, keep=keep)   # with anti-copy
   feeder = MemoryFeeder(embedder, retriever, bank, R)
   retrieved = memory_sources.RetrievedMemory(feeder_eval, vocab)

@@ -111,7 +111,8 @@ def main(argv=None) -> dict:
   run = load_trained_run(config, workdir, progress=False)
   cfg, vocab = run.cfg, run.vocab
   feeder = MemoryFeeder(run.embedder, run.retriever, run.bank, cfg.memory.refs_per_chunk)
-  items = evaluation.select_items(read_jsonl(run.paths.qa_eval, "qa"), args.questions)
+  items = evaluation.select_items(read_jsonl(run.paths.qa_eval, "qa",
+                                                      ref_ids={r.id for r in run.refs}), args.questions)
   conditions = qa.make_conditions(
       vocab, cfg.memory.chunk_len, feeder=feeder,
       retrieved=memory_sources.RetrievedMemory(feeder, vocab),

@@ -49,7 +49,11 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   feeder = MemoryFeeder(embedder, retriever, bank, R)
   retrieved = memory_sources.RetrievedMemory(feeder_eval, vocab)
   unfiltered = memory_sources.RetrievedMemory(feeder, vocab)
-  items = qa_items if qa_items is not None else read_jsonl(paths.qa_eval, "qa")
+  if qa_items is None:
+    items = read_jsonl(paths.qa_eval, "qa", ref_ids=text_of)
+  else:
+    check_gold_ids(qa_items, text_of)
+    items = qa_items
   items = select_items(items, ev.num_questions)
   conditions = qa.make_conditions(
       vocab, L, retrieved=retrieved, feeder=feeder, ref_text=text_of.__getitem__,
@@ -122,6 +126,16 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   lap("plots")
   out["eval_timings_s"] = timings
   return out
+
+
+def check_gold_ids(items: Sequence[dict], ref_ids) -> None:
+  """QA items read elsewhere: an unknown gold_ref_id is an error here, not a late KeyError."""
+  for i, it in enumerate(items):
+    gold = it.get("gold_ref_id")
+    if gold is not None and gold not in ref_ids:
+      raise ValueError(f"QA item {i} ({it.get('question', '')[:60]!r}): gold_ref_id {gold!r} "
+                       "is not a reference id of the knowledge base; fix the id or drop the "
+                       "field")
 
 
 def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len) -> dict:

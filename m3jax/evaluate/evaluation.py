@@ -1,9 +1,10 @@
 """Every evaluation of a trained model + bank in one call (the demo and ``m3jax eval``).
 
 QA under five conditions (exact match, multiple choice), retrieval diagnostics (gold
-reference recall, anti-copy drops), perplexity with/without memory, throughput and time
-to first token (no memory / memory / RAG, same weights, one run), memory attribution,
-plots. Returns one JSON-able dict.
+reference recall, anti-copy drops), perplexity without memory, with causally retrieved
+memory and with the own-text oracle (evaluate/perplexity.py), throughput and time to
+first token (no memory / memory cold and warm / RAG, same weights, one run; see
+evaluate/speed.py), memory attribution, plots. Returns one JSON-able dict.
 """
 
 from __future__ import annotations
@@ -72,14 +73,20 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
   lap("qa")
 
-  # Perplexity of held-out text (valid split), with memory retrieved by each chunk's text.
+  # Perplexity of held-out text (valid split). "memory" is causal: chunk c reads what
+  # chunk c-1's text retrieved (chunk 0 none). "oracle_memory" retrieves with the scored
+  # chunk's own text: it peeks at the tokens it predicts (an upper bound, not a result).
   stream = np.load(paths.tokens("valid"))
   seqs = perplexity.sequences_from_stream(stream, cfg.bos_id, 4 * L, ev.perplexity_sequences)
-  out["perplexity"] = {"no_memory": perplexity.perplexity(cfg, params, seqs),
-                       "memory": perplexity.perplexity(cfg, params, seqs, unfiltered)}
+  out["perplexity"] = {
+      "no_memory": perplexity.perplexity(cfg, params, seqs),
+      "memory": perplexity.perplexity(cfg, params, seqs, unfiltered, retrieval="causal"),
+      "oracle_memory": perplexity.perplexity(cfg, params, seqs, unfiltered,
+                                             retrieval="own_text")}
   lap("perplexity")
 
-  # Throughput: same weights, same prompts, one run.
+  # Throughput: same weights, same prompts, one run; memory cold (cache off, unique ids:
+  # the paper's worst case) and warm (row cache on).
   sp = perplexity.sequences_from_stream(stream, cfg.bos_id, ev.speed_prompt_tokens,
                                         ev.speed_batch)
   sp = (sp * ev.speed_batch)[:ev.speed_batch]
@@ -88,7 +95,8 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
                                  text_of.__getitem__, L)
   rag_tokens = [qa.encode_prompt(vocab, t) for t in rag_texts]
   tp = speed.throughput(cfg, params, sp, new_tokens=ev.speed_new_tokens, runs=ev.speed_runs,
-                        memory_fn=unfiltered, rag_prompts=rag_tokens)
+                        memory_fn=unfiltered, rag_prompts=rag_tokens, bank=bank,
+                        pool=list(text_of))
   out["decode_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in tp.items()}
   out["time_to_first_token_s"] = {k: v["time_to_first_token_s"] for k, v in tp.items()}
   out["speed"] = tp

@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from m3jax.evaluate import attribution, perplexity, plots, qa, speed
 from m3jax.inference import memory_sources, rag
-from m3jax.inference.generate import ChunkQuery, Generator
+from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig
+from m3jax.task import ChunkQuery
 
 
 def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:

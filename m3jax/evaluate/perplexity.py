@@ -14,33 +14,16 @@ Which memory serves which chunk (``retrieval``):
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from m3jax.inference.generate import ChunkQuery
 from m3jax.model.config import ModelConfig
-from m3jax.model.transformer import Transformer
+from m3jax.task import ChunkQuery, LMTask, gather_memory
 
 RETRIEVAL = ("causal", "own_text")
-
-
-@functools.lru_cache(maxsize=8)   # one compile per config, not per call
-def _nll_fn(cfg: ModelConfig):
-  model = Transformer(cfg)
-
-  @jax.jit
-  def nll(params, tokens_BxT, lengths_B, memory):
-    logits = model.apply({"params": params}, tokens_BxT, memory)
-    logp = jax.nn.log_softmax(logits[:, :-1], -1)
-    tok = jnp.take_along_axis(logp, tokens_BxT[:, 1:, None], -1)[..., 0]
-    keep = jnp.arange(1, tokens_BxT.shape[1])[None] < lengths_B[:, None]
-    return -jnp.sum(jnp.where(keep, tok, 0.0)), jnp.sum(keep)
-  return nll
 
 
 def sequences_from_stream(stream: np.ndarray, bos_id: int, seq_len: int, count: int):
@@ -79,7 +62,7 @@ def perplexity(cfg: ModelConfig, params, sequences: Sequence[np.ndarray], memory
     raise ValueError("perplexity needs at least one sequence")
   L = cfg.memory.chunk_len
   t = -(-max(len(s) for s in sequences) // L) * L
-  fn = _nll_fn(cfg)
+  score = LMTask.of(cfg).span_logprob
   total, count = 0.0, 0
   for s in range(0, len(sequences), batch_size):
     part = list(sequences[s:s + batch_size])
@@ -91,15 +74,14 @@ def perplexity(cfg: ModelConfig, params, sequences: Sequence[np.ndarray], memory
     lengths = np.array([len(x) for x in part], np.int32)
     mem = None
     if memory_fn is not None:
-      queries, index = [], np.zeros((batch_size, t // L), np.int32)   # 0 = no memory
+      plan = [[None] * (t // L) for _ in range(batch_size)]    # None = no memory
       for i, seq in enumerate(part[:n]):
         for c, q in chunk_queries(seq, s + i, L, retrieval):
-          index[i, c] = len(queries) + 1
-          queries.append(q)
-      if queries:
-        m, _ = memory_fn(queries)
-        mem = m.arrange(jnp.asarray(index))
-    nll, k = fn(params, jnp.asarray(tokens), jnp.asarray(lengths), mem)
-    total += float(nll)
-    count += int(k)
+          plan[i][c] = q
+      got = gather_memory(memory_fn, plan)
+      mem = None if got is None else got.memory
+    logp = score(params, jnp.asarray(tokens), jnp.ones(batch_size, np.int32),
+                 jnp.asarray(lengths), mem)
+    total -= float(np.sum(np.asarray(logp, np.float64)))
+    count += int(np.sum(np.maximum(lengths - 1, 0)))
   return math.exp(total / max(count, 1))

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from m3jax.inference.generate import ChunkQuery
+from m3jax.task import ChunkQuery
 
 
 def _strip_specials(tokens, vocab) -> list[int]:

@@ -38,6 +38,7 @@ from m3jax.memory.feeder import MemoryFeeder
 from m3jax.model.transformer import Transformer
 from m3jax.train.loop import train
 from m3jax.train.memory_batch import memory_from_batch
+from m3jax.task import target_logprobs
 from m3jax.train.stages import resize_stage
 
 
@@ -67,8 +68,7 @@ def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -
   def nll_BxT(params, tokens_BxT, refs_BxN, ref_len_B):
     memory = memory_from_batch(params, cfg, jnp.repeat(refs_BxN[:, None], c, 1),
                                jnp.repeat(ref_len_B[:, None], c, 1))
-    logp = jax.nn.log_softmax(model.apply({"params": params}, tokens_BxT, memory)[:, :-1])
-    return -jnp.take_along_axis(logp, tokens_BxT[:, 1:, None], -1)[..., 0]
+    return -target_logprobs(model.apply({"params": params}, tokens_BxT, memory), tokens_BxT)
 
   tokens = np.zeros((b, t), np.int32)
   first = np.zeros((b, t - 1), bool)
@@ -111,7 +111,8 @@ def main(argv=None) -> dict:
   run = load_trained_run(config, workdir, progress=False)
   cfg, vocab = run.cfg, run.vocab
   feeder = MemoryFeeder(run.embedder, run.retriever, run.bank, cfg.memory.refs_per_chunk)
-  items = evaluation.select_items(read_jsonl(run.paths.qa_eval, "qa"), args.questions)
+  items = evaluation.select_items(read_jsonl(run.paths.qa_eval, "qa",
+                                                      ref_ids={r.id for r in run.refs}), args.questions)
   conditions = qa.make_conditions(
       vocab, cfg.memory.chunk_len, feeder=feeder,
       retrieved=memory_sources.RetrievedMemory(feeder, vocab),

@@ -13,12 +13,18 @@ the LCS table is a bit vector over r, updated with ``V ← (V + U) | (V − U)``
 That is O(|t| · 2|r| · ⌈|r|/64⌉) word operations vectorized in numpy, a few ms for the
 paper's 2048-token sequence against a 128-token reference.
 
-Two uses (DESIGN.md §2, "leakage filter"):
-  * training: drop a reference whose overlap with the *sequence* exceeds 0.9
-    (``overlap(sequence, reference)``, normalized by the reference);
-  * evaluation (anti-copy): drop a reference that contains most of the *question*:
-    ``overlap(reference, question)`` > 2/3, normalized by the question, so that a reference
-    quoting the question scores ~1 whatever its length.
+ONE function, ``overlap(a, b)``, always normalized by its SECOND argument's length; every
+filter in m3jax calls it (through the two functions below) with a documented order
+(DESIGN.md §2, "leakage filter"):
+
+  * training (``leaks`` / ``overlap_many``; data/pretrieval.py): drop a reference whose
+    overlap with the training *sequence* exceeds 0.9: ``overlap(sequence, reference)``,
+    normalized by the **reference** (a reference copied into the sequence scores 1);
+  * evaluation anti-copy (``anti_copy_keep``; the feeder's ``anti_copy_filter``, hence QA,
+    RAG and the demo): drop a reference that contains more than 2/3 of the *question*:
+    ``overlap(reference, question)``, normalized by the **question** (App. C: a reference
+    that contains the question scores >= 80% whatever its length, while a short fact that
+    merely shares the entity name with the question is kept).
 """
 
 from __future__ import annotations
@@ -124,7 +130,10 @@ def overlap(t_tokens, r_tokens, max_span_factor: int = 2) -> float:
 
 
 def leaks(sequence_tokens, ref_tokens, threshold: float = TRAIN_THRESHOLD) -> bool:
-  """Training leakage filter: True when the reference must not be paired with the sequence."""
+  """Training leakage filter: True when the reference must not be paired with the sequence.
+
+  ``overlap(sequence, reference) > threshold``: normalized by the reference.
+  """
   return overlap(sequence_tokens, ref_tokens) > threshold
 
 
@@ -133,7 +142,8 @@ def anti_copy_keep(question_tokens, refs: Sequence,
   """Evaluation anti-copy filter -> bool [len(refs)], False for references to drop.
 
   A reference is dropped when it contains more than ``threshold`` of the question as a
-  (span-limited) subsequence: overlap(reference, question) normalized by the question.
+  (span-limited) subsequence: ``overlap(reference, question) > threshold``, normalized by
+  the question.
   """
   q = _as_ids(question_tokens)
   if not len(q):

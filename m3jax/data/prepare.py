@@ -113,7 +113,7 @@ def _collect(cfg: DataConfig):
     train += user[:len(user) - n_valid]
     valid += user[len(user) - n_valid:]
   if uf.qa:
-    qa_eval += sources.read_jsonl(uf.qa, "qa")
+    qa_eval += sources.read_jsonl(uf.qa, "qa", ref_ids={r["id"] for r in refs})
   ids = [r["id"] for r in refs]
   if len(set(ids)) != len(ids):
     dup = sorted({i for i in ids if ids.count(i) > 1})[:5]

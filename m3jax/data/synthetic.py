@@ -27,6 +27,8 @@ import dataclasses
 import random
 from typing import Any
 
+from m3jax.task import qa_prompt, qa_text  # the one QA format (re-exported)
+
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "pr",
            "r", "s", "sh", "st", "t", "tr", "v", "z", "th", "h", "j", "c", "bl", "fl"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ea", "io", "y"]
@@ -234,16 +236,6 @@ def prose_document(e: Entity, rng: random.Random) -> str:
   for attr, v in facts:
     sents.append(rng.choice(ATTRIBUTES[attr]["prose"]).format(e=e.name, v=v))
   return " ".join(sents)
-
-
-def qa_prompt(question: str) -> str:
-  """The evaluation prompt; the model should continue it with `` {answer}``."""
-  return f"Q: {question} A:"
-
-
-def qa_text(question: str, answer: str) -> str:
-  """The one fixed QA format, shared by training text and evaluation prompts."""
-  return f"{qa_prompt(question)} {answer}"
 
 
 def qa_examples(entities: list[Entity], cfg: WorldConfig, heldout: bool,

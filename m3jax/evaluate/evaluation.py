@@ -1,9 +1,10 @@
 """Every evaluation of a trained model + bank in one call (the demo and ``m3jax eval``).
 
 QA under five conditions (exact match, multiple choice), retrieval diagnostics (gold
-reference recall, anti-copy drops), perplexity with/without memory, throughput and time
-to first token (no memory / memory / RAG, same weights, one run), memory attribution,
-plots. Returns one JSON-able dict.
+reference recall, anti-copy drops), perplexity without memory, with causally retrieved
+memory and with the own-text oracle (evaluate/perplexity.py), throughput and time to
+first token (no memory / memory cold and warm / RAG, same weights, one run; see
+evaluate/speed.py), memory attribution, plots. Returns one JSON-able dict.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from tqdm import tqdm
 
 from m3jax.evaluate import attribution, fewshot, perplexity, plots, qa, speed
 from m3jax.inference import memory_sources, rag
-from m3jax.inference.generate import ChunkQuery, Generator
+from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig
+from m3jax.task import ChunkQuery
 
 
 def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
@@ -33,7 +35,7 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
                  plot_dir: str, progress: bool = True, metrics_jsonl: str | None = None,
                  qa_items: Sequence[dict] | None = None) -> dict:
   from m3jax.data.sources import read_jsonl
-  from m3jax.memory.feeder import MemoryFeeder
+  from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
   L, R = cfg.memory.chunk_len, cfg.memory.refs_per_chunk
   clock = [time.perf_counter()]
   timings = {}
@@ -44,12 +46,16 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     clock[0] = now
   text_of = {r.id: r.text for r in refs}
   tokens_of = {r.id: r.tokens for r in refs}
-  keep = memory_sources.anti_copy_keep_fn(tokens_of.__getitem__, ev.anti_copy_threshold)
+  keep = anti_copy_filter(tokens_of.__getitem__, ev.anti_copy_threshold)
   feeder_eval = MemoryFeeder(embedder, retriever, bank, R, keep=keep)   # with anti-copy
   feeder = MemoryFeeder(embedder, retriever, bank, R)
   retrieved = memory_sources.RetrievedMemory(feeder_eval, vocab)
   unfiltered = memory_sources.RetrievedMemory(feeder, vocab)
-  items = qa_items if qa_items is not None else read_jsonl(paths.qa_eval, "qa")
+  if qa_items is None:
+    items = read_jsonl(paths.qa_eval, "qa", ref_ids=text_of)
+  else:
+    check_gold_ids(qa_items, text_of)
+    items = qa_items
   pool = items
   if os.path.exists(paths.qa_train):
     pool = read_jsonl(paths.qa_train, "qa_train") or items
@@ -75,14 +81,20 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
   lap("qa")
 
-  # Perplexity of held-out text (valid split), with memory retrieved by each chunk's text.
+  # Perplexity of held-out text (valid split). "memory" is causal: chunk c reads what
+  # chunk c-1's text retrieved (chunk 0 none). "oracle_memory" retrieves with the scored
+  # chunk's own text: it peeks at the tokens it predicts (an upper bound, not a result).
   stream = np.load(paths.tokens("valid"))
   seqs = perplexity.sequences_from_stream(stream, cfg.bos_id, 4 * L, ev.perplexity_sequences)
-  out["perplexity"] = {"no_memory": perplexity.perplexity(cfg, params, seqs),
-                       "memory": perplexity.perplexity(cfg, params, seqs, unfiltered)}
+  out["perplexity"] = {
+      "no_memory": perplexity.perplexity(cfg, params, seqs),
+      "memory": perplexity.perplexity(cfg, params, seqs, unfiltered, retrieval="causal"),
+      "oracle_memory": perplexity.perplexity(cfg, params, seqs, unfiltered,
+                                             retrieval="own_text")}
   lap("perplexity")
 
-  # Throughput: same weights, same prompts, one run.
+  # Throughput: same weights, same prompts, one run; memory cold (cache off, unique ids:
+  # the paper's worst case) and warm (row cache on).
   sp = perplexity.sequences_from_stream(stream, cfg.bos_id, ev.speed_prompt_tokens,
                                         ev.speed_batch)
   sp = (sp * ev.speed_batch)[:ev.speed_batch]
@@ -91,7 +103,8 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
                                  text_of.__getitem__, L)
   rag_tokens = [qa.encode_prompt(vocab, t) for t in rag_texts]
   tp = speed.throughput(cfg, params, sp, new_tokens=ev.speed_new_tokens, runs=ev.speed_runs,
-                        memory_fn=unfiltered, rag_prompts=rag_tokens)
+                        memory_fn=unfiltered, rag_prompts=rag_tokens, bank=bank,
+                        pool=list(text_of))
   out["decode_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in tp.items()}
   out["time_to_first_token_s"] = {k: v["time_to_first_token_s"] for k, v in tp.items()}
   out["speed"] = tp
@@ -129,6 +142,16 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   lap("plots")
   out["eval_timings_s"] = timings
   return out
+
+
+def check_gold_ids(items: Sequence[dict], ref_ids) -> None:
+  """QA items read elsewhere: an unknown gold_ref_id is an error here, not a late KeyError."""
+  for i, it in enumerate(items):
+    gold = it.get("gold_ref_id")
+    if gold is not None and gold not in ref_ids:
+      raise ValueError(f"QA item {i} ({it.get('question', '')[:60]!r}): gold_ref_id {gold!r} "
+                       "is not a reference id of the knowledge base; fix the id or drop the "
+                       "field")
 
 
 def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len) -> dict:
@@ -181,7 +204,8 @@ def insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever, items, e
   """Runtime insertion on a trained model: the gold references of ``items`` are removed,
   then QA runs before re-insertion, after it, and after deleting them again; finally the
   bank is restored. The embedder already knows these texts, so the index is upserted."""
-  from m3jax.inference.knowledge import LiveKnowledge, insertion_roundtrip
+  from m3jax.evaluate.insertion import insertion_roundtrip
+  from m3jax.inference.knowledge import LiveKnowledge
   items = [it for it in items if it.get("gold_ref_id") in bank]
   if not items:
     return None

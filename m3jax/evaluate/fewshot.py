@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from m3jax.inference.generate import ChunkQuery
+from m3jax.task import ChunkQuery
 
 
 def demonstrations(items: Sequence[dict], pool: Sequence[dict], shots: int,

@@ -16,21 +16,15 @@ import re
 import string
 from typing import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.inference.generate import ChunkQuery, Generator, _arrange, chunk_query_tokens
+from m3jax.inference.generate import Generator
 from m3jax.model.config import ModelConfig
-from m3jax.model.transformer import Transformer
+from m3jax.task import ChunkQuery, LMTask, chunk_query_tokens, gather_memory, qa_prompt
 
 CONDITIONS = ("no_memory", "memory", "oracle_memory", "rag", "random_memory")
-
-
-def qa_prompt(question: str) -> str:
-  """The one QA format (same as m3jax.data.synthetic.qa_prompt)."""
-  return f"Q: {question} A:"
 
 
 def normalize_answer(text: str) -> str:
@@ -68,35 +62,21 @@ def continuation(vocab, prompt_text: str, answer: str):
 
 # ------------------------------------------------------------------------- scoring
 def _scorer(cfg: ModelConfig):
-  model = Transformer(cfg)
-
-  @jax.jit
-  def score(params, tokens_BxT, start_B, end_B, memory):
-    logits = model.apply({"params": params}, tokens_BxT, memory)
-    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    tgt = tokens_BxT[:, 1:]
-    tok_BxT = jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0]
-    pos = jnp.arange(1, tokens_BxT.shape[1])[None]
-    keep = (pos >= start_B[:, None]) & (pos < end_B[:, None])
-    return jnp.sum(jnp.where(keep, tok_BxT, 0.0), -1)
-  return score
+  """The task's span scorer: (params, tokens, start, end, memory) -> Σ log p per row."""
+  return LMTask.of(cfg).span_logprob
 
 
 def _row_memory(memory_fn, prompts: Sequence[np.ndarray], rows_q: Sequence[int],
                 num_chunks: int, chunk_len: int):
-  """MemoryKV [L, len(rows_q), C, …]: row i uses question rows_q[i]'s prompt memories."""
-  queries, where = [], {}
+  """MemoryKV [L, len(rows_q), C, …]: row i uses question rows_q[i]'s prompt memories;
+  chunks past the prompt inherit its last chunk's (one retrieval per prompt chunk)."""
+  per_q = {}
   for q in sorted(set(rows_q)):
     p = prompts[q]
-    for c in range(-(-len(p) // chunk_len)):
-      where[q, c] = len(queries) + 1
-      queries.append(ChunkQuery(q, c, chunk_query_tokens(p, len(p), c, chunk_len)))
-  mem, _ = memory_fn(queries)
-  index = np.zeros((len(rows_q), num_chunks), np.int32)
-  for i, q in enumerate(rows_q):
-    last = -(-len(prompts[q]) // chunk_len) - 1
-    index[i] = [where[q, min(c, last)] for c in range(num_chunks)]
-  return _arrange(mem, jnp.asarray(index))
+    per_q[q] = [ChunkQuery(q, c, chunk_query_tokens(p, len(p), c, chunk_len))
+                for c in range(-(-len(p) // chunk_len))]
+  plan = [[per_q[q][min(c, len(per_q[q]) - 1)] for c in range(num_chunks)] for q in rows_q]
+  return gather_memory(memory_fn, plan).memory
 
 
 def choice_log_likelihoods(cfg: ModelConfig, params, prompts: Sequence[np.ndarray],

@@ -96,7 +96,14 @@ def table(results: Mapping[str, Any]) -> str:
   for c in conds:
     lines.append(f"{c:<15}" + "".join(f"{_fmt((results.get(k) or {}).get(c)):>17}"
                                       for k, _ in cols))
-  return "\n".join(lines)
+  notes = []
+  if "memory_warm" in (results.get("decode_tokens_per_s") or {}):
+    notes.append("tokens/s: memory = cold (row cache off, unique ids: the paper's worst "
+                 "case), memory_warm = row cache on")
+  if "oracle_memory" in (results.get("perplexity") or {}):
+    notes.append("perplexity: memory = causal (chunk c reads chunk c-1's retrieval), "
+                 "oracle_memory = retrieved with the scored chunk's own text")
+  return "\n".join(lines + notes)
 
 
 def write_json(path: str, results: Mapping[str, Any]) -> str:

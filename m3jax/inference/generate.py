@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,30 +37,7 @@ from m3jax.inference.sampling import SamplingConfig, sample
 from m3jax.memory.types import MemoryKV
 from m3jax.model.config import ModelConfig
 from m3jax.model.transformer import Transformer
-
-
-@dataclasses.dataclass(frozen=True)
-class ChunkQuery:
-  """One retrieval request: row ``row`` needs the memory of its context chunk ``chunk``.
-
-  ``tokens``: the query chunk's token ids (may include ``<s>``, never padding).
-  """
-  row: int
-  chunk: int
-  tokens: np.ndarray
-
-
-# memory_fn(queries) -> (MemoryKV with batch len(queries) and C == 1, ids int [n, R] (-1:
-# empty slot)). Retrieved, oracle, random and "no memory" sources share this interface.
-MemoryFn = Callable[[Sequence[ChunkQuery]], "tuple[MemoryKV, np.ndarray]"]
-
-
-def chunk_query_tokens(context: np.ndarray, prompt_len: int, chunk: int, chunk_len: int):
-  """The query tokens for ``chunk`` of a row (the rule in the module docstring)."""
-  n_prompt_chunks = -(-prompt_len // chunk_len)
-  if chunk < n_prompt_chunks:
-    return np.asarray(context[chunk * chunk_len:min((chunk + 1) * chunk_len, prompt_len)])
-  return np.asarray(context[(chunk - 1) * chunk_len:chunk * chunk_len])
+from m3jax.task import ChunkQuery, MemoryFn, chunk_query_tokens, gather_memory
 
 
 @dataclasses.dataclass
@@ -270,31 +247,16 @@ class Generator:
     decode memory = each row's last prompt chunk's, [L,B,1,…])."""
     L = self.cfg.memory.chunk_len
     b, c = len(prompts), t_pad // L
-    queries, index = [], np.zeros((b, c), np.int32)
-    for r, p in enumerate(prompts):
-      for ch in range(-(-int(lengths[r]) // L)):
-        index[r, ch] = len(queries) + 1   # 0 = the all-invalid padding entry
-        queries.append(ChunkQuery(r, ch, chunk_query_tokens(p, int(lengths[r]), ch, L)))
-    mem, ids = self.memory_fn(queries)
-    for q, i in zip(queries, np.asarray(ids)):
+    plan = [[ChunkQuery(r, ch, chunk_query_tokens(p, int(lengths[r]), ch, L))
+             for ch in range(-(-int(lengths[r]) // L))] for r, p in enumerate(prompts)]
+    got = gather_memory(self.memory_fn, [row + [None] * (c - len(row)) for row in plan])
+    for q, i in zip(got.queries, got.ids):
       memory_ids[q.row][q.chunk] = np.asarray(i)
     for r in range(b):
       if lengths[r] % L == 0:            # the first decoded chunk inherits (same query)
         memory_ids[r][int(lengths[r]) // L] = memory_ids[r][int(lengths[r]) // L - 1]
-    last = index[np.arange(b), -(-lengths // L) - 1]
-    return _arrange(mem, jnp.asarray(index)), _arrange(mem, jnp.asarray(last[:, None]))
-
-
-@jax.jit
-def _arrange(mem_n: MemoryKV, index_BxC) -> MemoryKV:
-  """Gathers per-query memories [L, n, 1, …] into [L, B, C, …]; index 0 = empty."""
-  def take(x, chunk_axis):
-    x = jnp.squeeze(x, chunk_axis)       # the batch axis sits just before it
-    x = jnp.concatenate([jnp.zeros_like(jnp.take(x, jnp.array([0]), chunk_axis - 1)), x],
-                        chunk_axis - 1)
-    return jnp.take(x, index_BxC, chunk_axis - 1)
-  return MemoryKV(take(mem_n.keys_LxBxCxRxKxMxD, 2), take(mem_n.values_LxBxCxRxKxMxD, 2),
-                  take(mem_n.mask_BxCxRxM, 1))
+    last = got.index_BxC[np.arange(b), -(-lengths // L) - 1]
+    return got.memory, got.per_query.arrange(jnp.asarray(last[:, None]))
 
 
 def generate(cfg: ModelConfig, params, prompts, max_new_tokens: int, *,

@@ -78,37 +78,3 @@ class LiveKnowledge:
     from m3jax.memory.feeder import MemoryFeeder
     return MemoryFeeder(self.embedder, self.retriever, self.bank,
                         self.cfg.memory.refs_per_chunk, keep=keep)
-
-
-def insertion_roundtrip(knowledge: LiveKnowledge, cfg, params, vocab, items, records, *,
-                        generator=None, max_new_tokens: int = 8, batch_size: int = 16,
-                        refit_index: bool = True, progress: bool = False) -> dict:
-  """QA on ``items`` (memory condition) before inserting ``records``, after inserting them,
-  and after deleting them again: {"before", "after_insert", "after_delete"} -> accuracies.
-
-  ``records`` must not be in the bank yet (delete them first to replay an existing fact).
-  """
-  from m3jax.evaluate import qa
-  from m3jax.inference.memory_sources import RetrievedMemory
-
-  def run():
-    source = RetrievedMemory(knowledge.feeder(), vocab)
-    conds = qa.make_conditions(vocab, cfg.memory.chunk_len, retrieved=source,
-                               names=["memory"])
-    res = qa.evaluate_qa(cfg, params, vocab, items, conds, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size, generator=generator, progress=progress)
-    return {"exact_match": res["exact_match"]["memory"],
-            "multiple_choice": res["multiple_choice"]["memory"],
-            "gold_retrieved": _gold_rate(items, res["retrieved_ids"].get("memory", []))}
-
-  out = {"before": run()}
-  ids = knowledge.insert(records, refit_index=refit_index)
-  out["after_insert"] = run()
-  knowledge.delete(ids, refit_index=refit_index)
-  out["after_delete"] = run()
-  return out
-
-
-def _gold_rate(items, ids):
-  pairs = [(it.get("gold_ref_id"), row) for it, row in zip(items, ids) if it.get("gold_ref_id")]
-  return sum(g in row for g, row in pairs) / len(pairs) if pairs else None

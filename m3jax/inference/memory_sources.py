@@ -11,24 +11,16 @@ A source returns (MemoryKV [L, n, 1, R, K, M, D], ids object array [n, R], None 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from m3jax.inference.generate import ChunkQuery
+from m3jax.task import ChunkQuery
 
 
 def _strip_specials(tokens, vocab) -> list[int]:
   special = {vocab.pad_id, vocab.eos_id, vocab.bos_id, vocab.ref_id}
   return [int(t) for t in tokens if int(t) not in special]
-
-
-def anti_copy_keep_fn(ref_tokens: Callable[[str], Sequence[int]], threshold: float):
-  """keep(question_tokens, ref_id): the eval-time anti-copy filter (paper §4.4, App. C):
-  a reference holding more than ``threshold`` of the question (Eq. 6, normalized by the
-  question) is dropped."""
-  from m3jax.data.overlap import anti_copy_keep
-  return lambda q, ref_id: bool(anti_copy_keep(q, [ref_tokens(ref_id)], threshold)[0])
 
 
 class RetrievedMemory:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from m3jax.inference.generate import ChunkQuery, chunk_query_tokens
+from m3jax.task import ChunkQuery, chunk_query_tokens
 
 HEADER_REFERENCES = "Reference:"
 HEADER_QUESTION = "Question:"

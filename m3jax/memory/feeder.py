@@ -1,7 +1,7 @@
 """Host-side glue: query chunk texts -> a fixed-shape ``MemoryKV`` (never inside jit).
 
 embed the chunk texts -> retrieve R reference ids per chunk (after the optional
-anti-copy filter) -> one batched bank read (LRU-cached) -> dequantize (jitted, on the
+anti-copy filter, ``keep=anti_copy_filter(...)``) -> one batched bank read (LRU-cached) -> dequantize (jitted, on the
 device) -> pad to R with a mask. ``prefetch(next)`` starts the next batch on a background
 thread so retrieval and bank I/O overlap with the model's compute; ``get()`` collects it.
 The retrieved ids are returned too, so a RAG baseline can use the very same references.
@@ -16,19 +16,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from m3jax.data.overlap import EVAL_THRESHOLD, anti_copy_keep
 from m3jax.memory.types import MemoryKV
 
 
-def overlap_filter(threshold: float, ref_tokens: Callable[[str], Sequence[int]],
-                   overlap_fn: Callable | None = None):
-  """Eval-time anti-copy filter (paper §4.4): drop references overlapping the question.
+def anti_copy_filter(ref_tokens: Callable[[str], Sequence[int]],
+                     threshold: float = EVAL_THRESHOLD):
+  """The evaluation anti-copy filter (paper §4.4, App. C) as the feeder's ``keep``.
 
-  Returns ``keep(query_tokens, ref_id) -> bool``. ``overlap_fn(query_tokens, ref_tokens)``
-  defaults to ``m3jax.data.overlap.overlap`` (imported lazily).
+  Returns ``keep(question_tokens, ref_id) -> bool``: False when the reference holds more
+  than ``threshold`` of the question (``overlap(reference, question)``, normalized by the
+  question; m3jax.data.overlap.anti_copy_keep). QA, RAG and the demo all use this one.
   """
-  if overlap_fn is None:
-    from m3jax.data.overlap import overlap as overlap_fn
-  return lambda query_tokens, ref_id: overlap_fn(query_tokens, ref_tokens(ref_id)) <= threshold
+  return lambda question_tokens, ref_id: bool(
+      anti_copy_keep(question_tokens, [ref_tokens(ref_id)], threshold)[0])
 
 
 class MemoryFeeder:

@@ -9,7 +9,10 @@ it); ``python -m m3jax train`` is a thin wrapper. Layout of a workdir:
 
 Re-running on the same workdir resumes: completed stages are skipped, an interrupted
 stage restores its latest checkpoint (params, optimizer, data position) and replays
-the exact same batches, so losses match the uninterrupted run bitwise on CPU.
+the exact same batches, so losses match the uninterrupted run bitwise on CPU. The data
+is one stream across stages: a stage with ``init_from="previous"`` restores the data
+position saved with the previous stage's last checkpoint, so stage 2's first batch is
+the one an uninterrupted iterator would give after stage 1's last.
 """
 
 from __future__ import annotations
@@ -97,10 +100,15 @@ class _Run:
 
   # ------------------------------------------------------------------------- state init
   def _initial_state(self, index: int, stage: StageSpec, tx, shardings):
+    """-> (state, data state to continue from or None).
+
+    A stage that starts from the previous one also continues its data stream (the
+    iterator position is in the same checkpoint), so it never replays stage 1's batches.
+    """
     if stage.init_from == "":
       rng = jax.random.key(int(self.config.seed))
       state, _ = create_train_state(self.cfg, tx, self.mesh, self.rules, rng)
-      return state
+      return state, None
     source = (stage_dir(self.workdir, self.stages[index - 1])
               if stage.init_from == "previous" else stage.init_from)
     src = Checkpointer(source, async_save=False)
@@ -108,12 +116,13 @@ class _Run:
       if src.latest_step() is None:
         raise FileNotFoundError(f"stage {stage.name!r}: init_from={stage.init_from!r} but "
                                 f"{source} holds no checkpoint")
-      prev, _, _ = src.restore(abstract_state(self.cfg, tx, self.mesh, self.rules))
+      prev, data_state, _ = src.restore(abstract_state(self.cfg, tx, self.mesh, self.rules))
     finally:
       src.close()
+    carry = data_state if stage.init_from == "previous" else None
     if stage.reset_optimizer:
-      return fresh_state_from_params(prev.params, tx, shardings)
-    return prev.replace(step=jax.numpy.zeros((), jax.numpy.int32))
+      return fresh_state_from_params(prev.params, tx, shardings), carry
+    return prev.replace(step=jax.numpy.zeros((), jax.numpy.int32)), carry
 
   # ------------------------------------------------------------------------- one stage
   def run_stage(self, index: int, guard: PreemptionGuard) -> dict:
@@ -138,7 +147,9 @@ class _Run:
       iterator.restore(data_state)
     else:
       start = 0
-      state = self._initial_state(index, stage, tx, shardings)
+      state, carried = self._initial_state(index, stage, tx, shardings)
+      if carried is not None:
+        iterator.restore(carried)
     if start < stage.steps:
       # Forget metrics of steps this run will redo (after the restored checkpoint).
       self.logger.rewind(lambda r: r["stage"] not in later and

@@ -94,3 +94,25 @@ def test_speed_paper_size():
   start = time.perf_counter()
   ov.overlap(t, r)
   assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_divides_by_the_second_argument(seed):
+  """Both argument orders against brute force: the value is over the SECOND's length."""
+  rng = np.random.default_rng(100 + seed)
+  a = rng.integers(0, 3, rng.integers(1, 8))
+  b = rng.integers(0, 3, rng.integers(1, 4))
+  assert ov.overlap(a, b) == pytest.approx(brute_overlap(a, b))
+  assert ov.overlap(b, a) == pytest.approx(brute_overlap(b, a))
+  assert ov.overlap([5, 6], [5, 6, 7, 8]) == 0.5 and ov.overlap([5, 6, 7, 8], [5, 6]) == 1.0
+
+
+def test_training_filter_drops_what_its_rule_says():
+  """leaks(sequence, reference): overlap normalized by the reference, > 0.9 drops."""
+  seq = list(range(100, 200))
+  assert ov.leaks(seq, seq[40:50])                          # copied verbatim: 10/10
+  assert not ov.leaks(seq, seq[40:49] + [7])                # 9/10 = 0.9: kept
+  assert ov.leaks(seq, seq[40:59] + [7])                    # 19/20 = 0.95: dropped
+  assert not ov.leaks(seq, seq[0:30:3])                     # spread over 28 > 2·10 tokens
+  assert not ov.leaks(seq[:20], list(range(100, 200)))      # holds the sequence: 20/100
+  assert ov.leaks(seq, seq[40:49] + [7], threshold=0.85)

@@ -83,7 +83,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, live):
 
 
 def test_insertion_roundtrip_reports_three_states(live, tmp_path):
-  from m3jax.inference.knowledge import insertion_roundtrip
+  from m3jax.evaluate.insertion import insertion_roundtrip
   cfg, vocab, kn = live
   # ByteVocab + chunk_len 16: the entity name must sit in the first 16-token chunk.
   items = [dict(question="Wembril job?", answer="juggler",

@@ -32,7 +32,9 @@ def test_evaluate_all_smoke(tmp_path):
                                 plot_dir=str(tmp_path / "plots"), progress=False)
   for key in ("qa_exact_match", "qa_multiple_choice"):
     assert set(out[key]) == set(ev.conditions)
-  assert set(out["decode_tokens_per_s"]) == {"no_memory", "memory", "rag"}
+  assert set(out["decode_tokens_per_s"]) == {"no_memory", "memory", "memory_warm", "rag"}
+  assert out["speed"]["memory"]["cold"] and not out["speed"]["memory_warm"]["cold"]
+  assert set(out["perplexity"]) == {"no_memory", "memory", "oracle_memory"}
   assert all(v > 0 for v in out["decode_tokens_per_s"].values())
   assert 0 <= out["retrieval"]["gold_recall_at_R"] <= 1
   ki = out["knowledge_insertion"]

@@ -5,7 +5,7 @@ import pytest
 
 from m3jax.evaluate import fewshot, qa
 from m3jax.inference import memory_sources
-from m3jax.inference.generate import ChunkQuery, chunk_query_tokens
+from m3jax.task import ChunkQuery, chunk_query_tokens
 from tests.evaluate import world
 from tests.inference.fakes import tiny_model
 

@@ -12,7 +12,8 @@ import pytest
 from m3jax.data.references import load_references
 from m3jax.memory.build import BankConfig, build_bank, load_index, make_encoder
 from m3jax.memory.encode import EncodedMemories, to_memory_kv
-from m3jax.memory.feeder import MemoryFeeder, overlap_filter
+from m3jax.data.overlap import overlap
+from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
 from m3jax.memory.retriever import NumpyRetriever, scann_available
 from m3jax.memory.store import MemoryBank
 from m3jax.model.transformer import Transformer
@@ -125,8 +126,7 @@ def test_anti_copy_filter_drops_overlapping_references(kb, built, tiny_cfg):
   bank = MemoryBank.open(built)
   embedder, retriever = load_index(f"{built}/index")
   by_id = {r.id: r.tokens for r in refs}
-  jaccard = lambda q, r: len(set(q) & set(r)) / max(1, len(set(r)))
-  keep = overlap_filter(2 / 3, by_id.__getitem__, jaccard)
+  keep = anti_copy_filter(by_id.__getitem__, 2 / 3)
   question = refs[4].text
   plain = MemoryFeeder(embedder, retriever, bank, 5)
   filt = MemoryFeeder(embedder, retriever, bank, 5, keep=keep)
@@ -135,4 +135,4 @@ def test_anti_copy_filter_drops_overlapping_references(kb, built, tiny_cfg):
   _, without = filt.fetch([[question]], q_tokens)
   assert refs[4].id in with_copy
   assert refs[4].id not in without
-  assert all(jaccard(q_tokens[0][0], by_id[i]) <= 2 / 3 for i in without.reshape(-1) if i)
+  assert all(overlap(by_id[i], q_tokens[0][0]) <= 2 / 3 for i in without.reshape(-1) if i)

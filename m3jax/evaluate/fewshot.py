@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from m3jax.task import ChunkQuery
+from m3jax.task import ChunkQuery, qa_prompt
 
 
 def demonstrations(items: Sequence[dict], pool: Sequence[dict], shots: int,
@@ -29,7 +29,6 @@ def demonstrations(items: Sequence[dict], pool: Sequence[dict], shots: int,
   A pool entry is never about the item's reference (``gold_ref_id``) or question; the
   draw is deterministic in (seed, question), whatever batch the item is in. Empty strings when ``shots`` is 0.
   """
-  from m3jax.evaluate.qa import qa_prompt
   if shots <= 0:
     return [""] * len(items)
   pool = [p for p in pool if p.get("answer")]

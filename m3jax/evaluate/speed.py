@@ -11,7 +11,7 @@ through the real feeder (embed, index, bank read); RAG does one retrieval with t
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 

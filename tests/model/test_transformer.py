@@ -20,7 +20,7 @@ CFG = ModelConfig(vocab_size=97, num_layers=3, num_heads=4, num_kv_heads=2, head
                                       chunk_len=4, ref_len=6))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _params():
   tokens = jnp.zeros((1, 8), jnp.int32)
   # Larger init than default so attention is far from uniform and bugs show up.

@@ -52,7 +52,8 @@ class TrainIterator:
     self._lo = process_index * self.local_batch
     self.steps_per_epoch = self.num_seqs // batch_size
     self.epoch, self.step = 0, 0
-    self._perm_epoch, self._perm = None, None
+    self._perm_epoch: int | None = None
+    self._perm = np.arange(0)
 
   # -- checkpointing ------------------------------------------------------------------------
   def state(self) -> dict:
@@ -95,6 +96,7 @@ class TrainIterator:
     out = dict(inputs=inputs, targets=targets,
                loss_mask=np.ones(targets.shape, np.float32))
     if self._refs is not None:
+      assert self._ref_tokens is not None and self._ref_lengths is not None
       idx_BxC = self._refs[rows]
       safe = np.maximum(idx_BxC, 0)
       lengths = np.where(idx_BxC >= 0, self._ref_lengths[safe], 0).astype(np.int32)

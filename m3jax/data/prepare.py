@@ -163,6 +163,7 @@ def _prepare_sources(cfg: DataConfig) -> DataPaths:
   sources.write_jsonl(paths.qa_train, qa_train)
   sources.write_jsonl(paths.qa_eval, qa_eval)
   steps.update()
+  vocab: vocab_lib.ByteVocab | vocab_lib.SentencePieceVocab
   if cfg.vocab_kind == "sentencepiece":
     corpus = [r["text"] for r in refs] + [d["text"] for d in train]
     vocab = vocab_lib.train_sentencepiece(corpus, paths.vocab_model, cfg.vocab_size, cfg.seed)

@@ -14,7 +14,6 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments import bench_common
 from m3jax.memory.attention import joint_attention

@@ -49,7 +49,7 @@ def describe_machine() -> dict:
 def print_table(header, rows) -> None:
   rows = [tuple(str(c) for c in r) for r in rows]
   widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-  fmt = "  ".join("{:<%d}" % w for w in widths)
+  fmt = "  ".join(f"{{:<{w}}}" for w in widths)
   print(fmt.format(*header))
   print("  ".join("-" * w for w in widths))
   for r in rows:

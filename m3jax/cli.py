@@ -9,6 +9,7 @@ import sys
 # command name -> module under m3jax.commands exposing add_arguments(parser) and run(args).
 COMMANDS = {
     "demo": "demo",
+    "prepare": "prepare",
     "train": "train",
     "build-memory": "build_memory",
     "storage": "storage",

@@ -1,6 +1,5 @@
 """Sharded forward and gradient step on a 2x4 fake CPU mesh, with the rules' PartitionSpecs."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -23,7 +23,7 @@ import numpy as np
 
 from m3jax.data import pretrieval
 from m3jax.data.config import data_config_from
-from m3jax.data.prepare import DataPaths, prepare_data
+from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 
 
 class TrainIterator:
@@ -52,7 +52,8 @@ class TrainIterator:
     self._lo = process_index * self.local_batch
     self.steps_per_epoch = self.num_seqs // batch_size
     self.epoch, self.step = 0, 0
-    self._perm_epoch, self._perm = None, None
+    self._perm_epoch: int | None = None
+    self._perm = np.arange(0)
 
   # -- checkpointing ------------------------------------------------------------------------
   def state(self) -> dict:
@@ -95,6 +96,7 @@ class TrainIterator:
     out = dict(inputs=inputs, targets=targets,
                loss_mask=np.ones(targets.shape, np.float32))
     if self._refs is not None:
+      assert self._ref_tokens is not None and self._ref_lengths is not None
       idx_BxC = self._refs[rows]
       safe = np.maximum(idx_BxC, 0)
       lengths = np.where(idx_BxC >= 0, self._ref_lengths[safe], 0).astype(np.int32)
@@ -122,7 +124,6 @@ def make_train_iterator(data_cfg, model_cfg, split: str = "train", batch_size: i
     raise ValueError(f"seq_len={seq_len} must be a multiple of model.memory.chunk_len="
                      f"{chunk_len} (C = T // chunk_len chunks per row)")
   paths = prepare_data(cfg)
-  from m3jax.data.prepare import load_vocab
   vocab = load_vocab(cfg, paths)
   if vocab.vocab_size > model_cfg.vocab_size:
     raise ValueError(f"data vocabulary has {vocab.vocab_size} tokens but "
@@ -144,25 +145,16 @@ def make_train_iterator(data_cfg, model_cfg, split: str = "train", batch_size: i
                        ref_lengths, process_index, process_count, shuffle)
 
 
+def prepare_for_training(data_cfg, model_cfg) -> DataPaths:
+  """:func:`prepare_data`, then pre-retrieval of both splits at ``data.seq_len`` with the
+  model's (a ModelConfig) chunk and reference lengths: everything training will read."""
+  cfg = data_config_from(data_cfg)
+  paths = prepare_data(cfg)
+  for split in ("train", "valid"):
+    pretrieval.pretrieve(cfg, paths, split, cfg.seq_len, model_cfg.memory.chunk_len,
+                         model_cfg.memory.ref_len)
+  return paths
+
+
 def data_paths(data_cfg) -> DataPaths:
   return DataPaths(data_config_from(data_cfg).data_dir)
-
-
-def main(argv=None) -> int:
-  """``python -m m3jax.data.pipeline prepare --variant small``: prepare ahead of time."""
-  import argparse
-  from configs.memory3 import get_config
-  from m3jax.model.config import model_config_from
-  p = argparse.ArgumentParser()
-  p.add_argument("cmd", choices=["prepare"])
-  p.add_argument("--variant", default="small")
-  args = p.parse_args(argv)
-  config = get_config(args.variant)
-  paths = prepare_data(config.data, model_config_from(config.model))
-  with open(paths.manifest) as f:
-    print(f"{paths.data_dir}: {f.read()}")
-  return 0
-
-
-if __name__ == "__main__":
-  raise SystemExit(main())

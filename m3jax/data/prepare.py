@@ -136,22 +136,15 @@ def _tokenize_stream(vocab, docs: list[dict], desc: str) -> np.ndarray:
   return np.concatenate(pieces) if pieces else np.zeros([0], np.int32)
 
 
-def prepare_data(data_cfg, model_cfg=None) -> DataPaths:
+def prepare_data(data_cfg) -> DataPaths:
   """Generates every source file, the vocabulary, token arrays and the embedder.
 
   Returns the paths; safe to call repeatedly (and from every host: each writes the same
-  bytes). Pre-retrieval needs the model's chunk/reference lengths: with ``model_cfg`` (a
-  ModelConfig) it is done here for both splits at ``data.seq_len``; otherwise
-  :func:`m3jax.data.pretrieval.pretrieve` does (and caches) it when an iterator asks.
+  bytes). Pre-retrieval needs the model's chunk/reference lengths, so it lives a layer up:
+  :func:`m3jax.data.pipeline.prepare_for_training` does both, and
+  :func:`m3jax.data.pretrieval.pretrieve` caches it when an iterator asks.
   """
-  cfg = data_config_from(data_cfg)
-  paths = _prepare_sources(cfg)
-  if model_cfg is not None:
-    from m3jax.data import pretrieval
-    for split in ("train", "valid"):
-      pretrieval.pretrieve(cfg, paths, split, cfg.seq_len, model_cfg.memory.chunk_len,
-                           model_cfg.memory.ref_len)
-  return paths
+  return _prepare_sources(data_config_from(data_cfg))
 
 
 def _prepare_sources(cfg: DataConfig) -> DataPaths:
@@ -170,6 +163,7 @@ def _prepare_sources(cfg: DataConfig) -> DataPaths:
   sources.write_jsonl(paths.qa_train, qa_train)
   sources.write_jsonl(paths.qa_eval, qa_eval)
   steps.update()
+  vocab: vocab_lib.ByteVocab | vocab_lib.SentencePieceVocab
   if cfg.vocab_kind == "sentencepiece":
     corpus = [r["text"] for r in refs] + [d["text"] for d in train]
     vocab = vocab_lib.train_sentencepiece(corpus, paths.vocab_model, cfg.vocab_size, cfg.seed)

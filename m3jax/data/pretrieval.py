@@ -15,7 +15,6 @@ candidate under the threshold by the bound passes without the DP.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os

@@ -61,7 +61,7 @@ class SentencePieceVocab(_Specials):
     import sentencepiece as spm
     if not os.path.exists(model_path):
       raise FileNotFoundError(f"SentencePiece model {model_path} not found; run "
-                              "`python -m m3jax.data.pipeline prepare` (prepare_data) first")
+                              "`python -m m3jax prepare` (prepare_data) first")
     self.model_path = model_path
     self._sp = spm.SentencePieceProcessor(model_file=model_path)
     got = (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id(), self._sp.bos_id(),

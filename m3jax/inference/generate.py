@@ -25,7 +25,6 @@ tokens are fetched once per swap, not once per token.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import Sequence
 

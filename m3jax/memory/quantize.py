@@ -84,7 +84,6 @@ def _assign(x_PxSxW, cb_SxCxW):
 @functools.partial(jax.jit, static_argnames=("iters",))
 def kmeans(x_PxSxW, init_SxCxW, iters: int = 20):
   """Lloyd's k-means in every sub-space at once. Empty clusters keep their centroid."""
-  c = init_SxCxW.shape[1]
 
   def update(args):   # one sub-space: one-hot matmul (fast on CPU and accelerators)
     x_PxW, cb_CxW = args

@@ -10,14 +10,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from m3jax.model.config import SELECTIONS
-
 
 def selection_scores(q_raw_BxNxHxD, k_raw_BxNxKxD, valid_BxN, selection: str = "attention",
                      rng=None):
   """Score per (batch, kv head, token): [B, K, N]; padding scores -inf."""
-  if selection not in SELECTIONS:
-    raise ValueError(f"selection={selection!r} is not one of {SELECTIONS}")
+  if selection not in ("attention", "expsum", "random", "first"):  # model.config.SELECTIONS
+    raise ValueError(f"selection={selection!r} is not one of attention, expsum, random, first")
   b, n, h, d = q_raw_BxNxHxD.shape
   kv = k_raw_BxNxKxD.shape[2]
   neg = jnp.float32(-jnp.inf)

@@ -181,7 +181,7 @@ def test_prepare_and_pretrieval_are_cached(tiny_data, tiny_model_cfg):
   _it(cfg, tiny_model_cfg)
   stamps = {p: os.path.getmtime(p) for p in
             [paths.manifest, paths.vocab_model] + glob.glob(paths.data_dir + "/pretrieval-*")}
-  pipeline.prepare_data(cfg, tiny_model_cfg)
+  pipeline.prepare_for_training(cfg, tiny_model_cfg)
   _it(cfg, tiny_model_cfg)
   assert {p: os.path.getmtime(p) for p in stamps} == stamps
 

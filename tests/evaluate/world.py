@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from m3jax.data.references import Reference
 from m3jax.data.vocab import ByteVocab

@@ -12,6 +12,17 @@ from m3jax.model.transformer import Transformer
 from tests.inference.fakes import FakeBank, tiny_model
 
 
+def _query_by_rule(ctx, p_len, c, L):
+  """Chunk c's retrieval query, written from the rule in generate.py's docstring and not
+  from its code: the prompt tokens inside chunk c if it has any, else the L context tokens
+  of chunk c-1 (prompt and generated alike)."""
+  own_prompt = [ctx[i] for i in range(c * L, (c + 1) * L) if i < p_len]
+  if own_prompt:
+    return own_prompt
+  assert len(ctx) > c * L - 1, "chunk c-1 must be complete before chunk c needs memory"
+  return [ctx[i] for i in range((c - 1) * L, c * L)]
+
+
 def _naive_greedy(cfg, params, prompt, max_new, bank):
   """Full forward every step; chunk c's memory by the documented rule (no cache).
 
@@ -26,7 +37,7 @@ def _naive_greedy(cfg, params, prompt, max_new, bank):
     if bank is not None:
       ids = np.full((t_max // L, bank.R), -1)
       for c in range(-(-len(ctx) // L)):
-        ids[c] = used[c] = bank.ids_for(chunk_query_tokens(np.array(ctx), p_len, c, L))
+        ids[c] = used[c] = bank.ids_for(_query_by_rule(ctx, p_len, c, L))
       m = bank.memory_for_ids(ids)              # [L, C, 1, …] -> one row with C chunks
       mem = MemoryKV(jnp.swapaxes(m.keys_LxBxCxRxKxMxD, 1, 2),
                      jnp.swapaxes(m.values_LxBxCxRxKxMxD, 1, 2),

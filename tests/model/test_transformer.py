@@ -20,7 +20,7 @@ CFG = ModelConfig(vocab_size=97, num_layers=3, num_heads=4, num_kv_heads=2, head
                                       chunk_len=4, ref_len=6))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _params():
   tokens = jnp.zeros((1, 8), jnp.int32)
   # Larger init than default so attention is far from uniform and bugs show up.
@@ -154,13 +154,97 @@ def test_prefill_of_ragged_prompts_and_per_row_decode():
 
 
 def test_sink_is_constant_and_matches_reference_encoding():
-  """The <ref> sink's K/V equals slot 0 of any reference encoding (it sees only itself)."""
+  """The <ref> sink's K/V equals slot 0 of every reference encoding run by ``encode``.
+
+  ``encode`` runs ``[<ref>, r_1 … r_N]`` causally from position 0, so its slot 0 sees only
+  itself; its K/V are read here from each block's ``qkv`` output (RoPE at position 0 applied
+  explicitly) for two different references, and must equal ``sink_kv`` and the cache slot 0.
+  """
   params, cfg = _params()
   model = Transformer(cfg)
-  sink_k, _ = model.apply({"params": params}, method=Transformer.sink_kv)
+  sink_k, sink_v = model.apply({"params": params}, method=Transformer.sink_kv)
+  assert sink_k.shape == (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
+  refs = jnp.asarray(np.random.default_rng(3).integers(5, cfg.vocab_size, (2, cfg.memory.ref_len)),
+                     jnp.int32)
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, layers.Block) and context.method_name == "qkv":
+      seen.append(out)
+    return out
+
+  with nn.intercept_methods(record):
+    model.apply({"params": params}, refs, method=Transformer.encode)
+  depth = cfg.memory.encode_depth
+  assert len(seen) == depth
+  pos0 = jnp.zeros((2, 1), jnp.int32)
+  for layer, (_, k, v) in enumerate(seen):
+    k0 = layers.apply_rope(k[:, :1], pos0, cfg.rope_base)[:, 0]
+    for row in range(2):   # the same for both references: a function of the params only
+      np.testing.assert_allclose(np.asarray(k0[row]), np.asarray(sink_k[layer]),
+                                 rtol=1e-6, atol=1e-6)
+      np.testing.assert_allclose(np.asarray(v[row, 0]), np.asarray(sink_v[layer]),
+                                 rtol=1e-6, atol=1e-6)
   cache = model.apply({"params": params}, 1, 4, method=Transformer.init_cache)
   np.testing.assert_array_equal(np.asarray(cache.k_LxBxSxKxD[:, 0, 0]), np.asarray(sink_k))
-  assert sink_k.shape == (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
+
+
+def _plain_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_TxS):
+  """Textbook softmax attention with grouped KV heads; no memory, no chunking."""
+  group = q_BxTxHxD.shape[2] // k_BxSxKxD.shape[2]
+  k = jnp.repeat(k_BxSxKxD, group, axis=2)
+  v = jnp.repeat(v_BxSxKxD, group, axis=2)
+  logits = jnp.einsum("bthd,bshd->bhts", q_BxTxHxD, k) / np.sqrt(q_BxTxHxD.shape[-1])
+  logits = jnp.where(mask_TxS[None, None], logits, -jnp.inf)
+  return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(logits, axis=-1), v)
+
+
+def test_memory_positions_match_an_explicit_sequence():
+  """``[<ref>, r_1..r_n, <s>, x_1, …]`` at positions ``[0, 1..n, ref_len+1, …]`` run as ONE
+  plain causal sequence equals the model reading r as its memory (DESIGN.md §2).
+
+  One reference of n = ref_len tokens, all kept (tokens_per_head = ref_len), serves every
+  chunk. In a memory layer the context sees the sink, the n memory tokens and its causal
+  past; in a plain layer only the sink and its past. The reference tokens themselves
+  attend causally among ``[<ref>, r]``, as ``encode`` runs them.
+  """
+  n, t = 6, 8
+  cfg = ModelConfig(vocab_size=97, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
+                    embed_dim=32, mlp_dim=64, init_std=0.3,
+                    memory=MemoryConfig(memory_layers=(0, 2), tokens_per_head=n,
+                                        refs_per_chunk=1, chunk_len=4, ref_len=n))
+  params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(5), jnp.zeros((1, t), jnp.int32))
+                         ["params"])
+  rng = np.random.default_rng(11)
+  ref = jnp.asarray(rng.integers(5, cfg.vocab_size, (1, n)), jnp.int32)
+  ctx = jnp.asarray(np.concatenate([[cfg.bos_id], rng.integers(5, cfg.vocab_size, t - 1)])[None],
+                    jnp.int32)
+  chunks = t // cfg.memory.chunk_len
+  enc = encode_references(params, cfg, ref, jnp.asarray([n], jnp.int32))
+  memory = to_memory_kv(enc, jnp.zeros((1, chunks, 1), jnp.int32), jnp.ones((1, chunks, 1), bool))
+  got = _forward(params, cfg, ctx, memory)
+
+  seq = jnp.concatenate([jnp.asarray([[cfg.ref_id]], jnp.int32), ref, ctx], axis=1)
+  pos = jnp.asarray(np.concatenate([np.arange(n + 1), cfg.memory.ref_len + 1 + np.arange(t)])[None])
+  causal = np.tril(np.ones((1 + n + t, 1 + n + t), bool))
+  blind = causal.copy()
+  blind[1 + n:, 1:1 + n] = False       # plain layers: the context does not see r
+  def hand_forward(model):
+    x = model.embed(seq)
+    for i, block in enumerate(model.blocks):
+      q, k, v = block.qkv(x)
+      q = layers.apply_rope(q, pos, cfg.rope_base)
+      k = layers.apply_rope(k, pos, cfg.rope_base)
+      mask = causal if cfg.is_memory_layer(i) else blind
+      x = block.finish(x, _plain_attention(q, k, v, jnp.asarray(mask)))
+    return model._logits(x)[:, 1 + n:]
+
+  want = Transformer(cfg).apply({"params": params}, method=hand_forward)
+  # float32; the model splits the softmax into memory and context parts (reassociation).
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+  without = _forward(params, cfg, ctx)
+  assert np.abs(np.asarray(without) - np.asarray(want)).max() > 1e-2, "memory must matter here"
 
 
 def test_flat_attention_impl_gives_the_same_model():

@@ -77,7 +77,6 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   ckpt = Checkpointer(str(ckpt_dir), async_save=False)
   assert ckpt.latest_step() == 4, "the bad state must not be saved"
   cfg = model_config_from(config.model)
-  stage = stages_from(config.train.stages)[0]
   mesh, rules = make_mesh_from(config)
   state, data_state, meta = ckpt.restore(
       abstract_state(cfg, make_optimizer(config.train), mesh, rules))

@@ -32,10 +32,10 @@ class EvalConfig:
   speed_prompt_tokens: int = 128
   speed_new_tokens: int = 128
   speed_runs: int = 3
-  plot_dir: str = "experiments/results/plots"
-  results_path: str = "experiments/results/demo.json"
+  plot_dir: str = ""                 # "" = <workdir>/eval/plots
+  results_path: str = ""             # "" = <workdir>/eval/<command>.json
   attribution_examples: int = 4
-  insertion_examples: int = 16
+  insertion_examples: int = 64
 
   def __post_init__(self):
     from m3jax.evaluate.qa import CONDITIONS
@@ -78,7 +78,7 @@ def _fmt(x) -> str:
 
 
 def table(results: Mapping[str, Any]) -> str:
-  """Condition rows x metric columns, plain text."""
+  """Condition rows x metric columns, plain text; then retrieval, insertion, skipped parts."""
   metrics = [("qa_exact_match", "exact match"), ("qa_multiple_choice", "multiple choice"),
              ("perplexity", "perplexity"), ("decode_tokens_per_s", "tokens/s"),
              ("time_to_first_token_s", "TTFT s")]
@@ -92,6 +92,18 @@ def table(results: Mapping[str, Any]) -> str:
   for c in conds:
     lines.append(f"{c:<15}" + "".join(f"{_fmt((results.get(k) or {}).get(c)):>17}"
                                       for k, _ in cols))
+  ret = results.get("retrieval") or {}
+  if ret:
+    lines.append("retrieval: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ret.items()))
+  ins = results.get("knowledge_insertion") or {}
+  if ins:
+    states = {k: v for k, v in ins.items() if isinstance(v, Mapping)}
+    cells = [f"{k}: " + " ".join(f"{m} {_fmt(x)}" for m, x in v.items()
+                                 if isinstance(x, (int, float)))
+             for k, v in states.items()]
+    lines.append(f"knowledge insertion (n={ins.get('num_items', '?')}): " + "; ".join(cells))
+  for part, why in (results.get("skipped") or {}).items():
+    lines.append(f"skipped {part}: {why}")
   return "\n".join(lines)
 
 

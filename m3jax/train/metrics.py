@@ -20,10 +20,20 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_jsonl(path: str) -> list[dict]:
+  """The records of a metrics file; a torn last line (a killed write) is dropped."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i != len(lines) - 1:
+        raise ValueError(f"{path}: line {i + 1} is not JSON (only a torn last line is "
+                         "tolerated); fix or delete the file") from None
+  return records
 
 
 def _json_value(x):
@@ -40,6 +50,8 @@ class MetricsLogger:
   def __init__(self, workdir: str, *, tensorboard: bool = False, progress_bar: bool = True):
     self.workdir = workdir
     self.path = os.path.join(workdir, METRICS_FILE)
+    if os.path.exists(self.path):
+      self.rewind(lambda r: True)   # drops a torn last line before appending
     self._tb = None
     if tensorboard:
       try:

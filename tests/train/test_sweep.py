@@ -4,12 +4,13 @@ import json
 import os
 
 from tests.train.test_config import ROOT
-from m3jax.train.sweep import run_sweep
+from m3jax.run.sweep import run_sweep
 
 FAST = ["--config.train.data_source=synthetic", "--config.train.tensorboard=false",
         "--config.train.plot=false", "--config.train.progress_bar=false",
-        "--config.train.stages.0.steps=2", "--config.train.stages.1.steps=2",
-        "--config.train.stages.0.warmup_steps=1", "--config.train.stages.1.warmup_steps=1",
+        "--config.train.stages.warmup.steps=2", "--config.train.stages.continual.steps=2",
+        "--config.train.stages.warmup.warmup_steps=1",
+        "--config.train.stages.continual.warmup_steps=1",
         "--config.train.checkpoint_every=2", "--config.model.num_layers=2"]
 
 
@@ -26,6 +27,27 @@ def test_two_point_sweep_runs_end_to_end(tmp_path):
     assert set(p["final_losses"]) == {"warmup", "continual"}
     assert all(isinstance(v, float) for v in p["final_losses"].values())
     assert (tmp_path / p["point"] / "checkpoints" / "continual" / "2").is_dir()
-  # Same stage 1 (same seed, same data): the points differ only in stage 2.
+  # Same stage 1 (same seed, same data): the points differ only in stage 2, so the
+  # second point reuses the first one's stage 1 instead of training it again.
   a, b = (p["final_losses"] for p in result["points"])
   assert a["warmup"] == b["warmup"]
+  assert [p["first_stage_from"] for p in result["points"]] == [None, "encode_grad_on"]
+
+
+def test_three_point_sweep_trains_the_shared_first_stage_once(tmp_path):
+  """sweep_tokens_per_head varies k only: stage 1 (no memory) is shared by all points."""
+  spec = os.path.join(ROOT, "experiments/sweep_tokens_per_head.py:tiny")
+  trained = []
+
+  def counting_train(config, workdir):
+    from m3jax.train.loop import train
+    hook = lambda stage, step: trained.append((os.path.basename(workdir), stage, step))
+    return train(config, workdir, hooks=[hook])
+
+  result = run_sweep(spec, str(tmp_path), extra_overrides=FAST, train_fn=counting_train)
+  assert len(result["points"]) == 3
+  warm = [t for t in trained if t[1] == "warmup"]
+  assert {t[0] for t in warm} == {result["points"][0]["point"]}   # stage 1 once
+  assert len([t for t in trained if t[1] == "continual"]) == 3 * 2  # stage 2 per point
+  losses = [p["final_losses"]["warmup"] for p in result["points"]]
+  assert losses[0] == losses[1] == losses[2]

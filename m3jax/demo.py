@@ -92,6 +92,7 @@ def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | N
       "wall_seconds": round(time.perf_counter() - t0, 1),
   })
   report.write_json(results_path, res)
+  report.write_html(os.path.splitext(results_path)[0] + ".html", res, f"m3jax demo {workdir}")
   print(report.table(res))
   print(f"wall {res['wall_seconds']} s; results -> {results_path}; plots -> {plot_dir}")
   return res

@@ -52,6 +52,8 @@ def run(args) -> int:
   res.update({"checkpoint_step": t.step, "machine": report.machine()})
   path = report.write_json(args.results or ev.results_path or os.path.join(out, "eval.json"),
                            res)
+  page = report.write_html(os.path.splitext(path)[0] + ".html", res,
+                           f"m3jax eval {os.path.abspath(args.workdir)}")
   print(report.table(res))
-  print(f"results -> {path}")
+  print(f"results -> {path}; report -> {page}")
   return 0

@@ -17,9 +17,12 @@ def add_arguments(parser) -> None:
                       + OVERRIDES_HELP)
   parser.add_argument("--workdir", required=True,
                       help="root directory: one workdir per point, summary.md/.json")
+  parser.add_argument("--no-eval", action="store_true",
+                      help="train only: no held-out QA per point in the summary")
 
 
 def run(args) -> int:
   from m3jax.run.sweep import run_sweep
-  run_sweep(args.sweep, args.workdir, extra_overrides=args.config_overrides)
+  run_sweep(args.sweep, args.workdir, extra_overrides=args.config_overrides,
+            evaluate=not args.no_eval)
   return 0

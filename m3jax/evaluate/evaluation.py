@@ -70,6 +70,9 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
       rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question))
   gen = Generator(cfg, params, sampling=SamplingConfig(ev.temperature, ev.top_k))
   out = {"num_questions": len(items), "skipped": {}}
+  with_choices = [it for it in items if it.get("choices")]
+  if with_choices:
+    out["mc_chance"] = float(np.mean([1 / len(it["choices"]) for it in with_choices]))
 
   def run_part(name, fn):
     """Runs one part; one that is not selected or cannot run is skipped with a reason."""
@@ -148,7 +151,8 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   if out.get("qa_multiple_choice"):
     pl["accuracy"] = plots.accuracy_by_condition(out, os.path.join(plot_dir, "accuracy.png"))
     by_attr = plots.accuracy_by_attribute(out["qa_multiple_choice_by_attribute"],
-                                          os.path.join(plot_dir, "accuracy_by_attribute.png"))
+                                          os.path.join(plot_dir, "accuracy_by_attribute.png"),
+                                          chance=out.get("mc_chance"))
     if by_attr:
       pl["accuracy_by_attribute"] = by_attr
   if metrics_jsonl:

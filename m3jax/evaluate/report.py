@@ -116,6 +116,29 @@ def write_json(path: str, results: Mapping[str, Any]) -> str:
   return path
 
 
+def write_html(path: str, results: Mapping[str, Any], title: str = "m3jax run") -> str:
+  """One self-contained page: the results table and every plot (inlined as PNG data)."""
+  import base64
+  import html
+  parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:900px;margin:auto}"
+           "img{max-width:100%}pre{background:#f6f6f6;padding:8px}</style>",
+           f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(table(results))}</pre>"]
+  meta = {k: results.get(k) for k in ("checkpoint_step", "num_questions", "mc_chance",
+                                      "wall_seconds") if results.get(k) is not None}
+  if meta:
+    parts.append(f"<pre>{html.escape(json.dumps(meta, default=_default))}</pre>")
+  for name, png in (results.get("plots") or {}).items():
+    if png and os.path.exists(png):
+      with open(png, "rb") as f:
+        data = base64.b64encode(f.read()).decode()
+      parts.append(f"<h2>{html.escape(name)}</h2><img src='data:image/png;base64,{data}'>")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write("\n".join(parts))
+  return path
+
+
 def _default(x):
   import numpy as np
   if isinstance(x, np.generic):

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from m3jax.demo import run_demo
+  from m3jax.run.demo import run_demo
   if args.skip_train and not args.workdir:
     raise ValueError("demo --skip-train needs --workdir (the trained run to evaluate)")
   config = config_from_args(args, workdir=args.workdir if args.skip_train else None,

@@ -107,6 +107,8 @@ class TrainConfig:
   max_to_keep: int = 3
   async_checkpoint: bool = True
   log_every: int = 10
+  eval_every: int = 0             # > 0: held-out loss with/without memory every N steps
+  eval_batches: int = 2           # validation batches of that held-out loss
   nan_guard: bool = True
   tensorboard: bool = True
   plot: bool = True
@@ -116,9 +118,10 @@ class TrainConfig:
   def __post_init__(self):
     w = "config.train"
     for name in ("batch_size", "checkpoint_every", "max_to_keep", "log_every",
-                 "fallback_seq_len"):
+                 "fallback_seq_len", "eval_batches"):
       require(getattr(self, name) >= 1, f"{w}.{name}", getattr(self, name),
               "a positive integer (>= 1)")
+    require(self.eval_every >= 0, f"{w}.eval_every", self.eval_every, ">= 0 (0: off)")
     require(self.total_steps >= 0, f"{w}.total_steps", self.total_steps,
             ">= 0 (0 keeps each stage's steps)")
     require(self.data_source in DATA_SOURCES, f"{w}.data_source", self.data_source,

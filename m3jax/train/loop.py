@@ -91,7 +91,9 @@ class _Run:
     self.offsets = np.cumsum([0] + [s.steps for s in self.stages]).tolist()
     os.makedirs(self.workdir, exist_ok=True)
     self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard),
-                                progress_bar=bool(self.tc.progress_bar))
+                                progress_bar=bool(self.tc.progress_bar),
+                                hparams=_hparams(config))
+    self._held_out = None
 
   # ------------------------------------------------------------------------- state init
   def _initial_state(self, index: int, stage: StageSpec, tx, shardings):
@@ -167,6 +169,8 @@ class _Run:
           pending.append((step, metrics))
           for hook in self.hooks:
             hook(stage.name, step)
+          if tc.eval_every and step % tc.eval_every == 0:
+            self._evaluate(stage, index, step, state.params)
           stop = guard.requested
           save = step % ckpt_every == 0 or step == stage.steps or stop
           if save or step % log_every == 0:
@@ -182,6 +186,19 @@ class _Run:
             return
       finally:
         self.logger.end_stage()
+
+  def _evaluate(self, stage, index, step, params) -> None:
+    """Held-out loss with and without memory (m3jax.train.periodic_eval)."""
+    if jax.process_count() > 1:
+      return
+    if self._held_out is None:
+      from m3jax.train.periodic_eval import HeldOutLoss
+      self._held_out = HeldOutLoss(self.config, self.cfg, seq_len=self.seq_len,
+                                   batch_size=int(self.tc.batch_size),
+                                   num_batches=int(self.tc.eval_batches))
+    self.logger.write_eval({"stage": stage.name, "step": step,
+                            "global_step": self.offsets[index] + step,
+                            **self._held_out(params)})
 
   def _flush(self, stage, index, pending, t_last) -> float:
     """Fetches pending device metrics, writes them, and applies the NaN guard."""
@@ -227,6 +244,23 @@ class _Run:
       summary["plot"] = plot_losses(self.logger.path, os.path.join(self.workdir, "losses.png"))
     summary["final_losses"] = {k: v["final_loss"] for k, v in summary["stages"].items()}
     return summary
+
+
+def _hparams(config) -> dict:
+  """The run config flattened to scalars (TensorBoard's hyperparameter table)."""
+  flat = {}
+
+  def walk(node, prefix):
+    for k, v in (node.items() if hasattr(node, "items") else []):
+      key = f"{prefix}{k}"
+      if hasattr(v, "items"):
+        walk(v, key + ".")
+      elif isinstance(v, (bool, int, float, str)):
+        flat[key] = v
+      elif isinstance(v, tuple) and all(isinstance(e, (int, float, str)) for e in v):
+        flat[key] = str(v)
+  walk(config, "")
+  return flat
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *,

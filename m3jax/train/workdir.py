@@ -136,15 +136,17 @@ def record_run(workdir: str, config) -> dict:
 
 
 def content_addressed(config):
-  """``config`` with ``data.data_dir`` = ``<root>/<data hash>`` (idempotent, in place)."""
+  """``config`` with ``data.data_dir`` = ``<root>/<data hash>``, absolute (idempotent, in
+  place)."""
   if "data" not in config or config.train.get("data_source", "pipeline") != "pipeline":
     return config
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import sources_key
   key = sources_key(data_config_from(config.data))
-  root = str(config.data.data_dir)
+  root = os.path.abspath(str(config.data.data_dir))   # config.json works from any cwd
   if os.path.basename(root.rstrip("/")) != key:
-    config.data.data_dir = os.path.join(root, key)
+    root = os.path.join(root, key)
+  config.data.data_dir = root
   return config
 
 

@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyprojec
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m m3jax demo
+	$(PY) -m m3jax demo --results experiments/results/demo.json --plots experiments/results/plots
 
 # Unit and property tests (pyproject's default marker filter): <= 3 minutes on 2 cores.
 test: $(STAMP)

@@ -15,6 +15,8 @@ import importlib
 import ml_collections
 
 from m3jax import sharding
+from m3jax.model.config import ModelConfig
+from m3jax.run.config import section_of
 
 VARIANTS = ("tiny", "small", "paper_2p4b")
 SECTIONS = ("data", "bank", "train", "eval")
@@ -48,22 +50,16 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.variant = arg
   config.seed = 0
-  model = dict(_MODELS[arg])
-  model["memory"] = ml_collections.ConfigDict(model["memory"])
-  config.model = ml_collections.ConfigDict(model)
+  # Every ModelConfig field (defaults from the dataclass), the variant's shape set.
+  config.model = section_of(ModelConfig, _MODELS[arg])
 
   config.sharding = ml_collections.ConfigDict()
   config.sharding.mesh_shape = (-1, 1, 1)      # (data, fsdp, tensor)
-  config.sharding.mesh_axes = sharding.MESH_AXES
-  config.sharding.rules = [list(r) for r in sharding.DEFAULT_RULES]
+  config.sharding.mesh_axes = tuple(sharding.MESH_AXES)
+  config.sharding.rules = tuple(tuple(r) for r in sharding.DEFAULT_RULES)
 
   # One section per subsystem, each owned by its own file under configs/sections/.
   for name in SECTIONS:
-    try:
-      module = importlib.import_module(f"configs.sections.{name}")
-    except ModuleNotFoundError as e:
-      if e.name != f"configs.sections.{name}":
-        raise
-      continue
+    module = importlib.import_module(f"configs.sections.{name}")
     config[name] = module.get(arg)
   return config

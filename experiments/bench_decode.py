@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import bench_common
-from m3jax.config_loading import load_config
+from m3jax.run.config import load_config
 from m3jax.data.references import Reference
 from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig

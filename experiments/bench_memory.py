@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import bench_common  # noqa: E402
-from m3jax.config_loading import load_config  # noqa: E402
+from m3jax.run.config import load_config  # noqa: E402
 from m3jax.data.references import Reference  # noqa: E402
 from m3jax.memory.build import make_encoder  # noqa: E402
 from m3jax.memory.retriever import NumpyRetriever, ScannRetriever, scann_available  # noqa: E402

@@ -35,11 +35,12 @@ import jax.numpy as jnp  # noqa: E402
 
 from experiments import bench_common  # noqa: E402
 from m3jax import sharding  # noqa: E402
-from m3jax.config_loading import load_config  # noqa: E402
+from m3jax.run.config import load_config  # noqa: E402
 from m3jax.model.config import ModelConfig, model_config_from  # noqa: E402
 from m3jax.train.loop import make_mesh_from, resolve_seq_len  # noqa: E402
 from m3jax.train.optimizer import make_optimizer  # noqa: E402
-from m3jax.train.stages import StageSpec, stages_from  # noqa: E402
+from m3jax.train.config import train_config_from  # noqa: E402
+from m3jax.train.stages import StageSpec  # noqa: E402
 from m3jax.train.state import create_train_state  # noqa: E402
 from m3jax.train.step import make_train_step  # noqa: E402
 from m3jax.train.synthetic import SyntheticIterator  # noqa: E402
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
   config = load_config(args.config, overrides)
   cfg = model_config_from(config.model)
   seq_len, batch = resolve_seq_len(config), int(config.train.batch_size)
-  base = stages_from(config.train.stages)
+  base = train_config_from(config.train).stages
   s1 = dataclasses.replace(base[0], use_memory=False)
   s2 = dataclasses.replace(base[-1], use_memory=True, init_from="")
   modes = {"stage1": s1,

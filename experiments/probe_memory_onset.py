@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from m3jax.config_loading import load_config
+from m3jax.run.config import apply_overrides, load_config
 from m3jax.data import synthetic
 from m3jax.data.sources import read_jsonl
-from m3jax.demo import load_trained_run
+from m3jax.run.loading import load_trained_run
 from m3jax.evaluate import evaluation, qa
 from m3jax.inference import memory_sources
 from m3jax.memory.feeder import MemoryFeeder
@@ -44,14 +44,17 @@ from m3jax.train.stages import resize_stage
 
 def set_steps(config, steps: list[int]):
   """Stage lengths; a first length of 0 trains with memory from scratch (one stage)."""
-  stages = list(config.train.stages)
-  if len(steps) != len(stages):
-    raise ValueError(f"--steps needs {len(stages)} numbers (one per stage), got {steps}")
-  for stage, n in zip(stages, steps):
-    resize_stage(stage, n)
+  order = list(config.train.stage_order)
+  if len(steps) != len(order):
+    raise ValueError(f"--steps needs {len(order)} numbers (one per stage), got {steps}")
+  for name, n in zip(order, steps):
+    if n:
+      resize_stage(config.train.stages[name], n)
   if steps[0] == 0:
-    stages = [dict(stages[-1], init_from="")]
-  config.train.stages = stages
+    last = order[-1]
+    apply_overrides(config, {"train.stages": {last: dict(config.train.stages[last].to_dict(),
+                                                         init_from="")},
+                             "train.stage_order": (last,)})
   return config
 
 

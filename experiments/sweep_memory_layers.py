@@ -12,5 +12,5 @@ def get_sweep(arg="tiny"):
   return [
       {"_name": "first_half", "model.memory.memory_layers": tuple(range(layers // 2))},
       {"_name": "all", "model.memory.memory_layers": tuple(range(layers))},
-      {"_name": "none", "model.memory.memory_layers": (), "train.stages.1.use_memory": False},
+      {"_name": "none", "model.memory.memory_layers": (), "train.stages.continual.use_memory": False},
   ]

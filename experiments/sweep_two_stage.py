@@ -8,9 +8,10 @@ from configs.memory3 import get_config
 
 
 def get_sweep(arg="tiny"):
-  stages = [dict(s) for s in get_config(arg).train.stages]
-  scratch = {**stages[1], "name": "scratch", "init_from": "",
-             "steps": sum(s["steps"] for s in stages), "peak_lr": stages[0]["peak_lr"],
-             "warmup_steps": stages[0]["warmup_steps"]}
+  stages = get_config(arg).train.stages
+  scratch = {**stages.continual.to_dict(), "init_from": "",
+             "steps": stages.warmup.steps + stages.continual.steps,
+             "peak_lr": stages.warmup.peak_lr, "warmup_steps": stages.warmup.warmup_steps}
   return [{"_name": "two_stage"},
-          {"_name": "memory_from_scratch", "train.stages": [scratch]}]
+          {"_name": "memory_from_scratch", "train.stages": {"scratch": scratch},
+           "train.stage_order": ("scratch",)}]

@@ -1,4 +1,8 @@
-"""``python -m m3jax <command>``: a thin dispatcher; each command lives in m3jax/commands/."""
+"""``python -m m3jax <command>``: a thin dispatcher; each command lives in m3jax/commands/.
+
+Errors (a bad config value, a missing file, a refused resume) print as one line without
+a traceback and exit with status 2; ``--debug`` (anywhere on the line) shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -17,26 +21,59 @@ COMMANDS = {
     "eval": "evaluate",
     "sweep": "sweep",
 }
+_OVERRIDE = "--config."
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(other args, ``--config.a.b=v`` overrides); ``--config.a.b v`` is joined with ``=``."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith(_OVERRIDE):
+      if "=" not in a and i + 1 < len(argv):
+        a, i = f"{a}={argv[i + 1]}", i + 1
+      overrides.append(a)
+    else:
+      rest.append(a)
+    i += 1
+  return rest, overrides
+
+
+def _summary(module) -> str | None:
+  doc = (module.__doc__ or "").strip()
+  return doc.splitlines()[0] if doc else None
 
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(prog="python -m m3jax", description=__doc__)
-  sub = parser.add_subparsers(dest="command", required=True)
-  if argv and argv[0] in COMMANDS:   # import only the command being run (fast start-up)
-    names = [argv[0]]
-  else:
-    names = list(COMMANDS)
+  debug = "--debug" in argv
+  argv = [a for a in argv if a != "--debug"]
+  argv, overrides = split_overrides(argv)
+  parser = argparse.ArgumentParser(prog="python -m m3jax", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+  names = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)  # fast start-up
   modules = {}
   for name in names:
-    try:
-      modules[name] = importlib.import_module(f"m3jax.commands.{COMMANDS[name]}")
-    except ModuleNotFoundError as e:
-      if e.name != f"m3jax.commands.{COMMANDS[name]}":
-        raise
-      continue
-    p = sub.add_parser(name, help=(modules[name].__doc__ or "").strip().splitlines()[0]
-                       if modules[name].__doc__ else None)
+    modules[name] = importlib.import_module(f"m3jax.commands.{COMMANDS[name]}")
+    p = sub.add_parser(name, help=_summary(modules[name]), description=modules[name].__doc__,
+                       formatter_class=_HelpFormatter)
     modules[name].add_arguments(p)
   args = parser.parse_args(argv)
-  return int(modules[args.command].run(args) or 0)
+  args.config_overrides = overrides
+  args.debug = debug
+  try:
+    return int(modules[args.command].run(args) or 0)
+  except (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError) as e:
+    if debug:
+      raise
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f"m3jax {args.command}: error: {msg} (--debug shows the traceback)",
+          file=sys.stderr)
+    return 2
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+  """Shows each flag's default and keeps the command's docstring as written."""

@@ -5,8 +5,10 @@ import os
 
 import pytest
 
-from m3jax.config_loading import load_config
+from m3jax.run.config import load_config
 from m3jax.demo import run_demo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 REQUIRED = {"qa_exact_match": ("no_memory", "memory", "oracle_memory", "rag", "random_memory"),
             "qa_multiple_choice": ("no_memory", "memory", "oracle_memory", "rag",
@@ -17,8 +19,9 @@ REQUIRED = {"qa_exact_match": ("no_memory", "memory", "oracle_memory", "rag", "r
 def _config(tmp_path, smoke: bool):
   c = load_config("configs/memory3.py:tiny", [])
   c.data.data_dir = str(tmp_path / "data")
+  c.train.tensorboard = c.train.progress_bar = False   # on by default; slow to start in tests
   if smoke:   # every step runs, on the smallest sizes
-    for stage in c.train.stages:
+    for stage in c.train.stages.values():
       stage["steps"], stage["warmup_steps"] = 2, 1
     c.train.checkpoint_every = 2
     c.eval.num_questions = 4
@@ -53,27 +56,32 @@ def _run_and_check(tmp_path, smoke: bool):
   return res
 
 
-def test_demo_smoke_then_eval_command(tmp_path):
+def _git_status() -> str:
+  import subprocess
+  return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                        text=True, check=True).stdout
+
+
+def test_demo_smoke_then_eval_command(tmp_path, monkeypatch):
   """~90 s on an idle 2-core CPU (mostly compiles); the full tiny run below is slow.
 
-  ``python -m m3jax eval`` on the demo's workdir reopens the same checkpoint and bank and
-  must reproduce the demo's QA numbers."""
+  ``python -m m3jax eval --workdir W`` alone (the workdir's config.json is the config),
+  run from the repository root, reopens the same checkpoint and bank, reproduces the
+  demo's QA numbers, writes under W/eval/ only and changes no file of the repository."""
   from m3jax import cli
   demo = _run_and_check(tmp_path, smoke=True)
-  c = _config(tmp_path, smoke=True)
-  overrides = [f"--config.data.data_dir={c.data.data_dir}"] + [
-      f"--config.eval.{k}={c.eval[k]}" for k in (
-          "num_questions", "qa_batch_size", "max_new_tokens", "perplexity_sequences",
-          "speed_batch", "speed_prompt_tokens", "speed_new_tokens", "speed_runs",
-          "attribution_examples", "insertion_examples")]
-  path = tmp_path / "eval.json"
-  assert cli.main(["eval", "--config", "configs/memory3.py:tiny", "--workdir",
-                   str(tmp_path / "work"), "--results", str(path),
-                   "--plots", str(tmp_path / "eval_plots")] + overrides) == 0
-  evaluated = json.loads(path.read_text())
+  work = tmp_path / "work"
+  assert (work / "config.json").exists() and (work / "run.json").exists()
+  before = _git_status()
+  monkeypatch.chdir(ROOT)
+  assert cli.main(["eval", "--workdir", str(work)]) == 0
+  evaluated = json.loads((work / "eval" / "eval.json").read_text())
   assert evaluated["checkpoint_step"] == demo["checkpoint_step"]
   for key in ("qa_exact_match", "qa_multiple_choice"):
     assert evaluated[key] == demo[key]
+  assert _git_status() == before
+  # An override that changes the trained model is refused, naming the key.
+  assert cli.main(["eval", "--workdir", str(work), "--config.model.num_layers=2"]) == 2
 
 
 @pytest.mark.slow
@@ -82,7 +90,6 @@ def test_demo_tiny_full(tmp_path):
 
 
 # ----------------------------------------------------------------------------- notebook
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "experiments", "colab", "quickstart.ipynb")
 
 
@@ -96,13 +103,25 @@ def test_notebook_outputs_are_cleared():
 
 @pytest.mark.slow
 def test_notebook_runs(tmp_path, monkeypatch):
+  """Executes exactly the Colab cells, the clone cell pointed at this checkout (its
+  committed HEAD, cloned into tmp), within 5 minutes on this CPU."""
+  import time
   nbformat = pytest.importorskip("nbformat")
   NotebookClient = pytest.importorskip("nbclient").NotebookClient
-  monkeypatch.setenv("M3JAX_QUICKSTART_DIR", str(tmp_path))
+  monkeypatch.setenv("M3JAX_REPO", f"file://{ROOT}")
+  monkeypatch.setenv("M3JAX_CHECKOUT", str(tmp_path / "checkout"))
+  monkeypatch.setenv("M3JAX_QUICKSTART_DIR", str(tmp_path / "work"))
   monkeypatch.setenv("M3JAX_QUICKSTART_STEPS", "2")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.setenv("PIP_NO_INDEX", "1")    # everything is installed here: no downloads
   nb = nbformat.read(NOTEBOOK, as_version=4)
-  NotebookClient(nb, timeout=600, kernel_name="python3",
-                 resources={"metadata": {"path": os.path.join(ROOT, "experiments", "colab")}}
-                 ).execute()
-  assert os.path.exists(tmp_path / "demo.json")
+  t0 = time.perf_counter()
+  NotebookClient(nb, timeout=300, kernel_name="python3",
+                 resources={"metadata": {"path": str(tmp_path)}}).execute()
+  assert time.perf_counter() - t0 < 300
+  assert os.path.exists(tmp_path / "work" / "demo.json")
+  outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                    for o in c.outputs)
+  assert "seconds per step" in outputs and "exact match" in outputs
+  assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+             for o in c.outputs)

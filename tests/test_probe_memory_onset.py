@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 
 from experiments import probe_memory_onset as probe
-from m3jax.config_loading import load_config
+from m3jax.run.config import load_config
+from m3jax.train.config import stage_dicts
 
 
 def test_set_steps_two_stages_and_from_scratch():
   c = probe.set_steps(load_config("configs/memory3.py:tiny", []), [3, 5])
-  assert [s["steps"] for s in c.train.stages] == [3, 5]
-  assert all(s["warmup_steps"] <= max(1, s["steps"] // 5) for s in c.train.stages)
+  assert [s["steps"] for s in stage_dicts(c.train)] == [3, 5]
+  assert all(s["warmup_steps"] <= max(1, s["steps"] // 5) for s in stage_dicts(c.train))
   c = probe.set_steps(load_config("configs/memory3.py:tiny", []), [0, 7])
-  (only,) = c.train.stages
+  (only,) = stage_dicts(c.train)
   assert only["use_memory"] and only["init_from"] == "" and only["steps"] == 7
   with pytest.raises(ValueError, match="one per stage"):
     probe.set_steps(load_config("configs/memory3.py:tiny", []), [1, 2, 3])

@@ -1,36 +1,45 @@
-"""Generate text with explicit memory (or without, or with RAG) from a trained model."""
+"""Generate text with explicit memory (or without, or with RAG) from a trained model.
+
+  python -m m3jax generate --workdir DIR --prompt "..." [--bank URL]
+
+The workdir's config.json is the config (an override that changes the model is an error).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from m3jax.commands.common import add_config_arguments, config_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  from m3jax.config_loading import add_config_arguments
-  add_config_arguments(parser, default="configs/memory3.py:small")
-  parser.add_argument("--workdir", required=True, help="training workdir (checkpoints, bank)")
+  add_config_arguments(parser, default=None)
+  parser.add_argument("--workdir", required=True, help="trained workdir (python -m m3jax train)")
+  parser.add_argument("--bank", default=None,
+                      help="an existing bank (directory or TensorStore URL); default: the "
+                      "workdir's bank of its last checkpoint, built when missing")
   parser.add_argument("--prompt", action="append", required=True,
                       help="prompt text (repeat for a batch)")
-  parser.add_argument("--mode", choices=("memory", "no_memory", "rag"), default="memory")
-  parser.add_argument("--max-new-tokens", type=int, default=64)
-  parser.add_argument("--temperature", type=float, default=0.0)
-  parser.add_argument("--top-k", type=int, default=0)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--mode", choices=("memory", "no_memory", "rag"), default="memory",
+                      help="read retrieved memories, nothing, or the references as text (RAG)")
+  parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
+  parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  parser.add_argument("--top-k", type=int, default=0, help="0 = the full vocabulary")
+  parser.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
 def run(args) -> int:
   import jax
-  from m3jax.config_loading import config_from_args
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import DataPaths, load_vocab
-  from m3jax.demo import build_bank_for, kb_references, load_trained_params
+  from m3jax.run.loading import build_bank_for, kb_references, load_trained_params
   from m3jax.evaluate.qa import encode_prompt
   from m3jax.inference import memory_sources, rag
   from m3jax.inference.generate import Generator
   from m3jax.inference.sampling import SamplingConfig
   from m3jax.memory.feeder import MemoryFeeder
   from m3jax.model.config import model_config_from
-  config = config_from_args(args)
+  config = config_from_args(args, workdir=args.workdir, fixed_model=True)
   cfg = model_config_from(config.model)
   data_cfg = data_config_from(config.data)
   paths = DataPaths(data_cfg.data_dir)
@@ -39,7 +48,8 @@ def run(args) -> int:
   texts, memory_fn, retrieved = list(args.prompt), None, None
   if args.mode != "no_memory":
     refs = kb_references(paths, vocab, cfg.memory.ref_len)
-    bank, emb, ret = build_bank_for(config, cfg, params, refs, args.workdir, step)
+    bank, emb, ret = build_bank_for(config, cfg, params, refs, args.workdir, step,
+                                    url=args.bank)
     retrieved = memory_sources.RetrievedMemory(
         MemoryFeeder(emb, ret, bank, cfg.memory.refs_per_chunk), vocab)
     if args.mode == "memory":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from m3jax.config_loading import add_config_arguments, config_from_args
+from m3jax.commands.common import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def run(args) -> int:
   n = args.num_references or bank.get("storage_num_references", 112_000_000)
   pq = args.pq_bytes or bank.get("pq_bytes_per_vector", 14)
   report = storage_report(model_config_from(config.model), pq, int(n))
-  print(f"storage for {args.config}")
+  print(f"storage for {args.config or args.default_config}")
   for line in report.lines():
     print("  " + line)
   return 0

@@ -31,7 +31,6 @@ class DataConfig:
   valid_sequences: int = 8
   train_query: str = "own"
   train_overlap_threshold: float = 0.9
-  eval_overlap_threshold: float = 2 / 3
   max_span_factor: int = 2
   retrieval_candidates: int = 8
   embedder: str = "sparse_tfidf"

@@ -70,7 +70,7 @@ def _file_digest(path: str) -> str:
 def sources_key(cfg: DataConfig) -> str:
   fields = dataclasses.asdict(cfg)
   for k in ("data_dir", "seq_len", "train_query", "train_overlap_threshold",
-            "eval_overlap_threshold", "max_span_factor", "retrieval_candidates"):
+            "max_span_factor", "retrieval_candidates"):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():
     fields["user_files"][k] = _file_digest(path) if path else ""

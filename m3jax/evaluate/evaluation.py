@@ -5,6 +5,10 @@ reference recall, anti-copy drops), perplexity without memory, with causally ret
 memory and with the own-text oracle (evaluate/perplexity.py), throughput and time to
 first token (no memory / memory cold and warm / RAG, same weights, one run; see
 evaluate/speed.py), memory attribution, plots. Returns one JSON-able dict.
+
+``only`` selects parts (:data:`PARTS`); a part that cannot run on the given data (too
+little held-out text for perplexity, no gold references for insertion) is skipped with its
+reason in ``results["skipped"]`` and the other parts are kept.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from m3jax.inference.sampling import SamplingConfig
 from m3jax.task import ChunkQuery
 
 
+PARTS = ("qa", "perplexity", "speed", "attribution", "insertion")
+
+
 def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
   """A seeded sample of ``n`` items in file order (0 = all)."""
   if not n or n >= len(items):
@@ -33,8 +40,14 @@ def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
 
 def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev, *,
                  plot_dir: str, progress: bool = True, metrics_jsonl: str | None = None,
-                 qa_items: Sequence[dict] | None = None) -> dict:
+                 qa_items: Sequence[dict] | None = None,
+                 only: Sequence[str] | None = None) -> dict:
   from m3jax.data.sources import read_jsonl
+  selected = tuple(only) if only else PARTS
+  bad = sorted(set(selected) - set(PARTS))
+  if bad:
+    raise ValueError(f"eval --only {','.join(selected)}: unknown part(s) {bad}; choose from "
+                     f"{','.join(PARTS)}")
   from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
   L, R = cfg.memory.chunk_len, cfg.memory.refs_per_chunk
   clock = [time.perf_counter()]
@@ -69,75 +82,105 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
       rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question),
       demos=demos)
   gen = Generator(cfg, params, sampling=SamplingConfig(ev.temperature, ev.top_k))
-  qa_res = qa.evaluate_qa(cfg, params, vocab, items, conditions,
-                          max_new_tokens=ev.max_new_tokens, batch_size=ev.qa_batch_size,
-                          max_prompt_tokens=ev.max_prompt_tokens, generator=gen,
-                          progress=progress)
-  out = {"qa_exact_match": qa_res["exact_match"],
-         "qa_multiple_choice": qa_res["multiple_choice"],
-         "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"],
-         "num_questions": len(items)}
-  out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L)
-  out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
-  lap("qa")
+  out = {"num_questions": len(items), "skipped": {}}
+  with_choices = [it for it in items if it.get("choices")]
+  if with_choices:
+    out["mc_chance"] = float(np.mean([1 / len(it["choices"]) for it in with_choices]))
 
-  # Perplexity of held-out text (valid split). "memory" is causal: chunk c reads what
-  # chunk c-1's text retrieved (chunk 0 none). "oracle_memory" retrieves with the scored
-  # chunk's own text: it peeks at the tokens it predicts (an upper bound, not a result).
-  stream = np.load(paths.tokens("valid"))
-  seqs = perplexity.sequences_from_stream(stream, cfg.bos_id, 4 * L, ev.perplexity_sequences)
-  out["perplexity"] = {
-      "no_memory": perplexity.perplexity(cfg, params, seqs),
-      "memory": perplexity.perplexity(cfg, params, seqs, unfiltered, retrieval="causal"),
-      "oracle_memory": perplexity.perplexity(cfg, params, seqs, unfiltered,
-                                             retrieval="own_text")}
-  lap("perplexity")
+  def run_part(name, fn):
+    """Runs one part; one that is not selected or cannot run is skipped with a reason."""
+    if name not in selected:
+      out["skipped"][name] = "not selected (--only)"
+      return
+    try:
+      fn()
+    except (ValueError, KeyError, IndexError, FileNotFoundError) as e:
+      out["skipped"][name] = f"{type(e).__name__}: {e}"
+      print(f"[m3jax.eval] {name} skipped: {out['skipped'][name]}")
+    lap(name)
 
-  # Throughput: same weights, same prompts, one run; memory cold (cache off, unique ids:
-  # the paper's worst case) and warm (row cache on).
-  sp = perplexity.sequences_from_stream(stream, cfg.bos_id, ev.speed_prompt_tokens,
-                                        ev.speed_batch)
-  sp = (sp * ev.speed_batch)[:ev.speed_batch]
-  texts = [vocab.decode([int(t) for t in s[1:]]) for s in sp]
-  rag_texts, _ = rag.rag_prompts(unfiltered, texts, lambda t: qa.encode_prompt(vocab, t),
-                                 text_of.__getitem__, L)
-  rag_tokens = [qa.encode_prompt(vocab, t) for t in rag_texts]
-  tp = speed.throughput(cfg, params, sp, new_tokens=ev.speed_new_tokens, runs=ev.speed_runs,
-                        memory_fn=unfiltered, rag_prompts=rag_tokens, bank=bank,
-                        pool=list(text_of))
-  out["decode_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in tp.items()}
-  out["time_to_first_token_s"] = {k: v["time_to_first_token_s"] for k, v in tp.items()}
-  out["speed"] = tp
-  lap("speed")
+  def qa_part():
+    qa_res = qa.evaluate_qa(cfg, params, vocab, items, conditions,
+                            max_new_tokens=ev.max_new_tokens,
+                            batch_size=ev.qa_batch_size,
+                            max_prompt_tokens=ev.max_prompt_tokens, generator=gen,
+                            progress=progress)
+    out.update({"qa_exact_match": qa_res["exact_match"],
+                "qa_multiple_choice": qa_res["multiple_choice"],
+                "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"]})
+    out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L)
+    out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
+  run_part("qa", qa_part)
 
-  # Attribution: memory mass by layer and the references the answers attend to.
-  attr = attribute_examples(cfg, params, vocab, items[:max(ev.attribution_examples, 0)],
-                            {"memory": retrieved, "oracle_memory": memory_sources.OracleMemory(
-                                feeder, [it.get("gold_ref_id") for it in items]),
-                             "random_memory": memory_sources.RandomMemory(
-                                 feeder, len(items), list(text_of),
-                                 [it.get("gold_ref_id") for it in items],
-                                 ev.random_memory_seed)}, progress)
-  out["memory_mass_by_layer"] = attr["mass_by_layer"]
-  out["attribution"] = attr["examples"]
-  lap("attribution")
+  def perplexity_part():
+    # Perplexity of held-out text (valid split). "memory" is causal: chunk c reads what
+    # chunk c-1's text retrieved (chunk 0 none). "oracle_memory" retrieves with the scored
+    # chunk's own text: it peeks at the tokens it predicts (an upper bound, not a result).
+    stream = np.load(paths.tokens("valid"))
+    seqs = perplexity.sequences_from_stream(stream, cfg.bos_id, 4 * L,
+                                            ev.perplexity_sequences)
+    out["perplexity"] = {
+        "no_memory": perplexity.perplexity(cfg, params, seqs),
+        "memory": perplexity.perplexity(cfg, params, seqs, unfiltered, retrieval="causal"),
+        "oracle_memory": perplexity.perplexity(cfg, params, seqs, unfiltered,
+                                               retrieval="own_text")}
+  run_part("perplexity", perplexity_part)
 
-  if ev.insertion_examples:
-    out["knowledge_insertion"] = insertion_demo(cfg, params, vocab, refs, bank, embedder,
-                                                retriever, items[:ev.insertion_examples], ev,
-                                                gen)
-    lap("knowledge_insertion")
+  def speed_part():
+    # Throughput: same weights, same prompts, one run; memory cold (cache off, unique ids:
+    # the paper's worst case) and warm (row cache on).
+    stream = np.load(paths.tokens("valid"))
+    sp = perplexity.sequences_from_stream(stream, cfg.bos_id, ev.speed_prompt_tokens,
+                                          ev.speed_batch)
+    sp = (sp * ev.speed_batch)[:ev.speed_batch]
+    texts = [vocab.decode([int(t) for t in s[1:]]) for s in sp]
+    rag_texts, _ = rag.rag_prompts(unfiltered, texts, lambda t: qa.encode_prompt(vocab, t),
+                                   text_of.__getitem__, L)
+    rag_tokens = [qa.encode_prompt(vocab, t) for t in rag_texts]
+    tp = speed.throughput(cfg, params, sp, new_tokens=ev.speed_new_tokens,
+                          runs=ev.speed_runs, memory_fn=unfiltered, rag_prompts=rag_tokens,
+                          bank=bank, pool=list(text_of))
+    out["decode_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in tp.items()}
+    out["time_to_first_token_s"] = {k: v["time_to_first_token_s"] for k, v in tp.items()}
+    out["speed"] = tp
+  run_part("speed", speed_part)
 
-  pl = {"accuracy": plots.accuracy_by_condition(out, os.path.join(plot_dir, "accuracy.png"))}
-  by_attr = plots.accuracy_by_attribute(out["qa_multiple_choice_by_attribute"],
-                                        os.path.join(plot_dir, "accuracy_by_attribute.png"))
-  if by_attr:
-    pl["accuracy_by_attribute"] = by_attr
+  def attribution_part():
+    # Attribution: memory mass by layer and the references the answers attend to.
+    attr = attribute_examples(
+        cfg, params, vocab, items[:max(ev.attribution_examples, 0)],
+        {"memory": retrieved, "oracle_memory": memory_sources.OracleMemory(
+            feeder, [it.get("gold_ref_id") for it in items]),
+         "random_memory": memory_sources.RandomMemory(
+             feeder, len(items), list(text_of), [it.get("gold_ref_id") for it in items],
+             ev.random_memory_seed)}, progress)
+    out["memory_mass_by_layer"] = attr["mass_by_layer"]
+    out["attribution"] = attr["examples"]
+  run_part("attribution", attribution_part)
+
+  def insertion_part():
+    if not ev.insertion_examples:
+      raise ValueError("eval.insertion_examples is 0")
+    res = insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever,
+                         items[:ev.insertion_examples], ev, gen)
+    if res is None:
+      raise ValueError("no question has its gold reference in the bank")
+    out["knowledge_insertion"] = res
+  run_part("insertion", insertion_part)
+
+  pl = {}
+  if out.get("qa_multiple_choice"):
+    pl["accuracy"] = plots.accuracy_by_condition(out, os.path.join(plot_dir, "accuracy.png"))
+    by_attr = plots.accuracy_by_attribute(out["qa_multiple_choice_by_attribute"],
+                                          os.path.join(plot_dir, "accuracy_by_attribute.png"),
+                                          chance=out.get("mc_chance"))
+    if by_attr:
+      pl["accuracy_by_attribute"] = by_attr
   if metrics_jsonl:
     pl["losses"] = plots.loss_curves(metrics_jsonl, os.path.join(plot_dir, "losses.png"))
-  if attr["mass_by_layer"]:
+  if out.get("memory_mass_by_layer"):
     pl["memory_mass"] = plots.memory_mass_by_layer(
-        attr["mass_by_layer"], os.path.join(plot_dir, "memory_mass.png"))
+        out["memory_mass_by_layer"], os.path.join(plot_dir, "memory_mass.png"))
   out["plots"] = pl
   lap("plots")
   out["eval_timings_s"] = timings

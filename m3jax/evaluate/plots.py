@@ -1,10 +1,31 @@
-"""PNG plots of a demo/eval run (matplotlib, Agg backend, nothing shown)."""
+"""PNG plots of a demo/eval run (matplotlib, Agg backend, nothing shown).
+
+Accuracy plots carry the number of questions, a chance line and Wilson 95% intervals;
+layer axes are integers.
+"""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from typing import Mapping, Sequence
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+  """Wilson score interval of a proportion ``p`` observed on ``n`` trials (95% default)."""
+  if n <= 0:
+    return 0.0, 1.0
+  denom = 1 + z * z / n
+  center = (p + z * z / (2 * n)) / denom
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+  return max(0.0, center - half), min(1.0, center + half)
+
+
+def _bars_with_ci(ax, xs, values, n, width, label):
+  lo_hi = [wilson(v, n) for v in values]
+  err = [[v - lo for v, (lo, _) in zip(values, lo_hi)],
+         [hi - v for v, (_, hi) in zip(values, lo_hi)]]
+  ax.bar(xs, values, width, label=label, yerr=err, capsize=3, error_kw={"elinewidth": 0.8})
 
 
 def _plt():
@@ -15,25 +36,35 @@ def _plt():
 
 
 def accuracy_by_condition(results: Mapping, path: str) -> str:
-  """Grouped bars: exact match and multiple choice per condition."""
+  """Grouped bars: exact match and multiple choice per condition, Wilson 95% intervals,
+  the multiple-choice chance line (``results["mc_chance"]``) and n in the title."""
   plt = _plt()
   em, mc = results.get("qa_exact_match") or {}, results.get("qa_multiple_choice") or {}
   conds = list(dict.fromkeys(list(em) + list(mc)))
+  n = int(results.get("num_questions") or 0)
   fig, ax = plt.subplots(figsize=(7, 3.8))
   w = 0.38
   xs = range(len(conds))
-  ax.bar([x - w / 2 for x in xs], [em.get(c) or 0 for c in conds], w, label="exact match")
-  ax.bar([x + w / 2 for x in xs], [mc.get(c) or 0 for c in conds], w, label="multiple choice")
+  _bars_with_ci(ax, [x - w / 2 for x in xs], [em.get(c) or 0 for c in conds], n, w,
+                "exact match")
+  _bars_with_ci(ax, [x + w / 2 for x in xs], [mc.get(c) or 0 for c in conds], n, w,
+                "multiple choice")
+  chance = results.get("mc_chance")
+  if chance:
+    ax.axhline(chance, color="gray", linestyle="--", linewidth=1,
+               label=f"chance (multiple choice) {chance:.2f}")
   ax.set_xticks(list(xs), conds, rotation=15)
-  ax.set_ylim(0, 1)
+  ax.set_ylim(0, 1.15)
+  ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
   ax.set_ylabel("accuracy on held-out facts")
-  ax.legend()
+  ax.set_title(f"n = {n} questions; bars: Wilson 95% intervals", fontsize=9)
+  ax.legend(fontsize=7, ncol=3, loc="upper center")
   fig.tight_layout()
   return _save(fig, path, plt)
 
 
-def accuracy_by_attribute(by_attribute: Mapping[str, Mapping[str, Mapping]], path: str
-                          ) -> str | None:
+def accuracy_by_attribute(by_attribute: Mapping[str, Mapping[str, Mapping]], path: str,
+                          chance: float | None = None) -> str | None:
   """Grouped bars: multiple choice per attribute (x) and condition (bars), counts in labels.
 
   ``by_attribute`` is ``qa_multiple_choice_by_attribute`` ({cond: {attr: {"accuracy",
@@ -46,49 +77,42 @@ def accuracy_by_attribute(by_attribute: Mapping[str, Mapping[str, Mapping]], pat
   plt = _plt()
   fig, ax = plt.subplots(figsize=(max(7, 0.75 * len(attrs) + 2), 3.8))
   w = 0.8 / len(conds)
-  for i, c in enumerate(conds):
-    xs = [j - 0.4 + w * (i + 0.5) for j in range(len(attrs))]
-    ax.bar(xs, [by_attribute[c].get(a, {}).get("accuracy", 0) for a in attrs], w, label=c)
   counts = {a: max(by_attribute[c].get(a, {}).get("count", 0) for c in conds) for a in attrs}
+  for i, c in enumerate(conds):
+    for j, a in enumerate(attrs):
+      acc = by_attribute[c].get(a, {}).get("accuracy", 0)
+      lo, hi = wilson(acc, counts[a])
+      ax.bar(j - 0.4 + w * (i + 0.5), acc, w, color=f"C{i}", label=c if j == 0 else None,
+             yerr=[[acc - lo], [hi - acc]], capsize=2, error_kw={"elinewidth": 0.6})
+  if chance:
+    ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
   ax.set_xticks(range(len(attrs)), [f"{a}\n({counts[a]})" for a in attrs], rotation=30,
                 fontsize=8)
   ax.set_ylim(0, 1.2)                   # headroom for the legend above the bars
   ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
   ax.set_ylabel("multiple choice (held-out)")
+  ax.set_title("(n per attribute); bars: Wilson 95% intervals", fontsize=9)
   ax.legend(fontsize=7, ncol=len(conds), loc="upper center")
   fig.tight_layout()
   return _save(fig, path, plt)
 
 
 def loss_curves(metrics_jsonl: str, path: str) -> str | None:
-  """Training loss vs global step, one curve per stage (from the trainer's JSONL)."""
-  if not os.path.exists(metrics_jsonl):
-    return None
-  with open(metrics_jsonl) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  records = [r for r in records if isinstance(r.get("loss"), (int, float))]
-  if not records:
-    return None
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(7, 3.8))
-  for stage in dict.fromkeys(r["stage"] for r in records):
-    rs = [r for r in records if r["stage"] == stage]
-    ax.plot([r.get("global_step", r.get("step")) for r in rs], [r["loss"] for r in rs],
-            label=stage)
-  ax.set_xlabel("global step")
-  ax.set_ylabel("training loss (nats)")
-  ax.legend()
-  fig.tight_layout()
-  return _save(fig, path, plt)
+  """Training loss vs global step, one curve per stage (the trainer's own plot)."""
+  from m3jax.train.metrics import plot_losses
+  return plot_losses(metrics_jsonl, path)
 
 
 def memory_mass_by_layer(mass_by_condition: Mapping[str, Sequence[float]], path: str) -> str:
   """Mean attention probability on memories at answer tokens, per memory layer."""
   plt = _plt()
   fig, ax = plt.subplots(figsize=(6, 3.5))
+  width = 0
   for name, masses in mass_by_condition.items():
     ax.plot(range(len(masses)), masses, marker="o", label=name)
-  ax.set_xlabel("memory layer")
+    width = max(width, len(masses))
+  ax.set_xticks(range(width))            # layers are integers
+  ax.set_xlabel("memory layer (index among the memory layers)")
   ax.set_ylabel("attention mass on memories")
   ax.set_ylim(0, 1)
   ax.legend()

@@ -33,10 +33,10 @@ class EvalConfig:
   speed_prompt_tokens: int = 128
   speed_new_tokens: int = 128
   speed_runs: int = 3
-  plot_dir: str = "experiments/results/plots"
-  results_path: str = "experiments/results/demo.json"
+  plot_dir: str = ""                 # "" = <workdir>/eval/plots
+  results_path: str = ""             # "" = <workdir>/eval/<command>.json
   attribution_examples: int = 4
-  insertion_examples: int = 16
+  insertion_examples: int = 64
 
   def __post_init__(self):
     from m3jax.evaluate.qa import CONDITIONS
@@ -82,7 +82,7 @@ def _fmt(x) -> str:
 
 
 def table(results: Mapping[str, Any]) -> str:
-  """Condition rows x metric columns, plain text."""
+  """Condition rows x metric columns, plain text; then retrieval, insertion, skipped parts."""
   metrics = [("qa_exact_match", "exact match"), ("qa_multiple_choice", "multiple choice"),
              ("perplexity", "perplexity"), ("decode_tokens_per_s", "tokens/s"),
              ("time_to_first_token_s", "TTFT s")]
@@ -103,6 +103,18 @@ def table(results: Mapping[str, Any]) -> str:
   if "oracle_memory" in (results.get("perplexity") or {}):
     notes.append("perplexity: memory = causal (chunk c reads chunk c-1's retrieval), "
                  "oracle_memory = retrieved with the scored chunk's own text")
+  ret = results.get("retrieval") or {}
+  if ret:
+    lines.append("retrieval: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ret.items()))
+  ins = results.get("knowledge_insertion") or {}
+  if ins:
+    states = {k: v for k, v in ins.items() if isinstance(v, Mapping)}
+    cells = [f"{k}: " + " ".join(f"{m} {_fmt(x)}" for m, x in v.items()
+                                 if isinstance(x, (int, float)))
+             for k, v in states.items()]
+    lines.append(f"knowledge insertion (n={ins.get('num_items', '?')}): " + "; ".join(cells))
+  for part, why in (results.get("skipped") or {}).items():
+    lines.append(f"skipped {part}: {why}")
   return "\n".join(lines + notes)
 
 
@@ -112,6 +124,29 @@ def write_json(path: str, results: Mapping[str, Any]) -> str:
   with open(tmp, "w") as f:
     json.dump(results, f, indent=1, default=_default)
   os.replace(tmp, path)
+  return path
+
+
+def write_html(path: str, results: Mapping[str, Any], title: str = "m3jax run") -> str:
+  """One self-contained page: the results table and every plot (inlined as PNG data)."""
+  import base64
+  import html
+  parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:900px;margin:auto}"
+           "img{max-width:100%}pre{background:#f6f6f6;padding:8px}</style>",
+           f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(table(results))}</pre>"]
+  meta = {k: results.get(k) for k in ("checkpoint_step", "num_questions", "mc_chance",
+                                      "wall_seconds") if results.get(k) is not None}
+  if meta:
+    parts.append(f"<pre>{html.escape(json.dumps(meta, default=_default))}</pre>")
+  for name, png in (results.get("plots") or {}).items():
+    if png and os.path.exists(png):
+      with open(png, "rb") as f:
+        data = base64.b64encode(f.read()).decode()
+      parts.append(f"<h2>{html.escape(name)}</h2><img src='data:image/png;base64,{data}'>")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write("\n".join(parts))
   return path
 
 

@@ -39,10 +39,9 @@ class BankConfig:
   brute_force_max: int = 20_000
   scann_reorder: int = 100
   scann_search_fraction: float = 0.1
-  embedder: str = "tfidf"
+  embedder: str = "sparse_tfidf"
   embedding_dim: int = 256
   encode_batch_size: int = 32
-  anti_copy_threshold: float = 2 / 3
   storage_num_references: int = 112_000_000
 
   def __post_init__(self):

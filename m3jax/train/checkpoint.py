@@ -77,16 +77,6 @@ class Checkpointer:
     self._mngr.close()
 
 
-def load_params(directory: str, abstract_state, step: int | None = None):
-  """Params of a stage checkpoint directory (e.g. for inference or a memory bank build)."""
-  ckpt = Checkpointer(directory, async_save=False)
-  try:
-    state, _, meta = ckpt.restore(abstract_state, step)
-  finally:
-    ckpt.close()
-  return state.params, meta
-
-
 class PreemptionGuard:
   """SIGTERM sets a flag; the loop saves a final checkpoint and exits cleanly.
 
@@ -131,25 +121,45 @@ def _resolve_step_dir(path: str) -> str:
                           "<workdir>/checkpoints/<stage>, or a step directory)")
 
 
-def restore_params(path: str, model_cfg: ModelConfig):
-  """(params, step) from a checkpoint, on the default device, without the optimizer state.
+def restore_params(path: str, model_cfg: ModelConfig | None = None):
+  """(params as device arrays, step) of a checkpoint, without the optimizer state.
 
-  ``path``: a train workdir (its last stage's latest step), a stage directory, or a step
-  directory. ``step`` is the stage's step (what a memory bank manifest records).
+  The one parameter loader (eval, generate, build-memory, probes). ``path``: a train
+  workdir (the stage trained last), a stage directory (its latest step) or a step
+  directory. Restores the saved ``state`` item as plain numpy (no abstract target), so it
+  works whatever the optimizer state looks like and on any device topology. With
+  ``model_cfg``, parameter shapes are checked against that model first (a clear error
+  instead of a shape mismatch deep in ``apply``). ``step`` is the stage's step (what a
+  memory bank manifest records).
   """
+  import numpy as np
+  step_dir = _resolve_step_dir(path)
+  state_dir = os.path.join(step_dir, "state")
+  reader = ocp.PyTreeCheckpointer()
+  meta = reader.metadata(state_dir)
+  meta = getattr(meta, "item_metadata", meta)
+  meta = getattr(meta, "tree", meta)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+  params = reader.restore(state_dir, restore_args=args)["params"]
+  if model_cfg is not None:
+    _check_shapes(params, model_cfg, step_dir)
+  return jax.tree.map(jax.numpy.asarray, params), int(os.path.basename(step_dir))
+
+
+def _check_shapes(params, model_cfg: ModelConfig, where: str) -> None:
   import jax.numpy as jnp
   from m3jax.model.transformer import Transformer
-  step_dir = _resolve_step_dir(path)
   boxed = jax.eval_shape(Transformer(model_cfg).init, jax.random.key(0),
                          jnp.zeros((1, 8), jnp.int32))["params"]
   is_box = lambda x: hasattr(x, "unbox")
-  target = jax.tree_util.tree_map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x,
-                                  boxed, is_leaf=is_box)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  restore_args = jax.tree_util.tree_map(
-      lambda x: ocp.ArrayRestoreArgs(sharding=device, global_shape=x.shape, dtype=x.dtype),
-      target)
-  ckptr = ocp.PyTreeCheckpointer()
-  out = ckptr.restore(os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
-      item={"params": target}, restore_args={"params": restore_args}, partial_restore=True))
-  return out["params"], int(os.path.basename(step_dir))
+  want = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, boxed,
+                      is_leaf=is_box)
+  got = {jax.tree_util.keystr(k): v.shape for k, v in
+         jax.tree_util.tree_flatten_with_path(params)[0]}
+  exp = {jax.tree_util.keystr(k): v.shape for k, v in
+         jax.tree_util.tree_flatten_with_path(want)[0]}
+  bad = sorted(k for k in set(got) | set(exp) if got.get(k) != exp.get(k))
+  if bad:
+    raise ValueError(f"{where} holds parameters of another model ({len(bad)} differ, e.g. "
+                     f"{bad[0]}: checkpoint {got.get(bad[0])} vs config {exp.get(bad[0])}); "
+                     "load it with the config it was trained with (its workdir's config.json)")

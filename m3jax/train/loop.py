@@ -28,10 +28,12 @@ import numpy as np
 from m3jax import sharding
 from m3jax.model.config import ModelConfig, model_config_from
 from m3jax.train import distributed
+from m3jax.train.config import validate
+from m3jax.train.workdir import content_addressed, record_run, start_run
 from m3jax.train.checkpoint import Checkpointer, PreemptionGuard, model_config_json
 from m3jax.train.metrics import MetricsLogger, plot_losses, read_jsonl
 from m3jax.train.optimizer import schedule
-from m3jax.train.stages import StageSpec, stages_from
+from m3jax.train.stages import StageSpec
 from m3jax.train.state import abstract_state, create_train_state, fresh_state_from_params
 from m3jax.train.step import batch_shardings, cached_train_step
 from m3jax.train.data_source import make_iterator
@@ -49,15 +51,10 @@ Hook = Callable[[str, int], None]
 
 
 def resolve_seq_len(config) -> int:
-  """The data section owns the sequence length; the train section may only agree."""
-  tc = config.train
-  data_len = config.data.get("seq_len") if "data" in config else None
-  own = tc.get("seq_len")
-  if data_len is not None and own is not None and int(own) != int(data_len):
-    raise ValueError(f"config.train.seq_len={own} disagrees with config.data.seq_len="
-                     f"{data_len}; set only config.data.seq_len")
-  seq_len = data_len if data_len is not None else own
-  return int(seq_len if seq_len is not None else tc.fallback_seq_len)
+  """The data section owns the sequence length (``train.fallback_seq_len`` without one)."""
+  if "data" in config:
+    return int(config.data.seq_len)
+  return int(config.train.fallback_seq_len)
 
 
 def make_mesh_from(config):
@@ -85,18 +82,21 @@ class _Run:
 
   def __init__(self, config, workdir, hooks, data_factory):
     self.config, self.workdir, self.hooks = config, os.path.abspath(workdir), tuple(hooks)
-    self.tc = config.train
+    self.tc = validate(config)   # every type and range, before any work
     self.cfg = model_config_from(config.model)
-    self.stages = stages_from(self.tc.stages,
-                              has_memory_layers=bool(self.cfg.memory.memory_layers))
+    self.stages = self.tc.stages
     self.seq_len = resolve_seq_len(config)
     self.mesh, rules = make_mesh_from(config)
     self.rules = sharding.normalize_rules(rules)
+    for stage in self.stages:
+      _check_shapes(self.cfg, stage, self.seq_len, int(self.tc.batch_size), self.mesh)
     self.data_factory = data_factory or make_iterator
     self.offsets = np.cumsum([0] + [s.steps for s in self.stages]).tolist()
     os.makedirs(self.workdir, exist_ok=True)
     self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard),
-                                progress_bar=bool(self.tc.progress_bar))
+                                progress_bar=bool(self.tc.progress_bar),
+                                hparams=_hparams(config))
+    self._held_out = None
 
   # ------------------------------------------------------------------------- state init
   def _initial_state(self, index: int, stage: StageSpec, tx, shardings):
@@ -128,8 +128,7 @@ class _Run:
   def run_stage(self, index: int, guard: PreemptionGuard) -> dict:
     stage, tc, cfg = self.stages[index], self.tc, self.cfg
     batch = int(tc.batch_size)
-    _check_shapes(cfg, stage, self.seq_len, batch, self.mesh)
-    hyper = (tuple((k, tc[k]) for k in _OPT_KEYS), int(self.config.seed))
+    hyper = (tuple((k, getattr(tc, k)) for k in _OPT_KEYS), int(self.config.seed))
     step_fn, tx, shardings = cached_train_step(cfg, stage, hyper, self.mesh, self.rules)
     ckpt = Checkpointer(stage_dir(self.workdir, stage), max_to_keep=int(tc.max_to_keep),
                         async_save=bool(tc.async_checkpoint))
@@ -181,6 +180,8 @@ class _Run:
           pending.append((step, metrics))
           for hook in self.hooks:
             hook(stage.name, step)
+          if tc.eval_every and step % tc.eval_every == 0:
+            self._evaluate(stage, index, step, state.params)
           stop = guard.requested
           save = step % ckpt_every == 0 or step == stage.steps or stop
           if save or step % log_every == 0:
@@ -196,6 +197,19 @@ class _Run:
             return
       finally:
         self.logger.end_stage()
+
+  def _evaluate(self, stage, index, step, params) -> None:
+    """Held-out loss with and without memory (m3jax.train.periodic_eval)."""
+    if jax.process_count() > 1:
+      return
+    if self._held_out is None:
+      from m3jax.train.periodic_eval import HeldOutLoss
+      self._held_out = HeldOutLoss(self.config, self.cfg, seq_len=self.seq_len,
+                                   batch_size=int(self.tc.batch_size),
+                                   num_batches=int(self.tc.eval_batches))
+    self.logger.write_eval({"stage": stage.name, "step": step,
+                            "global_step": self.offsets[index] + step,
+                            **self._held_out(params)})
 
   def _flush(self, stage, index, pending, t_last) -> float:
     """Fetches pending device metrics, writes them, and applies the NaN guard."""
@@ -219,7 +233,7 @@ class _Run:
       raise NonFiniteLossError(
           f"stage {stage.name!r}: loss is {bad[1]} at step {bad[0]}; training stopped and "
           f"the last good checkpoint is kept in {stage_dir(self.workdir, stage)}. Resume "
-          "from it with a smaller peak_lr (config.train.stages.N.peak_lr) or stronger "
+          "from it with a smaller peak_lr (config.train.stages.<name>.peak_lr) or stronger "
           "clipping (config.train.grad_clip).")
     return now
 
@@ -243,8 +257,25 @@ class _Run:
     return summary
 
 
+def _hparams(config) -> dict:
+  """The run config flattened to scalars (TensorBoard's hyperparameter table)."""
+  flat = {}
+
+  def walk(node, prefix):
+    for k, v in (node.items() if hasattr(node, "items") else []):
+      key = f"{prefix}{k}"
+      if hasattr(v, "items"):
+        walk(v, key + ".")
+      elif isinstance(v, (bool, int, float, str)):
+        flat[key] = v
+      elif isinstance(v, tuple) and all(isinstance(e, (int, float, str)) for e in v):
+        flat[key] = str(v)
+  walk(config, "")
+  return flat
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *,
-          hooks: Sequence[Hook] = (), data_factory=None) -> dict:
+          hooks: Sequence[Hook] = (), data_factory=None, force: bool = False) -> dict:
   """Runs (or resumes) every stage of ``config.train.stages`` in ``workdir``.
 
   Returns {"final_losses": {stage: loss}, "stages": {stage: {"checkpoint_dir",
@@ -253,6 +284,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   ``data_factory(config, stage, *, batch_size, seq_len, process_index, process_count)``
   (global batch_size; returns this host's iterator) overrides the batch source
   (default: config.train.data_source).
+
+  Every config value is validated first. ``data.data_dir`` is made content-addressed
+  (``<root>/<data hash>``, in place) and the config recorded as
+  ``<workdir>/config.json``; resuming a workdir with a config that changes the run is
+  refused (``force``: move the old run aside and start anew); m3jax.train.workdir.
   """
   distributed.maybe_initialize(bool(config.train.get("multihost", False)))
-  return _Run(config, workdir, hooks, data_factory).run()
+  validate(config)
+  content_addressed(config)
+  if jax.process_index() == 0:
+    start_run(workdir, config, force=force)
+  summary = _Run(config, workdir, hooks, data_factory).run()
+  if jax.process_index() == 0:
+    summary["run"] = record_run(workdir, config)
+  return summary

@@ -20,10 +20,20 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_jsonl(path: str) -> list[dict]:
+  """The records of a metrics file; a torn last line (a killed write) is dropped."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i != len(lines) - 1:
+        raise ValueError(f"{path}: line {i + 1} is not JSON (only a torn last line is "
+                         "tolerated); fix or delete the file") from None
+  return records
 
 
 def _json_value(x):
@@ -37,9 +47,12 @@ def _json_value(x):
 class MetricsLogger:
   """Writes per-step records ``{"stage", "step", "loss", ...}`` to ``<workdir>/metrics.jsonl``."""
 
-  def __init__(self, workdir: str, *, tensorboard: bool = False, progress_bar: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = False, progress_bar: bool = True,
+               hparams: dict | None = None):
     self.workdir = workdir
     self.path = os.path.join(workdir, METRICS_FILE)
+    if os.path.exists(self.path):
+      self.rewind(lambda r: True)   # drops a torn last line before appending
     self._tb = None
     if tensorboard:
       try:
@@ -48,6 +61,8 @@ class MetricsLogger:
             os.path.join(workdir, "tensorboard"), just_logging=False, asynchronous=True)
       except Exception as e:  # noqa: BLE001 - TensorBoard is optional
         print(f"[m3jax.train] TensorBoard disabled ({type(e).__name__}: {e}); JSONL only")
+    if self._tb is not None and hparams:
+      self._tb.write_hparams(hparams)
     self._bar = None
     self._progress = progress_bar
 
@@ -74,16 +89,29 @@ class MetricsLogger:
       return
     last = records[-1]
     if self._tb is not None:
+      # One tag namespace across stages (x = global step), so curves continue.
       for r in records:
-        scalars = {f"{r['stage']}/{k}": v for k, v in r.items()
-                   if isinstance(v, (int, float)) and k not in ("step",)}
+        scalars = {f"train/{k}": v for k, v in r.items()
+                   if isinstance(v, (int, float)) and k not in ("step", "global_step")}
         for i, m in enumerate(r.get("memory_mass", [])):
-          scalars[f"{r['stage']}/memory_mass_{i}"] = m
+          scalars[f"train/memory_mass_{i}"] = m
         self._tb.write_scalars(r["global_step"], scalars)
     if self._bar is not None:
       self._bar.update(last["step"] - self._bar.n)
       self._bar.set_postfix(loss=f"{last['loss']:.4f}" if isinstance(last["loss"], float)
                             else last["loss"], lr=f"{last['lr']:.2e}")
+
+  def write_eval(self, record: dict) -> None:
+    """An evaluation-during-training record: eval_metrics.jsonl and TensorBoard ``eval/``."""
+    with open(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
+      f.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+    if self._tb is not None:
+      self._tb.write_scalars(record["global_step"], {
+          f"eval/{k}": v for k, v in record.items()
+          if isinstance(v, float) and k not in ("step", "global_step")})
+    if self._bar is not None:
+      self._bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in record.items()))
 
   def end_stage(self) -> None:
     if self._bar is not None:

@@ -8,7 +8,7 @@ import pytest
 from configs.memory3 import get_config
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import load_vocab, prepare_data
-from m3jax.demo import kb_references
+from m3jax.run.loading import kb_references
 from m3jax.evaluate import evaluation, report
 from m3jax.memory.build import BankConfig, build_bank
 from tests.inference.fakes import tiny_model
@@ -59,3 +59,32 @@ def test_accuracy_by_attribute_plot(tmp_path):
   path = plots.accuracy_by_attribute(by, str(tmp_path / "p" / "by_attr.png"))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_qa_on_a_corpus_too_small_for_perplexity(tmp_path):
+  """A part that cannot run is skipped with its reason; the others are kept."""
+  import numpy as np
+  config = get_config("tiny")
+  config.data.data_dir = str(tmp_path / "data")
+  ev = report.eval_config_from(dict(
+      config.eval.to_dict(), num_questions=4, qa_batch_size=4, max_new_tokens=2,
+      conditions=("no_memory", "memory")))
+  paths = prepare_data(config.data)
+  np.save(paths.tokens("valid"), np.arange(5, 10, dtype=np.int32))   # 5 held-out tokens
+  vocab = load_vocab(data_config_from(config.data), paths)
+  cfg, params = tiny_model(init_std=0.02)
+  refs = kb_references(paths, vocab, cfg.memory.ref_len)
+  bank = build_bank(params, cfg, refs, str(tmp_path / "bank"), progress=False,
+                    bank_cfg=BankConfig(index_kind="numpy", encode_batch_size=16))
+  emb, ret = bank.index
+  out = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, emb, ret, ev,
+                                plot_dir=str(tmp_path / "plots"), progress=False,
+                                only=("qa", "perplexity"))
+  assert set(out["qa_multiple_choice"]) == {"no_memory", "memory"}
+  assert "perplexity" not in out and "shorter than one sequence" in out["skipped"]["perplexity"]
+  assert out["skipped"]["speed"] == "not selected (--only)"
+  table = report.table(out)
+  assert "retrieval: gold_recall_at_R" in table and "skipped perplexity" in table
+  with pytest.raises(ValueError, match="unknown part"):
+    evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, emb, ret, ev,
+                            plot_dir=str(tmp_path / "plots"), only=("qa", "ppl"))

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from m3jax.config_loading import load_config
+from m3jax.run.config import load_config
 from m3jax.model.config import model_config_from
 from tests.train.test_config import ROOT
 

@@ -1,6 +1,5 @@
 """Config loading, overrides, stage validation, and every sweep point building."""
 
-import argparse
 import glob
 import os
 
@@ -8,13 +7,14 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from m3jax.config_loading import add_config_arguments, config_from_args, load_config
+from m3jax.run.config import load_config
 from m3jax.model.config import model_config_from
 from m3jax.model.transformer import Transformer
 from m3jax.train.loop import resolve_seq_len
 from m3jax.train.optimizer import make_optimizer, schedule
+from m3jax.train.config import train_config_from
 from m3jax.train.stages import stage_from, stages_from
-from m3jax.train.sweep import sweep_points
+from m3jax.run.sweep import sweep_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = os.path.join(ROOT, "configs/memory3.py:tiny")
@@ -23,35 +23,28 @@ SPEC = os.path.join(ROOT, "configs/memory3.py:tiny")
 def test_overrides_are_parsed_and_typed():
   c = load_config(SPEC, ["--config.model.num_layers=8", "--config.train.nan_guard=false",
                          "--config.train.stages.1.peak_lr=2e-4",
-                         "--config.model.memory.memory_layers=(0, 1, 2)",
-                         "--config.train.stages.0.name=pre"])
+                         "--config.train.stages.warmup.steps", "9",
+                         "--config.model.memory.memory_layers=(0, 1, 2)"])
   assert c.model.num_layers == 8 and c.train.nan_guard is False
-  assert c.train.stages[1]["peak_lr"] == 2e-4
+  assert c.train.stages.continual.peak_lr == 2e-4     # index 1 = the second stage by name
+  assert c.train.stages.warmup.steps == 9
   assert c.model.memory.memory_layers == (0, 1, 2)
-  assert c.train.stages[0]["name"] == "pre"
   model_config_from(c.model)   # still a valid model
 
 
 def test_unknown_key_lists_close_matches():
-  with pytest.raises(KeyError, match=r"num_layers"):
+  with pytest.raises(ValueError, match=r"num_layers"):
     load_config(SPEC, ["--config.model.num_layer=8"])
-  with pytest.raises(KeyError, match=r"peak_lr"):
+  with pytest.raises(ValueError, match=r"peak_lr"):
     load_config(SPEC, ["--config.train.stages.1.peak_rl=1"])
-  with pytest.raises(ValueError, match="expected a number"):
+  with pytest.raises(ValueError, match="expected an integer"):
     load_config(SPEC, ["--config.model.num_layers=eight"])
 
 
-def test_cli_parser_collects_overrides():
-  parser = argparse.ArgumentParser()
-  sub = parser.add_subparsers(dest="command")
-  p = sub.add_parser("train")
-  add_config_arguments(p)
-  p.add_argument("--workdir")
-  args = parser.parse_args(["train", "--config", SPEC, "--config.model.num_layers=6",
-                            "--workdir", "/tmp/x", "--config.seed", "3"])
-  assert args.workdir == "/tmp/x"
-  c = config_from_args(args)
-  assert c.model.num_layers == 6 and c.seed == 3
+def test_config_is_locked():
+  c = load_config(SPEC)
+  with pytest.raises(AttributeError):
+    c.model.num_layer = 3
 
 
 def test_stage_validation():
@@ -89,11 +82,8 @@ def test_weight_decay_mask_skips_norms_and_embeddings():
 
 
 def test_seq_len_comes_from_data_section():
-  c = load_config(SPEC)
-  assert resolve_seq_len(c) == c.data.seq_len
-  c.train.seq_len = c.data.seq_len + 1
-  with pytest.raises(ValueError, match="disagrees"):
-    resolve_seq_len(c)
+  c = load_config(SPEC, ["--config.data.seq_len=48"])
+  assert resolve_seq_len(c) == 48
 
 
 SWEEPS = sorted(glob.glob(os.path.join(ROOT, "experiments", "sweep_*.py")))
@@ -106,7 +96,8 @@ def test_every_sweep_point_builds(path, variant):
   assert len(points) >= 2
   for name, config in points:
     cfg = model_config_from(config.model)
-    stages = stages_from(config.train.stages, has_memory_layers=bool(cfg.memory.memory_layers))
+    stages = train_config_from(config.train,
+                               has_memory_layers=bool(cfg.memory.memory_layers)).stages
     for stage in stages:
       make_optimizer(config.train)
     shapes = jax.eval_shape(Transformer(cfg).init, jax.random.key(0),
@@ -117,7 +108,7 @@ def test_every_sweep_point_builds(path, variant):
 def test_paper_config_train_section_builds():
   c = load_config(os.path.join(ROOT, "configs/memory3.py:paper_2p4b"))
   cfg = model_config_from(c.model)
-  stages = stages_from(c.train.stages, has_memory_layers=True)
+  stages = train_config_from(c.train).stages
   assert [s.use_memory for s in stages] == [False, True]
   assert stages[1].peak_lr < stages[0].peak_lr and stages[1].init_from == "previous"
   assert resolve_seq_len(c) % cfg.memory.chunk_len == 0

@@ -12,7 +12,7 @@ from m3jax.train.data_source import make_iterator
 from m3jax.train.loop import NonFiniteLossError, make_mesh_from, train
 from m3jax.train.metrics import read_jsonl
 from m3jax.train.optimizer import make_optimizer
-from m3jax.train.stages import stages_from
+from m3jax.train.config import train_config_from
 from m3jax.train.state import abstract_state
 from tests.train.conftest import tiny_config
 
@@ -89,13 +89,13 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_stage_handoff_loads_params_and_resets_optimizer(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=100)
-  config.train.stages[0]["steps"] = 4
-  config.train.stages[1]["steps"] = 2
-  config.train.stages[1]["peak_lr"] = 0.0     # stage 2 leaves params untouched ...
+  config.train.stages.warmup["steps"] = 4
+  config.train.stages.continual["steps"] = 2
+  config.train.stages.continual["peak_lr"] = 0.0     # stage 2 leaves params untouched ...
   train(config, str(tmp_path))
   cfg = model_config_from(config.model)
   mesh, rules = make_mesh_from(config)
-  stages = stages_from(config.train.stages)
+  stages = train_config_from(config.train).stages
   out = {}
   for stage in stages:
     ckpt = Checkpointer(str(tmp_path / "checkpoints" / stage.name), async_save=False)

@@ -10,7 +10,7 @@ from m3jax.model.config import model_config_from
 from m3jax.model.transformer import Transformer
 from m3jax.train.memory_batch import chunk_windows, memory_from_batch
 from m3jax.train.optimizer import make_optimizer, schedule
-from m3jax.train.stages import stages_from
+from m3jax.train.config import train_config_from
 from m3jax.train.state import create_train_state
 from m3jax.train.step import make_loss_fn, make_train_step
 from m3jax.train.synthetic import SyntheticIterator
@@ -47,7 +47,7 @@ def two_step_losses(config, mesh_shape=(1, 1, 1), devices=1, stages=(0, 1), step
   rules = config.sharding.rules
   out = {}
   for i in stages:
-    stage = stages_from(config.train.stages)[i]
+    stage = train_config_from(config.train).stages[i]
     tx = make_optimizer(config.train)
     with sharding.activate(mesh, rules):
       state, shardings = create_train_state(cfg, tx, mesh, rules, jax.random.key(0))
@@ -105,7 +105,7 @@ def test_chunk_windows_match_naive():
 
 def _params_and_batch(config):
   cfg = model_config_from(config.model)
-  stage = stages_from(config.train.stages)[1]
+  stage = train_config_from(config.train).stages[1]
   params = Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
   params = jax.tree_util.tree_map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params,
                                   is_leaf=lambda x: hasattr(x, "unbox"))
@@ -136,7 +136,7 @@ def test_absent_references_equal_no_memory():
   config = tiny_config()
   cfg, stage, params, batch = _params_and_batch(config)
   batch = {**batch, "ref_lengths": jnp.zeros_like(batch["ref_lengths"])}
-  plain = stages_from(config.train.stages)[0]
+  plain = train_config_from(config.train).stages[0]
   (with_mem, _), grads = jax.jit(jax.value_and_grad(
       lambda p: make_loss_fn(cfg, stage)(p, batch, None), has_aux=True))(params)
   without, _ = jax.jit(lambda p: make_loss_fn(cfg, plain)(p, batch, None))(params)

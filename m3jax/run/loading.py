@@ -1,0 +1,111 @@
+"""A trained workdir loaded for evaluation, generation and probes.
+
+``load_trained_run(config, workdir)`` prepares the data (a no-op when prepared), restores
+the last stage's params (``m3jax.train.checkpoint.restore_params``, the one parameter
+loader) and opens (or builds) the bank of that checkpoint. ``m3jax eval``, ``generate``,
+the demo and the probes start from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A trained workdir ready to evaluate: its data, last params, and their bank + index."""
+  cfg: Any
+  paths: Any
+  vocab: Any
+  params: Any
+  step: int
+  refs: list
+  bank: Any
+  embedder: Any
+  retriever: Any
+
+
+def last_stage_dir(config, workdir: str) -> str:
+  from m3jax.model.config import model_config_from
+  from m3jax.train.config import train_config_from
+  from m3jax.train.loop import stage_dir
+  cfg = model_config_from(config.model)
+  tc = train_config_from(config.train, has_memory_layers=bool(cfg.memory.memory_layers))
+  return stage_dir(workdir, tc.stages[-1])
+
+
+def load_trained_params(config, workdir: str):
+  """(params, step) of the last stage's latest checkpoint of ``workdir``."""
+  from m3jax.model.config import model_config_from
+  from m3jax.train.checkpoint import restore_params
+  directory = last_stage_dir(config, workdir)
+  if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
+    raise FileNotFoundError(f"no checkpoint in {directory}; train first (python -m m3jax "
+                            "train) or run the demo without --skip-train")
+  return restore_params(directory, model_config_from(config.model))
+
+
+def load_trained_run(config, workdir: str, progress: bool = True,
+                     bank_url: str | None = None) -> TrainedRun:
+  """Data, last params and bank of ``workdir`` (``bank_url``: an existing bank to use)."""
+  from m3jax.data.config import data_config_from
+  from m3jax.data.prepare import load_vocab, prepare_data
+  from m3jax.model.config import model_config_from
+  cfg = model_config_from(config.model)
+  paths = prepare_data(config.data)
+  vocab = load_vocab(data_config_from(config.data), paths)
+  params, step = load_trained_params(config, workdir)
+  refs = kb_references(paths, vocab, cfg.memory.ref_len)
+  bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
+                                             progress, url=bank_url)
+  return TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
+
+
+def kb_references(paths, vocab, ref_len: int):
+  """Every KB line as one reference (the data pipeline's convention: truncated at ref_len)."""
+  from m3jax.data.references import Reference
+  from m3jax.data.sources import read_jsonl
+  records = read_jsonl(paths.references, "references")
+  flat, offsets = np.load(paths.ref_tokens), np.load(paths.ref_offsets)
+  if len(offsets) - 1 != len(records):
+    raise ValueError(f"{paths.ref_tokens} does not match {paths.references}; re-run "
+                     "prepare_data")
+  return [Reference(r["id"], r["text"], tuple(int(t) for t in
+                                              flat[offsets[i]:min(offsets[i + 1],
+                                                                  offsets[i] + ref_len)]))
+          for i, r in enumerate(records)]
+
+
+def default_bank_url(workdir: str, step: int) -> str:
+  return os.path.join(os.path.abspath(workdir), f"bank-step{step}")
+
+
+def build_bank_for(config, cfg, params, refs, workdir, step, progress=True, url=None):
+  """The bank of this checkpoint (built when missing) and its index.
+
+  ``url``: an explicit bank (``--bank``), opened as is (it must exist); default
+  ``config.bank.url`` or ``<workdir>/bank-step<step>``.
+  """
+  from m3jax.memory.build import bank_config_from, build_bank, load_index
+  from m3jax.memory.store import MemoryBank, read_manifest
+  bank_cfg = bank_config_from(config.get("bank"))
+  explicit = url is not None
+  url = url or bank_cfg.url or default_bank_url(workdir, step)
+  complete = (MemoryBank.exists(url) and read_manifest(url).get("complete")
+              and os.path.exists(os.path.join(url, "index", "index.json")))
+  if complete:
+    bank = MemoryBank.open(url, model_cfg=cfg, checkpoint_step=step,
+                           pq_subspaces=bank_cfg.pq_subspaces, cache_size=bank_cfg.cache_size)
+    embedder, retriever = load_index(os.path.join(url, "index"))
+    return bank, embedder, retriever
+  if explicit:
+    raise FileNotFoundError(f"--bank {url}: no complete bank there (build it with "
+                            "python -m m3jax build-memory --workdir W --bank URL)")
+  bank = build_bank(params, cfg, refs, url, bank_cfg=bank_cfg, checkpoint_step=step,
+                    progress=progress)
+  embedder, retriever = bank.index
+  return bank, embedder, retriever

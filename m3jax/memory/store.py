@@ -125,6 +125,7 @@ class MemoryBank:
     self.url = url
     self.context = context
     self.cache = LRUCache(cache_size)
+    self._row_memo = LRUCache(max(4 * cache_size, 4096))   # id -> live row (lookups)
     self._spec = spec
     self._kv = ts.KvStore.open(spec, context=context).result()
     self.manifest = manifest
@@ -289,6 +290,9 @@ class MemoryBank:
   def rows_of(self, ids: Sequence[str]) -> np.ndarray:
     """int64 [n]: the live row of each id, -1 when absent or deleted (O(n) reads)."""
     ids = [str(i) for i in ids]
+    memo = [self._row_memo.get(i) for i in ids]
+    if all(m is not None for m in memo):
+      return np.asarray(memo, np.int64)
     cands = self._index.candidates(rowindex.hash_ids(ids))
     live = [[r for r in c if r not in self._deleted] for c in cands]
     flat = sorted({r for c in live for r in c})
@@ -301,6 +305,7 @@ class MemoryBank:
       match = [r for r in c if stored[r] == i]
       if match:
         out[j] = max(match)
+        self._row_memo.put(i, int(out[j]))
     return out
 
   def row_ids(self, rows) -> list[str]:
@@ -320,6 +325,10 @@ class MemoryBank:
     """The rows deleted so far, in deletion order (the bank's edit log)."""
     return self._read("deleted", self._arrays["deleted"],
                       slice(0, self.manifest["num_deleted"]))
+
+  def contains(self, ids: Sequence[str]) -> np.ndarray:
+    """bool [n]: which ids are live in the bank (one batched lookup)."""
+    return self.rows_of(ids) >= 0
 
   def __contains__(self, ref_id) -> bool:
     return bool(self.rows_of([ref_id])[0] >= 0)
@@ -432,6 +441,7 @@ class MemoryBank:
     self._deleted.update(rows.tolist())
     for i in ids:
       self.cache.pop(i)
+      self._row_memo.pop(i)
     self._commit()
 
   def finalize(self) -> None:

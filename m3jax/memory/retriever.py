@@ -186,7 +186,6 @@ class ScannRetriever:
   @classmethod
   def load(cls, directory):
     from scann.scann_ops.py import scann_ops_pybind
-    from scann.scann_ops.py import scann_pybind
     with open(os.path.join(directory, "retriever.json")) as f:
       meta = json.load(f)
     sdir = os.path.join(directory, "scann")
@@ -196,8 +195,8 @@ class ScannRetriever:
       assets = f.read()
     out = cls.__new__(cls)
     out.mode, out.dim = meta["mode"], meta["dim"]
-    out._searcher = scann_ops_pybind.ScannSearcher(scann_pybind.ScannNumpy(sdir, assets),
-                                                   docids)
+    out._searcher = scann_ops_pybind.ScannSearcher(
+        scann_ops_pybind.scann_pybind.ScannNumpy(sdir, assets), docids)
     return out
 
 

@@ -139,10 +139,14 @@ class MemoryBank:
 
   def _open_array(self, name):
     return ts.open({"driver": "zarr3", "kvstore": _sub(self._spec, name),
-                    "fill_missing_data_reads": False}, context=self.context).result()
+                    "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True},
+                   context=self.context).result()
 
   def _read(self, name, arr, index, rows=None):
-    """``arr[index]`` as numpy; a damaged chunk -> BankCorruptError naming array and rows."""
+    """``arr[index]`` as numpy; a damaged chunk -> BankCorruptError naming array and rows.
+
+    Chunks are stored even when equal to the fill value, so a missing chunk of a
+    committed row is damage, never zeros."""
     try:
       return np.asarray(arr[index].read().result())
     except ValueError as e:
@@ -592,8 +596,9 @@ def _create_array(spec, row_shape, dtype, sharded, chunk_refs, shard_refs, conte
   metadata = {"shape": [shape0, *row_shape],
               "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
               "codecs": codecs}
-  return ts.open({"driver": "zarr3", "kvstore": spec, "metadata": metadata}, create=True,
-                 delete_existing=True, dtype=dtype, context=context).result()
+  return ts.open({"driver": "zarr3", "kvstore": spec, "metadata": metadata,
+                  "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True},
+                 create=True, delete_existing=True, dtype=dtype, context=context).result()
 
 
 _REQUIRED = ("spec_version", "complete", "layout", "checkpoint_step", "count", "num_deleted",

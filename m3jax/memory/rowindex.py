@@ -31,7 +31,8 @@ class RowIndex:
 
   def __init__(self, read_chunk, fences: np.ndarray, sorted_count: int,
                tail_hashes: np.ndarray, tail_start: int):
-    """``read_chunk(chunk_indices) -> [(hashes, rows)]`` reads sorted-run chunks."""
+    """``read_chunk(sorted chunk indices) -> (hashes, rows)`` reads those sorted-run chunks,
+    concatenated."""
     self._read_chunk = read_chunk
     self.fences = np.asarray(fences, np.uint64)
     self.sorted_count = int(sorted_count)
@@ -47,22 +48,25 @@ class RowIndex:
       self.tail.setdefault(h, []).append(start + j)
 
   def candidates(self, hashes: np.ndarray) -> list[list[int]]:
-    """Every row (deleted or not) whose id hash equals each query hash."""
+    """Every row (deleted or not) whose id hash equals each query hash.
+
+    Reads the sorted-run chunk of every query (plus the chunk before when the hash equals
+    a fence, where equal hashes may straddle two chunks) in one read, then one vectorized
+    search."""
     hashes = np.asarray(hashes, np.uint64)
     out = [list(self.tail.get(h, ())) for h in hashes.tolist()]
-    if self.sorted_count and len(hashes):
-      chunk_of = np.searchsorted(self.fences, hashes, side="right") - 1
-      # equal hashes may straddle a fence: also look into the chunk before
-      need = sorted({int(c) for c in chunk_of if c >= 0} |
-                    {int(c) - 1 for c in chunk_of if c >= 1})
-      got = dict(zip(need, self._read_chunk(need)))
-      for q, (h, c) in enumerate(zip(hashes, chunk_of)):
-        for cc in (c - 1, c):
-          if cc < 0:
-            continue
-          hs, rs = got[int(cc)]
-          lo, hi = np.searchsorted(hs, h, "left"), np.searchsorted(hs, h, "right")
-          out[q].extend(int(r) for r in rs[lo:hi])
+    if not self.sorted_count or not len(hashes):
+      return out
+    chunk_of = np.searchsorted(self.fences, hashes, side="right") - 1
+    on_fence = (chunk_of >= 1) & (self.fences[np.maximum(chunk_of, 0)] == hashes)
+    need = np.unique(np.concatenate([chunk_of[chunk_of >= 0], chunk_of[on_fence] - 1]))
+    if not len(need):
+      return out
+    run_h, run_r = self._read_chunk(need)        # the chunks, concatenated: still sorted
+    lo = np.searchsorted(run_h, hashes, "left")
+    hi = np.searchsorted(run_h, hashes, "right")
+    for q in np.flatnonzero(hi > lo):
+      out[q].extend(run_r[lo[q]:hi[q]].tolist())
     return out
 
 

@@ -169,17 +169,16 @@ class MemoryBank:
               else np.zeros((0,), np.uint64))
 
     def read_chunk(chunks):
-      out = []
-      futs = [(run["hash"][c * rowindex.FENCE:min(s, (c + 1) * rowindex.FENCE)].read(),
-               run["rows"][c * rowindex.FENCE:min(s, (c + 1) * rowindex.FENCE)].read())
-              for c in chunks]
-      for c, (fh, fr) in zip(chunks, futs):
-        try:
-          out.append((np.asarray(fh.result()), np.asarray(fr.result())))
-        except ValueError as e:
-          raise BankCorruptError(f"memory bank {self.url}: id index chunk {c} cannot be read "
-                                 f"({e}); rebuild the bank with build-memory") from None
-      return out
+      pos = (np.asarray(chunks, np.int64)[:, None] * rowindex.FENCE
+             + np.arange(rowindex.FENCE)[None]).reshape(-1)
+      pos = pos[pos < s]
+      fh, fr = run["hash"][pos].read(), run["rows"][pos].read()   # one read per array
+      try:
+        return np.asarray(fh.result()), np.asarray(fr.result())
+      except ValueError as e:
+        raise BankCorruptError(f"memory bank {self.url}: id index chunks {_short(chunks)} "
+                               f"cannot be read ({e}); rebuild the bank with build-memory"
+                               ) from None
 
     tail = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
     self._index = rowindex.RowIndex(read_chunk, fences, s, tail, s)

@@ -177,8 +177,8 @@ def main(argv=None):
   p.add_argument("--batch", type=int, default=4096, help="rows per append (= shard size)")
   p.add_argument("--dim", type=int, default=64, help="SVD TF-IDF embedding width")
   p.add_argument("--brute-force-max", type=int, default=20_000)
-  p.add_argument("--reorder", type=int, default=100)
-  p.add_argument("--search-fraction", type=float, default=0.05)
+  p.add_argument("--reorder", type=int, default=1000)
+  p.add_argument("--search-fraction", type=float, default=0.1)
   p.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                "results", "bench_bank_scale.json"))

@@ -172,17 +172,21 @@ def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | N
   return res
 
 
-def build_bank_for(config, cfg, params, refs, workdir, step, progress=True):
+def build_bank_for(config, cfg, params, refs, workdir, step, progress=True,
+                   allow_stale=False):
   """The bank of this checkpoint (rebuilt when the checkpoint changed), and its index."""
   from m3jax.memory.build import bank_config_from, build_bank, load_index
+  from m3jax.memory.fingerprint import params_fingerprint
   from m3jax.memory.store import MemoryBank, read_manifest
   bank_cfg = bank_config_from(config.get("bank"))
   url = bank_cfg.url or os.path.join(os.path.abspath(workdir), f"bank-step{step}")
   if MemoryBank.exists(url) and read_manifest(url).get("complete") and os.path.exists(
       os.path.join(url, "index", "index.json")):
     bank = MemoryBank.open(url, model_cfg=cfg, checkpoint_step=step,
+                           params_fingerprint=params_fingerprint(params),
+                           allow_stale=allow_stale,
                            pq_subspaces=bank_cfg.pq_subspaces, cache_size=bank_cfg.cache_size)
-    embedder, retriever = load_index(os.path.join(url, "index"))
+    embedder, retriever = load_index(os.path.join(url, "index"), bank)
     return bank, embedder, retriever
   bank = build_bank(params, cfg, refs, url, bank_cfg=bank_cfg, checkpoint_step=step,
                     progress=progress)

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="every JSONL line is one reference (never split; must fit)")
   parser.add_argument("--quantization", choices=("none", "pq"), default=None)
   parser.add_argument("--index-dir", default=None, help="default: <bank>/index (local banks)")
+  parser.add_argument("--allow-stale-bank", action="store_true",
+                      help="resume a bank built with other weights or another tokenizer "
+                           "(its memories are stale; normally refused)")
 
 
 def _tokenizer(name: str):
@@ -60,12 +63,17 @@ def run(args) -> int:
   url = args.bank or bank_cfg.url
   if not url:
     raise SystemExit("build-memory: give --bank DIR (or set config.bank.url)")
-  refs = load_references(args.kb, _tokenizer(args.tokenizer), model_cfg.memory.ref_len,
+  tokenizer = _tokenizer(args.tokenizer)
+  refs = load_references(args.kb, tokenizer, model_cfg.memory.ref_len,
                          explicit=args.explicit_references)
   print(f"build-memory: {len(refs)} references from {args.kb} -> {url}")
   params, step = _params(args, model_cfg)
-  bank = build_bank(params, model_cfg, refs, url, bank_cfg=bank_cfg, checkpoint_step=step,
-                    index_dir=args.index_dir)
+  try:
+    bank = build_bank(params, model_cfg, refs, url, bank_cfg=bank_cfg, checkpoint_step=step,
+                      tokenizer=tokenizer, allow_stale=args.allow_stale_bank,
+                      index_dir=args.index_dir)
+  except ValueError as e:
+    raise SystemExit(f"build-memory: {e}") from None
   print(f"build-memory: bank complete, {len(bank)} references, quantization "
         f"{bank.manifest['quantization']}; index in {args.index_dir or default_index_dir(url)}")
   return 0

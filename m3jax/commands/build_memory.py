@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--quantization", choices=("none", "pq"), default=None,
                       help="default: config.bank.quantization")
   parser.add_argument("--index-dir", default=None, help="default: <bank>/index (local banks)")
+  parser.add_argument("--allow-stale-bank", action="store_true",
+                      help="resume a bank built with other weights or another tokenizer "
+                           "(its memories are stale; normally refused)")
 
 
 def _tokenizer(name: str):
@@ -84,17 +87,19 @@ def run(args) -> int:
     from m3jax.data.config import data_config_from
     from m3jax.data.prepare import load_vocab, prepare_data
     paths = prepare_data(config.data)
-    vocab = load_vocab(data_config_from(config.data), paths)
+    tokenizer = load_vocab(data_config_from(config.data), paths)
     explicit = True if args.explicit_references is None else args.explicit_references
-    refs = (load_references(args.kb, vocab, model_cfg.memory.ref_len, explicit=explicit)
-            if args.kb else kb_references(paths, vocab, model_cfg.memory.ref_len))
+    refs = (load_references(args.kb, tokenizer, model_cfg.memory.ref_len, explicit=explicit)
+            if args.kb else kb_references(paths, tokenizer, model_cfg.memory.ref_len))
   else:
     if not args.kb:
       raise ValueError("build-memory: give --kb (the knowledge base), or --workdir")
-    refs = load_references(args.kb, _tokenizer(args.tokenizer or "byte"),
-                           model_cfg.memory.ref_len, explicit=bool(args.explicit_references))
+    tokenizer = _tokenizer(args.tokenizer or "byte")
+    refs = load_references(args.kb, tokenizer, model_cfg.memory.ref_len,
+                           explicit=bool(args.explicit_references))
   print(f"build-memory: {len(refs)} references from {args.kb or 'the run'} -> {url}")
   bank = build_bank(params, model_cfg, refs, url, bank_cfg=bank_cfg, checkpoint_step=step,
+                    tokenizer=tokenizer, allow_stale=args.allow_stale_bank,
                     index_dir=args.index_dir)
   print(f"build-memory: bank complete, {len(bank)} references, quantization "
         f"{bank.manifest['quantization']}; index in {args.index_dir or default_index_dir(url)}")

@@ -49,7 +49,8 @@ def run(args) -> int:
   if args.mode != "no_memory":
     refs = kb_references(paths, vocab, cfg.memory.ref_len)
     bank, emb, ret = build_bank_for(config, cfg, params, refs, args.workdir, step,
-                                    url=args.bank)
+                                    url=args.bank, vocab=vocab,
+                                    allow_stale=args.allow_stale_bank)
     retrieved = memory_sources.RetrievedMemory(
         MemoryFeeder(emb, ret, bank, cfg.memory.refs_per_chunk), vocab)
     if args.mode == "memory":

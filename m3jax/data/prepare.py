@@ -11,7 +11,7 @@ is written last, and a matching manifest means nothing is redone. Layout of ``da
   vocab.model       SentencePiece BPE (absent for the byte vocabulary)
   {train,valid}_tokens.npy   int32 streams, documents separated by eos
   ref_tokens.npy / ref_offsets.npy   ragged tokenized references, row i = [off[i], off[i+1])
-  embedder.pkl      the retrieval embedder fitted on the KB
+  embedder.npz      the retrieval embedder fitted on the KB (plain arrays, no pickle)
   pretrieval-*.npz  per-sequence chunk -> reference index (see pretrieval.py)
 """
 
@@ -47,7 +47,7 @@ class DataPaths:
   vocab_model = property(lambda self: self._p("vocab.model"))
   ref_tokens = property(lambda self: self._p("ref_tokens.npy"))
   ref_offsets = property(lambda self: self._p("ref_offsets.npy"))
-  embedder = property(lambda self: self._p("embedder.pkl"))
+  embedder = property(lambda self: self._p("embedder.npz"))
   manifest = property(lambda self: self._p("manifest.json"))
 
   def tokens(self, split: str) -> str:

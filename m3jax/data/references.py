@@ -151,6 +151,18 @@ def chunk_document(doc: Document, tok: Tokenizer, ref_len: int) -> list[Referenc
   return [Reference(f"{doc.id}#{i}", text, tuple(t)) for i, (text, t) in enumerate(pieces) if t]
 
 
+def split_reference(ref_id: str, text: str, tok: Tokenizer, ref_len: int) -> list[Reference]:
+  """One runtime document -> references of at most ``ref_len`` tokens, never truncated.
+
+  A text that fits keeps its id; a longer one becomes ``"{ref_id}#{i}"`` pieces (sentence
+  packing, as :func:`chunk_document`), so memory, retrieval and RAG see the same text.
+  """
+  refs = chunk_document(Document(ref_id, text, False, ref_id), tok, ref_len)
+  if len(refs) == 1:
+    return [Reference(ref_id, refs[0].text, refs[0].tokens)]
+  return refs
+
+
 def chunk_documents(docs: Iterable[Document], tok: Tokenizer, ref_len: int) -> list[Reference]:
   refs = []
   for d in docs:

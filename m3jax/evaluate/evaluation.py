@@ -246,15 +246,17 @@ def _as_row(source, row: int):
 def insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever, items, ev, gen):
   """Runtime insertion on a trained model: the gold references of ``items`` are removed,
   then QA runs before re-insertion, after it, and after deleting them again; finally the
-  bank is restored. The embedder already knows these texts, so the index is upserted."""
+  index is restored. The bank is edited through an in-memory overlay (never on disk: a
+  killed run loses nothing). The embedder knows these texts, so the index is upserted."""
   from m3jax.evaluate.insertion import insertion_roundtrip
   from m3jax.inference.knowledge import LiveKnowledge
+  from m3jax.memory.overlay import BankOverlay
   items = [it for it in items if it.get("gold_ref_id") in bank]
   if not items:
     return None
   text_of = {r.id: r.text for r in refs}
   gold = list(dict.fromkeys(it["gold_ref_id"] for it in items))
-  kn = LiveKnowledge(cfg, params, bank, embedder, retriever, text_of, vocab)
+  kn = LiveKnowledge(cfg, params, BankOverlay(bank), embedder, retriever, text_of, vocab)
   kn.delete(gold, refit_index=False)
   try:
     out = insertion_roundtrip(kn, cfg, params, vocab, items,

@@ -20,6 +20,7 @@ import numpy as np
 from m3jax.memory import quantize
 from m3jax.memory.encode import encode_references
 from m3jax.model.config import frozen_from
+from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
 from m3jax.memory.store import BankLayout, MemoryBank, _kvstore_spec
 
 
@@ -127,6 +128,7 @@ def default_index_dir(bank_url) -> str | None:
 
 def build_bank(params, model_cfg, references: Sequence, bank_url, *,
                bank_cfg: BankConfig = BankConfig(), checkpoint_step: int = 0,
+               tokenizer=None, allow_stale: bool = False,
                index_dir: str | None = None, build_index: bool = True,
                after_batch: Callable[[int, int], None] | None = None,
                progress: bool = True, context=None) -> MemoryBank:
@@ -134,20 +136,30 @@ def build_bank(params, model_cfg, references: Sequence, bank_url, *,
 
   ``after_batch(batch_index, committed)`` runs after each committed batch (tests use it to
   kill a build). Returns the finalized bank; the index is saved to ``index_dir``
-  (default: beside a local bank).
+  (default: beside a local bank). The manifest records fingerprints of ``params`` and of
+  ``tokenizer`` (when given); resuming a bank built with others is refused unless
+  ``allow_stale``.
   """
   if not references:
     raise ValueError("no references to encode (empty knowledge base)")
   ids = [r.id for r in references]
   if len(set(ids)) != len(ids):
     raise ValueError("reference ids are not unique")
+  long = [r.id for r in references if len(r.tokens) > model_cfg.memory.ref_len]
+  if long:
+    raise ValueError(f"references {long[:3]} have more than ref_len="
+                     f"{model_cfg.memory.ref_len} tokens; split them with "
+                     "m3jax.data.references (load_references / split_reference)")
   encoder = make_encoder(params, model_cfg, bank_cfg.encode_batch_size)
   layout = BankLayout.from_model(model_cfg, bank_cfg.pq_subspaces)
+  fps = {"params_fingerprint": params_fingerprint(params),
+         "tokenizer_fingerprint": (tokenizer_fingerprint(tokenizer) if tokenizer is not None
+                                   else None)}
   if MemoryBank.exists(bank_url, context):
     bank = MemoryBank.open(bank_url, model_cfg=model_cfg, checkpoint_step=checkpoint_step,
                            pq_subspaces=bank_cfg.pq_subspaces, cache_size=bank_cfg.cache_size,
-                           context=context)
-    done = bank.manifest["ids"]
+                           allow_stale=allow_stale, context=context, **fps)
+    done = bank.row_ids(np.arange(bank.count))
     if done != ids[:len(done)]:
       raise ValueError(f"bank {bank_url} holds {len(done)} references that are not a prefix "
                        "of this knowledge base's references; build into a new bank")
@@ -155,7 +167,7 @@ def build_bank(params, model_cfg, references: Sequence, bank_url, *,
     codebooks, err = (train_pq(encoder, references, bank_cfg) if bank_cfg.pq_subspaces
                       else (None, None))
     bank = MemoryBank.create(bank_url, layout, model_cfg=model_cfg,
-                             checkpoint_step=checkpoint_step, codebooks=codebooks,
+                             checkpoint_step=checkpoint_step, codebooks=codebooks, **fps,
                              pq_rel_mse=err, sharded=bank_cfg.sharded,
                              chunk_refs=bank_cfg.chunk_refs, shard_refs=bank_cfg.shard_refs,
                              cache_size=bank_cfg.cache_size, context=context)
@@ -167,7 +179,7 @@ def build_bank(params, model_cfg, references: Sequence, bank_url, *,
     bar = tqdm(total=len(references), initial=start, unit="ref", desc="encode references")
   for b, s in enumerate(batches):
     part = references[s:s + bs]
-    bank.append([r.id for r in part], *encoder(part))
+    bank.append([r.id for r in part], *encoder(part), texts=[r.text for r in part])
     if bar is not None:
       bar.update(len(part))
     if after_batch is not None:
@@ -178,51 +190,121 @@ def build_bank(params, model_cfg, references: Sequence, bank_url, *,
     index_dir = index_dir or default_index_dir(bank_url)
     embedder, retriever = build_index_for(references, bank_cfg)
     if index_dir:
-      save_index(index_dir, embedder, retriever, bank_cfg.embedder)
+      save_index(index_dir, embedder, retriever, bank)
     bank.index = (embedder, retriever)
   bank.finalize()
   return bank
 
 
 def build_index_for(references: Sequence, bank_cfg: BankConfig):
-  """Fits the embedder on the reference texts and indexes them; -> (embedder, retriever)."""
+  """Fits the embedder on the reference texts and indexes them; -> (embedder, retriever).
+
+  A sparse embedder is searched exactly by an inverted index up to ``brute_force_max``
+  references; past it (with ``index_kind`` auto or scann) the bank switches to the dense
+  SVD TF-IDF embedder and a ScaNN tree + AH + reorder index, as the design asks at scale.
+  """
   from m3jax.memory.embedders import make_embedder
-  from m3jax.memory.retriever import make_retriever
-  kwargs = {"dim": bank_cfg.embedding_dim} if bank_cfg.embedder == "tfidf" else {}
-  embedder = make_embedder(bank_cfg.embedder, **kwargs)
+  from m3jax.memory.retriever import make_retriever, scann_available
+  name = bank_cfg.embedder
+  big = len(references) > bank_cfg.brute_force_max
+  if name == "sparse_tfidf" and big and bank_cfg.index_kind in ("auto", "scann") \
+      and scann_available():
+    name = "tfidf"
+  kwargs = {"dim": bank_cfg.embedding_dim} if name == "tfidf" else {}
+  embedder = make_embedder(name, **kwargs)
   texts = [r.text for r in references]
   embedder.fit(texts)
+  ids = [r.id for r in references]
+  if hasattr(embedder, "embed_sparse"):   # sparse vectors: exact inverted-index search
+    return embedder, make_retriever("sparse", ids, embedder.embed_sparse(texts))
+  kind = bank_cfg.index_kind
+  if kind == "auto":
+    kind = "scann" if scann_available() else "numpy"
   extra = ({"brute_force_max": bank_cfg.brute_force_max, "reorder": bank_cfg.scann_reorder,
-            "search_fraction": bank_cfg.scann_search_fraction}
-           if bank_cfg.index_kind in ("scann", "auto") else {})
-  from m3jax.memory.retriever import scann_available
-  if hasattr(embedder, "embed_sparse"):   # sparse vectors: exact sparse search
-    return embedder, make_retriever("sparse", [r.id for r in references],
-                                    embedder.embed_sparse(texts))
-  if bank_cfg.index_kind == "auto" and not scann_available():
-    extra = {}
-  retriever = make_retriever(bank_cfg.index_kind, [r.id for r in references],
-                             embedder.embed(texts), **extra)
+            "search_fraction": bank_cfg.scann_search_fraction} if kind == "scann" else {})
+  return embedder, make_retriever(kind, ids, embedder.embed(texts), **extra)
+
+
+def embedder_name(embedder) -> str:
+  from m3jax.memory.embedders import SparseTfidfEmbedder, TfidfEmbedder
+  if isinstance(embedder, SparseTfidfEmbedder):
+    return "sparse_tfidf"
+  if isinstance(embedder, TfidfEmbedder):
+    return "tfidf"
+  return "minilm"
+
+
+INDEX_META = "index.json"
+
+
+def save_index(index_dir: str, embedder, retriever, bank=None) -> None:
+  """Writes a new generation ``<index_dir>/g<n>/`` then ``index.json`` naming it (atomic
+  rename), then drops the old generation. ``index.json`` records how many bank rows and
+  deletions the index covers: :func:`load_index` replays the bank's later edits."""
+  import shutil
+  os.makedirs(index_dir, exist_ok=True)
+  meta_path = os.path.join(index_dir, INDEX_META)
+  old = None
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      old = json.load(f).get("generation")
+  gen = (old or 0) + 1
+  gdir = os.path.join(index_dir, f"g{gen}")
+  shutil.rmtree(gdir, ignore_errors=True)
+  os.makedirs(gdir)
+  name = embedder_name(embedder)
+  efile = "embedder.json" if name == "minilm" else "embedder.npz"
+  embedder.save(os.path.join(gdir, efile))
+  retriever.save(gdir)
+  meta = {"embedder": name, "embedder_file": efile, "generation": gen,
+          "bank_rows": bank.count if bank is not None else None,
+          "bank_deletions": bank.manifest["num_deleted"] if bank is not None else None}
+  tmp = meta_path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(meta, f)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, meta_path)
+  if old is not None:
+    shutil.rmtree(os.path.join(index_dir, f"g{old}"), ignore_errors=True)
+
+
+def load_index(index_dir: str, bank: MemoryBank | None = None):
+  """-> (embedder, retriever) saved by :func:`save_index`; with ``bank``, the bank's edits
+  after the save (rows appended, rows deleted: the bank is the edit log) are replayed, so
+  retrieval after a restart equals retrieval before it. Nothing here unpickles."""
+  from m3jax.memory import embedders
+  from m3jax.memory.retriever import load_retriever
+  path = os.path.join(index_dir, INDEX_META)
+  if not os.path.exists(path):
+    legacy = os.path.exists(os.path.join(index_dir, "embedder.pkl"))
+    raise ValueError(f"{index_dir} holds no retrieval index (no {INDEX_META}"
+                     f"{'; an old pickled index is never loaded' if legacy else ''}); "
+                     "rebuild it with `python -m m3jax build-memory`")
+  with open(path) as f:
+    meta = json.load(f)
+  if "generation" not in meta:
+    raise ValueError(f"{path} is an old index format (pickled embedder, never loaded); "
+                     "rebuild the index with `python -m m3jax build-memory`")
+  gdir = os.path.join(index_dir, f"g{meta['generation']}")
+  embedder = embedders.EMBEDDERS[meta["embedder"]].load(os.path.join(gdir,
+                                                                     meta["embedder_file"]))
+  retriever = load_retriever(gdir)
+  if bank is not None and meta.get("bank_rows") is not None:
+    replay_edits(bank, embedder, retriever, meta["bank_rows"], meta["bank_deletions"])
   return embedder, retriever
 
 
-def save_index(index_dir: str, embedder, retriever, embedder_name: str) -> None:
-  os.makedirs(index_dir, exist_ok=True)
-  embedder.save(os.path.join(index_dir, "embedder.pkl"))
-  retriever.save(index_dir)
-  with open(os.path.join(index_dir, "index.json"), "w") as f:
-    json.dump({"embedder": embedder_name}, f)
-
-
-def load_index(index_dir: str):
-  """-> (embedder, retriever) saved by :func:`build_bank`."""
-  from m3jax.memory import embedders
-  from m3jax.memory.retriever import load_retriever
-  path = os.path.join(index_dir, "index.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{index_dir} holds no retrieval index (no index.json); build one with "
-                     "`python -m m3jax build-memory`")
-  with open(path) as f:
-    name = json.load(f)["embedder"]
-  embedder = embedders.EMBEDDERS[name].load(os.path.join(index_dir, "embedder.pkl"))
-  return embedder, load_retriever(index_dir)
+def replay_edits(bank: MemoryBank, embedder, retriever, rows_covered: int,
+                 deletions_covered: int) -> None:
+  """Brings an index saved at (rows_covered, deletions_covered) up to the bank's state."""
+  deleted = bank.deleted_rows
+  old_del = [int(r) for r in deleted[deletions_covered:] if r < rows_covered]
+  if old_del:
+    retriever.delete(bank.row_ids(old_del))
+  dead = set(deleted.tolist())
+  new = [r for r in range(rows_covered, bank.count) if r not in dead]
+  if new:
+    ids, texts = bank.row_ids(new), bank.texts(rows=new)
+    embed = getattr(embedder, "embed_sparse", embedder.embed)
+    retriever.insert(ids, embed(texts))

@@ -3,11 +3,14 @@
 The default is offline and needs no download: TF-IDF over word uni+bigrams (sklearn),
 projected to a fixed dimension and L2-normalized, so cosine similarity is a dot product.
 It retrieves well on short factual chunks, where exact entity names dominate.
+``sparse_tfidf`` keeps the unprojected sparse vectors (exact names survive). Embedders
+save as ``.npz`` files of plain arrays (vocabulary, idf, projection) and JSON: loading
+executes nothing (no pickle).
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -48,7 +51,8 @@ class TfidfEmbedder:
     if not texts:
       raise ValueError("cannot fit an embedder on an empty knowledge base")
     self._vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1,
-                                       lowercase=True, token_pattern=r"(?u)\b\w+\b")
+                                       lowercase=True, token_pattern=_TOKEN_PATTERN,
+                                       dtype=np.float32)
     tfidf = self._vectorizer.fit_transform(texts)
     n_features = tfidf.shape[1]
     if n_features > self.dim and len(texts) > self.dim:
@@ -80,18 +84,111 @@ class TfidfEmbedder:
     return _l2_normalize(dense)
 
   def save(self, path: str) -> None:
-    with open(path, "wb") as f:
-      pickle.dump({"dim": self.dim, "seed": self.seed, "vectorizer": self._vectorizer,
-                   "svd": self._svd}, f)
+    """An ``.npz`` of plain arrays (vocabulary, idf, projection): loading runs no code."""
+    if self._vectorizer is None:
+      raise ValueError("TfidfEmbedder.save called before fit")
+    arrays = _vectorizer_arrays(self._vectorizer)
+    if self._proj_FxE is not None:
+      arrays["proj_FxE"] = self._proj_FxE
+    _save_npz(path, "tfidf", {"dim": self.dim, "seed": self.seed, "ngram_max": 2}, arrays)
 
   @classmethod
   def load(cls, path: str) -> "TfidfEmbedder":
-    with open(path, "rb") as f:
-      state = pickle.load(f)
-    out = cls(state["dim"], state["seed"])
-    out._vectorizer, out._svd = state["vectorizer"], state["svd"]
-    out._set_projection()
+    meta, arrays = _load_npz(path, "tfidf")
+    out = cls(meta["dim"], meta["seed"])
+    out._vectorizer = _vectorizer_from(arrays, meta["ngram_max"])
+    out._proj_FxE = arrays.get("proj_FxE")
+    out._svd = None
     return out
+
+
+class SparseTfidfEmbedder:
+  """Word-unigram TF-IDF (sublinear tf, lower-cased), L2-normalized, no projection.
+
+  Knowledge lookups hinge on rare exact tokens (an entity's name) that a dense projection
+  blurs (docs/data.md). ``embed_sparse`` returns scipy CSR rows, which retrieval uses
+  (``retriever.SparseRetriever``, an inverted index); ``embed`` the same rows dense.
+  """
+
+  def __init__(self, dim: int = 0, seed: int = 0):
+    del dim, seed  # the width is the fitted vocabulary; kept for make_embedder(**kw) calls
+    self.dim = 0
+    self._vectorizer = None
+
+  def fit(self, texts: Sequence[str]) -> "SparseTfidfEmbedder":
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    texts = list(texts)
+    if not texts:
+      raise ValueError("cannot fit an embedder on an empty knowledge base")
+    self._vectorizer = TfidfVectorizer(ngram_range=(1, 1), sublinear_tf=True, min_df=1,
+                                       lowercase=True, token_pattern=_TOKEN_PATTERN,
+                                       dtype=np.float32)
+    self._vectorizer.fit(texts)
+    self.dim = len(self._vectorizer.vocabulary_)
+    return self
+
+  def embed_sparse(self, texts: Sequence[str]):
+    """L2-normalized scipy CSR [N, dim] (the vectorizer normalizes rows)."""
+    if self._vectorizer is None:
+      raise ValueError("SparseTfidfEmbedder.embed called before fit (or load)")
+    return self._vectorizer.transform(list(texts)).astype(np.float32).tocsr()
+
+  def embed(self, texts: Sequence[str]) -> np.ndarray:
+    return np.asarray(self.embed_sparse(texts).toarray(), np.float32)
+
+  def save(self, path: str) -> None:
+    if self._vectorizer is None:
+      raise ValueError("SparseTfidfEmbedder.save called before fit")
+    _save_npz(path, "sparse_tfidf", {"ngram_max": 1}, _vectorizer_arrays(self._vectorizer))
+
+  @classmethod
+  def load(cls, path: str) -> "SparseTfidfEmbedder":
+    meta, arrays = _load_npz(path, "sparse_tfidf")
+    out = cls()
+    out._vectorizer = _vectorizer_from(arrays, meta["ngram_max"])
+    out.dim = len(out._vectorizer.vocabulary_)
+    return out
+
+
+_TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+def _vectorizer_arrays(vectorizer) -> dict:
+  terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+  if any("\n" in t for t in terms):
+    raise ValueError("a vocabulary term holds a newline; cannot save the embedder")
+  return {"terms_utf8": np.frombuffer("\n".join(terms).encode("utf-8"), np.uint8),
+          "idf": np.asarray(vectorizer.idf_, np.float64)}
+
+
+def _vectorizer_from(arrays: dict, ngram_max: int):
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  terms = bytes(arrays["terms_utf8"]).decode("utf-8").split("\n")
+  vec = TfidfVectorizer(ngram_range=(1, int(ngram_max)), sublinear_tf=True, lowercase=True,
+                        token_pattern=_TOKEN_PATTERN, dtype=np.float32, vocabulary=terms)
+  vec.idf_ = np.asarray(arrays["idf"], np.float64)
+  return vec
+
+
+def _save_npz(path: str, kind: str, meta: dict, arrays: dict) -> None:
+  meta_u8 = np.frombuffer(json.dumps({"kind": kind, **meta}).encode("utf-8"), np.uint8)
+  with open(path, "wb") as f:          # a file object: numpy never renames the path
+    np.savez(f, meta_json=meta_u8, **arrays)
+
+
+def _load_npz(path: str, kind: str) -> tuple[dict, dict]:
+  """Plain arrays only (``allow_pickle=False``): a pickle or object array is refused."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays.pop("meta_json")).decode("utf-8"))
+  except (ValueError, OSError, KeyError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} is not a saved {kind} embedder ({e}); embedders are .npz files "
+                     "of plain arrays (never pickles): rebuild the index with build-memory"
+                     ) from None
+  if meta.get("kind") != kind:
+    raise ValueError(f"{path} holds a {meta.get('kind')!r} embedder, not {kind!r}")
+  return meta, arrays
 
 
 class _LazyMiniLM:
@@ -108,21 +205,7 @@ class _LazyMiniLM:
     return MiniLMEmbedder.load(path)
 
 
-class _LazySparseTfidf:
-  """Registry entry for m3jax.data.sparse_embedder.SparseTfidfEmbedder: unprojected TF-IDF,
-  searched by ``retriever.SparseRetriever`` (exact names survive; see docs/data.md)."""
-
-  def __new__(cls, **kwargs):
-    from m3jax.data.sparse_embedder import SparseTfidfEmbedder
-    return SparseTfidfEmbedder(**kwargs)
-
-  @staticmethod
-  def load(path: str):
-    from m3jax.data.sparse_embedder import SparseTfidfEmbedder
-    return SparseTfidfEmbedder.load(path)
-
-
-EMBEDDERS = {"tfidf": TfidfEmbedder, "minilm": _LazyMiniLM, "sparse_tfidf": _LazySparseTfidf}
+EMBEDDERS = {"tfidf": TfidfEmbedder, "minilm": _LazyMiniLM, "sparse_tfidf": SparseTfidfEmbedder}
 
 
 def make_embedder(name: str = "tfidf", **kwargs) -> Embedder:

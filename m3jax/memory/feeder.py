@@ -55,10 +55,12 @@ class MemoryFeeder:
     embed = getattr(self.embedder, "embed_sparse", self.embedder.embed)
     got, _ = self.retriever.search(embed(list(chunk_texts)), r + self.oversample)
     out = np.full((len(chunk_texts), r), None, object)
+    seen = list(dict.fromkeys(i for row in got for i in row if i is not None))
+    live = set(i for i, ok in zip(seen, self.bank.contains(seen)) if ok) if seen else set()
     for q, row in enumerate(got):
       picked = []
       for ref_id in row:
-        if ref_id is None or ref_id not in self.bank:
+        if ref_id is None or ref_id not in live:
           continue
         if self.keep is not None and query_tokens is not None and not self.keep(
             query_tokens[q], ref_id):

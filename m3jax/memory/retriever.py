@@ -117,7 +117,7 @@ class NumpyRetriever:
 
   @staticmethod
   def _read_embeddings(path):
-    return np.load(path)
+    return np.load(path, allow_pickle=False)
 
   def save(self, directory):
     os.makedirs(directory, exist_ok=True)
@@ -170,8 +170,16 @@ class ScannRetriever:
     return out_ids, scores
 
   def save(self, directory):
-    os.makedirs(os.path.join(directory, "scann"), exist_ok=True)
-    self._searcher.serialize(os.path.join(directory, "scann"))
+    """ScaNN's own assets, but the docids as JSON: scann pickles them (scann_docids.pkl),
+    which is deleted here and never read back."""
+    sdir = os.path.join(directory, "scann")
+    os.makedirs(sdir, exist_ok=True)
+    self._searcher.serialize(sdir)
+    pkl = os.path.join(sdir, "scann_docids.pkl")
+    if os.path.exists(pkl):
+      os.remove(pkl)
+    with open(os.path.join(sdir, "docids.json"), "w") as f:
+      json.dump(list(self._searcher.docids), f)
     with open(os.path.join(directory, "retriever.json"), "w") as f:
       json.dump({"kind": self.kind, "mode": self.mode, "dim": self.dim}, f)
 
@@ -180,9 +188,15 @@ class ScannRetriever:
     from scann.scann_ops.py import scann_ops_pybind
     with open(os.path.join(directory, "retriever.json")) as f:
       meta = json.load(f)
+    sdir = os.path.join(directory, "scann")
+    with open(os.path.join(sdir, "docids.json")) as f:
+      docids = [str(i) for i in json.load(f)]
+    with open(os.path.join(sdir, "scann_assets.pbtxt")) as f:
+      assets = f.read()
     out = cls.__new__(cls)
     out.mode, out.dim = meta["mode"], meta["dim"]
-    out._searcher = scann_ops_pybind.load_searcher(os.path.join(directory, "scann"))
+    out._searcher = scann_ops_pybind.ScannSearcher(
+        scann_ops_pybind.scann_pybind.ScannNumpy(sdir, assets), docids)
     return out
 
 
@@ -212,57 +226,132 @@ def scann_available() -> bool:
   return True
 
 
-class SparseRetriever(NumpyRetriever):
-  """Exact cosine over sparse (CSR) embeddings, e.g. unprojected TF-IDF.
+class SparseRetriever:
+  """Exact cosine over sparse (CSR) embeddings, e.g. unprojected TF-IDF, by an inverted index.
 
   Knowledge lookups hinge on rare exact tokens (an entity's name) that a dense projection
-  blurs (docs/data.md: 100% vs 90% top-1 on held-out questions), and the sparse matrix
-  stays small however wide the vocabulary is.
+  blurs (docs/data.md: 100% vs 90% top-1 on held-out questions). The index keeps the
+  postings (a CSR matrix [vocabulary, references]): a query touches only the references
+  that share one of its terms, and its cost grows with their postings, not with the bank.
+  Ties are broken by insertion order (the first inserted wins), as in :func:`exact_top_k`.
+  Inserts go to a small tail scored directly and merged into the postings past 4096 rows;
+  deletes are tombstones: both O(batch).
   """
 
   kind = "sparse"
+  MERGE_ROWS = 4096
 
   def __init__(self, ids: Sequence[str] = (), embeddings_NxE=None, dim: int | None = None):
     from scipy import sparse
-    self._ids, self._pos = [], {}
-    self._emb = sparse.csr_matrix((0, dim or 0), dtype=np.float32)
+    self._ids: list[str] = []
+    self._pos: dict[str, int] = {}          # id -> live doc number
+    self._alive = np.zeros((0,), bool)
+    self._post_VxN = sparse.csr_matrix((dim or 0, 0), dtype=np.float32)
+    self._tail: list = []                   # CSR [n, V] rows not yet in the postings
+    self._tail_start = 0
     if len(ids):
       self.insert(ids, embeddings_NxE)
 
+  def __len__(self):
+    return len(self._pos)
+
+  @property
+  def ids(self) -> list[str]:
+    return [i for j, i in enumerate(self._ids) if self._alive[j]]
+
   def insert(self, ids, embeddings_NxE):
+    """Upsert: a known id is tombstoned and its new vector appended."""
     from scipy import sparse
     emb = sparse.csr_matrix(embeddings_NxE, dtype=np.float32)
     ids = [str(i) for i in ids]
     if emb.shape[0] != len(ids):
       raise ValueError(f"{len(ids)} ids need embeddings [{len(ids)}, dim], got {emb.shape}")
+    if len(set(ids)) != len(ids):
+      raise ValueError("insert got repeated ids; nothing was inserted")
+    if self._post_VxN.shape[0] == 0 and not self._ids:
+      self._post_VxN = sparse.csr_matrix((emb.shape[1], 0), dtype=np.float32)
+    if emb.shape[1] != self._post_VxN.shape[0]:
+      raise ValueError(f"embeddings have width {emb.shape[1]}, the index "
+                       f"{self._post_VxN.shape[0]}")
     known = [i for i in ids if i in self._pos]
     if known:
       self.delete(known)
-    if self._emb.shape[0] == 0:
-      self._emb = sparse.csr_matrix((0, emb.shape[1]), dtype=np.float32)
     for i in ids:
       self._pos[i] = len(self._ids)
       self._ids.append(i)
-    self._emb = sparse.vstack([self._emb, emb], format="csr")
+    self._alive = np.concatenate([self._alive, np.ones(len(ids), bool)])
+    self._tail.append(emb)
+    if sum(t.shape[0] for t in self._tail) >= self.MERGE_ROWS:
+      self._merge()
+
+  def _merge(self):
+    from scipy import sparse
+    if not self._tail:
+      return
+    tail = sparse.vstack(self._tail, format="csr")
+    self._post_VxN = sparse.hstack([self._post_VxN, tail.T.tocsr()], format="csr")
+    self._tail, self._tail_start = [], self._post_VxN.shape[1]
+
+  def delete(self, ids):
+    ids = [str(i) for i in ids]
+    unknown = [i for i in ids if i not in self._pos]
+    if unknown or len(set(ids)) != len(ids):
+      raise KeyError(f"cannot delete ids not in the index (or repeated): {unknown[:5]}; "
+                     "nothing was deleted")
+    for i in ids:
+      self._alive[self._pos.pop(i)] = False
 
   def search(self, query_QxE, k):
     from scipy import sparse
     q = sparse.csr_matrix(query_QxE, dtype=np.float32)
-    if not len(self._ids):
-      return _top_k(np.zeros((q.shape[0], 0), np.float32), self._ids, k)
-    return _top_k(np.asarray((q @ self._emb.T).toarray(), np.float32), self._ids, k)
+    ids = np.full((q.shape[0], k), None, object)
+    scores = np.full((q.shape[0], k), -np.inf, np.float32)
+    n_post = self._post_VxN.shape[1]
+    hits = (q @ self._post_VxN).tocsr() if n_post else None    # only docs sharing a term
+    tail = sparse.vstack(self._tail, format="csr") if self._tail else None
+    tail_s = np.asarray((q @ tail.T).toarray(), np.float32) if tail is not None else None
+    for r in range(q.shape[0]):
+      docs = np.zeros((0,), np.int64)
+      vals = np.zeros((0,), np.float32)
+      if hits is not None:
+        lo, hi = hits.indptr[r], hits.indptr[r + 1]
+        docs, vals = hits.indices[lo:hi].astype(np.int64), hits.data[lo:hi]
+      if tail_s is not None:
+        docs = np.concatenate([docs, self._tail_start + np.arange(tail_s.shape[1])])
+        vals = np.concatenate([vals, tail_s[r]])
+      keep = self._alive[docs] & (vals > 0)
+      docs, vals = docs[keep], vals[keep]
+      if len(docs) < k:   # fewer matches than k: pad with live zero-score docs, in order
+        extra = np.flatnonzero(self._alive)
+        extra = extra[~np.isin(extra, docs)][:k - len(docs)]
+        docs = np.concatenate([docs, extra])
+        vals = np.concatenate([vals, np.zeros(len(extra), np.float32)])
+      order = np.lexsort((docs, -vals))[:k]
+      ids[r, :len(order)] = [self._ids[d] for d in docs[order]]
+      scores[r, :len(order)] = vals[order]
+    return ids, scores
 
-  EMBEDDINGS_FILE = "embeddings.npz"
-
-  @staticmethod
-  def _write_embeddings(path, emb):
+  def save(self, directory):
     from scipy import sparse
-    sparse.save_npz(path, emb)
+    self._merge()
+    os.makedirs(directory, exist_ok=True)
+    sparse.save_npz(os.path.join(directory, "postings.npz"), self._post_VxN)
+    np.save(os.path.join(directory, "alive.npy"), self._alive)
+    with open(os.path.join(directory, "retriever.json"), "w") as f:
+      json.dump({"kind": self.kind, "ids": self._ids}, f)
 
-  @staticmethod
-  def _read_embeddings(path):
+  @classmethod
+  def load(cls, directory):
     from scipy import sparse
-    return sparse.load_npz(path)
+    with open(os.path.join(directory, "retriever.json")) as f:
+      meta = json.load(f)
+    out = cls()
+    out._post_VxN = sparse.load_npz(os.path.join(directory, "postings.npz")).tocsr()
+    out._alive = np.load(os.path.join(directory, "alive.npy"), allow_pickle=False)
+    out._ids = [str(i) for i in meta["ids"]]
+    out._pos = {i: j for j, i in enumerate(out._ids) if out._alive[j]}
+    out._tail_start = out._post_VxN.shape[1]
+    return out
 
 
 def make_retriever(kind: str, ids: Sequence[str], embeddings_NxE, **kwargs) -> Retriever:

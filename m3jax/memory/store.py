@@ -1,20 +1,24 @@
 """The explicit-memory bank: TensorStore zarr v3 arrays + a manifest written last.
 
 Layout under one kvstore (local dir, ``memory://``, ``gs://`` … any TensorStore URL or
-kvstore spec dict):
+kvstore spec dict); every array carries a crc32c checksum per chunk:
 
   keys/, values/    [N, L_mem, K, M, D] bfloat16, or uint8 codes [N, L_mem, K, M, S] (PQ)
   mask/             [N, M] bool          token_idx/  [N, L_mem, K, M] int32
+  ids/              [N, 64] uint8 (UTF-8, zero padded)   id_hash/ [N] uint64
+  text_span/        [N, 2] int64 into text_bytes/ [T] uint8 (the reference texts)
+  deleted/          [D] int64: the rows deleted, in order (tombstones, an edit log)
+  rowindex/g<G>/    the sorted id-hash run of rows [0, S) (see ``rowindex``)
   codebooks/        [2, L_mem, S, 256, W] float32 (PQ only; written before any row)
-  manifest.json     spec version, layout, dtype, quantization, checkpoint step, model
-                    fingerprint, committed row count and row ids, tombstones, complete
+  manifest.json     spec version, layout, quantization, checkpoint step, fingerprints of
+                    the model config, the weights and the tokenizer, committed counts
+                    (rows, deletions, text bytes, sorted run), complete
 
-Rows are append-only. An append writes the arrays first and the manifest last (local
-files: temp file + rename), so rows beyond the manifest's count are garbage a resumed
-build overwrites: a crash never duplicates, skips or half-commits a reference, and a bank
-is ``complete`` only after :meth:`MemoryBank.finalize`. Deletion is a tombstone in the
-manifest (the row stays; its id is never returned). Reads are one batched gather per
-array behind an LRU cache of rows.
+Every edit writes the arrays first and the manifest last (local files: temp file +
+rename), so data beyond the manifest's counts is garbage the next edit overwrites: a
+crash never duplicates, skips or half-commits a reference or a deletion. Appends and
+deletions cost O(batch). A missing, truncated or corrupt chunk of a committed row is an
+error naming the array and the rows (zarr would otherwise read fill values).
 """
 
 from __future__ import annotations
@@ -23,17 +27,24 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from typing import Callable, Sequence
 
 import numpy as np
 import tensorstore as ts
 
-from m3jax.memory import quantize
+from m3jax.memory import quantize, rowindex
 from m3jax.memory.lru import LRUCache
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 MANIFEST = "manifest.json"
-STALE_FLAG = "allow_stale=True to MemoryBank.open"
+STALE_FLAG = "--allow-stale-bank (allow_stale=True to MemoryBank.open)"
+ID_BYTES = 64
+ROW_ARRAYS = ("keys", "values", "mask", "token_idx")
+
+
+class BankCorruptError(ValueError):
+  """A chunk of a committed row is missing, truncated or fails its checksum."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +103,21 @@ def _sub(spec: dict, name: str) -> dict:
   return {**spec, "path": spec["path"] + name + "/"}
 
 
+def encode_ids(ids: Sequence[str]) -> np.ndarray:
+  out = np.zeros((len(ids), ID_BYTES), np.uint8)
+  for j, i in enumerate(ids):
+    b = i.encode("utf-8")
+    if len(b) > ID_BYTES or not b or b"\0" in b:
+      raise ValueError(f"reference id {i!r} must be 1..{ID_BYTES} UTF-8 bytes without NUL; "
+                       "shorten it")
+    out[j, :len(b)] = np.frombuffer(b, np.uint8)
+  return out
+
+
+def decode_ids(rows_NxB: np.ndarray) -> list[str]:
+  return [bytes(r).rstrip(b"\0").decode("utf-8") for r in np.asarray(rows_NxB, np.uint8)]
+
+
 class MemoryBank:
   """Append-only explicit-memory store. Create with :meth:`create`, reopen with :meth:`open`."""
 
@@ -99,46 +125,99 @@ class MemoryBank:
     self.url = url
     self.context = context
     self.cache = LRUCache(cache_size)
+    self._row_memo = LRUCache(max(4 * cache_size, 4096))   # id -> live row (lookups)
     self._spec = spec
     self._kv = ts.KvStore.open(spec, context=context).result()
     self.manifest = manifest
     self.layout = BankLayout(**manifest["layout"])
-    self._arrays = {name: ts.open({"driver": "zarr3", "kvstore": _sub(spec, name)},
-                                  context=context).result()
-                    for name in ("keys", "values", "mask", "token_idx")}
+    names = ROW_ARRAYS + ("ids", "id_hash", "text_span", "text_bytes", "deleted")
+    self._arrays = {name: self._open_array(name) for name in names}
     self.codebooks = None
     if self.layout.pq_subspaces:
-      cb = ts.open({"driver": "zarr3", "kvstore": _sub(spec, "codebooks")},
-                   context=context).result()
-      self.codebooks = np.asarray(cb.read().result())
-    self._reindex()
+      self.codebooks = self._read("codebooks", self._open_array("codebooks"), slice(None))
+    self._load_index()
+
+  def _open_array(self, name):
+    return ts.open({"driver": "zarr3", "kvstore": _sub(self._spec, name),
+                    "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True},
+                   context=self.context).result()
+
+  def _read(self, name, arr, index, rows=None):
+    """``arr[index]`` as numpy; a damaged chunk -> BankCorruptError naming array and rows.
+
+    Chunks are stored even when equal to the fill value, so a missing chunk of a
+    committed row is damage, never zeros."""
+    try:
+      return np.asarray(arr[index].read().result())
+    except ValueError as e:
+      where = f"rows {_short(rows)}" if rows is not None else f"index {index}"
+      raise BankCorruptError(
+          f"memory bank {self.url}: array '{name}' {where} cannot be read ({e}); the bank "
+          "is damaged: rebuild it with build-memory") from None
+
+  def _load_index(self):
+    m = self.manifest
+    self._deleted = set(self._read("deleted", self._arrays["deleted"],
+                                   slice(0, m["num_deleted"])).tolist())
+    gen = m["rowindex_generation"]
+    s = m["sorted_count"]
+    run = {}
+    if s:
+      for name in ("hash", "rows", "fences"):
+        run[name] = self._open_array(f"rowindex/g{gen}/{name}")
+    fences = (self._read("rowindex fences", run["fences"], slice(None)) if s
+              else np.zeros((0,), np.uint64))
+
+    def read_chunk(chunks):
+      pos = (np.asarray(chunks, np.int64)[:, None] * rowindex.FENCE
+             + np.arange(rowindex.FENCE)[None]).reshape(-1)
+      pos = pos[pos < s]
+      fh, fr = run["hash"][pos].read(), run["rows"][pos].read()   # one read per array
+      try:
+        return np.asarray(fh.result()), np.asarray(fr.result())
+      except ValueError as e:
+        raise BankCorruptError(f"memory bank {self.url}: id index chunks {_short(chunks)} "
+                               f"cannot be read ({e}); rebuild the bank with build-memory"
+                               ) from None
+
+    tail = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
+    self._index = rowindex.RowIndex(read_chunk, fences, s, tail, s)
 
   # ------------------------------------------------------------------ create / open
   @classmethod
   def create(cls, url, layout: BankLayout, *, model_cfg=None, checkpoint_step: int = 0,
+             params_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None,
              codebooks=None, pq_rel_mse: float | None = None, sharded: bool = False,
              chunk_refs: int = 64, shard_refs: int = 4096, cache_size: int = 1024,
              context: ts.Context | None = None) -> "MemoryBank":
-    """A new, empty, incomplete bank. Refuses to overwrite an existing manifest."""
+    """A new, empty, incomplete bank. Refuses to overwrite an existing bank or to write
+    into a non-empty local folder."""
     context = context or ts.Context()
     spec = _kvstore_spec(url)
     kv = ts.KvStore.open(spec, context=context).result()
     if kv.read(MANIFEST).result().state == "value":
       raise ValueError(f"a memory bank already exists at {url}; open it (build-memory "
                        "resumes it) or delete it first")
+    if spec.get("driver") == "file" and os.path.isdir(spec["path"]) and os.listdir(spec["path"]):
+      raise ValueError(f"{url} is a non-empty folder that is not a memory bank; give "
+                       "build-memory an empty or new folder")
     if layout.pq_subspaces and codebooks is None:
       raise ValueError("a quantized bank needs its codebooks at creation")
     n = layout.row_shape
     dtype = ts.uint8 if layout.pq_subspaces else ts.bfloat16
     shapes = {"keys": (n, dtype), "values": (n, dtype), "mask": ((layout.tokens,), ts.bool),
-              "token_idx": (n[:-1], ts.int32)}
+              "token_idx": (n[:-1], ts.int32), "ids": ((ID_BYTES,), ts.uint8)}
     for name, (row, dt) in shapes.items():
       _create_array(_sub(spec, name), row, dt, sharded, chunk_refs, shard_refs, context)
+    for name, row, dt, chunk in (("id_hash", (), ts.uint64, 4096),
+                                 ("text_span", (2,), ts.int64, 4096),
+                                 ("text_bytes", (), ts.uint8, 1 << 18),
+                                 ("deleted", (), ts.int64, 4096)):
+      _create_array(_sub(spec, name), row, dt, False, chunk, 0, context)
     if layout.pq_subspaces:
       cb = np.asarray(codebooks, np.float32)
-      arr = ts.open({"driver": "zarr3", "kvstore": _sub(spec, "codebooks")}, create=True,
-                    dtype=ts.float32, shape=cb.shape, context=context).result()
-      arr.write(cb).result()
+      _create_array(_sub(spec, "codebooks"), cb.shape[1:], ts.float32, False, cb.shape[0],
+                    0, context, shape0=cb.shape[0]).write(cb).result()
     manifest = {
         "spec_version": SPEC_VERSION, "complete": False,
         "layout": dataclasses.asdict(layout),
@@ -148,38 +227,49 @@ class MemoryBank:
                          else {"kind": "none"}),
         "checkpoint_step": int(checkpoint_step),
         "model_fingerprint": model_fingerprint(model_cfg) if model_cfg is not None else None,
-        "count": 0, "ids": [], "deleted": [],
+        "params_fingerprint": params_fingerprint,
+        "tokenizer_fingerprint": tokenizer_fingerprint,
+        "count": 0, "num_deleted": 0, "text_bytes": 0, "sorted_count": 0,
+        "rowindex_generation": 0,
     }
     _write_manifest(spec, kv, manifest)
     return cls(url, spec, manifest, context, cache_size)
 
   @classmethod
   def open(cls, url, *, model_cfg=None, checkpoint_step: int | None = None,
+           params_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None,
            pq_subspaces: int | None = None, allow_stale: bool = False,
            require_complete: bool = False, cache_size: int = 1024,
            context: ts.Context | None = None) -> "MemoryBank":
-    """Opens a bank, refusing one built for another model/checkpoint unless ``allow_stale``."""
+    """Opens a bank, refusing one built for another model, weights or tokenizer unless
+    ``allow_stale``. The weights are compared by fingerprint when given (the step alone
+    cannot tell two stages apart), else by checkpoint step."""
     context = context or ts.Context()
     spec = _kvstore_spec(url)
     manifest = read_manifest(url, context=context)
+    problems = []
     if model_cfg is not None:
       want = BankLayout.from_model(model_cfg, manifest["layout"]["pq_subspaces"]
                                    if pq_subspaces is None else pq_subspaces)
       have = BankLayout(**manifest["layout"])
-      if want != have and not allow_stale:
-        raise ValueError(f"memory bank {url} has layout {have} but the model config needs "
-                         f"{want}; rebuild the bank, or pass {STALE_FLAG}")
+      if want != have:
+        problems.append(f"has layout {have} but the model config needs {want}")
       fp = model_fingerprint(model_cfg)
-      if manifest["model_fingerprint"] not in (None, fp) and not allow_stale:
-        raise ValueError(f"memory bank {url} was built for model fingerprint "
-                         f"{manifest['model_fingerprint']} but the model config has {fp}; "
-                         f"rebuild the bank, or pass {STALE_FLAG}")
-    if (checkpoint_step is not None and manifest["checkpoint_step"] != checkpoint_step
-        and not allow_stale):
-      raise ValueError(f"memory bank {url} was encoded at checkpoint step "
-                       f"{manifest['checkpoint_step']} but the model is at step "
-                       f"{checkpoint_step}: the memories are stale; rebuild the bank "
-                       f"(build-memory), or pass {STALE_FLAG}")
+      if manifest["model_fingerprint"] not in (None, fp):
+        problems.append(f"was built for model fingerprint {manifest['model_fingerprint']} "
+                        f"but the model config has {fp}")
+    for what, got, key in (("checkpoint weights", params_fingerprint, "params_fingerprint"),
+                           ("tokenizer", tokenizer_fingerprint, "tokenizer_fingerprint")):
+      if got is not None and manifest[key] != got:
+        problems.append(f"was built with {what} of fingerprint {manifest[key]}, this run's "
+                        f"{what} have fingerprint {got}")
+    if (params_fingerprint is None and checkpoint_step is not None
+        and manifest["checkpoint_step"] != checkpoint_step):
+      problems.append(f"was encoded at checkpoint step {manifest['checkpoint_step']} but the "
+                      f"model is at step {checkpoint_step}")
+    if problems and not allow_stale:
+      raise ValueError(f"memory bank {url} {'; and '.join(problems)}: the memories are stale; "
+                       f"rebuild the bank (build-memory), or pass {STALE_FLAG}")
     if require_complete and not manifest["complete"]:
       raise ValueError(f"memory bank {url} is incomplete ({manifest['count']} references "
                        "committed); resume it with build-memory")
@@ -191,10 +281,6 @@ class MemoryBank:
     return kv.read(MANIFEST).result().state == "value"
 
   # ------------------------------------------------------------------ ids
-  def _reindex(self):
-    deleted = set(self.manifest["deleted"])
-    self._row_of = {i: r for r, i in enumerate(self.manifest["ids"]) if i not in deleted}
-
   @property
   def complete(self) -> bool:
     return bool(self.manifest["complete"])
@@ -204,16 +290,81 @@ class MemoryBank:
     """Committed rows (deleted ones included)."""
     return int(self.manifest["count"])
 
+  def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+    """int64 [n]: the live row of each id, -1 when absent or deleted (O(n) reads)."""
+    ids = [str(i) for i in ids]
+    memo = [self._row_memo.get(i) for i in ids]
+    if all(m is not None for m in memo):
+      return np.asarray(memo, np.int64)
+    cands = self._index.candidates(rowindex.hash_ids(ids))
+    live = [[r for r in c if r not in self._deleted] for c in cands]
+    flat = sorted({r for c in live for r in c})
+    stored = {}
+    if flat:
+      got = self._read("ids", self._arrays["ids"], np.asarray(flat, np.int64), flat)
+      stored = dict(zip(flat, decode_ids(got)))
+    out = np.full((len(ids),), -1, np.int64)
+    for j, (i, c) in enumerate(zip(ids, live)):
+      match = [r for r in c if stored[r] == i]
+      if match:
+        out[j] = max(match)
+        self._row_memo.put(i, int(out[j]))
+    return out
+
+  def row_ids(self, rows) -> list[str]:
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+      return []
+    return decode_ids(self._read("ids", self._arrays["ids"], rows, rows))
+
   @property
   def ids(self) -> list[str]:
-    """Live (not deleted) reference ids in row order."""
-    return [i for r, i in enumerate(self.manifest["ids"]) if self._row_of.get(i) == r]
+    """Live (not deleted) reference ids in row order (reads every id: inspection, tests)."""
+    live = [r for r in range(self.count) if r not in self._deleted]
+    return self.row_ids(live)
+
+  @property
+  def deleted_rows(self) -> np.ndarray:
+    """The rows deleted so far, in deletion order (the bank's edit log)."""
+    return self._read("deleted", self._arrays["deleted"],
+                      slice(0, self.manifest["num_deleted"]))
+
+  def contains(self, ids: Sequence[str]) -> np.ndarray:
+    """bool [n]: which ids are live in the bank (one batched lookup)."""
+    return self.rows_of(ids) >= 0
 
   def __contains__(self, ref_id) -> bool:
-    return ref_id in self._row_of
+    return bool(self.rows_of([ref_id])[0] >= 0)
 
   def __len__(self) -> int:
-    return len(self._row_of)
+    return self.count - len(self._deleted)
+
+  # ------------------------------------------------------------------ texts
+  def texts(self, ids: Sequence[str] | None = None, *, rows=None) -> list[str]:
+    """The stored reference texts of ``ids`` (or of ``rows``)."""
+    if rows is None:
+      rows = self._live_rows(ids)
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+      return []
+    span = self._read("text_span", self._arrays["text_span"], rows, rows)
+    futs = [self._arrays["text_bytes"][int(a):int(b)].read() for a, b in span]
+    out = []
+    for r, f in zip(rows, futs):
+      try:
+        out.append(bytes(np.asarray(f.result())).decode("utf-8"))
+      except ValueError as e:
+        raise BankCorruptError(f"memory bank {self.url}: array 'text_bytes' row {r} cannot "
+                               f"be read ({e}); rebuild the bank with build-memory") from None
+    return out
+
+  def _live_rows(self, ids):
+    rows = self.rows_of(ids)
+    unknown = [i for i, r in zip(ids, rows) if r < 0]
+    if unknown:
+      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): "
+                     f"{unknown[:5]}")
+    return rows
 
   # ------------------------------------------------------------------ writes
   def quantize_rows(self, keys, values):
@@ -224,83 +375,168 @@ class MemoryBank:
               np.asarray(values).astype(ml_dtypes.bfloat16))
     return quantize.encode_memories(keys, values, self.codebooks)
 
-  def append(self, ids: Sequence[str], keys, values, mask, token_idx) -> None:
-    """Commits a batch of float (unquantized) memories: arrays first, manifest last."""
+  def append(self, ids: Sequence[str], keys, values, mask, token_idx,
+             texts: Sequence[str] | None = None) -> None:
+    """Commits a batch of float (unquantized) memories and their texts: arrays first,
+    manifest last. Every check runs before anything is written."""
     ids = [str(i) for i in ids]
-    dup = [i for i in ids if i in self._row_of]
-    if dup or len(set(ids)) != len(ids):
-      raise ValueError(f"reference ids already in the bank (or repeated): {dup[:5]}; "
-                       "delete them first to replace them")
     n, start = len(ids), self.count
     if n == 0:
       return
+    id_bytes = encode_ids(ids)
+    rows = self.rows_of(ids)
+    dup = [i for i, r in zip(ids, rows) if r >= 0]
+    if dup or len(set(ids)) != len(ids):
+      raise ValueError(f"reference ids already in the bank (or repeated): "
+                       f"{dup[:5] or _repeated(ids)}; delete them first to replace them")
+    texts = [""] * n if texts is None else [str(t) for t in texts]
+    if len(texts) != n:
+      raise ValueError(f"{n} ids need {n} texts, got {len(texts)}")
     k, v = self.quantize_rows(keys, values)
+    blob = [t.encode("utf-8") for t in texts]
+    ends = self.manifest["text_bytes"] + np.cumsum([len(b) for b in blob])
+    span = np.stack([ends - [len(b) for b in blob], ends], 1).astype(np.int64)
     data = {"keys": k, "values": v, "mask": np.asarray(mask, bool),
-            "token_idx": np.asarray(token_idx, np.int32)}
-    futures = []
-    for name, arr in self._arrays.items():
+            "token_idx": np.asarray(token_idx, np.int32), "ids": id_bytes,
+            "id_hash": rowindex.hash_ids(ids), "text_span": span}
+    for name in data:
+      arr = self._arrays[name]
       if data[name].shape != (n,) + tuple(arr.shape[1:]):
         raise ValueError(f"{name} batch has shape {data[name].shape}, the bank expects "
                          f"({n}, {', '.join(map(str, arr.shape[1:]))})")
-      arr = arr.resize(exclusive_max=[start + n] + [None] * (arr.rank - 1),
-                       resize_metadata_only=True).result()
-      self._arrays[name] = arr
-      futures.append(arr[start:start + n].write(data[name]))
+    futures = [self._write_at(name, start, data[name]) for name in data]
+    text = np.frombuffer(b"".join(blob), np.uint8)
+    if len(text):
+      futures.append(self._write_at("text_bytes", self.manifest["text_bytes"], text))
     for f in futures:
       f.result()
-    deleted = set(self.manifest["deleted"])
-    self.manifest = {**self.manifest, "count": start + n, "ids": self.manifest["ids"] + ids,
-                     "deleted": [d for d in self.manifest["deleted"] if d not in set(ids)]}
-    if deleted & set(ids):
-      self._reindex()
-    else:
-      self._row_of.update({i: start + j for j, i in enumerate(ids)})
+    self.manifest = {**self.manifest, "count": start + n, "text_bytes": int(ends[-1])}
+    self._index.add(data["id_hash"], start)
+    self._maybe_merge()
     self._commit()
 
   insert = append
 
+  def _write_at(self, name, start, data):
+    arr = self._arrays[name]
+    stop = start + len(data)
+    if arr.shape[0] < stop:
+      grow = max(stop, 2 * arr.shape[0]) if name == "text_bytes" else stop
+      arr = arr.resize(exclusive_max=[grow] + [None] * (arr.rank - 1),
+                       resize_metadata_only=True).result()
+      self._arrays[name] = arr
+    return arr[start:stop].write(data)
+
   def delete(self, ids: Sequence[str]) -> None:
-    missing = [i for i in ids if i not in self._row_of]
+    """Tombstones ``ids`` (O(batch)); unknown or repeated ids change nothing."""
+    ids = [str(i) for i in ids]
+    if len(set(ids)) != len(ids):
+      raise ValueError(f"delete got repeated ids {_repeated(ids)}; nothing was deleted")
+    rows = self.rows_of(ids)
+    missing = [i for i, r in zip(ids, rows) if r < 0]
     if missing:
-      raise KeyError(f"cannot delete ids not in the bank: {missing[:5]}")
-    self.manifest = {**self.manifest, "deleted": self.manifest["deleted"] + list(ids)}
+      raise KeyError(f"cannot delete ids not in the bank: {missing[:5]}; nothing was deleted")
+    if not ids:
+      return
+    nd = self.manifest["num_deleted"]
+    self._write_at("deleted", nd, rows).result()
+    self.manifest = {**self.manifest, "num_deleted": nd + len(ids)}
+    self._deleted.update(rows.tolist())
     for i in ids:
       self.cache.pop(i)
-    self._reindex()
+      self._row_memo.pop(i)
     self._commit()
 
   def finalize(self) -> None:
+    self._maybe_merge(force=True)
     self.manifest = {**self.manifest, "complete": True}
     self._commit()
 
+  def _maybe_merge(self, force: bool = False):
+    """Rewrites the sorted id run with the tail (a new generation, committed by the next
+    manifest) when the tail outgrows max(4096, run/4): amortized O(1) per row."""
+    idx, m = self._index, self.manifest
+    tail = m["count"] - m["sorted_count"]
+    if not tail or (not force and tail < max(4096, m["sorted_count"] // 4)):
+      return
+    s, gen = m["sorted_count"], m["rowindex_generation"]
+    old = [self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
+           for n in ("hash", "rows")] if s else [np.zeros(0, np.uint64), np.zeros(0, np.int64)]
+    tail_h = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
+    h, r, fences = rowindex.merged_run(old[0], old[1], tail_h, s)
+    new = gen + 1
+    for name, data, dt, chunk in (("hash", h, ts.uint64, rowindex.FENCE),
+                                  ("rows", r, ts.int64, rowindex.FENCE),
+                                  ("fences", fences, ts.uint64, 1 << 16)):
+      spec = _sub(self._spec, f"rowindex/g{new}/{name}")
+      _create_array(spec, (), dt, False, chunk, 0, self.context,
+                    shape0=len(data)).write(data).result()
+    self.manifest = {**m, "sorted_count": int(m["count"]), "rowindex_generation": new}
+    self._pending_drop = gen if s else None
+    self._load_index()
+
   def _commit(self):
     _write_manifest(self._spec, self._kv, self.manifest)
+    drop = getattr(self, "_pending_drop", None)
+    if drop is not None:   # the old run is unreferenced once the manifest names the new one
+      self._kv.delete_range(ts.KvStore.KeyRange(f"rowindex/g{drop}/",
+                                                f"rowindex/g{drop}0")).result()
+      if self._spec.get("driver") == "file":
+        shutil.rmtree(os.path.join(self._spec["path"], "rowindex", f"g{drop}"),
+                      ignore_errors=True)
+      self._pending_drop = None
 
   # ------------------------------------------------------------------ reads
   def read(self, ids: Sequence[str]) -> BankRows:
-    """Batched gather of rows (stored form) by reference id, through the LRU cache."""
-    unknown = [i for i in ids if i not in self._row_of]
-    if unknown:
-      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): "
-                     f"{unknown[:5]}")
+    """Batched gather of rows (stored form) by reference id, through the LRU cache: one
+    TensorStore read per array for all the rows not cached."""
+    ids = [str(i) for i in ids]
     found = {}
     for i in ids:
       hit = self.cache.get(i)
       if hit is not None:
         found[i] = hit
-    missing = sorted({i for i in ids if i not in found}, key=self._row_of.get)
+    missing = list(dict.fromkeys(i for i in ids if i not in found))
     if missing:
-      rows = np.array([self._row_of[i] for i in missing], np.int64)
-      futures = {name: arr[rows].read() for name, arr in self._arrays.items()}
-      got = {name: f.result() for name, f in futures.items()}
+      rows = self._live_rows(missing)
+      order = np.argsort(rows)
+      rows, missing = rows[order], [missing[j] for j in order]
+      futures = {name: self._arrays[name][rows].read() for name in ROW_ARRAYS}
+      got = {}
+      for name, f in futures.items():
+        try:
+          got[name] = np.asarray(f.result())
+        except ValueError:
+          self._locate_damage(name, rows)
       for j, i in enumerate(missing):
-        found[i] = tuple(got[name][j] for name in ("keys", "values", "mask", "token_idx"))
+        found[i] = tuple(got[name][j] for name in ROW_ARRAYS)
         self.cache.put(i, found[i])
     if not ids:
-      shapes = [(0,) + tuple(a.shape[1:]) for a in self._arrays.values()]
-      return BankRows(*[np.zeros(s, a.dtype.numpy_dtype)
-                        for s, a in zip(shapes, self._arrays.values())])
+      return BankRows(*[np.zeros((0,) + tuple(self._arrays[n].shape[1:]),
+                                 self._arrays[n].dtype.numpy_dtype) for n in ROW_ARRAYS])
     return BankRows(*[np.stack([found[i][f] for i in ids]) for f in range(4)])
+
+  def _locate_damage(self, name, rows):
+    """Re-reads row by row to name exactly the damaged rows, then raises."""
+    bad, msg = [], ""
+    for r in rows.tolist():
+      try:
+        self._arrays[name][r].read().result()
+      except ValueError as e:
+        bad.append(r)
+        msg = msg or str(e)
+    raise BankCorruptError(f"memory bank {self.url}: array '{name}' rows {_short(bad)} are "
+                           f"damaged ({msg}); rebuild the bank with build-memory")
+
+  def verify(self, batch: int = 4096) -> None:
+    """Reads every committed row of every array (checksums); raises on the first damage."""
+    for name in ROW_ARRAYS + ("ids", "id_hash", "text_span"):
+      for s in range(0, self.count, batch):
+        rows = np.arange(s, min(self.count, s + batch))
+        try:
+          self._arrays[name][s:s + len(rows)].read().result()
+        except ValueError:
+          self._locate_damage(name, rows)
 
   def get_or_encode(self, ids: Sequence[str], encode_fn: Callable) -> BankRows:
     """Cold start (paper §3.1): encodes ids missing from the bank, writes them back, reads.
@@ -308,7 +544,8 @@ class MemoryBank:
     ``encode_fn(missing_ids) -> (keys, values, mask, token_idx)`` float numpy arrays, e.g.
     a closure over the reference tokens and a jitted ``encode_references``.
     """
-    missing = list(dict.fromkeys(i for i in ids if i not in self._row_of))
+    rows = self.rows_of(ids)
+    missing = list(dict.fromkeys(i for i, r in zip(ids, rows) if r < 0))
     if missing:
       self.append(missing, *encode_fn(missing))
     return self.read(ids)
@@ -324,28 +561,48 @@ class MemoryBank:
             quantize.decode_memories(jnp.asarray(values), cb[1], self.layout.head_dim, l_axis))
 
   def read_arrays(self) -> dict:
-    """Every committed row of every array (tests, inspection)."""
+    """Every committed row of every row array (tests, inspection)."""
     n = self.count
-    return {name: np.asarray(arr[:n].read().result()) for name, arr in self._arrays.items()}
+    return {name: self._read(name, self._arrays[name], slice(0, n)) for name in ROW_ARRAYS}
 
 
-def _create_array(spec, row_shape, dtype, sharded, chunk_refs, shard_refs, context):
+def _short(rows) -> str:
+  rows = list(rows)
+  return ", ".join(map(str, rows[:8])) + (f" … ({len(rows)} rows)" if len(rows) > 8 else "")
+
+
+def _repeated(ids) -> list[str]:
+  seen, rep = set(), []
+  for i in ids:
+    if i in seen and i not in rep:
+      rep.append(i)
+    seen.add(i)
+  return rep[:5]
+
+
+def _create_array(spec, row_shape, dtype, sharded, chunk_refs, shard_refs, context,
+                  shape0: int = 0):
+  """A zarr3 array [shape0, *row_shape] with crc32c on every chunk (and shard index)."""
+  row_shape = tuple(row_shape)
   if sharded:
     grid = [shard_refs, *row_shape]
     codecs = [{"name": "sharding_indexed", "configuration": {
-        "chunk_shape": [1, *row_shape], "codecs": [{"name": "bytes"}],
+        "chunk_shape": [1, *row_shape], "codecs": [{"name": "bytes"}, {"name": "crc32c"}],
         "index_codecs": [{"name": "bytes"}, {"name": "crc32c"}]}}]
   else:
     grid = [chunk_refs, *row_shape]
-    codecs = [{"name": "bytes"}]
-  metadata = {"shape": [0, *row_shape],
+    codecs = [{"name": "bytes"}, {"name": "crc32c"}]
+  metadata = {"shape": [shape0, *row_shape],
               "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
               "codecs": codecs}
-  ts.open({"driver": "zarr3", "kvstore": spec, "metadata": metadata}, create=True,
-          delete_existing=True, dtype=dtype, context=context).result()
+  return ts.open({"driver": "zarr3", "kvstore": spec, "metadata": metadata,
+                  "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True},
+                 create=True, delete_existing=True, dtype=dtype, context=context).result()
 
 
-_REQUIRED = ("spec_version", "complete", "layout", "checkpoint_step", "count", "ids", "deleted")
+_REQUIRED = ("spec_version", "complete", "layout", "checkpoint_step", "count", "num_deleted",
+             "text_bytes", "sorted_count", "rowindex_generation", "params_fingerprint",
+             "tokenizer_fingerprint")
 
 
 def read_manifest(url, context: ts.Context | None = None) -> dict:
@@ -360,15 +617,12 @@ def read_manifest(url, context: ts.Context | None = None) -> dict:
     manifest = json.loads(bytes(got.value).decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ValueError(f"{where} is corrupt ({e}); rebuild the bank with build-memory") from None
+  if isinstance(manifest, dict) and manifest.get("spec_version") not in (None, SPEC_VERSION):
+    raise ValueError(f"{where} has spec version {manifest['spec_version']}, this code "
+                     f"reads version {SPEC_VERSION}; rebuild the bank")
   missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
   if missing:
     raise ValueError(f"{where} is corrupt (missing fields {missing}); rebuild the bank")
-  if manifest["spec_version"] != SPEC_VERSION:
-    raise ValueError(f"{where} has spec version {manifest['spec_version']}, this code "
-                     f"reads version {SPEC_VERSION}; rebuild the bank")
-  if len(manifest["ids"]) != manifest["count"]:
-    raise ValueError(f"{where} is corrupt: count={manifest['count']} but "
-                     f"{len(manifest['ids'])} ids; rebuild the bank")
   return manifest
 
 

@@ -78,7 +78,7 @@ def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | N
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
   bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
-                                             progress)
+                                             progress, vocab=vocab)
   t = lap("build_bank", t)
   res = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever,
                                 ev, plot_dir=plot_dir, progress=progress,

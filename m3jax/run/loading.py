@@ -61,7 +61,7 @@ def load_trained_run(config, workdir: str, progress: bool = True,
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
   bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
-                                             progress, url=bank_url)
+                                             progress, url=bank_url, vocab=vocab)
   return TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
 
 
@@ -84,13 +84,16 @@ def default_bank_url(workdir: str, step: int) -> str:
   return os.path.join(os.path.abspath(workdir), f"bank-step{step}")
 
 
-def build_bank_for(config, cfg, params, refs, workdir, step, progress=True, url=None):
+def build_bank_for(config, cfg, params, refs, workdir, step, progress=True, url=None,
+                   vocab=None, allow_stale: bool = False):
   """The bank of this checkpoint (built when missing) and its index.
 
   ``url``: an explicit bank (``--bank``), opened as is (it must exist); default
-  ``config.bank.url`` or ``<workdir>/bank-step<step>``.
+  ``config.bank.url`` or ``<workdir>/bank-step<step>``. An existing bank built with other
+  weights or another tokenizer (``vocab``) is refused unless ``allow_stale``.
   """
   from m3jax.memory.build import bank_config_from, build_bank, load_index
+  from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
   from m3jax.memory.store import MemoryBank, read_manifest
   bank_cfg = bank_config_from(config.get("bank"))
   explicit = url is not None
@@ -98,14 +101,17 @@ def build_bank_for(config, cfg, params, refs, workdir, step, progress=True, url=
   complete = (MemoryBank.exists(url) and read_manifest(url).get("complete")
               and os.path.exists(os.path.join(url, "index", "index.json")))
   if complete:
-    bank = MemoryBank.open(url, model_cfg=cfg, checkpoint_step=step,
-                           pq_subspaces=bank_cfg.pq_subspaces, cache_size=bank_cfg.cache_size)
-    embedder, retriever = load_index(os.path.join(url, "index"))
+    bank = MemoryBank.open(
+        url, model_cfg=cfg, checkpoint_step=step, params_fingerprint=params_fingerprint(params),
+        tokenizer_fingerprint=tokenizer_fingerprint(vocab) if vocab is not None else None,
+        allow_stale=allow_stale, pq_subspaces=bank_cfg.pq_subspaces,
+        cache_size=bank_cfg.cache_size)
+    embedder, retriever = load_index(os.path.join(url, "index"), bank)
     return bank, embedder, retriever
   if explicit:
     raise FileNotFoundError(f"--bank {url}: no complete bank there (build it with "
                             "python -m m3jax build-memory --workdir W --bank URL)")
   bank = build_bank(params, cfg, refs, url, bank_cfg=bank_cfg, checkpoint_step=step,
-                    progress=progress)
+                    tokenizer=vocab, allow_stale=allow_stale, progress=progress)
   embedder, retriever = bank.index
   return bank, embedder, retriever

@@ -90,7 +90,7 @@ def test_killed_build_resumes_identically(kb, tiny_cfg, tiny_params, tmp_path, q
   assert seen[0] == 24 and seen[-1] == len(refs)        # no batch encoded twice
   clean = build_bank(tiny_params, tiny_cfg, refs, str(tmp_path / "clean"), bank_cfg=cfg,
                      progress=False, build_index=False)
-  assert resumed.manifest["ids"] == clean.manifest["ids"] == [r.id for r in refs]
+  assert resumed.ids == clean.ids == [r.id for r in refs]
   assert resumed.complete and clean.complete
   a, b = resumed.read_arrays(), clean.read_arrays()
   for name in a:

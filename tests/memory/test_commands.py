@@ -27,3 +27,15 @@ def test_build_memory_cli_pq_then_feed(tmp_path, capsys, tiny_cfg):
   assert mem.mask_BxCxRxM.any()
   assert cli.main(argv) == 0          # rerun: resumes a complete bank, encodes nothing
   assert MemoryBank.open(bank_dir).ids == bank.ids
+
+
+def test_build_memory_cli_refuses_a_non_empty_folder(tmp_path):
+  pytest.importorskip("seqio")
+  kb = write_kb(tmp_path / "kb.jsonl", 2)
+  folder = tmp_path / "not_a_bank"
+  (folder / "keys").mkdir(parents=True)
+  (folder / "keys" / "mine.txt").write_text("precious")
+  with pytest.raises(SystemExit, match="non-empty folder"):
+    cli.main(["build-memory", "--config", "configs/memory3.py:tiny", "--kb", kb,
+              "--bank", str(folder)])
+  assert (folder / "keys" / "mine.txt").read_text() == "precious"

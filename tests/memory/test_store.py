@@ -139,7 +139,7 @@ def test_mismatched_bank_refused_unless_stale_allowed(tmp_path, tiny_cfg):
 
 @pytest.mark.parametrize("content,match", [
     (b"{not json", "corrupt"),
-    (b'{"spec_version": 1}', "missing fields"),
+    (b'{"spec_version": 2}', "missing fields"),
     (b"\xff\xfe", "corrupt"),
 ])
 def test_corrupt_manifest_is_a_clear_error(tmp_path, content, match):

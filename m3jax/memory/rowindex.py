@@ -1,0 +1,80 @@
+"""Reference id -> bank row, for 10^8 rows, without loading every id into Python.
+
+Every row's id is hashed to a uint64 (``id_hash`` array, appended with the row). Rows
+``[0, S)`` are also in a sorted run: ``hash`` (sorted) and ``rows`` (their rows), chunked
+by ``FENCE`` entries, and ``fences`` (the first hash of every chunk). Opening reads only
+the fences (S / 1024 values) and the unsorted tail ``[S, count)``; a lookup of a batch
+reads the one sorted chunk each id falls into. Rows deleted are never returned; a hash
+collision is resolved by comparing the stored id bytes (``MemoryBank`` does it).
+A run is rewritten whole (a new generation directory, committed by the manifest) when the
+tail outgrows it: amortized O(batch) per append.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+FENCE = 1024
+
+
+def hash_ids(ids: Sequence[str]) -> np.ndarray:
+  """uint64 [n]: the first 8 bytes of blake2b of each id's UTF-8."""
+  return np.array([int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(),
+                                  "little") for i in ids], np.uint64)
+
+
+class RowIndex:
+  """In-memory view: fences of the sorted run, and the tail as {hash: [rows]}."""
+
+  def __init__(self, read_chunk, fences: np.ndarray, sorted_count: int,
+               tail_hashes: np.ndarray, tail_start: int):
+    """``read_chunk(sorted chunk indices) -> (hashes, rows)`` reads those sorted-run chunks,
+    concatenated."""
+    self._read_chunk = read_chunk
+    self.fences = np.asarray(fences, np.uint64)
+    self.sorted_count = int(sorted_count)
+    self.tail: dict[int, list[int]] = {}
+    self.add(tail_hashes, tail_start)
+
+  @property
+  def tail_len(self) -> int:
+    return sum(len(v) for v in self.tail.values())
+
+  def add(self, hashes: np.ndarray, start: int) -> None:
+    for j, h in enumerate(np.asarray(hashes, np.uint64).tolist()):
+      self.tail.setdefault(h, []).append(start + j)
+
+  def candidates(self, hashes: np.ndarray) -> list[list[int]]:
+    """Every row (deleted or not) whose id hash equals each query hash.
+
+    Reads the sorted-run chunk of every query (plus the chunk before when the hash equals
+    a fence, where equal hashes may straddle two chunks) in one read, then one vectorized
+    search."""
+    hashes = np.asarray(hashes, np.uint64)
+    out = [list(self.tail.get(h, ())) for h in hashes.tolist()]
+    if not self.sorted_count or not len(hashes):
+      return out
+    chunk_of = np.searchsorted(self.fences, hashes, side="right") - 1
+    on_fence = (chunk_of >= 1) & (self.fences[np.maximum(chunk_of, 0)] == hashes)
+    need = np.unique(np.concatenate([chunk_of[chunk_of >= 0], chunk_of[on_fence] - 1]))
+    if not len(need):
+      return out
+    run_h, run_r = self._read_chunk(need)        # the chunks, concatenated: still sorted
+    lo = np.searchsorted(run_h, hashes, "left")
+    hi = np.searchsorted(run_h, hashes, "right")
+    for q in np.flatnonzero(hi > lo):
+      out[q].extend(run_r[lo[q]:hi[q]].tolist())
+    return out
+
+
+def merged_run(sorted_hash: np.ndarray, sorted_rows: np.ndarray, tail_hash: np.ndarray,
+               tail_start: int):
+  """-> (hash, rows, fences) of the run holding both (stable: equal hashes by row)."""
+  h = np.concatenate([sorted_hash, tail_hash]).astype(np.uint64)
+  r = np.concatenate([sorted_rows, np.arange(tail_start, tail_start + len(tail_hash))])
+  order = np.lexsort((r, h))
+  h, r = h[order], r[order].astype(np.int64)
+  return h, r, h[::FENCE].copy()

@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_config_arguments(parser, default="configs/memory3.py:small")
   parser.add_argument("--workdir", default=None,
                       help="run directory (default: artifacts/demo/<variant>)")
+  parser.add_argument("--allow-stale-bank", action="store_true",
+                      help="use a bank built with other weights or another tokenizer "
+                      "(its memories are stale; normally refused)")
   parser.add_argument("--quick", action="store_true",
                       help="shortened training and evaluation (every step still runs)")
   parser.add_argument("--results", default=None,
@@ -34,5 +37,6 @@ def run(args) -> int:
                             fixed_model=args.skip_train)
   workdir = args.workdir or f"artifacts/demo/{config.get('variant', 'run')}"
   run_demo(config, workdir, quick=args.quick, results_path=args.results,
-           plot_dir=args.plots, skip_train=args.skip_train)
+           plot_dir=args.plots, skip_train=args.skip_train,
+           allow_stale_bank=args.allow_stale_bank)
   return 0

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--bank", default=None,
                       help="an existing bank (directory or TensorStore URL); default: the "
                       "workdir's bank of its last checkpoint, built when missing")
+  parser.add_argument("--allow-stale-bank", action="store_true",
+                      help="use a bank built with other weights or another tokenizer "
+                      "(its memories are stale; normally refused)")
   parser.add_argument("--qa", default=None,
                       help="QA JSONL {question, answer, choices?, gold_ref_id?}; default: "
                       "the prepared held-out QA")
@@ -40,7 +43,8 @@ def run(args) -> int:
   from m3jax.run.loading import load_trained_run
   config = config_from_args(args, workdir=args.workdir, fixed_model=True)
   ev = build(config).eval
-  trained = load_trained_run(config, args.workdir, bank_url=args.bank)
+  trained = load_trained_run(config, args.workdir, bank_url=args.bank,
+                             allow_stale=args.allow_stale_bank)
   items = read_jsonl(args.qa, "qa") if args.qa else None
   out = os.path.join(args.workdir, "eval")
   t = trained

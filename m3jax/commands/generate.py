@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--bank", default=None,
                       help="an existing bank (directory or TensorStore URL); default: the "
                       "workdir's bank of its last checkpoint, built when missing")
+  parser.add_argument("--allow-stale-bank", action="store_true",
+                      help="use a bank built with other weights or another tokenizer "
+                      "(its memories are stale; normally refused)")
   parser.add_argument("--prompt", action="append", required=True,
                       help="prompt text (repeat for a batch)")
   parser.add_argument("--mode", choices=("memory", "no_memory", "rag"), default="memory",

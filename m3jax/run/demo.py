@@ -43,7 +43,7 @@ def apply_quick(config, quick: bool):
 
 def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | None = None,
              plot_dir: str | None = None, skip_train: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, allow_stale_bank: bool = False) -> dict:
   """Runs everything; returns the results dict (also written as JSON)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
@@ -78,7 +78,8 @@ def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | N
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
   bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
-                                             progress, vocab=vocab)
+                                             progress, vocab=vocab,
+                                             allow_stale=allow_stale_bank)
   t = lap("build_bank", t)
   res = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever,
                                 ev, plot_dir=plot_dir, progress=progress,

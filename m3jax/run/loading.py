@@ -50,7 +50,7 @@ def load_trained_params(config, workdir: str):
 
 
 def load_trained_run(config, workdir: str, progress: bool = True,
-                     bank_url: str | None = None) -> TrainedRun:
+                     bank_url: str | None = None, allow_stale: bool = False) -> TrainedRun:
   """Data, last params and bank of ``workdir`` (``bank_url``: an existing bank to use)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
@@ -61,7 +61,8 @@ def load_trained_run(config, workdir: str, progress: bool = True,
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
   bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
-                                             progress, url=bank_url, vocab=vocab)
+                                             progress, url=bank_url, vocab=vocab,
+                                             allow_stale=allow_stale)
   return TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
 
 

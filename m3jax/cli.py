@@ -15,6 +15,7 @@ COMMANDS = {
     "generate": "generate",
     "eval": "evaluate",
     "sweep": "sweep",
+    "compile": "compile",
 }
 
 

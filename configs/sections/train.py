@@ -61,6 +61,9 @@ def get(variant: str) -> ml_collections.ConfigDict:
   c.b2 = 0.95
   c.eps = 1e-8
   c.grad_clip = 1.0
+  # Gradient accumulation: the batch runs as this many sequential microbatches (the
+  # paper's ~4M-token step does not fit a chip's HBM at once; m3jax.train.accumulate).
+  c.microbatches = 1
   c.z_loss = 0.0
   # Loop.
   c.checkpoint_every = s["checkpoint_every"]

@@ -39,7 +39,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 # config.train keys the optimizer and the step depend on (the step cache key).
-_OPT_KEYS = ("grad_clip", "b1", "b2", "eps", "weight_decay", "z_loss")
+_OPT_KEYS = ("grad_clip", "b1", "b2", "eps", "weight_decay", "z_loss", "microbatches")
 
 # A hook is called after every step as hook(stage_name, step); raising stops training.
 Hook = Callable[[str, int], None]
@@ -120,7 +120,7 @@ class _Run:
     stage, tc, cfg = self.stages[index], self.tc, self.cfg
     batch = int(tc.batch_size)
     _check_shapes(cfg, stage, self.seq_len, batch, self.mesh)
-    hyper = (tuple((k, tc[k]) for k in _OPT_KEYS), int(self.config.seed))
+    hyper = (tuple((k, tc[k]) for k in _OPT_KEYS if k in tc), int(self.config.seed))
     step_fn, tx, shardings = cached_train_step(cfg, stage, hyper, self.mesh, self.rules)
     ckpt = Checkpointer(stage_dir(self.workdir, stage), max_to_keep=int(tc.max_to_keep),
                         async_save=bool(tc.async_checkpoint))

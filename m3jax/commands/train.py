@@ -2,12 +2,15 @@
 
   python -m m3jax train --config configs/memory3.py:small --workdir DIR [--config.x=y ...]
 
-Re-running the same command resumes from the latest checkpoints; SIGTERM saves and exits.
+Re-running the same command resumes from the latest checkpoints; SIGTERM saves and exits
+with status 143 (128 + SIGTERM), so a scheduler sees the run as interrupted, not done.
 """
 
 from __future__ import annotations
 
 import json
+
+PREEMPTED_EXIT = 143   # 128 + SIGTERM: saved, not finished
 
 
 def add_arguments(parser) -> None:
@@ -19,6 +22,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+  import jax
+
   from m3jax.config_loading import config_from_args
   from m3jax.train.loop import NonFiniteLossError, train
   config = config_from_args(args)
@@ -29,8 +34,9 @@ def run(args) -> int:
   except NonFiniteLossError as e:
     print(f"train: {e}")
     return 2
-  print(json.dumps({"final_losses": summary["final_losses"], "plot": summary.get("plot"),
-                    "metrics": summary["metrics"], "preempted": summary["preempted"],
-                    "checkpoints": {k: v["latest_checkpoint"]
-                                    for k, v in summary["stages"].items()}}, indent=2))
-  return 0
+  if jax.process_index() == 0:   # one host reports for the pod
+    print(json.dumps({"final_losses": summary["final_losses"], "plot": summary.get("plot"),
+                      "metrics": summary["metrics"], "preempted": summary["preempted"],
+                      "checkpoints": {k: v["latest_checkpoint"]
+                                      for k, v in summary["stages"].items()}}, indent=2))
+  return PREEMPTED_EXIT if summary["preempted"] else 0

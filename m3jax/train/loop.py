@@ -24,7 +24,7 @@ import numpy as np
 
 from m3jax import sharding
 from m3jax.model.config import ModelConfig, model_config_from
-from m3jax.train import distributed
+from m3jax.train import distributed, paths
 from m3jax.train.checkpoint import Checkpointer, PreemptionGuard, model_config_json
 from m3jax.train.metrics import MetricsLogger, plot_losses, read_jsonl
 from m3jax.train.optimizer import schedule
@@ -63,7 +63,7 @@ def make_mesh_from(config):
 
 
 def stage_dir(workdir: str, stage: StageSpec) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints", stage.name)
+  return os.path.join(paths.absolute(workdir), "checkpoints", stage.name)
 
 
 def _check_shapes(cfg: ModelConfig, stage: StageSpec, seq_len: int, batch: int, mesh):
@@ -81,7 +81,7 @@ class _Run:
   """State shared by the stages of one ``train`` call."""
 
   def __init__(self, config, workdir, hooks, data_factory):
-    self.config, self.workdir, self.hooks = config, os.path.abspath(workdir), tuple(hooks)
+    self.config, self.workdir, self.hooks = config, paths.absolute(workdir), tuple(hooks)
     self.tc = config.train
     self.cfg = model_config_from(config.model)
     self.stages = stages_from(self.tc.stages,
@@ -91,9 +91,11 @@ class _Run:
     self.rules = sharding.normalize_rules(rules)
     self.data_factory = data_factory or make_iterator
     self.offsets = np.cumsum([0] + [s.steps for s in self.stages]).tolist()
-    os.makedirs(self.workdir, exist_ok=True)
-    self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard),
-                                progress_bar=bool(self.tc.progress_bar))
+    paths.makedirs(self.workdir)
+    lead = jax.process_index() == 0   # one host writes metrics and shows progress
+    self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard) and lead,
+                                progress_bar=bool(self.tc.progress_bar) and lead,
+                                enabled=lead)
 
   # ------------------------------------------------------------------------- state init
   def _initial_state(self, index: int, stage: StageSpec, tx, shardings):
@@ -170,7 +172,7 @@ class _Run:
           pending.append((step, metrics))
           for hook in self.hooks:
             hook(stage.name, step)
-          stop = guard.requested
+          stop = guard.reached(step)
           save = step % ckpt_every == 0 or step == stage.steps or stop
           if save or step % log_every == 0:
             t_last = self._flush(stage, index, pending, t_last)
@@ -180,8 +182,9 @@ class _Run:
           if stop:
             ckpt.wait()
             result["preempted"] = True
-            print(f"[m3jax.train] SIGTERM: saved step {step} of stage {stage.name!r} to "
-                  f"{ckpt.directory}; re-run the same command to resume")
+            if jax.process_index() == 0:
+              print(f"[m3jax.train] SIGTERM: saved step {step} of stage {stage.name!r} to "
+                    f"{ckpt.directory}; re-run the same command to resume")
             return
       finally:
         self.logger.end_stage()

@@ -56,13 +56,20 @@ def _version(package: str) -> str | None:
     return None
 
 
+def _size(n: int) -> str:
+  for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+    if n >= size:
+      return f"{n / size:.2f} {unit}"
+  return f"{n} B"
+
+
 def _print(result: dict) -> None:
   from m3jax.train.aot_report import GiB
   mem, fit, flops = result["memory"], result["fit"], result["flops"]
   print(f"{result['topology']} ({result['devices']} devices, mesh {result['mesh']}) "
         f"{result['stage']}: lowered in {result['lower_s']:.1f} s, compiled in "
-        f"{result['compile_s']:.1f} s")
-  print("  per device: " + ", ".join(f"{k[:-6]} {v / GiB:.2f} GiB" for k, v in mem.items()))
+        f"{result['compile_s']:.1f} s ({result['compile_cpu_s']:.1f} CPU s)")
+  print("  per device: " + ", ".join(f"{k[:-6]} {_size(v)}" for k, v in mem.items()))
   print(f"  HBM {fit['hbm_bytes_per_device'] / GiB:.0f} GiB: {100 * fit['used_fraction']:.1f}% "
         f"used, headroom {100 * fit['headroom_fraction']:.1f}%")
   ratio = flops["compiled_over_formula"]
@@ -130,7 +137,7 @@ def compile_and_report(config, args) -> dict:
       "model": _model_knobs(config), "stage": stage_name,
       "mesh": {k: int(v) for k, v in mesh.shape.items()},
       "per_device_batch": per_device_batch, "details": out.details,
-      "lower_s": out.lower_s, "compile_s": out.compile_s, **summary,
+      **out.timing, **summary,
       "machine": {"cpu_count": os.cpu_count(), "jax": jax.__version__,
                   "libtpu": _version("libtpu"),
                   "load_average_1m": os.getloadavg()[0]},

@@ -76,3 +76,35 @@ def decode_step_flops(c: ModelConfig, batch: int, key_slots: int) -> float:
   hd = c.num_heads * c.head_dim
   per_layer = _linear_per_token(c) + 2 * key_slots * hd
   return 2 * batch * (c.num_layers * per_layer + c.vocab_size * c.embed_dim)
+
+
+def dense_attention_extra(c: ModelConfig, t: int, batch: int, *, use_memory: bool,
+                          encode_grad: bool = True) -> float:
+  """FLOPs a dense (masked) attention computes beyond App. A's causal count.
+
+  App. A counts T·(T/2) query-key pairs per layer; the dense kernel computes all
+  T·(T+1) (sink + context) and masks half: 2·2·T·(T/2+1)·H·d_h more per layer forward,
+  ×3 with the backward. Stage 2's encoder likewise computes (N+1)² pairs where App. A
+  counts N²/2 (×3 with encode_grad).
+  """
+  hd = c.num_heads * c.head_dim
+  extra = 3 * c.num_layers * 4 * t * (t / 2 + 1) * hd
+  if use_memory:
+    m = c.memory
+    n = m.ref_len
+    per_ref = m.encode_depth * 4 * ((n + 1) ** 2 - n * n / 2) * hd
+    extra += (t // m.chunk_len) * per_ref * (3 if encode_grad else 1)
+  return extra * batch
+
+
+def remat_extra(c: ModelConfig, t: int, batch: int, policy: str | None) -> float:
+  """Forward FLOPs the backward recomputes under ``model.remat_policy`` (dense attention).
+
+  full: every layer's forward again; dots_except_attention: the attention score and
+  value matmuls; none / dots: nothing. (The live encoder of stage 2 is not counted.)
+  """
+  hd = c.num_heads * c.head_dim
+  attention = 4 * t * (t + 1) * hd
+  per_layer = {"full": 2 * t * _linear_per_token(c) + attention,
+               "dots_except_attention": attention}.get(policy or "none", 0.0)
+  return c.num_layers * per_layer * batch

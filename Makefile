@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-integration test-slow lint install clean
+.PHONY: demo test test-integration test-slow lint install clean tpu-venv tpu-venv-or-skip test-aot
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,8 @@ demo: $(STAMP)
 	$(PY) -m m3jax demo --results experiments/results/demo.json --plots experiments/results/plots
 
 # Unit and property tests (pyproject's default marker filter): <= 3 minutes on 2 cores.
-test: $(STAMP)
+# tpu-venv-or-skip installs .venv-tpu (libtpu) for the AOT compile test.
+test: $(STAMP) tpu-venv-or-skip
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 # End-to-end jobs: the demo, the sweep, the probes, trainings, the GPU script (CPU run).
@@ -42,7 +43,31 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TPU_VENV) .pytest_cache
+
+# A separate virtualenv with jax[tpu] (libtpu) for ahead-of-time TPU compilation
+# (`python -m m3jax compile`, tests/train/test_aot.py), so libtpu never loads into, slows
+# or changes a CPU run of .venv.
+TPU_VENV := .venv-tpu
+TPU_PY := $(TPU_VENV)/bin/python
+TPU_STAMP := $(TPU_VENV)/.installed-stamp
+
+$(TPU_STAMP): requirements-tpu.txt pyproject.toml
+	test -x $(TPU_PY) || $(PYTHON) -m venv $(TPU_VENV)
+	$(TPU_PY) -m pip install --quiet --upgrade pip
+	$(TPU_PY) -m pip install --quiet -r requirements-tpu.txt
+	$(TPU_PY) -m pip install --quiet --no-deps -e .
+	touch $(TPU_STAMP)
+
+tpu-venv: $(TPU_STAMP)
+
+# `make test` tries it; where libtpu has no wheel (not Linux x86_64/aarch64) the AOT test skips.
+tpu-venv-or-skip:
+	@$(MAKE) --no-print-directory tpu-venv || echo "make: .venv-tpu could not be installed;" \
+	  "tests/train/test_aot.py will skip its TPU compile (see the pip error above)"
+
+test-aot: $(STAMP) tpu-venv
+	$(PY) -m pytest -q tests/train/test_aot.py $(PYTEST_ARGS)
 
 # Wheels the GPU machine lacks (Python 3.12), carried in .whl/ by experiments/gpu_check.sh.
 gpu-wheels:

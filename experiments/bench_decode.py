@@ -5,12 +5,19 @@ Memory³ does 2·128/64 − 1 = 3 retrievals of 32×5 memories (two prompt chunk
 after the first 64 generated tokens); the worst case makes reference ids unique after the
 search and disables the RAM cache, so every memory is read from the TensorStore bank on
 disk; RAG retrieves 5 reference texts once with the first 64-token query and prefills them
-before the prompt. Throughput = 32·128 / (time to first token + decode time); each
-condition runs ``--runs`` times, the first dropped (warm-up, compilation).
+before the prompt. Throughput = 32·128 / (time to first token + decode time).
+
+Timing: one untimed warm-up round (compilation), then ``--runs`` rounds (default 9), each
+running every condition once, interleaved (odd rounds in reverse order), so a slow spell of
+the machine hits all conditions of a round alike. Each ratio is reported as the median and
+spread (min, quartiles, max, all values) of its per-round paired ratios; per-condition
+figures are medians over the rounds. On a shared CPU single ratios vary by ±20%, so only
+the median of many pairs can be read.
 
 Prints a table and writes ``experiments/results/bench_decode_<device>.json`` (or --out):
-tokens/s and time to first token per condition, ``ratio_memory_vs_none``,
-``ratio_memory_vs_rag`` (cache off = the worst case, and cache on), and the share of the
+tokens/s and time to first token per condition, ``ratio_memory_vs_none`` (cold cache),
+``ratio_memory_vs_rag`` (cache off = the worst case, and cache on; medians, spread under
+``ratios``), and the share of the
 memory condition's time spent in retrieval, bank reads and device compute.
 
   python experiments/bench_decode.py                      # small config, CPU-sized
@@ -117,24 +124,55 @@ class ResidentMemory:
     return mem, self.ids[take]
 
 
-def run_condition(gen: Generator, prompts, new_tokens: int, runs: int, memory_fn=None,
-                  timer: TimedMemory | None = None):
-  rows = []
-  for i in range(runs):
-    if timer is not None:
-      timer.reset()
-    res = gen.generate(prompts, new_tokens, memory_fn=memory_fn)
-    total = res.time_to_first_token + res.decode_seconds
-    rows.append({"ttft_s": res.time_to_first_token, "decode_s": res.decode_seconds,
-                 "total_s": total, "tokens": len(prompts) * new_tokens,
-                 "retrieval_s": timer.retrieval_s if timer else 0.0,
-                 "bank_s": timer.bank_s if timer else 0.0,
-                 "retrievals": timer.calls if timer else 0, "swaps": res.num_swaps})
-  kept = rows[1:] if runs > 1 else rows   # the first run compiles
-  mean = {k: float(np.mean([r[k] for r in kept])) for k in kept[0]}
-  mean["tokens_per_s"] = mean["tokens"] / mean["total_s"]
-  mean["device_s"] = mean["total_s"] - mean["retrieval_s"] - mean["bank_s"]
-  return mean
+def run_once(gen: Generator, prompts, new_tokens: int, memory_fn=None,
+             timer: TimedMemory | None = None) -> dict:
+  if timer is not None:
+    timer.reset()
+  res = gen.generate(prompts, new_tokens, memory_fn=memory_fn)
+  total = res.time_to_first_token + res.decode_seconds
+  row = {"ttft_s": res.time_to_first_token, "decode_s": res.decode_seconds,
+         "total_s": total, "tokens": len(prompts) * new_tokens,
+         "retrieval_s": timer.retrieval_s if timer else 0.0,
+         "bank_s": timer.bank_s if timer else 0.0,
+         "retrievals": timer.calls if timer else 0, "swaps": res.num_swaps}
+  row["tokens_per_s"] = row["tokens"] / total
+  return row
+
+
+def run_interleaved(conditions: dict, runs: int, progress: bool = True) -> dict:
+  """Runs every condition once per round, ``runs`` rounds after one warm-up round.
+
+  Interleaving pairs the conditions in time: a slow spell of the machine (other jobs,
+  frequency changes) hits every condition of a round, so the per-round ratios cancel it
+  where back-to-back blocks of one condition would not. Odd rounds run the conditions
+  in reverse order so none always goes first. Returns {name: [row per timed round]}.
+  """
+  from tqdm.auto import tqdm
+  names = list(conditions)
+  for name in names:                  # warm-up: compiles, fills caches; not timed
+    conditions[name]()
+  rows = {name: [] for name in names}
+  for r in tqdm(range(runs), desc="decode rounds", disable=not progress):
+    for name in (names if r % 2 == 0 else names[::-1]):
+      rows[name].append(conditions[name]())
+  return rows
+
+
+def summarize_rows(rows: list[dict]) -> dict:
+  """Median of each field over the timed rounds (tokens/s: of the per-round values)."""
+  out = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+  out["device_s"] = out["total_s"] - out["retrieval_s"] - out["bank_s"]
+  out["tokens_per_s_runs"] = [r["tokens_per_s"] for r in rows]
+  return out
+
+
+def paired_ratio(rows_a: list[dict], rows_b: list[dict]) -> dict:
+  """Per-round tokens/s ratios a ÷ b: median, spread (min, max, quartiles) and values."""
+  ratios = np.array([a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(rows_a, rows_b)])
+  q25, q75 = np.percentile(ratios, [25, 75])
+  return {"median": float(np.median(ratios)), "min": float(ratios.min()),
+          "max": float(ratios.max()), "q25": float(q25), "q75": float(q75),
+          "n": int(ratios.size), "values": ratios.tolist()}
 
 
 def rag_prompts(feeder: MemoryFeeder, refs_by_id, prompts, timer_box: dict):
@@ -179,7 +217,9 @@ def main(argv=None):
   parser.add_argument("--prompt-len", type=int, default=128)
   parser.add_argument("--new-tokens", type=int, default=128)
   parser.add_argument("--num-refs", type=int, default=1024)
-  parser.add_argument("--runs", type=int, default=None, help="default: 9 on GPU, 3 on CPU")
+  parser.add_argument("--runs", type=int, default=9,
+                      help="timed rounds after one warm-up round; each round runs every "
+                           "condition once (interleaved), giving one paired ratio")
   parser.add_argument("--bank-dir", default=None)
   parser.add_argument("--out", default=None)
   parser.add_argument("--seed", type=int, default=0)
@@ -188,8 +228,7 @@ def main(argv=None):
   args, overrides = parser.parse_known_args(argv)
   config = load_config(args.config, overrides)
   cfg = model_config_from(config.model.to_dict())
-  on_cpu = jax.default_backend() == "cpu"
-  runs = args.runs or (3 if on_cpu else 9)
+  runs = args.runs
 
   params = Transformer(cfg).init(jax.random.key(args.seed), jnp.ones((1, 8), jnp.int32))
   # Inference weights in the compute dtype: cast once, not per step.
@@ -209,40 +248,55 @@ def main(argv=None):
   feeder = MemoryFeeder(embedder, retriever, bank, cfg.memory.refs_per_chunk, dtype=cfg.dtype)
   gen = Generator(cfg, params, sampling=SamplingConfig(), stop_at_eos=False)
 
-  results = {}
-  results["no_memory"] = run_condition(gen, prompts, args.new_tokens, runs)
   resident = ResidentMemory(TimedMemory(feeder, refs, unique=False, dtype=cfg.dtype), prompts,
                             cfg.memory.chunk_len)
-  results["memory_resident"] = run_condition(gen, prompts, args.new_tokens, runs, resident)
-  bank.cache = LRUCache(0)
   worst = TimedMemory(feeder, refs, unique=True, dtype=cfg.dtype)
-  results["memory_cache_off"] = run_condition(gen, prompts, args.new_tokens, runs, worst, worst)
-  bank.cache = LRUCache(4 * args.batch * cfg.memory.refs_per_chunk * 3)
   cached = TimedMemory(feeder, refs, unique=False, dtype=cfg.dtype)
-  results["memory_cache_on"] = run_condition(gen, prompts, args.new_tokens, runs, cached, cached)
+  cold_cache, warm_cache = LRUCache(0), LRUCache(4 * args.batch * cfg.memory.refs_per_chunk * 3)
   box = {}
   rag, _ = rag_prompts(feeder, {r.id: r for r in refs}, prompts, box)
-  results["rag"] = run_condition(gen, rag, args.new_tokens, runs)
-  results["rag"]["retrieval_s"] = box["retrieval_s"]
-  feeder.close()
 
-  none, rag_r = results["no_memory"]["tokens_per_s"], results["rag"]["tokens_per_s"]
+  def with_cache(cache, fn):
+    def run():
+      bank.cache = cache
+      return fn()
+    return run
+
+  conditions = {
+      "no_memory": lambda: run_once(gen, prompts, args.new_tokens),
+      "memory_resident": lambda: run_once(gen, prompts, args.new_tokens, resident),
+      "memory_cache_off": with_cache(cold_cache, lambda: run_once(
+          gen, prompts, args.new_tokens, worst, worst)),
+      "memory_cache_on": with_cache(warm_cache, lambda: run_once(
+          gen, prompts, args.new_tokens, cached, cached)),
+      "rag": lambda: run_once(gen, rag, args.new_tokens),
+  }
+  rows = run_interleaved(conditions, runs)
+  feeder.close()
+  results = {name: summarize_rows(r) for name, r in rows.items()}
+  results["rag"]["retrieval_s"] = box["retrieval_s"]
+
+  pair = lambda a, b: paired_ratio(rows[a], rows[b])
+  ratios = {"memory_vs_none": pair("memory_cache_off", "no_memory"),
+            "memory_vs_none_resident": pair("memory_resident", "no_memory"),
+            "memory_vs_none_cache_on": pair("memory_cache_on", "no_memory"),
+            "memory_vs_rag": pair("memory_cache_off", "rag"),
+            "memory_vs_rag_cache_on": pair("memory_cache_on", "rag")}
   summary = {
       "machine": bench_common.describe_machine(),
+      "load_average_1m": os.getloadavg()[0],   # other work on the box skews CPU times
       "config": {"arg": args.config, "overrides": overrides, "num_layers": cfg.num_layers,
                  "embed_dim": cfg.embed_dim, "heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads,
                  "memory_layers": list(cfg.memory.memory_layers), "dtype": jnp.dtype(cfg.dtype).name,
                  "vocab": cfg.vocab_size},
       "protocol": {"batch": args.batch, "prompt_len": args.prompt_len,
-                   "new_tokens": args.new_tokens, "runs": runs, "dropped_first": runs > 1,
-                   "bank_refs": args.num_refs, "bank_build_s": build_s,
+                   "new_tokens": args.new_tokens, "runs": runs, "warmup_rounds": 1,
+                   "interleaved": True, "bank_refs": args.num_refs, "bank_build_s": build_s,
                    "retrievals_per_run": results["memory_cache_off"]["retrievals"]},
       "conditions": results,
-      "ratio_memory_vs_none": results["memory_cache_off"]["tokens_per_s"] / none,
-      "ratio_memory_vs_none_resident": results["memory_resident"]["tokens_per_s"] / none,
-      "ratio_memory_vs_none_cache_on": results["memory_cache_on"]["tokens_per_s"] / none,
-      "ratio_memory_vs_rag": results["memory_cache_off"]["tokens_per_s"] / rag_r,
-      "ratio_memory_vs_rag_cache_on": results["memory_cache_on"]["tokens_per_s"] / rag_r,
+      # Medians of the per-round paired ratios (spread and values under "ratios").
+      "ratios": ratios,
+      **{f"ratio_{k}": v["median"] for k, v in ratios.items()},
       "memory_time_share": {
           k: results["memory_cache_off"][f"{k}_s"] / results["memory_cache_off"]["total_s"]
           for k in ("retrieval", "bank", "device")},
@@ -255,11 +309,9 @@ def main(argv=None):
            f"{1000 * r['device_s']:.1f}") for name, r in results.items()]
   bench_common.print_table(["condition", "tokens/s", "TTFT ms", "retrieval ms", "bank ms",
                             "device ms"], rows)
-  print(f"memory/none = {summary['ratio_memory_vs_none_resident']:.3f} (memories resident), "
-        f"{summary['ratio_memory_vs_none']:.3f} (cache off), "
-        f"{summary['ratio_memory_vs_none_cache_on']:.3f} (cache on); memory/RAG = "
-        f"{summary['ratio_memory_vs_rag']:.2f} (cache off), "
-        f"{summary['ratio_memory_vs_rag_cache_on']:.2f} (cache on)")
+  for name, r in ratios.items():
+    print(f"{name}: median {r['median']:.3f} over {r['n']} paired rounds "
+          f"(min {r['min']:.3f}, quartiles {r['q25']:.3f}-{r['q75']:.3f}, max {r['max']:.3f})")
   path = bench_common.write_json("bench_decode", summary, args.out)
   print(f"wrote {path}")
   return summary

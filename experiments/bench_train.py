@@ -1,6 +1,7 @@
 """Train-step time and MFU: stage 1, stage 2 (encode_grad on / off), and their ratios.
 
-FLOPs come from the config with SPEC App. A's formulas (generalized to H·d_h ≠ d):
+FLOPs come from the config with SPEC App. A's formulas (m3jax.train.flops, generalized
+to H·d_h ≠ d):
 
   stage 1, per sequence of T tokens (×3 fwd+bwd, ×2 multiply-add):
     6·[ L·( T·(2·d·H·d_h + 2·d·d_h·H_kv + 3·d·W) + 2·T·(T/2)·H·d_h ) + T·V·d ]
@@ -36,7 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 from experiments import bench_common  # noqa: E402
 from m3jax import sharding  # noqa: E402
 from m3jax.run.config import load_config  # noqa: E402
-from m3jax.model.config import ModelConfig, model_config_from  # noqa: E402
+from m3jax.model.config import model_config_from  # noqa: E402
+from m3jax.train.flops import flops_encode, flops_memory_read, flops_stage1  # noqa: E402,F401
 from m3jax.train.loop import make_mesh_from, resolve_seq_len  # noqa: E402
 from m3jax.train.optimizer import make_optimizer  # noqa: E402
 from m3jax.train.config import train_config_from  # noqa: E402
@@ -49,28 +51,6 @@ from m3jax.train.synthetic import SyntheticIterator  # noqa: E402
 NOMINAL = {"h100": {"float32": 67e12, "bfloat16": 989e12},
            "h200": {"float32": 67e12, "bfloat16": 989e12},
            "a100": {"float32": 19.5e12, "bfloat16": 312e12}}
-
-
-def flops_stage1(c: ModelConfig, t: int) -> float:
-  d, hd = c.embed_dim, c.num_heads * c.head_dim
-  per_layer = t * (2 * d * hd + 2 * d * c.head_dim * c.num_kv_heads + 3 * d * c.mlp_dim)
-  attn = 2 * t * (t / 2) * hd
-  return 6 * (c.num_layers * (per_layer + attn) + t * c.vocab_size * d)
-
-
-def flops_memory_read(c: ModelConfig, t: int) -> float:
-  m = c.memory
-  return 6 * m.num_memory_layers * 2 * t * (m.refs_per_chunk * m.tokens_per_head) * (
-      c.num_heads * c.head_dim)
-
-
-def flops_encode(c: ModelConfig, t: int, grad: bool) -> float:
-  m, d, hd = c.memory, c.embed_dim, c.num_heads * c.head_dim
-  n, depth = m.ref_len, m.encode_depth
-  per_ref = 2 * (depth * n * (2 * d * hd + 2 * d * c.head_dim * c.num_kv_heads)
-                 + depth * 2 * (n * n / 2) * hd + (depth - 1) * n * 3 * d * c.mlp_dim
-                 + m.num_memory_layers * n * n * hd)
-  return (t // m.chunk_len) * per_ref * (3 if grad else 1)
 
 
 def nominal_peak(tag: str, dtype: str) -> float | None:

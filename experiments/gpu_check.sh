@@ -43,7 +43,7 @@ else
   # which the first half are memory layers, bf16 compute.
   CFG=configs/memory3.py:paper_2p4b
   SHAPE=(--config.model.num_layers=8 "--config.model.memory.memory_layers=(0,1,2,3)")
-  DECODE=(--batch 32 --prompt-len 128 --new-tokens 128 --num-refs 2048 --runs 4)
+  DECODE=(--batch 32 --prompt-len 128 --new-tokens 128 --num-refs 2048 --runs 9)
   # T=2048 as in the paper; cuDNN flash attention (falls back to dense where unsupported).
   TRAIN=(--steps 3 --measure-matmul --matmul-size 8192 --config.train.batch_size=4
          --config.data.seq_len=2048 --config.model.attention_impl=cudnn)

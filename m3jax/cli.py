@@ -20,6 +20,7 @@ COMMANDS = {
     "generate": "generate",
     "eval": "evaluate",
     "sweep": "sweep",
+    "compile": "compile",
 }
 _OVERRIDE = "--config."
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from m3jax import axes
@@ -48,24 +49,64 @@ def normalize_rules(rules) -> tuple[tuple[str, Any], ...]:
   return tuple(out)
 
 
-def make_mesh(shape: Sequence[int], axis_names: Sequence[str] = MESH_AXES,
-              devices=None) -> Mesh:
-  """A mesh with Auto axis types (logical constraints need Auto, not Explicit, axes).
-
-  A ``-1`` in ``shape`` takes all remaining devices.
-  """
-  devices = np.asarray(jax.devices() if devices is None else devices)
+def _resolve_shape(shape: Sequence[int], n: int) -> tuple[int, ...]:
   shape = list(shape)
   if shape.count(-1) > 1:
-    raise ValueError(f"mesh shape {shape}: at most one -1")
+    raise ValueError(f"mesh shape {tuple(shape)}: at most one -1")
   if -1 in shape:
     rest = int(np.prod([s for s in shape if s != -1]))
-    shape[shape.index(-1)] = devices.size // rest
-  if int(np.prod(shape)) != devices.size:
+    if rest <= 0 or n % rest:
+      raise ValueError(f"mesh shape {tuple(shape)}: the other axes ({rest} devices) do not "
+                       f"divide the {n} devices; fix config.sharding.mesh_shape")
+    shape[shape.index(-1)] = n // rest
+  if int(np.prod(shape)) != n:
     raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
-                     f"{devices.size} available; fix config.sharding.mesh_shape")
-  return Mesh(devices.reshape(shape), tuple(axis_names),
-              axis_types=(AxisType.Auto,) * len(axis_names))
+                     f"{n} available; fix config.sharding.mesh_shape")
+  return tuple(shape)
+
+
+def device_grid(shape: Sequence[int], devices: Sequence[Any],
+                dcn_shape: Sequence[int] | None = None) -> np.ndarray:
+  """Devices laid out as ``shape``, following the hardware where it has a topology.
+
+  TPU devices: ``mesh_utils.create_device_mesh`` maps the mesh onto the chips' torus so
+  neighbouring mesh coordinates are neighbouring chips. Several slices (multislice, the
+  devices carry ``slice_index``): ``create_hybrid_device_mesh``, with the slices along
+  ``dcn_shape`` (default: all of them on the first, ``data``, axis: only data
+  parallelism crosses the slow data-center network). Other devices keep their order.
+  """
+  devices = list(devices)
+  slices = sorted({getattr(d, "slice_index", 0) for d in devices})
+  if len(slices) > 1:
+    dcn = tuple(dcn_shape) if dcn_shape else (len(slices),) + (1,) * (len(shape) - 1)
+    if int(np.prod(dcn)) != len(slices) or any(s % d for s, d in zip(shape, dcn)):
+      raise ValueError(f"the {len(slices)} slices cannot lay out as dcn shape {dcn} inside "
+                       f"mesh shape {tuple(shape)}: each mesh axis must be a multiple of "
+                       "its dcn axis and the dcn axes must multiply to the slice count")
+    ici = tuple(s // d for s, d in zip(shape, dcn))
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
+                                                allow_split_physical_axes=True)
+  if devices[0].platform == "tpu":
+    try:
+      return mesh_utils.create_device_mesh(tuple(shape), devices,
+                                           allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError):
+      pass   # a shape the torus mapping does not cover: plain device order still works
+  return np.asarray(devices).reshape(shape)
+
+
+def make_mesh(shape: Sequence[int], axis_names: Sequence[str] = MESH_AXES,
+              devices=None, dcn_shape: Sequence[int] | None = None) -> Mesh:
+  """A topology-aware mesh with Auto axis types (logical constraints need Auto axes).
+
+  A ``-1`` in ``shape`` takes all remaining devices. ``devices`` defaults to all
+  devices (on a pod slice: every host's); an AOT compile passes a TPU topology's.
+  ``dcn_shape``: how slices lay out across mesh axes (see :func:`device_grid`).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  shape = _resolve_shape(shape, len(devices))
+  grid = device_grid(shape, devices, dcn_shape)
+  return Mesh(grid, tuple(axis_names), axis_types=(AxisType.Auto,) * len(axis_names))
 
 
 @contextlib.contextmanager

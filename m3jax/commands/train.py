@@ -4,7 +4,8 @@
 
 Re-running the same command resumes from the latest checkpoints (a config that changes
 the model, the data or a started stage is refused; --force starts a new run); SIGTERM
-saves and exits. The workdir records its config (config.json): every later command
+saves and exits with status 143 (128 + SIGTERM), so a scheduler sees the run as
+interrupted, not done. The workdir records its config (config.json): every later command
 needs only --workdir.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 
 from m3jax.commands.common import add_config_arguments, config_from_args
+
+PREEMPTED_EXIT = 143   # 128 + SIGTERM: saved, not finished
 
 
 def add_arguments(parser) -> None:
@@ -27,6 +30,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+  import jax
+
   from m3jax.run.config import build
   from m3jax.train.loop import NonFiniteLossError, train
   config = config_from_args(args, workdir=None if args.force else args.workdir)
@@ -38,8 +43,9 @@ def run(args) -> int:
   except NonFiniteLossError as e:
     print(f"train: {e}")
     return 2
-  print(json.dumps({"final_losses": summary["final_losses"], "plot": summary.get("plot"),
-                    "metrics": summary["metrics"], "preempted": summary["preempted"],
-                    "checkpoints": {k: v["latest_checkpoint"]
-                                    for k, v in summary["stages"].items()}}, indent=2))
-  return 0
+  if jax.process_index() == 0:   # one host reports for the pod
+    print(json.dumps({"final_losses": summary["final_losses"], "plot": summary.get("plot"),
+                      "metrics": summary["metrics"], "preempted": summary["preempted"],
+                      "checkpoints": {k: v["latest_checkpoint"]
+                                      for k, v in summary["stages"].items()}}, indent=2))
+  return PREEMPTED_EXIT if summary["preempted"] else 0

@@ -18,8 +18,10 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from m3jax.model.config import ModelConfig
+from m3jax.train import paths
 
 
 def model_config_json(cfg: ModelConfig) -> dict:
@@ -34,7 +36,7 @@ class Checkpointer:
   """A stage's checkpoint directory."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.absolute(directory)   # gs://… stays a bucket path
     self._mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -67,7 +69,7 @@ class Checkpointer:
     return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def step_path(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return os.path.join(self.directory, str(step))   # posix join: also right for gs://
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()
@@ -78,10 +80,13 @@ class Checkpointer:
 
 
 class PreemptionGuard:
-  """SIGTERM sets a flag; the loop saves a final checkpoint and exits cleanly.
+  """Knows when to save a final checkpoint and stop, on every host at the same step.
 
-  Installed only from the main thread (signal handlers cannot be set elsewhere); the
-  previous handler is restored on exit.
+  One process: SIGTERM sets a flag (installed from the main thread only; the previous
+  handler is restored on exit). Several processes (``jax.distributed`` initialized):
+  JAX's preemption service owns SIGTERM, propagates a notice from any host to all, and
+  ``multihost_utils.reached_preemption_sync_point`` turns true on every host at the
+  same step, so all hosts save that step. Call :meth:`reached` once per step.
   """
 
   def __init__(self):
@@ -89,12 +94,16 @@ class PreemptionGuard:
     self._previous = None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     self.requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save ``step`` and stop (agreed across hosts; False without a notice)."""
+    return self.requested or multihost_utils.reached_preemption_sync_point(step)
 
   def __exit__(self, *exc):
     if self._previous is not None:

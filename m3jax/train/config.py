@@ -102,6 +102,9 @@ class TrainConfig:
   b2: float = 0.95
   eps: float = 1e-8
   grad_clip: float = 1.0
+  # Gradient accumulation: the batch runs as this many sequential microbatches (the paper's
+  # ~4M-token step does not fit a chip's HBM at once; m3jax.train.accumulate).
+  microbatches: int = 1
   z_loss: float = 0.0
   checkpoint_every: int = 100
   max_to_keep: int = 3
@@ -118,7 +121,7 @@ class TrainConfig:
   def __post_init__(self):
     w = "config.train"
     for name in ("batch_size", "checkpoint_every", "max_to_keep", "log_every",
-                 "fallback_seq_len", "eval_batches"):
+                 "fallback_seq_len", "eval_batches", "microbatches"):
       require(getattr(self, name) >= 1, f"{w}.{name}", getattr(self, name),
               "a positive integer (>= 1)")
     require(self.eval_every >= 0, f"{w}.eval_every", self.eval_every, ">= 0 (0: off)")

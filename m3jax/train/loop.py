@@ -27,7 +27,7 @@ import numpy as np
 
 from m3jax import sharding
 from m3jax.model.config import ModelConfig, model_config_from
-from m3jax.train import distributed
+from m3jax.train import distributed, paths
 from m3jax.train.config import validate
 from m3jax.train.workdir import content_addressed, record_run, start_run
 from m3jax.train.checkpoint import Checkpointer, PreemptionGuard, model_config_json
@@ -44,7 +44,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 # config.train keys the optimizer and the step depend on (the step cache key).
-_OPT_KEYS = ("grad_clip", "b1", "b2", "eps", "weight_decay", "z_loss")
+_OPT_KEYS = ("grad_clip", "b1", "b2", "eps", "weight_decay", "z_loss", "microbatches")
 
 # A hook is called after every step as hook(stage_name, step); raising stops training.
 Hook = Callable[[str, int], None]
@@ -63,7 +63,7 @@ def make_mesh_from(config):
 
 
 def stage_dir(workdir: str, stage: StageSpec) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints", stage.name)
+  return os.path.join(paths.absolute(workdir), "checkpoints", stage.name)
 
 
 def _check_shapes(cfg: ModelConfig, stage: StageSpec, seq_len: int, batch: int, mesh):
@@ -81,7 +81,7 @@ class _Run:
   """State shared by the stages of one ``train`` call."""
 
   def __init__(self, config, workdir, hooks, data_factory):
-    self.config, self.workdir, self.hooks = config, os.path.abspath(workdir), tuple(hooks)
+    self.config, self.workdir, self.hooks = config, paths.absolute(workdir), tuple(hooks)
     self.tc = validate(config)   # every type and range, before any work
     self.cfg = model_config_from(config.model)
     self.stages = self.tc.stages
@@ -92,10 +92,11 @@ class _Run:
       _check_shapes(self.cfg, stage, self.seq_len, int(self.tc.batch_size), self.mesh)
     self.data_factory = data_factory or make_iterator
     self.offsets = np.cumsum([0] + [s.steps for s in self.stages]).tolist()
-    os.makedirs(self.workdir, exist_ok=True)
-    self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard),
-                                progress_bar=bool(self.tc.progress_bar),
-                                hparams=_hparams(config))
+    paths.makedirs(self.workdir)
+    lead = jax.process_index() == 0   # one host writes metrics and shows progress
+    self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard) and lead,
+                                progress_bar=bool(self.tc.progress_bar) and lead,
+                                hparams=_hparams(config), enabled=lead)
     self._held_out = None
 
   # ------------------------------------------------------------------------- state init
@@ -182,7 +183,7 @@ class _Run:
             hook(stage.name, step)
           if tc.eval_every and step % tc.eval_every == 0:
             self._evaluate(stage, index, step, state.params)
-          stop = guard.requested
+          stop = guard.reached(step)
           save = step % ckpt_every == 0 or step == stage.steps or stop
           if save or step % log_every == 0:
             t_last = self._flush(stage, index, pending, t_last)
@@ -192,8 +193,9 @@ class _Run:
           if stop:
             ckpt.wait()
             result["preempted"] = True
-            print(f"[m3jax.train] SIGTERM: saved step {step} of stage {stage.name!r} to "
-                  f"{ckpt.directory}; re-run the same command to resume")
+            if jax.process_index() == 0:
+              print(f"[m3jax.train] SIGTERM: saved step {step} of stage {stage.name!r} to "
+                    f"{ckpt.directory}; re-run the same command to resume")
             return
       finally:
         self.logger.end_stage()

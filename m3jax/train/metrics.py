@@ -16,15 +16,17 @@ from typing import Iterable
 
 import numpy as np
 
+from m3jax.train import paths
+
 METRICS_FILE = "metrics.jsonl"
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """The records of a metrics file; a torn last line (a killed write) is dropped."""
-  if not os.path.exists(path):
+  """The records of a metrics file (local or gs://); a torn last line (a killed write) is
+  dropped."""
+  if not paths.exists(path):
     return []
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
+  lines = [line for line in paths.read_text(path).splitlines() if line.strip()]
   records = []
   for i, line in enumerate(lines):
     try:
@@ -45,13 +47,16 @@ def _json_value(x):
 
 
 class MetricsLogger:
-  """Writes per-step records ``{"stage", "step", "loss", ...}`` to ``<workdir>/metrics.jsonl``."""
+  """Writes per-step records ``{"stage", "step", "loss", ...}`` to ``<workdir>/metrics.jsonl``.
+
+  ``enabled=False`` (every host but process 0 of a pod) writes nothing.
+  """
 
   def __init__(self, workdir: str, *, tensorboard: bool = False, progress_bar: bool = True,
-               hparams: dict | None = None):
-    self.workdir = workdir
+               hparams: dict | None = None, enabled: bool = True):
+    self.workdir, self.enabled = workdir, enabled
     self.path = os.path.join(workdir, METRICS_FILE)
-    if os.path.exists(self.path):
+    if enabled and paths.exists(self.path):
       self.rewind(lambda r: True)   # drops a torn last line before appending
     self._tb = None
     if tensorboard:
@@ -68,11 +73,11 @@ class MetricsLogger:
 
   def rewind(self, keep) -> None:
     """Drops records ``keep(record)`` rejects (steps a resumed run will redo)."""
+    if not self.enabled:
+      return
     records = [r for r in read_jsonl(self.path) if keep(r)]
-    os.makedirs(self.workdir, exist_ok=True)
-    with open(self.path, "w") as f:
-      for r in records:
-        f.write(json.dumps(r) + "\n")
+    paths.makedirs(self.workdir)
+    paths.write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
   def start_stage(self, name: str, total: int, initial: int) -> None:
     if self._progress:
@@ -82,9 +87,8 @@ class MetricsLogger:
 
   def write(self, records: Iterable[dict]) -> None:
     records = [{k: _json_value(v) for k, v in r.items()} for r in records]
-    with open(self.path, "a") as f:
-      for r in records:
-        f.write(json.dumps(r) + "\n")
+    if self.enabled:
+      paths.append_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
     if not records:
       return
     last = records[-1]
@@ -103,8 +107,9 @@ class MetricsLogger:
 
   def write_eval(self, record: dict) -> None:
     """An evaluation-during-training record: eval_metrics.jsonl and TensorBoard ``eval/``."""
-    with open(os.path.join(self.workdir, "eval_metrics.jsonl"), "a") as f:
-      f.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+    if self.enabled:
+      paths.append_text(os.path.join(self.workdir, "eval_metrics.jsonl"),
+                        json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
     if self._tb is not None:
       self._tb.write_scalars(record["global_step"], {
           f"eval/{k}": v for k, v in record.items()
@@ -143,6 +148,12 @@ def plot_losses(jsonl_path: str, png_path: str) -> str | None:
   ax.set_title("Memory³ two-stage pretraining")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(png_path, dpi=110)
+  if paths.is_remote(png_path):
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    paths.write_bytes(png_path, buf.getvalue())
+  else:
+    fig.savefig(png_path, dpi=110)
   plt.close(fig)
   return png_path

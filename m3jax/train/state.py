@@ -42,15 +42,17 @@ def create_train_state(cfg: ModelConfig, tx, mesh, rules, rng):
 
 def state_shardings(cfg: ModelConfig, tx, mesh, rules):
   """Shardings of the state, from shapes only (nothing is computed)."""
+  key = jax.random.key(0)   # concrete, so made outside the mesh (it may be an AOT topology's)
   with sharding.activate(mesh, rules):
-    abstract = jax.eval_shape(_init_fn(cfg, tx), jax.random.key(0))
+    abstract = jax.eval_shape(_init_fn(cfg, tx), key)
     return sharding.logical_to_sharding(nn.get_partition_spec(abstract), mesh, rules)
 
 
 def abstract_state(cfg: ModelConfig, tx, mesh, rules):
   """ShapeDtypeStructs carrying shardings: the restore target of a checkpoint."""
+  key = jax.random.key(0)
   with sharding.activate(mesh, rules):
-    boxed = jax.eval_shape(_init_fn(cfg, tx), jax.random.key(0))
+    boxed = jax.eval_shape(_init_fn(cfg, tx), key)
   is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
   abstract = jax.tree_util.tree_map(
       lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, boxed, is_leaf=is_box)

@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from m3jax import axes, sharding
 from m3jax.model.config import ModelConfig
 from m3jax.model.transformer import Transformer
+from m3jax.train import accumulate
 from m3jax.train.losses import cross_entropy
 from m3jax.train.memory_batch import memory_from_batch
 from m3jax.train.optimizer import apply_lr
@@ -76,12 +77,14 @@ def make_loss_fn(cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0,
 
 
 def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransformation,
-                    *, mesh, rules, state_shardings, z_loss: float = 0.0, seed: int = 0):
+                    *, mesh, rules, state_shardings, z_loss: float = 0.0, seed: int = 0,
+                    microbatches: int = 1):
   """``train_step(state, batch, lr) -> (state, metrics)``, jitted with explicit shardings.
 
   ``lr`` is the stage schedule's value at ``state.step`` (a float32 scalar computed on
   the host; see m3jax.train.optimizer.make_optimizer for why). Of the stage only
-  ``use_memory`` and ``encode_grad`` shape the computation.
+  ``use_memory`` and ``encode_grad`` shape the computation. ``microbatches`` > 1
+  accumulates gradients over that many pieces of the batch (m3jax.train.accumulate).
 
   Call it inside ``m3jax.sharding.activate(mesh, rules)`` (the model's logical
   constraints resolve against the active rules at trace time).
@@ -89,10 +92,13 @@ def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransf
   mem_sh = sharding.memory_shardings(mesh, rules) if stage.use_memory else None
   loss_fn = make_loss_fn(cfg, stage, z_loss, mem_sh)
   base_rng = jax.random.key(seed)
+  b_sh = batch_shardings(stage, mesh, rules)
+  grad_fn = accumulate.value_and_grad(loss_fn, microbatches, batch_shardings=b_sh,
+                                      grad_shardings=state_shardings.params)
 
   def train_step(state: TrainState, batch, lr):
     rng = jax.random.fold_in(base_rng, state.step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    (loss, aux), grads = grad_fn(state.params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, apply_lr(updates, lr))
     metrics = {"loss": loss, "ce": aux["ce"], "tokens": aux["tokens"],
@@ -102,8 +108,7 @@ def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransf
 
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(train_step,
-                 in_shardings=(state_shardings, batch_shardings(stage, mesh, rules),
-                               replicated),
+                 in_shardings=(state_shardings, b_sh, replicated),
                  out_shardings=(state_shardings, replicated),
                  donate_argnums=(0,))
 
@@ -131,5 +136,6 @@ def _cached_train_step(cfg, use_memory, encode_grad, hyper, mesh, rules):
   tx = make_optimizer(tc)
   shardings = state_shardings(cfg, tx, mesh, rules)
   step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules, state_shardings=shardings,
-                         z_loss=float(tc.z_loss), seed=seed)
+                         z_loss=float(tc.z_loss), seed=seed,
+                         microbatches=int(tc.get("microbatches", 1)))
   return step, tx, shardings

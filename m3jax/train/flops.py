@@ -1,0 +1,110 @@
+"""Model FLOPs of a train or decode step, from SPEC App. A's formulas.
+
+App. A counts, per sequence of T tokens (×3 fwd+bwd, ×2 multiply-add; generalized here
+to H·d_h ≠ d):
+
+  stage 1:   6·[ L·( T·(2·d·H·d_h + 2·d·d_h·H_kv + 3·d·W) + 2·T·(T/2)·H·d_h ) + T·V·d ]
+
+Attention is counted causally (half the T×T scores). Stage 2 adds the memory read (every
+query head of a memory layer attends R·k memory tokens, fwd+bwd):
+
+  6·L_mem·2·T·(R·k)·H·d_h
+
+and the live reference encoding of the C = T/chunk references (App. A's explicit write;
+depth = deepest memory layer + 1 layers run; ×3 when gradients flow through it, ×1 with
+encode_grad off):
+
+  2·[ depth·N·(2·d·H·d_h + 2·d·d_h·H_kv) + depth·2·(N²/2)·H·d_h + (depth−1)·N·3·d·W
+      + L_mem·N²·H·d_h ]  per reference
+
+A decode step (one token per row, no backward) is the forward of the same terms with the
+query attending every one of the cache's S key slots: 2·[ L·(2·d·H·d_h + 2·d·d_h·H_kv
++ 3·d·W + 2·S·H·d_h) + V·d ] per row.
+
+experiments/bench_train.py turns these into MFU; m3jax.train.aot compares them with what
+XLA compiles.
+"""
+
+from __future__ import annotations
+
+from m3jax.model.config import ModelConfig
+
+
+def _linear_per_token(c: ModelConfig) -> int:
+  """Multiply-adds of one token through one layer's projections and MLP."""
+  d, hd = c.embed_dim, c.num_heads * c.head_dim
+  return 2 * d * hd + 2 * d * c.head_dim * c.num_kv_heads + 3 * d * c.mlp_dim
+
+
+def flops_stage1(c: ModelConfig, t: int) -> float:
+  """Train FLOPs (fwd+bwd) of one T-token sequence without memory."""
+  hd = c.num_heads * c.head_dim
+  attn = 2 * t * (t / 2) * hd
+  return 6 * (c.num_layers * (t * _linear_per_token(c) + attn) + t * c.vocab_size * c.embed_dim)
+
+
+def flops_memory_read(c: ModelConfig, t: int) -> float:
+  """Extra train FLOPs (fwd+bwd) of one sequence's memory layers attending memories."""
+  m = c.memory
+  return 6 * m.num_memory_layers * 2 * t * (m.refs_per_chunk * m.tokens_per_head) * (
+      c.num_heads * c.head_dim)
+
+
+def flops_encode(c: ModelConfig, t: int, grad: bool) -> float:
+  """FLOPs of encoding one sequence's T/chunk references live (×3 with gradients)."""
+  m, d, hd = c.memory, c.embed_dim, c.num_heads * c.head_dim
+  n, depth = m.ref_len, m.encode_depth
+  per_ref = 2 * (depth * n * (2 * d * hd + 2 * d * c.head_dim * c.num_kv_heads)
+                 + depth * 2 * (n * n / 2) * hd + (depth - 1) * n * 3 * d * c.mlp_dim
+                 + m.num_memory_layers * n * n * hd)
+  return (t // m.chunk_len) * per_ref * (3 if grad else 1)
+
+
+def train_step_flops(c: ModelConfig, t: int, batch: int, *, use_memory: bool,
+                     encode_grad: bool = True) -> dict[str, float]:
+  """{"model", "encode", "total"} FLOPs of one train step over ``batch`` sequences."""
+  model = flops_stage1(c, t) * batch
+  enc = 0.0
+  if use_memory:
+    model += flops_memory_read(c, t) * batch
+    enc = flops_encode(c, t, encode_grad) * batch
+  return {"model": model, "encode": enc, "total": model + enc}
+
+
+def decode_step_flops(c: ModelConfig, batch: int, key_slots: int) -> float:
+  """Forward FLOPs of one decode step: ``batch`` tokens, each attending ``key_slots`` keys."""
+  hd = c.num_heads * c.head_dim
+  per_layer = _linear_per_token(c) + 2 * key_slots * hd
+  return 2 * batch * (c.num_layers * per_layer + c.vocab_size * c.embed_dim)
+
+
+def dense_attention_extra(c: ModelConfig, t: int, batch: int, *, use_memory: bool,
+                          encode_grad: bool = True) -> float:
+  """FLOPs a dense (masked) attention computes beyond App. A's causal count.
+
+  App. A counts T·(T/2) query-key pairs per layer; the dense kernel computes all
+  T·(T+1) (sink + context) and masks half: 2·2·T·(T/2+1)·H·d_h more per layer forward,
+  ×3 with the backward. Stage 2's encoder likewise computes (N+1)² pairs where App. A
+  counts N²/2 (×3 with encode_grad).
+  """
+  hd = c.num_heads * c.head_dim
+  extra = 3 * c.num_layers * 4 * t * (t / 2 + 1) * hd
+  if use_memory:
+    m = c.memory
+    n = m.ref_len
+    per_ref = m.encode_depth * 4 * ((n + 1) ** 2 - n * n / 2) * hd
+    extra += (t // m.chunk_len) * per_ref * (3 if encode_grad else 1)
+  return extra * batch
+
+
+def remat_extra(c: ModelConfig, t: int, batch: int, policy: str | None) -> float:
+  """Forward FLOPs the backward recomputes under ``model.remat_policy`` (dense attention).
+
+  full: every layer's forward again; dots_except_attention: the attention score and
+  value matmuls; none / dots: nothing. (The live encoder of stage 2 is not counted.)
+  """
+  hd = c.num_heads * c.head_dim
+  attention = 4 * t * (t + 1) * hd
+  per_layer = {"full": 2 * t * _linear_per_token(c) + attention,
+               "dots_except_attention": attention}.get(policy or "none", 0.0)
+  return c.num_layers * per_layer * batch

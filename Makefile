@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-integration test-slow lint install clean tpu-venv tpu-venv-or-skip test-aot
+.PHONY: demo reproduce test test-integration test-slow lint install clean tpu-venv tpu-venv-or-skip test-aot
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyprojec
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Longer than the demo (about 90 minutes on 2 cores; resumable): learning curves and the
+# paper's Fig. 11 comparison, written on purpose to experiments/results/reproduce/.
+reproduce: $(STAMP)
+	$(PY) -m m3jax reproduce --out experiments/results/reproduce
 
 demo: $(STAMP)
 	$(PY) -m m3jax demo --results experiments/results/demo.json --plots experiments/results/plots

@@ -2,6 +2,8 @@
 
 tiny:        CPU unit tests (seconds).
 small:       the CPU demo (4 layers, d=128): trains a few million tokens in minutes.
+small_paper: small's width with the paper's memory layout (first half of 8 layers, 5
+             references per chunk, 8 tokens per head).
 paper_2p4b:  the paper's 2.4B shape (L=44, H=40, H_kv=8, d_h=80, d=W=3200, vocab 60416,
              memory layers 0-21); built by shape only in tests.
 
@@ -18,7 +20,7 @@ from m3jax import sharding
 from m3jax.model.config import ModelConfig
 from m3jax.run.config import section_of
 
-VARIANTS = ("tiny", "small", "paper_2p4b")
+VARIANTS = ("tiny", "small", "small_paper", "paper_2p4b")
 SECTIONS = ("data", "bank", "train", "eval")
 
 _MODELS = {
@@ -36,6 +38,13 @@ _MODELS = {
                   # invented world's references are 20-31 tokens), 16 tokens per head.
                   memory=dict(memory_layers=(0, 1, 2, 3), tokens_per_head=16,
                               refs_per_chunk=1, chunk_len=64, ref_len=32)),
+    # The paper's memory layout at CPU size (issue #10, docs/design.md): memories in the
+    # first half of 8 layers, 5 references per chunk, 8 tokens per KV head. Same width,
+    # data and schedule as small, to compare the two layouts on one budget.
+    "small_paper": dict(vocab_size=2048, num_layers=8, num_heads=4, num_kv_heads=2,
+                        head_dim=32, embed_dim=128, mlp_dim=384, attention_impl="dense",
+                        memory=dict(memory_layers=(0, 1, 2, 3), tokens_per_head=8,
+                                    refs_per_chunk=5, chunk_len=64, ref_len=32)),
     "paper_2p4b": dict(vocab_size=60416, num_layers=44, num_heads=40, num_kv_heads=8,
                        head_dim=80, embed_dim=3200, mlp_dim=3200,
                        dtype="bfloat16", param_dtype="float32", attention_impl="dense",

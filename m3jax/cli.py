@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "evaluate",
     "sweep": "sweep",
     "compile": "compile",
+    "reproduce": "reproduce",
 }
 _OVERRIDE = "--config."
 

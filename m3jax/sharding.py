@@ -145,7 +145,7 @@ def init_sharded(init_fn, mesh: Mesh, rules, *args):
 
 def memory_shardings(mesh: Mesh, rules):
   """NamedShardings for a MemoryKV's (keys, values, mask)."""
-  from m3jax.memory.types import MemoryKV
+  from m3jax.model.memory_kv import MemoryKV
   kv = named(mesh, axes.MEMORY_KV_AXES, rules)
   return MemoryKV(kv, kv, named(mesh, axes.MEMORY_MASK_AXES, rules))
 

@@ -12,7 +12,7 @@ training, QA, perplexity, generation and the probes call it:
 * the QA prompt format (``qa_prompt``, ``qa_text``), used by the synthetic world's
   training text and by evaluation prompts alike.
 
-Layering: imports only ``m3jax.model`` and ``m3jax.memory.types`` (it sits above the
+Layering: imports only ``m3jax.model`` and ``m3jax.model.memory_kv`` (it sits above the
 memory core and below data / train / inference / evaluate, which all import it).
 """
 
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.config import ModelConfig
 
 

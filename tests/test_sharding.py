@@ -9,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import memory3
 from m3jax import axes, sharding
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.config import model_config_from
 from m3jax.model.transformer import Transformer
 

@@ -26,18 +26,7 @@ TOP_PACKAGES = ("m3jax", "configs")
 # matches a cycle exactly: the lead deletes (or narrows) an entry when the branch that
 # breaks it is merged, until the dict is empty. Keys: the sorted members of one strongly
 # connected component of the file graph or of the unit graph (see `unit_of`).
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    # file level
-    ("m3jax.data.sparse_embedder", "m3jax.memory.embedders"): "bank: embedder factories",
-    # unit level: evaluate.qa/perplexity import inference.generate, and
-    # inference.knowledge imports evaluate.qa
-    ("m3jax.evaluate", "m3jax.inference"): "honest: task layer, public MemoryKV.arrange",
-    # unit level: data <-> memory is bank's sparse_embedder <-> embedders (+ memory.feeder ->
-    # data.overlap); model <-> memory is model.transformer -> memory.{attention,types} while
-    # memory.{encode,build} -> model. That one needs memory's math (types, attention,
-    # sparsify, quantize) in a package of its own below model: a move for after the merge.
-    ("m3jax.data", "m3jax.memory", "m3jax.model"): "bank + a memory-math package (lead)",
-}
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def module_name(path: pathlib.Path, root: pathlib.Path = ROOT) -> str:

@@ -28,6 +28,8 @@ _SIZES = {
     # the budget goes there (docs/design.md, "the small demo config").
     "small": dict(batch_size=16, steps=(50, 750), lrs=(3e-3, 3e-3), warmup=(15, 20),
                   checkpoint_every=100, log_every=10, seq_len=256, eval_every=100),
+    "small_paper": dict(batch_size=16, steps=(50, 750), lrs=(3e-3, 3e-3), warmup=(15, 20),
+                        checkpoint_every=100, log_every=10, seq_len=256, eval_every=100),
     # Paper shape: ~4M tokens per batch of 2048-token sequences.
     "paper_2p4b": dict(batch_size=2048, steps=(750_000, 30_000), lrs=(3e-4, 1e-4),
                        warmup=(2000, 1000), checkpoint_every=1000, log_every=50,

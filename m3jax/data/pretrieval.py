@@ -22,7 +22,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.data import overlap as overlap_lib
+from m3jax.memory import overlap as overlap_lib
 from m3jax.data import sources, sparse_embedder
 from m3jax.data.config import DataConfig, data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, sources_key

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model import layers
 from m3jax.model.config import ModelConfig
 from m3jax.model.transformer import Transformer

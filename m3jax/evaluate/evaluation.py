@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.evaluate import attribution, fewshot, perplexity, plots, qa, speed
+from m3jax.evaluate import attribution, fewshot, kinds, perplexity, plots, qa, speed
 from m3jax.inference import memory_sources, rag
 from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig
@@ -70,6 +70,7 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     check_gold_ids(qa_items, text_of)
     items = qa_items
   pool = items
+  kinds_of = kinds.value_kinds(items)     # from the whole file: a sample misleads
   if os.path.exists(paths.qa_train):
     pool = read_jsonl(paths.qa_train, "qa_train") or items
   items = select_items(items, ev.num_questions)
@@ -107,7 +108,9 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
                             progress=progress)
     out.update({"qa_exact_match": qa_res["exact_match"],
                 "qa_multiple_choice": qa_res["multiple_choice"],
-                "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"]})
+                "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"],
+                "qa_by_kind": {c: kinds.by_kind(items, p, kinds_of)
+                               for c, p in qa_res["per_item"].items()}})
     out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L)
     out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
   run_part("qa", qa_part)

@@ -125,3 +125,64 @@ def _save(fig, path: str, plt) -> str:
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
+
+
+def learning_curves(rows: Sequence[Mapping], path: str) -> str | None:
+  """Accuracy against training tokens (``m3jax reproduce``): one column per value kind
+  (plus "all"), exact match on top and multiple choice below; a line per condition,
+  solid for the two-stage run and dashed for memory from scratch; Wilson 95% bands on the
+  memory condition, chance on multiple choice."""
+  if not rows:
+    return None
+  plt = _plt()
+  kinds = sorted({k for r in rows for per in (r.get("qa_by_kind") or {}).values()
+                  for k in per})
+  cols = ["all"] + kinds
+  fig, axes = plt.subplots(2, len(cols), figsize=(3.4 * len(cols), 6), squeeze=False,
+                           sharex=True, sharey=True)
+  styles = {"two_stage": "-", "from_scratch": "--"}
+  colors = {"no_memory": "tab:gray", "memory": "tab:blue", "rag": "tab:orange",
+            "random_memory": "tab:red"}
+
+  def value(r, metric, cond, kind):
+    if kind == "all":
+      key = "qa_exact_match" if metric == "exact_match" else "qa_multiple_choice"
+      return (r.get(key) or {}).get(cond), int(r.get("num_questions") or 0)
+    cell = ((r.get("qa_by_kind") or {}).get(cond) or {}).get(kind) or {}
+    return cell.get(metric), int(cell.get("count") or 0)
+
+  for run in sorted({r["run"] for r in rows}):
+    rs = sorted((r for r in rows if r["run"] == run), key=lambda r: r["tokens"])
+    for i, metric in enumerate(("exact_match", "multiple_choice")):
+      for j, kind in enumerate(cols):
+        ax = axes[i][j]
+        for cond, color in colors.items():
+          pts = [(r["tokens"], *value(r, metric, cond, kind)) for r in rs]
+          pts = [(t, v, n) for t, v, n in pts if v is not None]
+          if not pts or (run == "from_scratch" and cond != "memory"):
+            continue
+          ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(run, "-"),
+                  color=color, marker=".", label=f"{cond} ({run})")
+          if cond == "memory":
+            band = [wilson(v, n) for _, v, n in pts]
+            ax.fill_between([p[0] for p in pts], [b[0] for b in band], [b[1] for b in band],
+                            color=color, alpha=0.12)
+  chance = next((r.get("mc_chance") for r in rows if r.get("mc_chance")), None)
+  n = max(int(r.get("num_questions") or 0) for r in rows)
+  for j, kind in enumerate(cols):
+    axes[0][j].set_title(f"{kind}", fontsize=10)
+    if chance:
+      axes[1][j].axhline(chance, color="gray", linestyle=":", linewidth=1)
+    axes[1][j].set_xlabel("training tokens")
+  axes[0][0].set_ylabel("exact match")
+  axes[1][0].set_ylabel("multiple choice")
+  axes[0][0].set_ylim(0, 1.02)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+  fig.suptitle(f"held-out QA vs training tokens (n = {n} questions; band: Wilson 95%, "
+               "memory)", fontsize=10)
+  fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -96,6 +96,16 @@ def table(results: Mapping[str, Any]) -> str:
   for c in conds:
     lines.append(f"{c:<15}" + "".join(f"{_fmt((results.get(k) or {}).get(c)):>17}"
                                       for k, _ in cols))
+  by_kind = results.get("qa_by_kind") or {}
+  kinds = sorted({k for per in by_kind.values() for k in per})
+  if kinds:
+    counts = {k: max(per.get(k, {}).get("count", 0) for per in by_kind.values()) for k in kinds}
+    lines.append("exact match / multiple choice by value kind:")
+    lines.append(f"{'condition':<15}" + "".join(f"{f'{k} (n={counts[k]})':>24}" for k in kinds))
+    for c, per in by_kind.items():
+      cells = [f"{_fmt(per.get(k, {}).get('exact_match'))} / "
+               f"{_fmt(per.get(k, {}).get('multiple_choice'))}" for k in kinds]
+      lines.append(f"{c:<15}" + "".join(f"{cell:>24}" for cell in cells))
   notes = []
   if "memory_warm" in (results.get("decode_tokens_per_s") or {}):
     notes.append("tokens/s: memory = cold (row cache off, unique ids: the paper's worst "

@@ -61,7 +61,7 @@ def to_memory_kv(enc: EncodedMemories, chunk_ref_ids_BxCxR, chunk_ref_mask_BxCxR
 
   chunk_ref_ids_BxCxR indexes ``enc``'s reference axis; masked entries are ignored.
   """
-  from m3jax.memory.types import MemoryKV
+  from m3jax.model.memory_kv import MemoryKV
   ids = jnp.where(chunk_ref_mask_BxCxR, chunk_ref_ids_BxCxR, 0)
   k = enc.keys_BxLxKxMxD[ids]          # [B, C, R, L, K, M, D]
   v = enc.values_BxLxKxMxD[ids]

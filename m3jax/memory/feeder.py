@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from m3jax.data.overlap import EVAL_THRESHOLD, anti_copy_keep
-from m3jax.memory.types import MemoryKV
+from m3jax.memory.overlap import EVAL_THRESHOLD, anti_copy_keep
+from m3jax.model.memory_kv import MemoryKV
 
 
 def anti_copy_filter(ref_tokens: Callable[[str], Sequence[int]],
@@ -26,7 +26,7 @@ def anti_copy_filter(ref_tokens: Callable[[str], Sequence[int]],
 
   Returns ``keep(question_tokens, ref_id) -> bool``: False when the reference holds more
   than ``threshold`` of the question (``overlap(reference, question)``, normalized by the
-  question; m3jax.data.overlap.anti_copy_keep). QA, RAG and the demo all use this one.
+  question; m3jax.memory.overlap.anti_copy_keep). QA, RAG and the demo all use this one.
   """
   return lambda question_tokens, ref_id: bool(
       anti_copy_keep(question_tokens, [ref_tokens(ref_id)], threshold)[0])

@@ -86,7 +86,7 @@ class ModelConfig:
   eos_id: int = 1
   bos_id: int = 3
   ref_id: int = 4
-  attention_impl: str = "dense"     # dense | flat | cudnn (m3jax.memory.attention)
+  attention_impl: str = "dense"     # dense | flat | cudnn (m3jax.model.joint_attention)
 
   def __post_init__(self):
     for name in ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",

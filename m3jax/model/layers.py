@@ -73,7 +73,7 @@ class MLP(nn.Module):
 
 
 class AttentionProjections(nn.Module):
-  """GQA projections; the attention itself is the pure function in m3jax.memory.attention."""
+  """GQA projections; the attention itself is the pure function in m3jax.model.joint_attention."""
   cfg: ModelConfig
 
   def setup(self):

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from m3jax import axes
-from m3jax.memory.attention import joint_attention
-from m3jax.memory.types import MemoryKV
+from m3jax.model.joint_attention import joint_attention
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model import layers
 from m3jax.model.config import ModelConfig
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from m3jax.memory.encode import encode_references, to_memory_kv
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.config import ModelConfig
 
 

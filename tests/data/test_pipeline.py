@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from m3jax.data import overlap, pipeline, pretrieval, sources
+from m3jax.data import pipeline, pretrieval, sources
+from m3jax.memory import overlap
 from tests.data.conftest import tiny_data_cfg
 
 B = 4

@@ -3,7 +3,8 @@
 import dataclasses
 import re
 
-from m3jax.data import overlap, synthetic
+from m3jax.data import synthetic
+from m3jax.memory import overlap
 from m3jax.data import vocab as vocab_lib
 
 CFG = synthetic.WorldConfig(num_entities=80, filler_docs=10)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from m3jax.evaluate.attribution import attribute, reference_mass
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from tests.inference.fakes import FakeBank, tiny_model
 
 

@@ -7,7 +7,7 @@ import pytest
 from m3jax.evaluate import qa
 from m3jax.inference import memory_sources, rag
 from m3jax.inference.generate import ChunkQuery, chunk_query_tokens
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.transformer import Transformer
 from tests.evaluate import world
 from tests.inference.fakes import FakeBank, tiny_model

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.memory3 import get_config
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.config import model_config_from
 from m3jax.model.transformer import Transformer
 

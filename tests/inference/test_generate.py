@@ -7,7 +7,7 @@ import pytest
 
 from m3jax.inference.generate import ChunkQuery, Generator, chunk_query_tokens
 from m3jax.inference.sampling import SamplingConfig, sample
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.transformer import Transformer
 from tests.inference.fakes import FakeBank, tiny_model
 

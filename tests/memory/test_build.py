@@ -12,7 +12,7 @@ import pytest
 from m3jax.data.references import load_references
 from m3jax.memory.build import BankConfig, build_bank, load_index, make_encoder
 from m3jax.memory.encode import EncodedMemories, to_memory_kv
-from m3jax.data.overlap import overlap
+from m3jax.memory.overlap import overlap
 from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
 from m3jax.memory.retriever import NumpyRetriever, scann_available
 from m3jax.memory.store import MemoryBank

@@ -7,7 +7,7 @@ import pytest
 
 from m3jax.memory import sparsify
 from m3jax.memory.encode import encode_references, to_memory_kv
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.transformer import Transformer
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from m3jax.memory.attention import joint_attention
+from m3jax.model.joint_attention import joint_attention
 
 
 def naive_attention(q, k, v, mask, mem_k=None, mem_v=None, mem_mask=None, chunk_len=4):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from m3jax.memory.encode import encode_references, to_memory_kv
-from m3jax.memory.types import MemoryKV
+from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.config import MemoryConfig, ModelConfig
 from m3jax.model import layers
 from m3jax.model.transformer import Transformer

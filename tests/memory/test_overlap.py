@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from m3jax.data import overlap as ov
+from m3jax.memory import overlap as ov
 
 
 def brute_overlap(t, r, factor=2):

@@ -1,0 +1,167 @@
+"""``m3jax reproduce``: a longer run than the demo, with learning curves and the Fig. 11 check.
+
+Two trainings of the same total tokens, each in its own sub-workdir:
+
+* ``two_stage``: the config's stages, the continual (memory) stage ``scale`` times longer;
+* ``from_scratch``: one stage with memory from the first step (the paper's Fig. 11
+  control: memory from scratch against warmup-then-memory at equal tokens).
+
+Every ``eval_every`` steps a checkpoint is kept. After training, each checkpoint's bank is
+built (in a scratch folder of the run, removed once evaluated) and held-out QA runs under
+no memory, retrieved memory, RAG and random memory: exact match and multiple choice,
+overall and per value kind (:mod:`m3jax.evaluate.kinds`). One JSON row per checkpoint goes
+to ``<out>/curves.jsonl`` as it is measured, so a killed run resumes where it stopped (the
+trainings resume from their checkpoints, the evaluation skips measured rows). The curves
+are plotted to ``<out>/learning_curves.png`` and summarized in ``<out>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import ml_collections
+
+CONDITIONS = ("no_memory", "memory", "rag", "random_memory")
+
+
+def plan(config: ml_collections.ConfigDict, scale: float) -> dict[str, ml_collections.ConfigDict]:
+  """{run name: config}: two-stage with the memory stage scaled, and memory from scratch
+  for the same total number of steps (so the same tokens)."""
+  from m3jax.train.stages import resize_stage
+  order = list(config.train.stage_order)
+  if len(order) != 2:
+    raise ValueError(f"reproduce needs a two-stage config (warmup, continual); "
+                     f"config.train.stage_order is {order}")
+  warm_name, cont_name = order
+  two = ml_collections.ConfigDict(config.to_dict())
+  cont = dict(two.train.stages[cont_name].to_dict())
+  resize_stage(cont, max(1, round(int(cont["steps"]) * scale)))
+  two.train.stages[cont_name] = cont
+  warm = two.train.stages[warm_name].to_dict()
+  total = int(warm["steps"]) + int(cont["steps"])
+  scratch_cfg = ml_collections.ConfigDict(config.to_dict())
+  scratch = dict(cont, init_from="", steps=total, peak_lr=warm["peak_lr"],
+                 warmup_steps=warm["warmup_steps"])
+  scratch_cfg.train.stages = ml_collections.ConfigDict({"scratch": scratch})
+  scratch_cfg.train.stage_order = ("scratch",)
+  return {"two_stage": two, "from_scratch": scratch_cfg}
+
+
+def _checkpoints(config, workdir: str) -> list[tuple[str, int, int]]:
+  """(stage, step, global step) of every kept checkpoint, in training order."""
+  from m3jax.run.config import build
+  from m3jax.train.checkpoint import Checkpointer
+  from m3jax.train.loop import stage_dir
+  out, offset = [], 0
+  for stage in build(config).train.stages:
+    ckpt = Checkpointer(stage_dir(workdir, stage), async_save=False)
+    out += [(stage.name, s, offset + s) for s in ckpt.all_steps()]
+    ckpt.close()
+    offset += stage.steps
+  return out
+
+
+def _read_rows(path: str) -> list[dict]:
+  from m3jax.train.metrics import read_jsonl
+  return read_jsonl(path)
+
+
+def evaluate_checkpoint(config, workdir: str, stage: str, step: int, ev, scratch_dir: str,
+                        progress: bool = False) -> dict:
+  """QA of one checkpoint through its own freshly built bank (deleted afterwards)."""
+  from m3jax.data.config import data_config_from
+  from m3jax.data.prepare import DataPaths, load_vocab
+  from m3jax.evaluate import evaluation
+  from m3jax.memory.build import bank_config_from, build_bank
+  from m3jax.model.config import model_config_from
+  from m3jax.run.loading import kb_references
+  from m3jax.train.checkpoint import restore_params
+  cfg = model_config_from(config.model)
+  data_cfg = data_config_from(config.data)
+  paths = DataPaths(data_cfg.data_dir)
+  vocab = load_vocab(data_cfg, paths)
+  params, _ = restore_params(os.path.join(workdir, "checkpoints", stage, str(step)), cfg)
+  refs = kb_references(paths, vocab, cfg.memory.ref_len)
+  url = os.path.join(scratch_dir, f"{stage}-{step}")
+  if os.path.exists(url):
+    shutil.rmtree(url)      # a bank of ours that a killed run left half-built
+  try:
+    bank = build_bank(params, cfg, refs, url, bank_cfg=bank_config_from(config.get("bank")),
+                      checkpoint_step=step, tokenizer=vocab, progress=progress)
+    embedder, retriever = bank.index
+    res = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever,
+                                  ev, plot_dir=os.path.join(scratch_dir, "plots"),
+                                  progress=progress, only=("qa",))
+  finally:
+    if os.path.exists(url):
+      shutil.rmtree(url)
+  return {k: res.get(k) for k in ("qa_exact_match", "qa_multiple_choice", "qa_by_kind",
+                                  "num_questions", "mc_chance")}
+
+
+def reproduce(config, workdir: str, out_dir: str, *, scale: float = 3.0,
+              eval_every: int = 300, num_questions: int = 256,
+              progress: bool = True) -> dict:
+  """Trains both runs (resuming), evaluates every kept checkpoint, plots, summarizes."""
+  from m3jax.evaluate import plots, report
+  from m3jax.run.config import from_json
+  from m3jax.train.loop import train
+  t0 = time.perf_counter()
+  os.makedirs(out_dir, exist_ok=True)
+  curves_path = os.path.join(out_dir, "curves.jsonl")
+  done = {(r["run"], r["stage"], r["step"]) for r in _read_rows(curves_path)}
+  base_ev = report.eval_config_from(config.get("eval"))
+  ev = dataclasses.replace(base_ev, num_questions=num_questions,
+                           conditions=tuple(c for c in CONDITIONS if c in base_ev.conditions))
+  for name, run_config in plan(config, scale).items():
+    run_config.train.checkpoint_every = eval_every
+    run_config.train.max_to_keep = 10_000        # every checkpoint is a point of the curve
+    run_dir = os.path.join(workdir, name)
+    train(run_config, run_dir)
+    # train() made data_dir content-addressed in place; the saved config says where.
+    with open(os.path.join(run_dir, "config.json")) as f:
+      saved = from_json(f.read())
+    tokens_per_step = int(saved.train.batch_size) * int(saved.data.seq_len)
+    for stage, step, global_step in _checkpoints(saved, run_dir):
+      if (name, stage, step) in done:
+        continue
+      row = evaluate_checkpoint(saved, run_dir, stage, step, ev,
+                                os.path.join(run_dir, "curve-banks"), progress)
+      row.update(run=name, stage=stage, step=step, global_step=global_step,
+                 tokens=global_step * tokens_per_step)
+      with open(curves_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+      if progress:
+        print(f"[reproduce] {name} {stage}/{step}: EM {row['qa_exact_match']} "
+              f"MC {row['qa_multiple_choice']}")
+  rows = _read_rows(curves_path)
+  png = plots.learning_curves(rows, os.path.join(out_dir, "learning_curves.png"))
+  summary = summarize(rows)
+  summary.update(plot=png, wall_seconds=round(time.perf_counter() - t0, 1), scale=scale,
+                 eval_every=eval_every, machine=report.machine())
+  report.write_json(os.path.join(out_dir, "summary.json"), summary)
+  return summary
+
+
+def summarize(rows: list[dict]) -> dict:
+  """The last row of each run, and Fig. 11: memory accuracy of both runs at equal tokens."""
+  last = {}
+  for r in rows:
+    if r["run"] not in last or r["global_step"] > last[r["run"]]["global_step"]:
+      last[r["run"]] = r
+  out = {"final": {run: {k: r[k] for k in ("tokens", "qa_exact_match", "qa_multiple_choice",
+                                           "qa_by_kind")}
+                   for run, r in last.items()}}
+  if {"two_stage", "from_scratch"} <= set(last):
+    a, b = last["two_stage"], last["from_scratch"]
+    out["fig11_equal_tokens"] = {
+        "tokens": [a["tokens"], b["tokens"]],
+        "memory_exact_match": {"two_stage": a["qa_exact_match"]["memory"],
+                               "from_scratch": b["qa_exact_match"]["memory"]},
+        "memory_multiple_choice": {"two_stage": a["qa_multiple_choice"]["memory"],
+                                   "from_scratch": b["qa_multiple_choice"]["memory"]}}
+  return out

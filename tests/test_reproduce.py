@@ -1,0 +1,58 @@
+"""``m3jax reproduce`` on the tiny config: both runs train the same tokens, every kept
+checkpoint is evaluated once (a rerun resumes and adds nothing), curves are plotted."""
+
+import json
+import os
+
+import pytest
+
+from m3jax.run import reproduce
+from m3jax.run.config import load_config
+
+
+def _config(tmp_path):
+  c = load_config("configs/memory3.py:tiny", [])
+  c.data.data_dir = str(tmp_path / "data")
+  c.train.tensorboard = c.train.progress_bar = c.train.plot = False
+  for stage in c.train.stages.values():
+    stage["steps"], stage["warmup_steps"] = 2, 1
+  c.eval.qa_batch_size = 4
+  c.eval.max_new_tokens = 2
+  return c
+
+
+def test_plan_keeps_tokens_equal():
+  c = load_config("configs/memory3.py:small", [])
+  runs = reproduce.plan(c, 3.0)
+  two, scratch = runs["two_stage"].train, runs["from_scratch"].train
+  assert two.stages.continual["steps"] == 3 * c.train.stages.continual.steps
+  assert two.stages.warmup["steps"] == c.train.stages.warmup.steps
+  assert list(scratch.stage_order) == ["scratch"]
+  assert scratch.stages.scratch["steps"] == sum(two.stages[s]["steps"]
+                                                for s in two.stage_order)
+  assert scratch.stages.scratch["use_memory"] and scratch.stages.scratch["init_from"] == ""
+
+
+@pytest.mark.integration
+def test_reproduce_tiny_resumes_and_plots(tmp_path):
+  config = _config(tmp_path)
+  out = tmp_path / "out"
+  summary = reproduce.reproduce(config, str(tmp_path / "runs"), str(out), scale=1.0,
+                                eval_every=2, num_questions=4, progress=False)
+  rows = [json.loads(line) for line in open(out / "curves.jsonl")]
+  # two_stage: warmup/2 and continual/2; from_scratch: scratch/2 and scratch/4.
+  assert sorted((r["run"], r["stage"], r["step"]) for r in rows) == [
+      ("from_scratch", "scratch", 2), ("from_scratch", "scratch", 4),
+      ("two_stage", "continual", 2), ("two_stage", "warmup", 2)]
+  last = {r["run"]: r for r in rows if r["global_step"] == 4}
+  assert last["two_stage"]["tokens"] == last["from_scratch"]["tokens"] > 0
+  for r in rows:
+    assert set(r["qa_multiple_choice"]) == set(reproduce.CONDITIONS)
+  assert set(summary["fig11_equal_tokens"]["memory_multiple_choice"]) == {
+      "two_stage", "from_scratch"}
+  assert os.path.exists(summary["plot"])
+  assert not [p for p in os.listdir(tmp_path / "runs" / "two_stage" / "curve-banks")
+              if p != "plots"], "evaluated banks are removed"
+  reproduce.reproduce(config, str(tmp_path / "runs"), str(out), scale=1.0, eval_every=2,
+                      num_questions=4, progress=False)
+  assert len(open(out / "curves.jsonl").readlines()) == len(rows)

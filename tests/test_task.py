@@ -1,6 +1,5 @@
 """The task layer: one scorer, one loss, one memory arranger, one QA format."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

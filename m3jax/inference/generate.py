@@ -25,7 +25,6 @@ tokens are fetched once per swap, not once per token.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import Sequence
 
@@ -34,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from m3jax.inference.sampling import SamplingConfig, sample
-from m3jax.memory.types import MemoryKV
 from m3jax.model.config import ModelConfig
 from m3jax.model.transformer import Transformer
 from m3jax.task import ChunkQuery, MemoryFn, chunk_query_tokens, gather_memory

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments import bench_common
-from m3jax.memory.attention import joint_attention
+from m3jax.model.joint_attention import joint_attention
 
 
 def make_inputs(batch, seq, heads, kv_heads, head_dim, chunk_len, refs, tokens, dtype, seed=0):

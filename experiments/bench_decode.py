@@ -118,7 +118,7 @@ class ResidentMemory:
     n = len(queries)
     take = np.arange(n) % self.n
     pick = lambda x, axis: jnp.take(x, take, axis=axis)
-    from m3jax.memory.types import MemoryKV
+    from m3jax.model.memory_kv import MemoryKV
     mem = MemoryKV(pick(self.mem.keys_LxBxCxRxKxMxD, 1), pick(self.mem.values_LxBxCxRxKxMxD, 1),
                    pick(self.mem.mask_BxCxRxM, 0))
     return mem, self.ids[take]

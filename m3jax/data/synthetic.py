@@ -27,7 +27,8 @@ import dataclasses
 import random
 from typing import Any
 
-from m3jax.task import qa_prompt, qa_text  # the one QA format (re-exported)
+from m3jax.task import qa_prompt as qa_prompt  # the one QA format, re-exported
+from m3jax.task import qa_text
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "pr",
            "r", "s", "sh", "st", "t", "tr", "v", "z", "th", "h", "j", "c", "bl", "fl"]

@@ -230,7 +230,7 @@ def attribute_examples(cfg, params, vocab, items, sources: dict, progress=True) 
       last = -(-len(prompt) // L) - 1
       q = ChunkQuery(i, last, prompt[last * L:])
       _, ids = source([q])
-      mem = qa._row_memory(_as_row(source, i), [prompt], [0], chunks, L)
+      mem = qa.row_memory(_as_row(source, i), [prompt], [0], chunks, L)
       a = attribution.attribute(cfg, params, prompt, answer, mem, list(ids[0]))
       layers.append(a["mass_by_layer"])
       if name == "memory":

@@ -66,7 +66,7 @@ def _scorer(cfg: ModelConfig):
   return LMTask.of(cfg).span_logprob
 
 
-def _row_memory(memory_fn, prompts: Sequence[np.ndarray], rows_q: Sequence[int],
+def row_memory(memory_fn, prompts: Sequence[np.ndarray], rows_q: Sequence[int],
                 num_chunks: int, chunk_len: int):
   """MemoryKV [L, len(rows_q), C, …]: row i uses question rows_q[i]'s prompt memories;
   chunks past the prompt inherit its last chunk's (one retrieval per prompt chunk)."""
@@ -100,7 +100,7 @@ def choice_log_likelihoods(cfg: ModelConfig, params, prompts: Sequence[np.ndarra
       seq = np.concatenate([prompts[q], choices[q][j]])
       tokens[i, :len(seq)] = seq
       start[i], end[i] = len(prompts[q]), len(seq)
-    mem = None if memory_fn is None else _row_memory(memory_fn, prompts, [q for q, _ in part],
+    mem = None if memory_fn is None else row_memory(memory_fn, prompts, [q for q, _ in part],
                                                      t // L, L)
     got = np.asarray(score(params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(end),
                            mem))

@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from m3jax.inference.sampling import SamplingConfig, sample
-from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.config import ModelConfig
 from m3jax.model.transformer import Transformer
 from m3jax.task import ChunkQuery, MemoryFn, chunk_query_tokens, gather_memory

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from m3jax.evaluate import speed
-from m3jax.inference.generate import ChunkQuery
+from m3jax.task import ChunkQuery
 from m3jax.memory.lru import LRUCache
 
 

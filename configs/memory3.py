@@ -7,7 +7,8 @@ small_paper: small's width with the paper's memory layout (first half of 8 layer
 paper_2p4b:  the paper's 2.4B shape (L=44, H=40, H_kv=8, d_h=80, d=W=3200, vocab 60416,
              memory layers 0-21); built by shape only in tests.
 
-Override from the CLI with ``--config.model.num_layers=8`` etc.
+Override from the CLI with ``--config.model.num_layers=8``,
+``--config.model.scan_layers=True``, ``--config.model.remat_policy=full`` etc.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ SECTIONS = ("data", "bank", "train", "eval")
 
 _MODELS = {
     "tiny": dict(vocab_size=512, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=16,
-                 embed_dim=64, mlp_dim=128, attention_impl="dense",
+                 embed_dim=64, mlp_dim=128, attention_impl="dense", scan_layers=False,
+                 remat_policy="none",
                  memory=dict(memory_layers=(0, 1), tokens_per_head=4, refs_per_chunk=5,
                              chunk_len=16, ref_len=32)),
     "small": dict(vocab_size=2048, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
-                  embed_dim=128, mlp_dim=384, attention_impl="dense",
+                  embed_dim=128, mlp_dim=384, attention_impl="dense", scan_layers=False,
+                  remat_policy="none",
                   # The CPU demo differs from the paper's memory layout (docs/design.md,
                   # "the small demo config"): memories in all 4 layers (a 4-layer model
                   # learns to copy a value from memory at its top layer, where the query
@@ -48,6 +51,10 @@ _MODELS = {
     "paper_2p4b": dict(vocab_size=60416, num_layers=44, num_heads=40, num_kv_heads=8,
                        head_dim=80, embed_dim=3200, mlp_dim=3200,
                        dtype="bfloat16", param_dtype="float32", attention_impl="dense",
+                       # Two scanned runs (memory layers 0-21, the rest); the backward
+                       # pass keeps the projections' outputs and recomputes attention
+                       # (m3jax.model.stack documents each policy).
+                       scan_layers=True, remat_policy="dots_except_attention",
                        memory=dict(memory_layers=tuple(range(22)), tokens_per_head=8,
                                    refs_per_chunk=5, chunk_len=64, ref_len=128)),
 }

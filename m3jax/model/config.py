@@ -12,6 +12,9 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 SELECTIONS = ("attention", "expsum", "random", "first")
+# What the backward pass keeps of each layer (m3jax.model.stack.remat_policy says how).
+REMAT_POLICIES = ("none", "full", "dots", "dots_except_attention")
+ATTENTION_IMPLS = ("dense", "flat", "cudnn", "splash", "auto")
 
 
 def _fail(field: str, msg: str):
@@ -86,7 +89,9 @@ class ModelConfig:
   eos_id: int = 1
   bos_id: int = 3
   ref_id: int = 4
-  attention_impl: str = "dense"     # dense | flat | cudnn (m3jax.model.joint_attention)
+  attention_impl: str = "dense"     # dense | flat | cudnn | splash | auto (m3jax.model.joint_attention)
+  scan_layers: bool = False         # nn.scan-style stacked layers (m3jax.model.stack)
+  remat_policy: str = "none"        # none | full | dots | dots_except_attention
 
   def __post_init__(self):
     for name in ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -104,8 +109,10 @@ class ModelConfig:
     for name in ("pad_id", "eos_id", "bos_id", "ref_id"):
       if not 0 <= getattr(self, name) < self.vocab_size:
         _fail(name, f"token id {getattr(self, name)} outside vocab_size={self.vocab_size}")
-    if self.attention_impl not in ("dense", "flat", "cudnn"):
-      _fail("attention_impl", f"{self.attention_impl!r} is not one of ('dense', 'flat', 'cudnn')")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      _fail("attention_impl", f"{self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+    if self.remat_policy not in REMAT_POLICIES:
+      _fail("remat_policy", f"{self.remat_policy!r} is not one of {REMAT_POLICIES}")
     if self.ref_id == self.bos_id:
       _fail("ref_id", "<ref> and <s> must be different tokens")
 

@@ -115,6 +115,11 @@ class Block(nn.Module):
   def qkv(self, x_BxTxE):
     return self.attn.qkv(self.attn_norm(x_BxTxE))
 
+  def init_all(self, x_BxTxE):
+    """Touches every parameter (no attention): how stacked layers are initialized."""
+    q, _, _ = self.qkv(x_BxTxE)
+    return self.finish(x_BxTxE, q)
+
   def finish(self, x_BxTxE, o_BxTxHxD, *, run_mlp: bool = True):
     x = x_BxTxE + self.attn.out(o_BxTxHxD)
     if run_mlp:

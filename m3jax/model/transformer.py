@@ -4,11 +4,19 @@ The network knows nothing about retrieval. It takes an optional ``MemoryKV`` and
 optional explicit ``Cache`` and returns logits (and the new cache): gemma-style, with
 no state hidden in Flax collections.
 
+Layers run unrolled (a Python loop over ``layer_{i}`` submodules: the reference) or,
+with ``cfg.scan_layers``, as scans over stacked parameters (m3jax.model.stack); every
+pass (forward, decode, encode, sink) goes through ``_run_layers``, so both layouts
+share one body per pass. ``cfg.remat_policy`` wraps each layer of the forward and the
+encoding in ``jax.checkpoint``.
+
 Position layout (DESIGN.md §2): ``<ref>`` sink at RoPE position 0, memories in the
 parallel interval 1..ref_len, the context (starting with ``<s>``) at ref_len+1, …
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import flax.struct
@@ -18,7 +26,7 @@ import jax.numpy as jnp
 from m3jax import axes
 from m3jax.model.joint_attention import joint_attention
 from m3jax.model.memory_kv import MemoryKV
-from m3jax.model import layers
+from m3jax.model import layers, stack
 from m3jax.model.config import ModelConfig
 
 
@@ -64,7 +72,11 @@ class Transformer(nn.Module):
   def setup(self):
     c = self.cfg
     self.embed = layers.Embed(c)
-    self.blocks = [layers.Block(c, name=f"layer_{i}") for i in range(c.num_layers)]
+    if c.scan_layers:
+      self.stacks = [self.param(stack.stack_name(a, b), stack.stacked_init(c, b - a))
+                     for a, b, _ in stack.layer_runs(c)]
+    else:
+      self.blocks = [layers.Block(c, name=f"layer_{i}") for i in range(c.num_layers)]
     self.final_norm = layers.RMSNorm(c.norm_eps, c.param_dtype)
     if not c.tie_embeddings:
       self.lm_head = self.param(
@@ -82,10 +94,61 @@ class Transformer(nn.Module):
     return nn.with_logical_constraint(logits.astype(jnp.float32),
                                       (axes.BATCH, axes.LENGTH, axes.VOCAB))
 
-  def _layer_memory(self, layer: int, memory: MemoryKV | None):
-    if memory is None or not self.cfg.is_memory_layer(layer):
+  def _memory_slice(self, memory: MemoryKV | None, start: int, stop: int):
+    """(keys, values) of memory layers start..stop-1 (a run of memory layers), or None."""
+    if memory is None:
       return None
-    return memory.layer(self.cfg.memory.memory_layers.index(layer))
+    j = self.cfg.memory.memory_layers.index(start)
+    return (memory.keys_LxBxCxRxKxMxD[j:j + stop - start],
+            memory.values_LxBxCxRxKxMxD[j:j + stop - start])
+
+  def _block(self, layer: int):
+    """The Block of one layer (in a stack: bound to its slice of the stacked params)."""
+    if not self.cfg.scan_layers:
+      return self.blocks[layer]
+    for r, (a, b, _) in enumerate(stack.layer_runs(self.cfg)):
+      if a <= layer < b:
+        return stack.bind_block(self.cfg, jax.tree_util.tree_map(lambda w: w[layer - a],
+                                                                 self.stacks[r]))
+    raise IndexError(layer)
+
+  def _run_layers(self, body, carry, layer_xs, *, stop: int | None = None,
+                  remat: bool = False):
+    """Runs ``body(block, carry, xs_i, is_memory=…) -> (carry, y_i)`` over layers [0, stop).
+
+    ``layer_xs(start, stop, is_memory)`` gives a run's per-layer inputs stacked on a
+    leading axis. Unrolled: a Python loop over the ``layer_{i}`` Blocks; scanned: one
+    ``lax.scan`` per run. With ``remat``, each layer sits under ``jax.checkpoint`` with
+    ``cfg.remat_policy``. Returns (carry, [ys of each run, stacked over its layers]).
+    """
+    c = self.cfg
+    stop = c.num_layers if stop is None else stop
+    use_ckpt, policy = stack.remat_policy(c.remat_policy) if remat else (False, None)
+    outs = []
+    for r, (a, b, is_mem) in enumerate(stack.layer_runs(c)):
+      b = min(b, stop)
+      if a >= b:
+        break
+      xs = layer_xs(a, b, is_mem)
+      fn = functools.partial(body, is_memory=is_mem)
+      if c.scan_layers:
+        params = jax.tree_util.tree_map(lambda w, n=b - a: w[:n], self.stacks[r])
+
+        def scan_body(carry, p_and_x, fn=fn):
+          return fn(stack.bind_block(c, p_and_x[0]), carry, p_and_x[1])
+        if use_ckpt:
+          scan_body = jax.checkpoint(scan_body, policy=policy, prevent_cse=False)
+        carry, ys = jax.lax.scan(scan_body, carry, (params, xs))
+      else:
+        layer_fn = nn.remat(fn, policy=policy) if use_ckpt else fn
+        ys = []
+        for i in range(a, b):
+          carry, y = layer_fn(self.blocks[i], carry,
+                              jax.tree_util.tree_map(lambda v, j=i - a: v[j], xs))
+          ys.append(y)
+        ys = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *ys)
+      outs.append(ys)
+    return carry, outs
 
   def sink_kv(self):
     """Per-layer K/V of the ``<ref>`` sink: [L, K, D] each, a function of the params only.
@@ -96,15 +159,17 @@ class Transformer(nn.Module):
     c = self.cfg
     x = self.embed(jnp.full((1, 1), c.ref_id, jnp.int32))
     pos = jnp.zeros((1, 1), jnp.int32)
-    ks, vs = [], []
-    for block in self.blocks:
+
+    def body(block, x, _, *, is_memory):
+      del is_memory
       q, k, v = block.qkv(x)
       q, k = layers.apply_rope(q, pos, c.rope_base), layers.apply_rope(k, pos, c.rope_base)
-      ks.append(k[0, 0])
-      vs.append(v[0, 0])
       o = joint_attention(q, k, v, jnp.ones((1, 1, 1), bool))
-      x = block.finish(x, o)
-    return jnp.stack(ks), jnp.stack(vs)
+      return block.finish(x, o), (k[0, 0], v[0, 0])
+
+    _, outs = self._run_layers(body, x, lambda a, b, m: None)
+    ks, vs = zip(*outs)
+    return jnp.concatenate(ks), jnp.concatenate(vs)
 
   # ----------------------------------------------------------------------------- forward
   def __call__(self, tokens_BxT, memory: MemoryKV | None = None, *,
@@ -112,7 +177,8 @@ class Transformer(nn.Module):
     """Full forward of a context that starts at context index 0 (training / scoring).
 
     Returns logits_BxTxV, and with ``return_memory_mass`` also the attention mass on
-    memories per memory layer, [Lm, B, T, H].
+    memories per memory layer, [Lm, B, T, H] (that needs the dense softmax: a probe,
+    never the train step).
     """
     c = self.cfg
     b, t = tokens_BxT.shape
@@ -122,26 +188,36 @@ class Transformer(nn.Module):
     # Slot 0 is the sink (visible to all); slot s >= 1 is context token s - 1.
     key_idx_S = jnp.concatenate([jnp.array([-1]), idx_T])
     mask_BxTxS = jnp.broadcast_to(key_idx_S[None, :] <= idx_T[:, None], (b, t, t + 1))
+    mem_mask = None if memory is None else memory.mask_BxCxRxM
     x = nn.with_logical_constraint(self.embed(tokens_BxT), (axes.BATCH, axes.LENGTH, axes.EMBED))
-    masses = []
-    for i, block in enumerate(self.blocks):
+
+    def layer_xs(start, stop, is_memory):
+      mem = self._memory_slice(memory, start, stop) if is_memory else None
+      return sink_k[start:stop], sink_v[start:stop], mem
+
+    def body(block, x, xs, *, is_memory):
+      sk, sv, mem_kv = xs
       q, k, v = block.qkv(x)
       q = layers.apply_rope(q, pos_BxT, c.rope_base)
       k = layers.apply_rope(k, pos_BxT, c.rope_base)
-      k = jnp.concatenate([jnp.broadcast_to(sink_k[i], (b, 1) + k.shape[2:]).astype(k.dtype), k], 1)
-      v = jnp.concatenate([jnp.broadcast_to(sink_v[i], (b, 1) + v.shape[2:]).astype(v.dtype), v], 1)
-      mem = self._layer_memory(i, memory)
+      k = jnp.concatenate([jnp.broadcast_to(sk, (b, 1) + k.shape[2:]).astype(k.dtype), k], 1)
+      v = jnp.concatenate([jnp.broadcast_to(sv, (b, 1) + v.shape[2:]).astype(v.dtype), v], 1)
+      mem = None if mem_kv is None else (*mem_kv, mem_mask)
+      mass = None
       if return_memory_mass and mem is not None:   # the mass needs the dense softmax
         o, mass = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
                                   return_memory_mass=True)
-        masses.append(mass)
       else:
         o = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
                             impl=c.attention_impl)
-      x = block.finish(x, o)
+      del is_memory
+      return block.finish(x, o), mass
+
+    x, outs = self._run_layers(body, x, layer_xs, remat=True)
     logits = self._logits(x)
     if return_memory_mass:
-      mass = jnp.stack(masses) if masses else jnp.zeros((0, b, t, c.num_heads))
+      masses = [m for m in outs if m is not None]
+      mass = jnp.concatenate(masses) if masses else jnp.zeros((0, b, t, c.num_heads))
       return logits, mass
     return logits
 
@@ -198,24 +274,34 @@ class Transformer(nn.Module):
     mem_pad_BxS = jnp.concatenate([jnp.ones((b, 1), bool), cache.mem_mask_BxN,
                                    jnp.ones((b, s - 1 - n), bool)], axis=1)
     resident_BxTxS = mask_BxTxS & mem_pad_BxS[:, None, :]
-    # Scatter the new K/V into the full [L, B, S, K, D] buffers: with the cache donated,
-    # XLA updates them in place instead of re-stacking every layer each step.
+    # Scatter the new K/V into the full [L, B, S, K, D] buffers (carried through the
+    # layers): with the cache donated, XLA updates them in place.
     rows_Bx1 = jnp.arange(b)[:, None]
     slot_BxT = idx_BxT + 1 + n
-    k_cache, v_cache = cache.k_LxBxSxKxD, cache.v_LxBxSxKxD
-    x = self.embed(tokens_BxT)
-    for i, block in enumerate(self.blocks):
+    mem_mask = None if memory is None else memory.mask_BxCxRxM
+    impl = c.attention_impl if t > 1 else "dense"
+
+    def layer_xs(start, stop, is_memory):
+      mem = self._memory_slice(memory, start, stop) if is_memory else None
+      return jnp.arange(start, stop), mem
+
+    def body(block, carry, xs, *, is_memory):
+      x, k_cache, v_cache = carry
+      i, mem_kv = xs
       q, k, v = block.qkv(x)
       q = layers.apply_rope(q, pos_BxT, c.rope_base)
       k = layers.apply_rope(k, pos_BxT, c.rope_base)
       k_cache = k_cache.at[i, rows_Bx1, slot_BxT].set(k.astype(k_cache.dtype), mode="drop")
       v_cache = v_cache.at[i, rows_Bx1, slot_BxT].set(v.astype(v_cache.dtype), mode="drop")
-      reads_resident = memory is None and c.is_memory_layer(i)
+      reads_resident = memory is None and is_memory
       o = joint_attention(q, k_cache[i], v_cache[i],
                           resident_BxTxS if reads_resident else plain_BxTxS,
-                          self._layer_memory(i, memory), chunk_len=c.memory.chunk_len,
-                          impl=c.attention_impl if t > 1 else "dense")
-      x = block.finish(x, o)
+                          None if mem_kv is None else (*mem_kv, mem_mask),
+                          chunk_len=c.memory.chunk_len, impl=impl)
+      return (block.finish(x, o), k_cache, v_cache), None
+
+    carry = (self.embed(tokens_BxT), cache.k_LxBxSxKxD, cache.v_LxBxSxKxD)
+    (x, k_cache, v_cache), _ = self._run_layers(body, carry, layer_xs)
     written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
     new_cache = Cache(k_cache, v_cache, start_B + written_B, cache.mem_mask_BxN)
     return self._logits(x), new_cache
@@ -225,24 +311,29 @@ class Transformer(nn.Module):
     """Runs ``[<ref>, r_1 … r_N]`` through the memory layers only (causal, positions 0..N).
 
     Right padding needs no mask here: causal attention keeps real tokens blind to it,
-    and selection (m3jax.memory.sparsify) excludes it. The MLP of the deepest memory
-    layer is skipped: nothing reads its output.
+    and selection (m3jax.memory.sparsify) excludes it. Of the deepest memory layer only
+    the projections run: nothing reads its attention or MLP.
     """
     c = self.cfg
     b, n = ref_tokens_BxN.shape
     tokens = jnp.concatenate([jnp.full((b, 1), c.ref_id, ref_tokens_BxN.dtype), ref_tokens_BxN], 1)
     pos = jnp.broadcast_to(jnp.arange(n + 1), (b, n + 1))
     mask = jnp.broadcast_to(jnp.tril(jnp.ones((n + 1, n + 1), bool)), (b, n + 1, n + 1))
-    x = self.embed(tokens)
-    out = []
     depth = c.memory.encode_depth
-    for i, block in enumerate(self.blocks[:depth]):
+
+    def projections(block, x):
       q_raw, k_raw, v = block.qkv(x)
       q = layers.apply_rope(q_raw, pos, c.rope_base)
       k = layers.apply_rope(k_raw, pos, c.rope_base)
-      if c.is_memory_layer(i):
-        out.append((k[:, 1:], v[:, 1:], q_raw[:, 1:], k_raw[:, 1:]))
+      return q, k, v, (k[:, 1:], v[:, 1:], q_raw[:, 1:], k_raw[:, 1:])
+
+    def body(block, x, _, *, is_memory):
+      q, k, v, kept = projections(block, x)
       o = joint_attention(q, k, v, mask, impl=c.attention_impl)
-      x = block.finish(x, o, run_mlp=i < depth - 1)
-    stacked = [jnp.stack(parts) for parts in zip(*out)]
-    return EncodedLayers(*stacked)
+      return block.finish(x, o), kept if is_memory else None
+
+    x, outs = self._run_layers(body, self.embed(tokens), lambda a, b, m: None,
+                               stop=depth - 1, remat=True)
+    *_, last = projections(self._block(depth - 1), x)
+    parts = [o for o in outs if o is not None] + [jax.tree_util.tree_map(lambda a: a[None], last)]
+    return EncodedLayers(*[jnp.concatenate(p) for p in zip(*parts)])

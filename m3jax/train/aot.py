@@ -83,8 +83,10 @@ def tpu_topology(name: str) -> Topology:
   gen = match.group(1)
   chips = math.prod(int(x) for x in match.group(2).split("x"))
   chip = CHIPS[gen]
-  # Quiet libtpu's start-up on a machine with no TPU (it would probe GCE metadata).
+  # Quiet libtpu's start-up on a machine with no TPU (it would probe GCE metadata), and
+  # let several compiles run at once: only a topology is described, no chip is opened.
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   os.environ.setdefault("TPU_ACCELERATOR_TYPE",
                         chip.accelerator_type.format(chips=chips, cores=2 * chips))
   try:

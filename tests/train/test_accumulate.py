@@ -88,3 +88,27 @@ def test_split_keeps_each_devices_rows():
 def test_bad_microbatch_counts(batch, n, dp, msg):
   with pytest.raises(ValueError, match=msg):
     accumulate.check_divides(batch, n, dp)
+
+
+def test_toy_loss_accumulates_to_the_token_weighted_mean():
+  """No model: a masked squared error, whose whole-batch gradient is known in closed form."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(8, 5, 3)), jnp.float32)
+  mask = jnp.asarray(rng.random((8, 5)) < np.linspace(0.1, 1.0, 8)[:, None], jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3,)), jnp.float32)
+
+  def loss_fn(w, batch, rng):
+    err_BxT = jnp.square(batch["x"] @ w - 1.0)
+    tokens = jnp.sum(batch["loss_mask"])
+    loss = jnp.sum(err_BxT * batch["loss_mask"]) / jnp.maximum(tokens, 1.0)
+    return loss, {"ce": loss, "tokens": tokens}
+
+  batch = {"x": x, "loss_mask": mask}
+  (loss, aux), grad = accumulate.value_and_grad(loss_fn, 4)(w, batch, jax.random.key(0))
+  # Closed form over the whole batch: mean over counted tokens of (x·w - 1)², and its gradient.
+  err = np.asarray(x) @ np.asarray(w) - 1.0
+  m = np.asarray(mask)
+  np.testing.assert_allclose(loss, (err ** 2 * m).sum() / m.sum(), rtol=1e-5)
+  np.testing.assert_allclose(grad, np.einsum("bt,btd->d", 2 * err * m, np.asarray(x)) / m.sum(),
+                             rtol=1e-4, atol=1e-6)
+  assert float(aux["tokens"]) == m.sum()

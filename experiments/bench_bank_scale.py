@@ -69,9 +69,9 @@ def du(path: str) -> int:
   return int(subprocess.check_output(["du", "-sb", path]).split()[0])
 
 
-def build_bank(url, layout, ids, texts, batch, seed=0):
+def build_bank(url, layout, ids, texts, batch, shard_refs=512, seed=0):
   rng = np.random.default_rng(seed)
-  bank = MemoryBank.create(url, layout, sharded=True, shard_refs=batch, cache_size=0)
+  bank = MemoryBank.create(url, layout, sharded=True, shard_refs=shard_refs, cache_size=0)
   shape = (batch,) + layout.row_shape
   k = rng.standard_normal(shape, np.float32)
   mask = np.ones((batch, layout.tokens), bool)
@@ -149,7 +149,7 @@ def run_size(n, args, root, embedder):
   out.update(retrieval(emb, queries, args))
   del emb
   url = os.path.join(root, f"bank{n}")
-  bank, build_s = build_bank(url, SMALL, ids, texts, args.batch)
+  bank, build_s = build_bank(url, SMALL, ids, texts, args.batch, args.shard_refs)
   out["build_rows_per_s"] = n / build_s
   out["build_s"] = build_s
   out["bytes_on_disk"] = du(url)
@@ -174,7 +174,9 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6])
   p.add_argument("--queries", type=int, default=1000)
-  p.add_argument("--batch", type=int, default=4096, help="rows per append (= shard size)")
+  p.add_argument("--batch", type=int, default=4096, help="rows per append")
+  p.add_argument("--shard-refs", type=int, default=512,
+                 help="rows per shard (a cold read loads one shard index per shard touched)")
   p.add_argument("--dim", type=int, default=64, help="SVD TF-IDF embedding width")
   p.add_argument("--brute-force-max", type=int, default=20_000)
   p.add_argument("--reorder", type=int, default=1000)

@@ -112,11 +112,24 @@ def open_time(url, reps=3):
   return float(np.median(out))
 
 
+def exact_top5(emb, queries, block=100_000):
+  """Exact inner-product top-5 ids (as strings), database in blocks (bounded memory)."""
+  best_s = np.full((len(queries), 0), -np.inf, np.float32)
+  best_i = np.zeros((len(queries), 0), np.int64)
+  for s in range(0, len(emb), block):
+    sc = queries @ emb[s:s + block].T
+    top = np.argpartition(-sc, 5, axis=1)[:, :5]
+    best_s = np.concatenate([best_s, np.take_along_axis(sc, top, 1)], 1)
+    best_i = np.concatenate([best_i, top + s], 1)
+    keep = np.argsort(-best_s, axis=1)[:, :5]
+    best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+  return [[str(i) for i in row] for row in best_i]
+
+
 def retrieval(emb, queries, args):
-  from m3jax.memory.retriever import NumpyRetriever, ScannRetriever
+  from m3jax.memory.retriever import ScannRetriever
   ids = [str(i) for i in range(len(emb))]
-  exact = NumpyRetriever(ids, emb)
-  want, _ = exact.search(queries, 5)
+  want = exact_top5(emb, queries)
   t0 = time.perf_counter()
   sc = ScannRetriever(ids, emb, brute_force_max=args.brute_force_max, reorder=args.reorder,
                       search_fraction=args.search_fraction)
@@ -182,6 +195,8 @@ def main(argv=None):
   p.add_argument("--reorder", type=int, default=1000)
   p.add_argument("--search-fraction", type=float, default=0.1)
   p.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir)")
+  p.add_argument("--previous-rows", default=None,
+                 help="JSONL of rows measured by an earlier run of this script (sizes skipped)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                "results", "bench_bank_scale.json"))
   args = p.parse_args(argv)
@@ -193,7 +208,12 @@ def main(argv=None):
     embedder = TfidfEmbedder(args.dim).fit(kb_texts(20_000, seed=12345))
     fit_s = time.perf_counter() - t0
     rows = []
+    if args.previous_rows:
+      with open(args.previous_rows) as f:
+        rows = [dict(json.loads(line), reused_from_earlier_run=True) for line in f if line.strip()]
     for n in [int(s) for s in args.sizes]:
+      if any(r["n"] == n for r in rows):
+        continue
       print(f"bench_bank_scale: n={n:,}", flush=True)
       rows.append(run_size(n, args, root, embedder))
       print(json.dumps(rows[-1]), flush=True)

@@ -69,9 +69,9 @@ def du(path: str) -> int:
   return int(subprocess.check_output(["du", "-sb", path]).split()[0])
 
 
-def build_bank(url, layout, ids, texts, batch, seed=0):
+def build_bank(url, layout, ids, texts, batch, shard_refs=512, seed=0):
   rng = np.random.default_rng(seed)
-  bank = MemoryBank.create(url, layout, sharded=True, shard_refs=batch, cache_size=0)
+  bank = MemoryBank.create(url, layout, sharded=True, shard_refs=shard_refs, cache_size=0)
   shape = (batch,) + layout.row_shape
   k = rng.standard_normal(shape, np.float32)
   mask = np.ones((batch, layout.tokens), bool)
@@ -112,11 +112,24 @@ def open_time(url, reps=3):
   return float(np.median(out))
 
 
+def exact_top5(emb, queries, block=100_000):
+  """Exact inner-product top-5 ids (as strings), database in blocks (bounded memory)."""
+  best_s = np.full((len(queries), 0), -np.inf, np.float32)
+  best_i = np.zeros((len(queries), 0), np.int64)
+  for s in range(0, len(emb), block):
+    sc = queries @ emb[s:s + block].T
+    top = np.argpartition(-sc, 5, axis=1)[:, :5]
+    best_s = np.concatenate([best_s, np.take_along_axis(sc, top, 1)], 1)
+    best_i = np.concatenate([best_i, top + s], 1)
+    keep = np.argsort(-best_s, axis=1)[:, :5]
+    best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+  return [[str(i) for i in row] for row in best_i]
+
+
 def retrieval(emb, queries, args):
-  from m3jax.memory.retriever import NumpyRetriever, ScannRetriever
+  from m3jax.memory.retriever import ScannRetriever
   ids = [str(i) for i in range(len(emb))]
-  exact = NumpyRetriever(ids, emb)
-  want, _ = exact.search(queries, 5)
+  want = exact_top5(emb, queries)
   t0 = time.perf_counter()
   sc = ScannRetriever(ids, emb, brute_force_max=args.brute_force_max, reorder=args.reorder,
                       search_fraction=args.search_fraction)
@@ -149,7 +162,7 @@ def run_size(n, args, root, embedder):
   out.update(retrieval(emb, queries, args))
   del emb
   url = os.path.join(root, f"bank{n}")
-  bank, build_s = build_bank(url, SMALL, ids, texts, args.batch)
+  bank, build_s = build_bank(url, SMALL, ids, texts, args.batch, args.shard_refs)
   out["build_rows_per_s"] = n / build_s
   out["build_s"] = build_s
   out["bytes_on_disk"] = du(url)
@@ -174,12 +187,16 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6])
   p.add_argument("--queries", type=int, default=1000)
-  p.add_argument("--batch", type=int, default=4096, help="rows per append (= shard size)")
+  p.add_argument("--batch", type=int, default=4096, help="rows per append")
+  p.add_argument("--shard-refs", type=int, default=512,
+                 help="rows per shard (a cold read loads one shard index per shard touched)")
   p.add_argument("--dim", type=int, default=64, help="SVD TF-IDF embedding width")
   p.add_argument("--brute-force-max", type=int, default=20_000)
   p.add_argument("--reorder", type=int, default=1000)
   p.add_argument("--search-fraction", type=float, default=0.1)
   p.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir)")
+  p.add_argument("--previous-rows", default=None,
+                 help="JSONL of rows measured by an earlier run of this script (sizes skipped)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                "results", "bench_bank_scale.json"))
   args = p.parse_args(argv)
@@ -191,7 +208,12 @@ def main(argv=None):
     embedder = TfidfEmbedder(args.dim).fit(kb_texts(20_000, seed=12345))
     fit_s = time.perf_counter() - t0
     rows = []
+    if args.previous_rows:
+      with open(args.previous_rows) as f:
+        rows = [dict(json.loads(line), reused_from_earlier_run=True) for line in f if line.strip()]
     for n in [int(s) for s in args.sizes]:
+      if any(r["n"] == n for r in rows):
+        continue
       print(f"bench_bank_scale: n={n:,}", flush=True)
       rows.append(run_size(n, args, root, embedder))
       print(json.dumps(rows[-1]), flush=True)

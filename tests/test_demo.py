@@ -53,6 +53,7 @@ def _run_and_check(tmp_path, smoke: bool):
   return res
 
 
+@pytest.mark.integration
 def test_demo_smoke_then_eval_command(tmp_path):
   """~90 s on an idle 2-core CPU (mostly compiles); the full tiny run below is slow.
 

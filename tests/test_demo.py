@@ -62,6 +62,7 @@ def _git_status() -> str:
                         text=True, check=True).stdout
 
 
+@pytest.mark.integration
 def test_demo_smoke_then_eval_command(tmp_path, monkeypatch):
   """~90 s on an idle 2-core CPU (mostly compiles); the full tiny run below is slow.
 

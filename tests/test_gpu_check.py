@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.integration
 def test_gpu_check_tiny_runs_every_benchmark(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
   env.pop("XLA_FLAGS", None)   # one CPU device, as on a real run

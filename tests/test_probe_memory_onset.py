@@ -21,6 +21,7 @@ def test_set_steps_two_stages_and_from_scratch():
     probe.set_steps(load_config("configs/memory3.py:tiny", []), [1, 2, 3])
 
 
+@pytest.mark.integration
 def test_probe_runs_and_memory_reaches_the_answer(tmp_path):
   out = tmp_path / "rows.jsonl"
   row = probe.main(["--config", "configs/memory3.py:tiny", "--name", "t", "--steps", "2,2",

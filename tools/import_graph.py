@@ -57,6 +57,10 @@ def _imported_names(tree: ast.AST, this: str, is_package: bool) -> set[str]:
         module = node.module or ""
       names.add(module)
       names.update(f"{module}.{a.name}" for a in node.names)
+    elif _is_lazy_exports_call(node):
+      # m3jax.lazy_exports.lazy_exports(__name__, {"Name": "m3jax.pkg.module", ...})
+      names.update(v.value for v in node.args[1].values
+                   if isinstance(v, ast.Constant) and isinstance(v.value, str))
     elif _is_import_module_call(node):
       # importlib.import_module("a.b") or (f"a.b.{name}"): the constant prefix is a dependency
       # (cli.py dispatches to m3jax.commands this way).
@@ -66,6 +70,12 @@ def _imported_names(tree: ast.AST, this: str, is_package: bool) -> set[str]:
       elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
         names.add(str(arg.values[0].value).rstrip("."))
   return names
+
+
+def _is_lazy_exports_call(node: ast.AST) -> bool:
+  return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+          and node.func.id == "lazy_exports" and len(node.args) == 2
+          and isinstance(node.args[1], ast.Dict))
 
 
 def _is_import_module_call(node: ast.AST) -> bool:

@@ -33,6 +33,7 @@ def losses(workdir):
                                                                               "metrics.jsonl"))]
 
 
+@pytest.mark.integration
 def test_resume_after_kill_is_bitwise(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=2)
   reference = train(config, str(tmp_path / "straight"))
@@ -69,6 +70,7 @@ def _nan_factory(bad_step):
   return factory
 
 
+@pytest.mark.integration
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=2)
   with pytest.raises(NonFiniteLossError, match="step 5"):
@@ -87,6 +89,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert not (tmp_path / "checkpoints" / "continual").exists()
 
 
+@pytest.mark.integration
 def test_stage_handoff_loads_params_and_resets_optimizer(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=100)
   config.train.stages.warmup["steps"] = 4
@@ -117,6 +120,7 @@ def test_stage_handoff_loads_params_and_resets_optimizer(tmp_path):
   assert all(r["memory_mass"] == [] for r in recs if r["stage"] == "warmup")
 
 
+@pytest.mark.integration
 def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
   import signal
   config = tiny_config(shallow=True, checkpoint_every=2)

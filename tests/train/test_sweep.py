@@ -16,6 +16,7 @@ FAST = ["--config.train.data_source=synthetic", "--config.train.tensorboard=fals
         "--config.train.checkpoint_every=2", "--config.model.num_layers=2"]
 
 
+@pytest.mark.integration
 def test_two_point_sweep_runs_end_to_end(tmp_path):
   spec = os.path.join(ROOT, "experiments/sweep_encode_grad.py:tiny")
   result = run_sweep(spec, str(tmp_path), extra_overrides=FAST, evaluate=False)

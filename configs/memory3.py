@@ -50,7 +50,8 @@ _MODELS = {
                                     refs_per_chunk=5, chunk_len=64, ref_len=32)),
     "paper_2p4b": dict(vocab_size=60416, num_layers=44, num_heads=40, num_kv_heads=8,
                        head_dim=80, embed_dim=3200, mlp_dim=3200,
-                       dtype="bfloat16", param_dtype="float32", attention_impl="dense",
+                       # auto: cuDNN on GPU, Pallas splash on TPU (m3jax.memory.attention).
+                       dtype="bfloat16", param_dtype="float32", attention_impl="auto",
                        # Two scanned runs (memory layers 0-21, the rest); the backward
                        # pass keeps the projections' outputs and recomputes attention
                        # (m3jax.model.stack documents each policy).

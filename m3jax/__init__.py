@@ -19,7 +19,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "ModelConfig": "m3jax.model.config",
     "model_config_from": "m3jax.model.config",
     "Transformer": "m3jax.model.transformer",
-    "MemoryKV": "m3jax.memory.types",
+    "MemoryKV": "m3jax.model.memory_kv",
     "encode_references": "m3jax.memory.encode",
     "MemoryBank": "m3jax.memory.store",
     "build_bank": "m3jax.memory.build",

@@ -1,10 +1,11 @@
-"""Explicit memory: types, joint attention math, encoding, sparsification, storage, retrieval."""
+"""Explicit memory: selection, encoding, storage, retrieval (MemoryKV and the joint attention
+live in m3jax.model, the network that reads them; re-exported here for notebooks)."""
 
 from m3jax.lazy_exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "MemoryKV": "m3jax.memory.types",
-    "joint_attention": "m3jax.memory.attention",
+    "MemoryKV": "m3jax.model.memory_kv",
+    "joint_attention": "m3jax.model.joint_attention",
     "EncodedMemories": "m3jax.memory.encode",
     "encode_references": "m3jax.memory.encode",
     "to_memory_kv": "m3jax.memory.encode",

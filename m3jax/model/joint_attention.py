@@ -4,15 +4,20 @@ Eq. (4) of the paper: one softmax across memory keys and context keys, no new
 parameters. The memory part is vectorized over chunks (queries reshaped to
 ``[B, C, chunk, …]``), never a Python loop. The softmax is written in two parts
 (context and memory share one max and one denominator) so that a fully masked
-memory contributes exact zeros and the output is bitwise the memory-free one.
+memory contributes exact zeros and the output is bitwise the memory-free one. That dense form is the reference; the fused forms (``impl``) run the
+same Eq. (4) as one attention kernel without a [T, S] score matrix in HBM: cuDNN flash
+attention on GPU, Pallas splash attention on TPU (m3jax.model.splash_attention), XLA elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import jax
 import jax.numpy as jnp
+
+from m3jax.model import splash_attention as splash
 
 
 def _masked(logits, mask):
@@ -31,7 +36,40 @@ def _queries_by_chunk(q_BxTxKxGxD, num_chunks: int, chunk_len: int):
   return q.reshape(b, num_chunks, chunk_len, *q.shape[2:])
 
 
-IMPLS = ("dense", "flat", "cudnn")
+IMPLS = ("dense", "flat", "cudnn", "splash", "auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class Causal:
+  """The mask of a fresh causal context: query t sees key slots s <= t + offset.
+
+  ``Causal(1)``: the training forward (slot 0 the ``<ref>`` sink, slot s context token
+  s - 1); ``Causal(0)``: reference encoding (``[<ref>, r_1 …]``). Kernels that build
+  their own mask (splash) need this form; the others get ``dense(b, t, s)``.
+  """
+  offset: int = 0
+
+  def dense(self, b: int, t: int, s: int):
+    mask_TxS = jnp.arange(s)[None, :] <= jnp.arange(t)[:, None] + self.offset
+    return jnp.broadcast_to(mask_TxS, (b, t, s))
+
+
+def resolve_impl(impl: str) -> str:
+  """``auto`` -> the fused kernel of the target platform (the active mesh's devices, so
+  an ahead-of-time TPU compile picks splash): cudnn on GPU, splash on TPU, flat (XLA)
+  elsewhere. Other names pass through."""
+  if impl not in IMPLS:
+    raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
+  if impl != "auto":
+    return impl
+  return {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}.get(splash._target_platform(),
+                                                               "flat")
+
+
+def impl_for_cache(impl: str) -> str:
+  """The impl for attention over a KV cache (arbitrary mask): splash needs ``Causal``."""
+  impl = resolve_impl(impl)
+  return "flat" if impl == "splash" else impl
 
 
 def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
@@ -43,21 +81,32 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
     q_BxTxHxD: queries, RoPE already applied.
     k_BxSxKxD, v_BxSxKxD: context keys/values; the caller puts the ``<ref>`` sink in
       one of the slots (slot 0) and marks it visible in the mask.
-    mask_BxTxS: True where query t may attend slot s (causality, cache validity).
+    mask_BxTxS: True where query t may attend slot s (causality, cache validity), or a
+      ``Causal`` layout.
     memory: None, or (keys_BxCxRxKxMxD, values_BxCxRxKxMxD, mask_BxCxRxM).
     chunk_len: query tokens per memory chunk.
     return_memory_mass: also return the attention probability on memory, [B, T, H].
     impl: "dense" (two-part softmax written out; exact no-memory equivalence),
       "flat" (one fused ``jax.nn.dot_product_attention`` call over [context, all chunks'
       memories] with a block mask; XLA), "cudnn" (the same call on cuDNN flash attention:
-      for long bf16 training sequences on GPU). The memory mass needs "dense".
+      for long bf16 training sequences on GPU), "splash" (Pallas TPU kernel, needs a
+      ``Causal`` mask; m3jax.model.splash_attention), "auto" (``resolve_impl``). The memory mass
+      needs "dense" (asking for it selects it).
 
   Returns:
     out_BxTxHxD (and memory mass if asked).
   """
-  if impl not in IMPLS:
-    raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
-  if impl != "dense" and not return_memory_mass:
+  impl = "dense" if return_memory_mass else resolve_impl(impl)
+  b, t = q_BxTxHxD.shape[:2]
+  if isinstance(mask_BxTxS, Causal):
+    if impl == "splash":
+      return splash.splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD,
+                                           mask_BxTxS.offset, memory, chunk_len=chunk_len)
+    mask_BxTxS = mask_BxTxS.dense(b, t, k_BxSxKxD.shape[1])
+  elif impl == "splash":
+    raise ValueError("splash attention needs a Causal(offset) mask (fresh causal context); "
+                     "use impl_for_cache() for attention over a KV cache")
+  if impl != "dense":
     try:
       return _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len,
                              "cudnn" if impl == "cudnn" else "xla")

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from m3jax import axes
-from m3jax.model.joint_attention import joint_attention
+from m3jax.model.joint_attention import Causal, impl_for_cache, joint_attention
 from m3jax.model.memory_kv import MemoryKV
 from m3jax.model import layers, stack
 from m3jax.model.config import ModelConfig
@@ -183,11 +183,9 @@ class Transformer(nn.Module):
     c = self.cfg
     b, t = tokens_BxT.shape
     sink_k, sink_v = self.sink_kv()
-    idx_T = jnp.arange(t)
-    pos_BxT = jnp.broadcast_to(c.memory.context_offset + idx_T, (b, t))
+    pos_BxT = jnp.broadcast_to(c.memory.context_offset + jnp.arange(t), (b, t))
     # Slot 0 is the sink (visible to all); slot s >= 1 is context token s - 1.
-    key_idx_S = jnp.concatenate([jnp.array([-1]), idx_T])
-    mask_BxTxS = jnp.broadcast_to(key_idx_S[None, :] <= idx_T[:, None], (b, t, t + 1))
+    mask = Causal(offset=1)
     mem_mask = None if memory is None else memory.mask_BxCxRxM
     x = nn.with_logical_constraint(self.embed(tokens_BxT), (axes.BATCH, axes.LENGTH, axes.EMBED))
 
@@ -205,10 +203,10 @@ class Transformer(nn.Module):
       mem = None if mem_kv is None else (*mem_kv, mem_mask)
       mass = None
       if return_memory_mass and mem is not None:   # the mass needs the dense softmax
-        o, mass = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
+        o, mass = joint_attention(q, k, v, mask, mem, chunk_len=c.memory.chunk_len,
                                   return_memory_mass=True)
       else:
-        o = joint_attention(q, k, v, mask_BxTxS, mem, chunk_len=c.memory.chunk_len,
+        o = joint_attention(q, k, v, mask, mem, chunk_len=c.memory.chunk_len,
                             impl=c.attention_impl)
       del is_memory
       return block.finish(x, o), mass
@@ -279,7 +277,7 @@ class Transformer(nn.Module):
     rows_Bx1 = jnp.arange(b)[:, None]
     slot_BxT = idx_BxT + 1 + n
     mem_mask = None if memory is None else memory.mask_BxCxRxM
-    impl = c.attention_impl if t > 1 else "dense"
+    impl = impl_for_cache(c.attention_impl) if t > 1 else "dense"
 
     def layer_xs(start, stop, is_memory):
       mem = self._memory_slice(memory, start, stop) if is_memory else None
@@ -318,7 +316,6 @@ class Transformer(nn.Module):
     b, n = ref_tokens_BxN.shape
     tokens = jnp.concatenate([jnp.full((b, 1), c.ref_id, ref_tokens_BxN.dtype), ref_tokens_BxN], 1)
     pos = jnp.broadcast_to(jnp.arange(n + 1), (b, n + 1))
-    mask = jnp.broadcast_to(jnp.tril(jnp.ones((n + 1, n + 1), bool)), (b, n + 1, n + 1))
     depth = c.memory.encode_depth
 
     def projections(block, x):
@@ -329,7 +326,7 @@ class Transformer(nn.Module):
 
     def body(block, x, _, *, is_memory):
       q, k, v, kept = projections(block, x)
-      o = joint_attention(q, k, v, mask, impl=c.attention_impl)
+      o = joint_attention(q, k, v, Causal(offset=0), impl=c.attention_impl)
       return block.finish(x, o), kept if is_memory else None
 
     x, outs = self._run_layers(body, self.embed(tokens), lambda a, b, m: None,

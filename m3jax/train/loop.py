@@ -35,7 +35,7 @@ from m3jax.train.metrics import MetricsLogger, plot_losses, read_jsonl
 from m3jax.train.optimizer import schedule
 from m3jax.train.stages import StageSpec
 from m3jax.train.state import abstract_state, create_train_state, fresh_state_from_params
-from m3jax.train.step import batch_shardings, cached_train_step
+from m3jax.train.step import batch_shardings, cached_memory_mass_probe, cached_train_step
 from m3jax.train.data_source import make_iterator
 
 
@@ -177,7 +177,12 @@ class _Run:
       try:
         for step in range(start + 1, stage.steps + 1):
           batch = distributed.global_batch(next(iterator), b_sh)
+          # The memory mass is a separate forward at logging steps (the train step's
+          # fused attention never forms the probabilities), run on the step's inputs.
+          mass = self._memory_mass(stage, state, batch) if step % log_every == 0 else None
           state, metrics = step_fn(state, batch, np.float32(lr_of(step - 1)))
+          if mass is not None:
+            metrics = {**metrics, "memory_mass": mass}
           pending.append((step, metrics))
           for hook in self.hooks:
             hook(stage.name, step)
@@ -212,6 +217,12 @@ class _Run:
     self.logger.write_eval({"stage": stage.name, "step": step,
                             "global_step": self.offsets[index] + step,
                             **self._held_out(params)})
+  def _memory_mass(self, stage, state, batch):
+    if not stage.use_memory:
+      return np.zeros((0,), np.float32)
+    probe = cached_memory_mass_probe(self.cfg, stage, self.mesh, self.rules,
+                                     int(self.config.seed))
+    return probe(state, batch)
 
   def _flush(self, stage, index, pending, t_last) -> float:
     """Fetches pending device metrics, writes them, and applies the NaN guard."""
@@ -226,8 +237,9 @@ class _Run:
       records.append({"stage": stage.name, "step": step,
                       "global_step": self.offsets[index] + step, "loss": loss,
                       "ce": float(m["ce"]), "grad_norm": float(m["grad_norm"]),
-                      "lr": float(m["lr"]), "tokens_per_s": tok_s,
-                      "memory_mass": np.asarray(m["memory_mass"]).tolist()})
+                      "lr": float(m["lr"]), "tokens_per_s": tok_s})
+      if "memory_mass" in m:    # logging steps only
+        records[-1]["memory_mass"] = np.asarray(m["memory_mass"]).tolist()
       if bad is None and not np.isfinite(loss):
         bad = (step, loss)
     self.logger.write(records)

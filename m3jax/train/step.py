@@ -3,6 +3,10 @@
 Explicit shardings (params from their logical axes, the batch on the ``batch`` axis,
 memories from the memory axis rules) and donation of the train state, so the update
 happens in place. Stage-2 memories are encoded inside the step (m3jax.train.memory_batch).
+
+The step that trains never asks for the memory-mass metric (it needs the dense softmax,
+whose [T, S] probabilities the fused kernels never form); ``make_memory_mass_probe`` is a
+separate jitted forward that the loop calls at logging steps.
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ def batch_shardings(stage: StageSpec, mesh, rules) -> dict[str, NamedSharding]:
   return {k: sharding.named(mesh, _BATCH_AXES[k], rules) for k in batch_keys(stage)}
 
 
+def _batch_memory(cfg: ModelConfig, stage: StageSpec, params, batch, rng, mem_sharding):
+  if not stage.use_memory:
+    return None
+  memory = memory_from_batch(params, cfg, batch["ref_tokens"], batch["ref_lengths"],
+                             encode_grad=stage.encode_grad,
+                             rng=rng if cfg.memory.selection == "random" else None)
+  if mem_sharding is not None:
+    memory = jax.lax.with_sharding_constraint(memory, mem_sharding)
+  return memory
+
+
 def make_loss_fn(cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0,
                  mem_sharding=None) -> Callable:
   """``loss_fn(params, batch, rng, enc_params=None) -> (loss, aux)``.
@@ -53,27 +68,33 @@ def make_loss_fn(cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0,
   lets tests take the gradient through the memory path alone.
   """
   model = Transformer(cfg)
-  random_selection = cfg.memory.selection == "random"
 
   def loss_fn(params, batch, rng, enc_params=None):
-    memory = None
-    if stage.use_memory:
-      memory = memory_from_batch(
-          params if enc_params is None else enc_params, cfg, batch["ref_tokens"],
-          batch["ref_lengths"], encode_grad=stage.encode_grad,
-          rng=rng if random_selection else None)
-      if mem_sharding is not None:
-        memory = jax.lax.with_sharding_constraint(memory, mem_sharding)
-    logits, mass_LmxBxTxH = model.apply({"params": params}, batch["inputs"], memory,
-                                        return_memory_mass=True)
-    loss, aux = cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
-    # Attention mass on memories per memory layer, averaged over counted tokens and heads.
-    w_BxT = batch["loss_mask"].astype(jnp.float32)
-    mass_Lm = (jnp.einsum("lbth,bt->l", mass_LmxBxTxH.astype(jnp.float32), w_BxT)
-               / (jnp.maximum(jnp.sum(w_BxT), 1.0) * mass_LmxBxTxH.shape[-1]))
-    return loss, {**aux, "memory_mass": mass_Lm}
+    memory = _batch_memory(cfg, stage, params if enc_params is None else enc_params, batch,
+                           rng, mem_sharding)
+    logits = model.apply({"params": params}, batch["inputs"], memory)
+    return cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
 
   return loss_fn
+
+
+def memory_mass_fn(cfg: ModelConfig, stage: StageSpec, mem_sharding=None) -> Callable:
+  """``mass_fn(params, batch, rng) -> [Lm]``: attention mass on memories per memory
+  layer, averaged over counted tokens and heads (empty without memory). The same
+  memories and forward as ``make_loss_fn``'s, through the dense softmax."""
+  model = Transformer(cfg)
+
+  def mass_fn(params, batch, rng):
+    if not stage.use_memory:
+      return jnp.zeros((0,), jnp.float32)
+    memory = _batch_memory(cfg, stage, params, batch, rng, mem_sharding)
+    _, mass_LmxBxTxH = model.apply({"params": params}, batch["inputs"], memory,
+                                   return_memory_mass=True)
+    w_BxT = batch["loss_mask"].astype(jnp.float32)
+    return (jnp.einsum("lbth,bt->l", mass_LmxBxTxH.astype(jnp.float32), w_BxT)
+            / (jnp.maximum(jnp.sum(w_BxT), 1.0) * mass_LmxBxTxH.shape[-1]))
+
+  return mass_fn
 
 
 def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransformation,
@@ -102,8 +123,7 @@ def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransf
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, apply_lr(updates, lr))
     metrics = {"loss": loss, "ce": aux["ce"], "tokens": aux["tokens"],
-               "grad_norm": optax.global_norm(grads), "lr": lr,
-               "memory_mass": aux["memory_mass"]}
+               "grad_norm": optax.global_norm(grads), "lr": lr}
     return TrainState(state.step + 1, params, opt_state), metrics
 
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -111,6 +131,35 @@ def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransf
                  in_shardings=(state_shardings, b_sh, replicated),
                  out_shardings=(state_shardings, replicated),
                  donate_argnums=(0,))
+
+
+def make_memory_mass_probe(cfg: ModelConfig, stage: StageSpec, *, mesh, rules,
+                           seed: int = 0):
+  """``probe(state, batch) -> mass [Lm]``, jitted: the memory mass of the forward the
+  train step would run on ``batch`` from ``state`` (same live memories, same selection
+  rng). Never donates: call it before the step at the steps you log. Inputs keep the
+  shardings they carry (the train state's and ``batch_shardings``)."""
+  mem_sh = sharding.memory_shardings(mesh, rules) if stage.use_memory else None
+  mass_fn = memory_mass_fn(cfg, stage, mem_sh)
+  base_rng = jax.random.key(seed)
+
+  def probe(state: TrainState, batch):
+    return mass_fn(state.params, batch, jax.random.fold_in(base_rng, state.step))
+
+  return jax.jit(probe, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def cached_memory_mass_probe(cfg: ModelConfig, stage: StageSpec, mesh, rules: tuple,
+                             seed: int = 0):
+  """``make_memory_mass_probe`` memoized like ``cached_train_step``."""
+  return _cached_probe(cfg, stage.use_memory, stage.encode_grad, mesh, rules, seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_probe(cfg, use_memory, encode_grad, mesh, rules, seed):
+  stage = StageSpec(name="probe", steps=1, peak_lr=0.0, use_memory=use_memory,
+                    encode_grad=encode_grad)
+  return make_memory_mass_probe(cfg, stage, mesh=mesh, rules=rules, seed=seed)
 
 
 def cached_train_step(cfg: ModelConfig, stage: StageSpec, hyper: tuple, mesh, rules: tuple):

@@ -109,8 +109,8 @@ def test_scanned_forward_and_gradients_equal_unrolled(use_memory):
   mem_s = _memory(scanned, SCAN, 2, 3) if use_memory else None
   ref = Transformer(CFG).apply({"params": params}, tokens, mem_u)
   _close(Transformer(SCAN).apply({"params": scanned}, tokens, mem_s), ref, "logits")
-  g_ref = jax.grad(_loss(CFG, tokens, use_memory))(params)
-  g_scan = jax.grad(_loss(SCAN, tokens, use_memory))(scanned)
+  g_ref = jax.jit(jax.grad(_loss(CFG, tokens, use_memory)))(params)
+  g_scan = jax.jit(jax.grad(_loss(SCAN, tokens, use_memory)))(scanned)
   _close(g_scan, stack.scan_params(g_ref, SCAN), "gradients")
 
 
@@ -152,14 +152,19 @@ def test_scanned_decoding_equals_unrolled():
   _close(ls[:, :4], full, "prefill vs forward")
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention"])
-def test_every_remat_policy_gives_the_same_gradients(policy):
+@functools.lru_cache(maxsize=None)
+def _stage2_grads(scan_layers: bool, policy: str):
   params, scanned = _params()
-  tokens = _tokens((2, 10))
-  for cfg, p in ((CFG, params), (SCAN, scanned)):
-    g_none = jax.grad(_loss(cfg, tokens, True))(p)
-    g_remat = jax.grad(_loss(dataclasses.replace(cfg, remat_policy=policy), tokens, True))(p)
-    _close(g_remat, g_none, f"{policy} (scan_layers={cfg.scan_layers})")
+  cfg = dataclasses.replace(SCAN if scan_layers else CFG, remat_policy=policy)
+  return jax.jit(jax.grad(_loss(cfg, _tokens((2, 10)), True)))(
+      scanned if scan_layers else params)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention"])
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
+def test_every_remat_policy_gives_the_same_gradients(policy, scan_layers):
+  _close(_stage2_grads(scan_layers, policy), _stage2_grads(scan_layers, "none"),
+         f"{policy} (scan_layers={scan_layers})")
 
 
 def _residual_bytes(cfg, params, tokens):

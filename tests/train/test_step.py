@@ -12,7 +12,8 @@ from m3jax.train.memory_batch import chunk_windows, memory_from_batch
 from m3jax.train.optimizer import make_optimizer, schedule
 from m3jax.train.config import train_config_from
 from m3jax.train.state import create_train_state
-from m3jax.train.step import make_loss_fn, make_train_step
+from m3jax.train.step import make_loss_fn, make_memory_mass_probe, make_train_step
+from m3jax.train.state import TrainState
 from m3jax.train.synthetic import SyntheticIterator
 from tests.train.conftest import tiny_config
 
@@ -144,6 +145,28 @@ def test_absent_references_equal_no_memory():
   np.testing.assert_allclose(float(with_mem), float(without), rtol=1e-6)
   # Zero-length references (all-padding selection scores) must not poison gradients.
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_memory_mass_is_a_separate_probe_not_part_of_the_train_step():
+  """The probe averages the model's own per-token memory mass over counted tokens and
+  heads; the train step's metrics no longer carry it (its attention may be fused)."""
+  config = tiny_config()
+  cfg, stage, params, batch = _params_and_batch(config)
+  mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+  rules = config.sharding.rules
+  with sharding.activate(mesh, rules):
+    probe = make_memory_mass_probe(cfg, stage, mesh=mesh, rules=rules)
+    mass = np.asarray(probe(TrainState(jnp.zeros((), jnp.int32), params, None), batch))
+  memory = memory_from_batch(params, cfg, batch["ref_tokens"], batch["ref_lengths"])
+  _, per_token = Transformer(cfg).apply({"params": params}, batch["inputs"], memory,
+                                        return_memory_mass=True)
+  w = np.asarray(batch["loss_mask"], np.float64)
+  naive = [(np.asarray(per_token[l]).mean(-1) * w).sum() / w.sum()
+           for l in range(cfg.memory.num_memory_layers)]
+  np.testing.assert_allclose(mass, naive, rtol=1e-5)
+  assert mass.shape == (cfg.memory.num_memory_layers,) and (mass > 0).all()
+  _, aux = make_loss_fn(cfg, stage)(params, batch, None)
+  assert "memory_mass" not in aux
 
 
 def test_memory_shape():

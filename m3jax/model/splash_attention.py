@@ -1,0 +1,144 @@
+"""Joint attention as one Pallas splash-attention kernel (TPU): no [T, S] score matrix.
+
+Keys are laid out ``[context slots | chunk 0's memories | chunk 1's … | padding]``: the
+context slots are the caller's (``[<ref> sink, context…]`` in the training forward,
+``[<ref>, r_1…]`` in encoding) with the causal rule "query t sees slot s <= t + offset",
+and each chunk's R·M memory tokens form one contiguous block. The mask is two parts:
+
+* a **static** block mask (a ``NumpyMask``, known at trace time): causal over the
+  context, and query t sees the memory block of its chunk (t // chunk_len; every query
+  sees chunk 0 when there is one chunk, as in decoding). The kernel skips every
+  all-masked 128×128 tile, so the cost is the causal part plus one narrow band;
+* **segment ids** for what depends on data: every query has id 0, a key has id 0 if it
+  is a context slot or a valid memory token, 1 if it is a masked memory token or
+  padding. The kernel ANDs both.
+
+Every query sees slot 0 (the sink, or ``<ref>`` itself), so no row is empty. Queries
+are padded to whole tiles (they see slot 0 only; their outputs are dropped). Under a
+mesh, the kernel runs per shard (``shard_map`` over the batch and head axes of the
+active logical rules). Off TPU it runs in Pallas interpret mode (slow; for tests).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from m3jax import axes
+
+BLOCK = 128   # splash tiles (query and key) are multiples of 128 lanes
+
+
+def _round_up(n: int, m: int) -> int:
+  return -(-n // m) * m
+
+
+def chunk_of_queries(t: int, chunks: int, chunk_len: int) -> np.ndarray:
+  """The memory chunk each query reads (DESIGN "chunk rule")."""
+  return np.zeros((t,), np.int32) if chunks == 1 else np.arange(t) // chunk_len
+
+
+def static_mask(t: int, s_ctx: int, offset: int, chunks: int, per_chunk: int,
+                chunk_len: int) -> np.ndarray:
+  """[Tp, Sp] bool: the data-independent part of the mask (see the module docstring)."""
+  tp = _round_up(t, BLOCK)
+  sp = _round_up(s_ctx + chunks * per_chunk, BLOCK)
+  mask = np.zeros((tp, sp), bool)
+  q = np.arange(t)
+  mask[:t, :s_ctx] = np.arange(s_ctx)[None, :] <= q[:, None] + offset
+  if chunks:
+    key_chunk = np.arange(chunks * per_chunk) // per_chunk
+    mask[:t, s_ctx:s_ctx + chunks * per_chunk] = (
+        chunk_of_queries(t, chunks, chunk_len)[:, None] == key_chunk[None, :])
+  mask[t:, 0] = True      # padded queries: slot 0 only
+  return mask
+
+
+def segment_ids(batch: int, t: int, s_ctx: int, mem_mask_BxN, static_shape):
+  """(q_BxTp, kv_BxSp) int32: 0 = may attend, 1 = masked memory token or padding."""
+  tp, sp = static_shape
+  n = 0 if mem_mask_BxN is None else mem_mask_BxN.shape[1]
+  kv = jnp.ones((batch, sp), jnp.int32).at[:, :s_ctx].set(0)
+  if n:
+    kv = kv.at[:, s_ctx:s_ctx + n].set(jnp.where(mem_mask_BxN, 0, 1))
+  return jnp.zeros((batch, tp), jnp.int32), kv
+
+
+def dense_equivalent(static_TpxSp, q_ids_BxTp, kv_ids_BxSp):
+  """The [B, Tp, Sp] mask the kernel applies (for tests against the reference mask)."""
+  same = q_ids_BxTp[:, :, None] == kv_ids_BxSp[:, None, :]
+  return jnp.asarray(static_TpxSp)[None] & same
+
+
+def _target_platform() -> str:
+  """Platform of the active mesh (an AOT topology counts), else the default backend."""
+  mesh = jax.sharding.get_mesh()
+  if not mesh.empty:
+    return mesh.devices.flat[0].platform
+  return jax.default_backend()
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret):
+  from jax.experimental.pallas.ops.tpu.splash_attention import (
+      splash_attention_kernel as kernel, splash_attention_mask as masks)
+  mask = masks.NumpyMask(static_mask(t, s_ctx, offset, chunks, per_chunk, chunk_len))
+  return kernel.make_splash_mha(masks.MultiHeadMask([mask] * heads), head_shards=1,
+                                q_seq_shards=1, interpret=interpret)
+
+
+def _mesh_specs(mesh):
+  """PartitionSpecs of q/k [B, H|K, T|S, D] and segment ids [B, T|S] under the rules."""
+  batch, heads, kv_heads = nn.logical_to_mesh_axes((axes.BATCH, axes.HEADS, axes.KV_HEADS))
+  qs = PartitionSpec(batch, heads, None, None)
+  ks = PartitionSpec(batch, kv_heads, None, None)
+  ids = PartitionSpec(batch, None)
+  shards = lambda name: (1 if name is None else int(np.prod(
+      [mesh.shape[a] for a in ((name,) if isinstance(name, str) else name)])))
+  return qs, ks, ids, shards(heads)
+
+
+def splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, offset: int, memory=None, *,
+                           chunk_len: int = 64, interpret: bool | None = None):
+  """Joint attention (same result as ``joint_attention`` with a ``Causal(offset)`` mask)."""
+  b, t, h, d = q_BxTxHxD.shape
+  s_ctx = k_BxSxKxD.shape[1]
+  keys, values, mem_mask_BxN, chunks, per_chunk = k_BxSxKxD, v_BxSxKxD, None, 0, 0
+  if memory is not None:
+    mem_k, mem_v, mem_mask_BxCxRxM = memory
+    chunks, r, kv, m = mem_k.shape[1], mem_k.shape[2], mem_k.shape[3], mem_k.shape[4]
+    per_chunk = r * m
+    flat = lambda x: x.transpose(0, 1, 2, 4, 3, 5).reshape(b, chunks * per_chunk, kv, d)
+    keys = jnp.concatenate([keys, flat(mem_k).astype(keys.dtype)], axis=1)
+    values = jnp.concatenate([values, flat(mem_v).astype(values.dtype)], axis=1)
+    mem_mask_BxN = mem_mask_BxCxRxM.reshape(b, chunks * per_chunk)
+  tp, sp = _round_up(t, BLOCK), _round_up(keys.shape[1], BLOCK)
+  q = jnp.pad(q_BxTxHxD * (d ** -0.5), [(0, 0), (0, tp - t), (0, 0), (0, 0)])
+  widen = lambda x: jnp.pad(x, [(0, 0), (0, sp - x.shape[1]), (0, 0), (0, 0)])
+  q_BxHxTxD = q.transpose(0, 2, 1, 3)
+  k_BxKxSxD, v_BxKxSxD = widen(keys).transpose(0, 2, 1, 3), widen(values).transpose(0, 2, 1, 3)
+  q_ids, kv_ids = segment_ids(b, t, s_ctx, mem_mask_BxN, (tp, sp))
+  if interpret is None:
+    interpret = _target_platform() != "tpu"
+
+  def attend(q, k, v, q_ids, kv_ids, heads):
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel
+    kern = _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret)
+    one = lambda q, k, v, qi, ki: kern(q, k, v,
+                                       segment_ids=splash_attention_kernel.SegmentIds(qi, ki))
+    return jax.vmap(one)(q, k, v, q_ids, kv_ids)
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    out = attend(q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, q_ids, kv_ids, h)
+  else:
+    qs, ks, ids, head_shards = _mesh_specs(mesh)
+    out = jax.shard_map(functools.partial(attend, heads=h // head_shards), mesh=mesh,
+                        in_specs=(qs, ks, ks, ids, ids), out_specs=qs, check_vma=False)(
+                            q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, q_ids, kv_ids)
+  return out.transpose(0, 2, 1, 3)[:, :t].astype(q_BxTxHxD.dtype)

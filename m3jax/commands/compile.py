@@ -85,7 +85,6 @@ def compile_and_report(config, args) -> dict:
   """Compiles the asked step; returns the JSON-ready result (raises on bad input)."""
   import jax
 
-  from m3jax import sharding
   from m3jax.model.config import model_config_from
   from m3jax.train import aot, aot_report, flops
   from m3jax.train.loop import resolve_seq_len

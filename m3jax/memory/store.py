@@ -455,7 +455,7 @@ class MemoryBank:
   def _maybe_merge(self, force: bool = False):
     """Rewrites the sorted id run with the tail (a new generation, committed by the next
     manifest) when the tail outgrows max(4096, run/4): amortized O(1) per row."""
-    idx, m = self._index, self.manifest
+    m = self.manifest
     tail = m["count"] - m["sorted_count"]
     if not tail or (not force and tail < max(4096, m["sorted_count"] // 4)):
       return

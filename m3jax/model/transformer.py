@@ -108,8 +108,8 @@ class Transformer(nn.Module):
       return self.blocks[layer]
     for r, (a, b, _) in enumerate(stack.layer_runs(self.cfg)):
       if a <= layer < b:
-        return stack.bind_block(self.cfg, jax.tree_util.tree_map(lambda w: w[layer - a],
-                                                                 self.stacks[r]))
+        return stack.bind_block(self.cfg, jax.tree_util.tree_map(
+            lambda w, row=layer - a: w[row], self.stacks[r]))
     raise IndexError(layer)
 
   def _run_layers(self, body, carry, layer_xs, *, stop: int | None = None,

@@ -140,7 +140,7 @@ def load_config(spec, overrides: Iterable[str] | Mapping[str, Any] = ()
   args = list(overrides)
   try:
     base = _load_module_config(spec) if isinstance(spec, str) else spec
-  except (IOError, OSError) as e:
+  except OSError as e:
     raise ConfigError(f"--config {spec}: cannot load it ({e}); the form is "
                       "configs/memory3.py:small") from None
   if not args:

@@ -20,6 +20,12 @@ from m3jax.train.step import make_loss_fn
 EVAL_FILE = "eval_metrics.jsonl"
 
 
+def _held_out_fn(cfg, stage: StageSpec):
+  """jit(params, batch) -> the stage's loss, without dropout-like randomness (fixed key)."""
+  fn = make_loss_fn(cfg, stage)
+  return jax.jit(lambda p, b: fn(p, b, jax.random.key(0))[0])
+
+
 class HeldOutLoss:
   """``held_out(params) -> {"held_out_loss_no_memory": x, "held_out_loss_memory": y}``."""
 
@@ -40,8 +46,7 @@ class HeldOutLoss:
     kinds = {"no_memory": StageSpec("held_out", 1, 0.0)}
     if use_memory:
       kinds["memory"] = StageSpec("held_out", 1, 0.0, use_memory=True, encode_grad=False)
-    self._fns = {k: jax.jit(lambda p, b, fn=make_loss_fn(cfg, s): fn(p, b, jax.random.key(0))[0])
-                 for k, s in kinds.items()}
+    self._fns = {k: _held_out_fn(cfg, s) for k, s in kinds.items()}
 
   def __call__(self, params) -> dict:
     out = {}

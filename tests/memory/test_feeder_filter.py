@@ -40,7 +40,8 @@ class _Bank(set):
     return k, v
 
 
-def _kept(threshold=2 / 3, r=len(REFS)):
+def _kept(threshold=2 / 3, r=None):
+  r = len(REFS) if r is None else r
   feeder = MemoryFeeder(_Embedder(), _Retriever(), _Bank(REFS), r,
                         keep=anti_copy_filter(REFS.__getitem__, threshold))
   ids = feeder.retrieve(["q"], [Q])[0]

@@ -37,7 +37,7 @@ def _close(a, b, what):
     assert err < TOL, f"{what}: relative error {err:.2e}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _params():
   tokens = jnp.zeros((1, 8), jnp.int32)
   params = nn.meta.unbox(Transformer(CFG).init(jax.random.key(0), tokens)["params"])
@@ -152,7 +152,7 @@ def test_scanned_decoding_equals_unrolled():
   _close(ls[:, :4], full, "prefill vs forward")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stage2_grads(scan_layers: bool, policy: str):
   params, scanned = _params()
   cfg = dataclasses.replace(SCAN if scan_layers else CFG, remat_policy=policy)

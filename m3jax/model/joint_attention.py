@@ -36,7 +36,7 @@ def _queries_by_chunk(q_BxTxKxGxD, num_chunks: int, chunk_len: int):
   return q.reshape(b, num_chunks, chunk_len, *q.shape[2:])
 
 
-IMPLS = ("dense", "flat", "cudnn", "splash", "auto")
+IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,21 +55,20 @@ class Causal:
 
 
 def resolve_impl(impl: str) -> str:
-  """``auto`` -> the fused kernel of the target platform (the active mesh's devices, so
-  an ahead-of-time TPU compile picks splash): cudnn on GPU, splash on TPU, flat (XLA)
-  elsewhere. Other names pass through."""
+  """``auto`` -> the fused kernel of the default backend: cudnn on GPU, splash on TPU,
+  flat (XLA) elsewhere. Other names pass through. (An ahead-of-time TPU compile traced
+  on a CPU host must name ``splash``: inside ``jit`` the target devices are unknown.)"""
   if impl not in IMPLS:
     raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
   if impl != "auto":
     return impl
-  return {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}.get(splash._target_platform(),
-                                                               "flat")
+  return {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}.get(jax.default_backend(), "flat")
 
 
 def impl_for_cache(impl: str) -> str:
   """The impl for attention over a KV cache (arbitrary mask): splash needs ``Causal``."""
   impl = resolve_impl(impl)
-  return "flat" if impl == "splash" else impl
+  return "flat" if impl.startswith("splash") else impl
 
 
 def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
@@ -90,7 +89,8 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
       "flat" (one fused ``jax.nn.dot_product_attention`` call over [context, all chunks'
       memories] with a block mask; XLA), "cudnn" (the same call on cuDNN flash attention:
       for long bf16 training sequences on GPU), "splash" (Pallas TPU kernel, needs a
-      ``Causal`` mask; m3jax.model.splash_attention), "auto" (``resolve_impl``). The memory mass
+      ``Causal`` mask; m3jax.model.splash_attention; "splash_interpret" runs it in Pallas
+      interpret mode anywhere), "auto" (``resolve_impl``). The memory mass
       needs "dense" (asking for it selects it).
 
   Returns:
@@ -99,11 +99,12 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
   impl = "dense" if return_memory_mass else resolve_impl(impl)
   b, t = q_BxTxHxD.shape[:2]
   if isinstance(mask_BxTxS, Causal):
-    if impl == "splash":
+    if impl.startswith("splash"):
       return splash.splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD,
-                                           mask_BxTxS.offset, memory, chunk_len=chunk_len)
+                                           mask_BxTxS.offset, memory, chunk_len=chunk_len,
+                                           interpret=impl == "splash_interpret")
     mask_BxTxS = mask_BxTxS.dense(b, t, k_BxSxKxD.shape[1])
-  elif impl == "splash":
+  elif impl.startswith("splash"):
     raise ValueError("splash attention needs a Causal(offset) mask (fresh causal context); "
                      "use impl_for_cache() for attention over a KV cache")
   if impl != "dense":

@@ -16,7 +16,8 @@ and each chunk's R·M memory tokens form one contiguous block. The mask is two p
 Every query sees slot 0 (the sink, or ``<ref>`` itself), so no row is empty. Queries
 are padded to whole tiles (they see slot 0 only; their outputs are dropped). Under a
 mesh, the kernel runs per shard (``shard_map`` over the batch and head axes of the
-active logical rules). Off TPU it runs in Pallas interpret mode (slow; for tests).
+active logical rules). ``interpret=True`` runs the same kernel in Pallas interpret mode
+on any backend (slow; how the CPU tests check it).
 """
 
 from __future__ import annotations
@@ -75,14 +76,6 @@ def dense_equivalent(static_TpxSp, q_ids_BxTp, kv_ids_BxSp):
   return jnp.asarray(static_TpxSp)[None] & same
 
 
-def _target_platform() -> str:
-  """Platform of the active mesh (an AOT topology counts), else the default backend."""
-  mesh = jax.sharding.get_mesh()
-  if not mesh.empty:
-    return mesh.devices.flat[0].platform
-  return jax.default_backend()
-
-
 @functools.lru_cache(maxsize=64)
 def _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret):
   from jax.experimental.pallas.ops.tpu.splash_attention import (
@@ -104,7 +97,7 @@ def _mesh_specs(mesh):
 
 
 def splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, offset: int, memory=None, *,
-                           chunk_len: int = 64, interpret: bool | None = None):
+                           chunk_len: int = 64, interpret: bool = False):
   """Joint attention (same result as ``joint_attention`` with a ``Causal(offset)`` mask)."""
   b, t, h, d = q_BxTxHxD.shape
   s_ctx = k_BxSxKxD.shape[1]
@@ -123,8 +116,6 @@ def splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, offset: int, memory=
   q_BxHxTxD = q.transpose(0, 2, 1, 3)
   k_BxKxSxD, v_BxKxSxD = widen(keys).transpose(0, 2, 1, 3), widen(values).transpose(0, 2, 1, 3)
   q_ids, kv_ids = segment_ids(b, t, s_ctx, mem_mask_BxN, (tp, sp))
-  if interpret is None:
-    interpret = _target_platform() != "tpu"
 
   def attend(q, k, v, q_ids, kv_ids, heads):
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel

@@ -101,11 +101,11 @@ def test_flat_xla_attention_equals_dense_forward_and_gradients(t, chunks, offset
 
 
 def test_splash_kernel_equals_dense_forward_and_gradients():
-  _check("splash", 20, 3, 1)
+  _check("splash_interpret", 20, 3, 1)
 
 
 def test_splash_kernel_encoding_layout_forward():
-  _check("splash", 9, 0, 0, grads=False)
+  _check("splash_interpret", 9, 0, 0, grads=False)
 
 
 def test_impls_resolve_and_splash_needs_a_causal_layout():

@@ -25,39 +25,79 @@ VARIANTS = ("tiny", "small", "small_paper", "paper_2p4b")
 SECTIONS = ("data", "bank", "train", "eval")
 
 _MODELS = {
-    "tiny": dict(vocab_size=512, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=16,
-                 embed_dim=64, mlp_dim=128, attention_impl="dense", scan_layers=False,
-                 remat_policy="none",
-                 memory=dict(memory_layers=(0, 1), tokens_per_head=4, refs_per_chunk=5,
-                             chunk_len=16, ref_len=32)),
-    "small": dict(vocab_size=2048, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
-                  embed_dim=128, mlp_dim=384, attention_impl="dense", scan_layers=False,
-                  remat_policy="none",
-                  # The CPU demo differs from the paper's memory layout (docs/design.md,
-                  # "the small demo config"): memories in all 4 layers (a 4-layer model
-                  # learns to copy a value from memory at its top layer, where the query
-                  # has read the question; with the first half only it does not within a
-                  # 2-core budget), one reference per chunk, 32-token references (the
-                  # invented world's references are 20-31 tokens), 16 tokens per head.
-                  memory=dict(memory_layers=(0, 1, 2, 3), tokens_per_head=16,
-                              refs_per_chunk=1, chunk_len=64, ref_len=32)),
-    # The paper's memory layout at CPU size (issue #10, docs/design.md): memories in the
-    # first half of 8 layers, 5 references per chunk, 8 tokens per KV head. Same width,
-    # data and schedule as small, to compare the two layouts on one budget.
-    "small_paper": dict(vocab_size=2048, num_layers=8, num_heads=4, num_kv_heads=2,
-                        head_dim=32, embed_dim=128, mlp_dim=384, attention_impl="dense",
-                        memory=dict(memory_layers=(0, 1, 2, 3), tokens_per_head=8,
-                                    refs_per_chunk=5, chunk_len=64, ref_len=32)),
-    "paper_2p4b": dict(vocab_size=60416, num_layers=44, num_heads=40, num_kv_heads=8,
-                       head_dim=80, embed_dim=3200, mlp_dim=3200,
-                       # auto: cuDNN on GPU, Pallas splash on TPU (m3jax.memory.attention).
-                       dtype="bfloat16", param_dtype="float32", attention_impl="auto",
-                       # Two scanned runs (memory layers 0-21, the rest); the backward
-                       # pass keeps the projections' outputs and recomputes attention
-                       # (m3jax.model.stack documents each policy).
-                       scan_layers=True, remat_policy="dots_except_attention",
-                       memory=dict(memory_layers=tuple(range(22)), tokens_per_head=8,
-                                   refs_per_chunk=5, chunk_len=64, ref_len=128)),
+  "tiny": dict(
+    vocab_size=512,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    embed_dim=64,
+    mlp_dim=128,
+    attention_impl="dense",
+    scan_layers=False,
+    remat_policy="none",
+    memory=dict(
+      memory_layers=(0, 1), tokens_per_head=4, refs_per_chunk=5, chunk_len=16, ref_len=32
+    ),
+  ),
+  "small": dict(
+    vocab_size=2048,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=32,
+    embed_dim=128,
+    mlp_dim=384,
+    attention_impl="dense",
+    scan_layers=False,
+    remat_policy="none",
+    # The CPU demo differs from the paper's memory layout (docs/design.md,
+    # "the small demo config"): memories in all 4 layers (a 4-layer model
+    # learns to copy a value from memory at its top layer, where the query
+    # has read the question; with the first half only it does not within a
+    # 2-core budget), one reference per chunk, 32-token references (the
+    # invented world's references are 20-31 tokens), 16 tokens per head.
+    memory=dict(
+      memory_layers=(0, 1, 2, 3), tokens_per_head=16, refs_per_chunk=1, chunk_len=64, ref_len=32
+    ),
+  ),
+  # The paper's memory layout at CPU size (issue #10, docs/design.md): memories in the
+  # first half of 8 layers, 5 references per chunk, 8 tokens per KV head. Same width,
+  # data and schedule as small, to compare the two layouts on one budget.
+  "small_paper": dict(
+    vocab_size=2048,
+    num_layers=8,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=32,
+    embed_dim=128,
+    mlp_dim=384,
+    attention_impl="dense",
+    memory=dict(
+      memory_layers=(0, 1, 2, 3), tokens_per_head=8, refs_per_chunk=5, chunk_len=64, ref_len=32
+    ),
+  ),
+  "paper_2p4b": dict(
+    vocab_size=60416,
+    num_layers=44,
+    num_heads=40,
+    num_kv_heads=8,
+    head_dim=80,
+    embed_dim=3200,
+    mlp_dim=3200,
+    # auto: cuDNN on GPU, Pallas splash on TPU (m3jax.memory.attention).
+    dtype="bfloat16",
+    param_dtype="float32",
+    attention_impl="auto",
+    # Two scanned runs (memory layers 0-21, the rest); the backward
+    # pass keeps the projections' outputs and recomputes attention
+    # (m3jax.model.stack documents each policy).
+    scan_layers=True,
+    remat_policy="dots_except_attention",
+    memory=dict(
+      memory_layers=tuple(range(22)), tokens_per_head=8, refs_per_chunk=5, chunk_len=64, ref_len=128
+    ),
+  ),
 }
 
 
@@ -71,7 +111,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   config.model = section_of(ModelConfig, _MODELS[arg])
 
   config.sharding = ml_collections.ConfigDict()
-  config.sharding.mesh_shape = (-1, 1, 1)      # (data, fsdp, tensor)
+  config.sharding.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor)
   config.sharding.mesh_axes = tuple(sharding.MESH_AXES)
   config.sharding.rules = tuple(tuple(r) for r in sharding.DEFAULT_RULES)
 

@@ -36,9 +36,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from m3jax.memory.store import BankLayout, MemoryBank  # noqa: E402
 
 SMALL = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16)
-PAPER = BankLayout(num_layers=22, kv_heads=8, tokens=8, head_dim=80)   # SPEC.md §2
-SYL = ["ka", "lo", "mi", "ran", "tez", "vo", "qui", "sha", "dor", "pel", "ux", "bri", "na",
-       "gor", "fi", "zel"]
+PAPER = BankLayout(num_layers=22, kv_heads=8, tokens=8, head_dim=80)  # SPEC.md §2
+SYL = [
+  "ka",
+  "lo",
+  "mi",
+  "ran",
+  "tez",
+  "vo",
+  "qui",
+  "sha",
+  "dor",
+  "pel",
+  "ux",
+  "bri",
+  "na",
+  "gor",
+  "fi",
+  "zel",
+]
 ATTRS = ["capital", "river", "founder", "language", "currency", "mountain", "export", "anthem"]
 
 
@@ -46,15 +62,19 @@ def kb_texts(n: int, seed: int = 0) -> list[str]:
   """Generated knowledge-base references: an invented entity and three attributes each."""
   rng = np.random.default_rng(seed)
   syl = np.array(SYL)
+
   def names(k):
     parts = syl[rng.integers(0, len(SYL), (k, 3))]
     return ["".join(p).capitalize() for p in parts]
+
   ent, a1, a2, a3 = names(n), names(n), names(n), names(n)
   at = rng.integers(0, len(ATTRS), (n, 3))
   year = rng.integers(1200, 2020, n)
-  return [f"{e} (entry {i}). The {ATTRS[t[0]]} of {e} is {x}. Its {ATTRS[t[1]]} is {y}, "
-          f"recorded in {yr}. People of {e} know {z} as its {ATTRS[t[2]]}."
-          for i, (e, x, y, z, t, yr) in enumerate(zip(ent, a1, a2, a3, at, year))]
+  return [
+    f"{e} (entry {i}). The {ATTRS[t[0]]} of {e} is {x}. Its {ATTRS[t[1]]} is {y}, "
+    f"recorded in {yr}. People of {e} know {z} as its {ATTRS[t[2]]}."
+    for i, (e, x, y, z, t, yr) in enumerate(zip(ent, a1, a2, a3, at, year))
+  ]
 
 
 def growth(sizes, values) -> float | None:
@@ -79,7 +99,7 @@ def build_bank(url, layout, ids, texts, batch, shard_refs=512, seed=0):
   t0 = time.perf_counter()
   for s in range(0, len(ids), batch):
     n = min(batch, len(ids) - s)
-    bank.append(ids[s:s + n], k[:n], -k[:n], mask[:n], tok[:n], texts=texts[s:s + n])
+    bank.append(ids[s : s + n], k[:n], -k[:n], mask[:n], tok[:n], texts=texts[s : s + n])
   bank.finalize()
   return bank, time.perf_counter() - t0
 
@@ -87,11 +107,13 @@ def build_bank(url, layout, ids, texts, batch, shard_refs=512, seed=0):
 def read_latency(url, ids, rng, reps=5):
   """(cold ms, warm ms) for 160 random ids; cold = a freshly opened bank each rep."""
   import tensorstore as ts
+
   cold, warm = [], []
   for _ in range(reps):
     pick = [ids[i] for i in rng.choice(len(ids), 160, replace=False)]
-    bank = MemoryBank.open(url, cache_size=0,
-                           context=ts.Context({"cache_pool": {"total_bytes_limit": 1 << 27}}))
+    bank = MemoryBank.open(
+      url, cache_size=0, context=ts.Context({"cache_pool": {"total_bytes_limit": 1 << 27}})
+    )
     t0 = time.perf_counter()
     rows = bank.read(pick)
     cold.append(time.perf_counter() - t0)
@@ -104,6 +126,7 @@ def read_latency(url, ids, rng, reps=5):
 
 def open_time(url, reps=3):
   import tensorstore as ts
+
   out = []
   for _ in range(reps):
     t0 = time.perf_counter()
@@ -117,7 +140,7 @@ def exact_top5(emb, queries, block=100_000):
   best_s = np.full((len(queries), 0), -np.inf, np.float32)
   best_i = np.zeros((len(queries), 0), np.int64)
   for s in range(0, len(emb), block):
-    sc = queries @ emb[s:s + block].T
+    sc = queries @ emb[s : s + block].T
     top = np.argpartition(-sc, 5, axis=1)[:, :5]
     best_s = np.concatenate([best_s, np.take_along_axis(sc, top, 1)], 1)
     best_i = np.concatenate([best_i, top + s], 1)
@@ -128,11 +151,17 @@ def exact_top5(emb, queries, block=100_000):
 
 def retrieval(emb, queries, args):
   from m3jax.memory.retriever import ScannRetriever
+
   ids = [str(i) for i in range(len(emb))]
   want = exact_top5(emb, queries)
   t0 = time.perf_counter()
-  sc = ScannRetriever(ids, emb, brute_force_max=args.brute_force_max, reorder=args.reorder,
-                      search_fraction=args.search_fraction)
+  sc = ScannRetriever(
+    ids,
+    emb,
+    brute_force_max=args.brute_force_max,
+    reorder=args.reorder,
+    search_fraction=args.search_fraction,
+  )
   build_s = time.perf_counter() - t0
   sc.search(queries[:8], 5)
   t0 = time.perf_counter()
@@ -143,8 +172,13 @@ def retrieval(emb, queries, args):
     sc.search(q[None], 5)
   single_ms = 1e3 * (time.perf_counter() - t0) / 100
   recall = float(np.mean([len(set(g) & set(w)) / 5 for g, w in zip(got, want)]))
-  return {"scann_mode": sc.mode, "scann_build_s": build_s, "ms_per_query_batched": batched_ms,
-          "ms_per_query_single": single_ms, "recall_at_5": recall}
+  return {
+    "scann_mode": sc.mode,
+    "scann_build_s": build_s,
+    "ms_per_query_batched": batched_ms,
+    "ms_per_query_single": single_ms,
+    "recall_at_5": recall,
+  }
 
 
 def run_size(n, args, root, embedder):
@@ -152,7 +186,7 @@ def run_size(n, args, root, embedder):
   texts = kb_texts(n, seed=n)
   ids = [f"kb{i}#0" for i in range(n)]
   t0 = time.perf_counter()
-  emb = np.concatenate([embedder.embed(texts[s:s + 50_000]) for s in range(0, n, 50_000)])
+  emb = np.concatenate([embedder.embed(texts[s : s + 50_000]) for s in range(0, n, 50_000)])
   embed_s = time.perf_counter() - t0
   # Queries: a question-like fragment of a random reference (entity + one attribute).
   qi = rng.choice(n, args.queries, replace=False)
@@ -188,20 +222,32 @@ def main(argv=None):
   p.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6])
   p.add_argument("--queries", type=int, default=1000)
   p.add_argument("--batch", type=int, default=4096, help="rows per append")
-  p.add_argument("--shard-refs", type=int, default=512,
-                 help="rows per shard (a cold read loads one shard index per shard touched)")
+  p.add_argument(
+    "--shard-refs",
+    type=int,
+    default=512,
+    help="rows per shard (a cold read loads one shard index per shard touched)",
+  )
   p.add_argument("--dim", type=int, default=64, help="SVD TF-IDF embedding width")
   p.add_argument("--brute-force-max", type=int, default=20_000)
   p.add_argument("--reorder", type=int, default=1000)
   p.add_argument("--search-fraction", type=float, default=0.1)
   p.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir)")
-  p.add_argument("--previous-rows", default=None,
-                 help="JSONL of rows measured by an earlier run of this script (sizes skipped)")
-  p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                               "results", "bench_bank_scale.json"))
+  p.add_argument(
+    "--previous-rows",
+    default=None,
+    help="JSONL of rows measured by an earlier run of this script (sizes skipped)",
+  )
+  p.add_argument(
+    "--out",
+    default=os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "results", "bench_bank_scale.json"
+    ),
+  )
   args = p.parse_args(argv)
   from m3jax.evaluate.report import machine
   from m3jax.memory.embedders import TfidfEmbedder
+
   root = tempfile.mkdtemp(prefix="bank_scale_", dir=args.workdir)
   try:
     t0 = time.perf_counter()
@@ -221,24 +267,46 @@ def main(argv=None):
   finally:
     shutil.rmtree(root, ignore_errors=True)
   sizes = [r["n"] for r in rows]
-  figures = ["build_rows_per_s", "build_s", "ms_per_query_batched", "ms_per_query_single",
-             "recall_at_5", "read160_cold_ms", "read160_warm_ms", "bytes_on_disk", "open_s"]
-  res = {"sizes": sizes, "rows": rows, "embedder": f"TF-IDF + SVD-{args.dim} (fit in "
-         f"{fit_s:.1f} s on 20k generated references)",
-         "scann": {"reorder": args.reorder, "search_fraction": args.search_fraction,
-                   "leaves": "sqrt(n)", "brute_force_max": args.brute_force_max},
-         "growth_exponent": {f: growth(sizes, [r[f] for r in rows]) for f in figures},
-         "paper_shape": paper, "machine": machine()}
+  figures = [
+    "build_rows_per_s",
+    "build_s",
+    "ms_per_query_batched",
+    "ms_per_query_single",
+    "recall_at_5",
+    "read160_cold_ms",
+    "read160_warm_ms",
+    "bytes_on_disk",
+    "open_s",
+  ]
+  res = {
+    "sizes": sizes,
+    "rows": rows,
+    "embedder": f"TF-IDF + SVD-{args.dim} (fit in {fit_s:.1f} s on 20k generated references)",
+    "scann": {
+      "reorder": args.reorder,
+      "search_fraction": args.search_fraction,
+      "leaves": "sqrt(n)",
+      "brute_force_max": args.brute_force_max,
+    },
+    "growth_exponent": {f: growth(sizes, [r[f] for r in rows]) for f in figures},
+    "paper_shape": paper,
+    "machine": machine(),
+  }
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(res, f, indent=1)
   print(f"{'figure':24s}" + "".join(f"{n:>14,}" for n in sizes) + f"{'exponent':>10s}")
   for fig in figures:
     g = res["growth_exponent"][fig]
-    print(f"{fig:24s}" + "".join(f"{r[fig]:>14.4g}" for r in rows)
-          + (f"{g:>10.2f}" if g is not None else f"{'-':>10s}"))
-  print(f"paper shape: {paper['bytes_per_row']:.0f} B/row on disk "
-        f"({paper['kv_bytes_per_row']} B of K/V); results -> {args.out}")
+    print(
+      f"{fig:24s}"
+      + "".join(f"{r[fig]:>14.4g}" for r in rows)
+      + (f"{g:>10.2f}" if g is not None else f"{'-':>10s}")
+    )
+  print(
+    f"paper shape: {paper['bytes_per_row']:.0f} B/row on disk "
+    f"({paper['kv_bytes_per_row']} B of K/V); results -> {args.out}"
+  )
   return res
 
 

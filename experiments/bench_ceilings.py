@@ -19,15 +19,19 @@ from experiments import bench_common
 
 def measure_matmul(size: int, dtype=jnp.bfloat16) -> dict:
   ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (size, size), dtype)   # random data: zeros run faster
+  a = jax.random.normal(ka, (size, size), dtype)  # random data: zeros run faster
   b = jax.random.normal(kb, (size, size), dtype)
   seconds = bench_common.median_seconds(jax.jit(lambda x, y: x @ y), a, b, repeats=10)
-  return {"size": size, "dtype": jnp.dtype(dtype).name, "seconds": seconds,
-          "tflops": 2 * size ** 3 / seconds / 1e12}
+  return {
+    "size": size,
+    "dtype": jnp.dtype(dtype).name,
+    "seconds": seconds,
+    "tflops": 2 * size**3 / seconds / 1e12,
+  }
 
 
 def measure_copy(gib: float) -> dict:
-  n = int(gib * 2 ** 30) // 4
+  n = int(gib * 2**30) // 4
   x = jax.random.uniform(jax.random.key(1), (n,), jnp.float32)
   # x * 1 + 0 is a fused elementwise pass: one read and one write of every byte.
   seconds = bench_common.median_seconds(jax.jit(lambda v: v * 1.0000001), x, repeats=10)
@@ -48,8 +52,10 @@ def main(argv=None):
   size = args.size or (1024 if on_cpu else 8192)
   gib = args.copy_gib or (0.25 if on_cpu else 4.0)
   result = {"machine": bench_common.describe_machine(), **measure(size, gib)}
-  rows = [("bf16 matmul", f"{size}^3", f"{result['matmul']['tflops']:.1f} TFLOP/s"),
-          ("device copy", f"{gib:g} GiB", f"{result['copy']['tb_per_s']:.3f} TB/s (read+write)")]
+  rows = [
+    ("bf16 matmul", f"{size}^3", f"{result['matmul']['tflops']:.1f} TFLOP/s"),
+    ("device copy", f"{gib:g} GiB", f"{result['copy']['tb_per_s']:.3f} TB/s (read+write)"),
+  ]
   bench_common.print_table(["ceiling", "size", "measured"], rows)
   path = bench_common.write_json("bench_ceilings", result, args.out)
   print(f"wrote {path}")

@@ -13,6 +13,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 def device_tag() -> str:
   """cpu | h100 | h200 | a100 | tpu… (used in result file names)."""
   import jax
+
   dev = jax.devices()[0]
   if dev.platform == "cpu":
     return "cpu"
@@ -25,6 +26,7 @@ def device_tag() -> str:
 
 def describe_machine() -> dict:
   import jax
+
   dev = jax.devices()[0]
   cpu = platform.processor() or platform.machine()
   try:
@@ -33,14 +35,23 @@ def describe_machine() -> dict:
     cpu = names[0] if names else cpu
   except OSError:
     pass
-  info = {"backend": dev.platform, "device_kind": dev.device_kind, "device_count": jax.device_count(),
-          "cpu": cpu, "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "python": platform.python_version()}
+  info = {
+    "backend": dev.platform,
+    "device_kind": dev.device_kind,
+    "device_count": jax.device_count(),
+    "cpu": cpu,
+    "cpu_count": os.cpu_count(),
+    "jax": jax.__version__,
+    "python": platform.python_version(),
+  }
   if dev.platform == "gpu":
     try:
       info["nvidia_smi"] = subprocess.run(
-          ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-          capture_output=True, text=True, timeout=20).stdout.strip()
+        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+      ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
       pass
   return info
@@ -70,6 +81,7 @@ def median_seconds(fn, *args, repeats: int = 5) -> float:
   import time
 
   import jax
+
   jax.block_until_ready(fn(*args))
   jax.block_until_ready(fn(*args))
   times = []

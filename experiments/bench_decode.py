@@ -68,7 +68,7 @@ def make_prompts(refs, batch: int, prompt_len: int, rng):
   prompts = []
   for _ in range(batch):
     picks = rng.choice(len(refs), size=-(-prompt_len // 64), replace=False)
-    toks = np.concatenate([np.asarray(refs[p].tokens[:64]) for p in picks])[:prompt_len - 1]
+    toks = np.concatenate([np.asarray(refs[p].tokens[:64]) for p in picks])[: prompt_len - 1]
     prompts.append(toks.astype(np.int32))
   return prompts
 
@@ -89,7 +89,7 @@ class TimedMemory:
   def __call__(self, queries):
     t0 = time.perf_counter()
     ids = self.feeder.retrieve([token_text(q.tokens) for q in queries])
-    if self.unique:   # worst case: every memory of the batch is a distinct bank read
+    if self.unique:  # worst case: every memory of the batch is a distinct bank read
       seen, spare = set(), iter(self.all_ids)
       for q in range(ids.shape[0]):
         for r in range(ids.shape[1]):
@@ -111,6 +111,7 @@ class ResidentMemory:
 
   def __init__(self, timed: "TimedMemory", prompts, chunk_len: int):
     from m3jax.inference.generate import ChunkQuery
+
     self.mem, self.ids = timed([ChunkQuery(0, 0, np.asarray(p[:chunk_len])) for p in prompts])
     self.n = len(prompts)
 
@@ -119,22 +120,32 @@ class ResidentMemory:
     take = np.arange(n) % self.n
     pick = lambda x, axis: jnp.take(x, take, axis=axis)
     from m3jax.model.memory_kv import MemoryKV
-    mem = MemoryKV(pick(self.mem.keys_LxBxCxRxKxMxD, 1), pick(self.mem.values_LxBxCxRxKxMxD, 1),
-                   pick(self.mem.mask_BxCxRxM, 0))
+
+    mem = MemoryKV(
+      pick(self.mem.keys_LxBxCxRxKxMxD, 1),
+      pick(self.mem.values_LxBxCxRxKxMxD, 1),
+      pick(self.mem.mask_BxCxRxM, 0),
+    )
     return mem, self.ids[take]
 
 
-def run_once(gen: Generator, prompts, new_tokens: int, memory_fn=None,
-             timer: TimedMemory | None = None) -> dict:
+def run_once(
+  gen: Generator, prompts, new_tokens: int, memory_fn=None, timer: TimedMemory | None = None
+) -> dict:
   if timer is not None:
     timer.reset()
   res = gen.generate(prompts, new_tokens, memory_fn=memory_fn)
   total = res.time_to_first_token + res.decode_seconds
-  row = {"ttft_s": res.time_to_first_token, "decode_s": res.decode_seconds,
-         "total_s": total, "tokens": len(prompts) * new_tokens,
-         "retrieval_s": timer.retrieval_s if timer else 0.0,
-         "bank_s": timer.bank_s if timer else 0.0,
-         "retrievals": timer.calls if timer else 0, "swaps": res.num_swaps}
+  row = {
+    "ttft_s": res.time_to_first_token,
+    "decode_s": res.decode_seconds,
+    "total_s": total,
+    "tokens": len(prompts) * new_tokens,
+    "retrieval_s": timer.retrieval_s if timer else 0.0,
+    "bank_s": timer.bank_s if timer else 0.0,
+    "retrievals": timer.calls if timer else 0,
+    "swaps": res.num_swaps,
+  }
   row["tokens_per_s"] = row["tokens"] / total
   return row
 
@@ -148,12 +159,13 @@ def run_interleaved(conditions: dict, runs: int, progress: bool = True) -> dict:
   in reverse order so none always goes first. Returns {name: [row per timed round]}.
   """
   from tqdm.auto import tqdm
+
   names = list(conditions)
-  for name in names:                  # warm-up: compiles, fills caches; not timed
+  for name in names:  # warm-up: compiles, fills caches; not timed
     conditions[name]()
   rows = {name: [] for name in names}
   for r in tqdm(range(runs), desc="decode rounds", disable=not progress):
-    for name in (names if r % 2 == 0 else names[::-1]):
+    for name in names if r % 2 == 0 else names[::-1]:
       rows[name].append(conditions[name]())
   return rows
 
@@ -170,9 +182,15 @@ def paired_ratio(rows_a: list[dict], rows_b: list[dict]) -> dict:
   """Per-round tokens/s ratios a ÷ b: median, spread (min, max, quartiles) and values."""
   ratios = np.array([a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(rows_a, rows_b)])
   q25, q75 = np.percentile(ratios, [25, 75])
-  return {"median": float(np.median(ratios)), "min": float(ratios.min()),
-          "max": float(ratios.max()), "q25": float(q25), "q75": float(q75),
-          "n": int(ratios.size), "values": ratios.tolist()}
+  return {
+    "median": float(np.median(ratios)),
+    "min": float(ratios.min()),
+    "max": float(ratios.max()),
+    "q25": float(q25),
+    "q75": float(q75),
+    "n": int(ratios.size),
+    "values": ratios.tolist(),
+  }
 
 
 def rag_prompts(feeder: MemoryFeeder, refs_by_id, prompts, timer_box: dict):
@@ -192,16 +210,26 @@ def decode_roofline(cfg, params, args, results, ceilings_path):
   weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   weight_bytes -= cfg.vocab_size * cfg.embed_dim * jnp.dtype(cfg.dtype).itemsize  # a gather
   avg_ctx = args.prompt_len + args.new_tokens / 2
-  cache_bytes = (2 * cfg.num_layers * args.batch * avg_ctx * cfg.num_kv_heads * cfg.head_dim
-                 * jnp.dtype(cfg.dtype).itemsize)
+  cache_bytes = (
+    2
+    * cfg.num_layers
+    * args.batch
+    * avg_ctx
+    * cfg.num_kv_heads
+    * cfg.head_dim
+    * jnp.dtype(cfg.dtype).itemsize
+  )
   out = {"weight_bytes": int(weight_bytes), "cache_bytes_avg": int(cache_bytes)}
   for name in ("no_memory", "memory_resident", "memory_cache_on", "memory_cache_off"):
     r = results[name]
-    step_s = r["decode_s"] / max(args.new_tokens - 1, 1)   # mid-decode retrieval included
-    out[name] = {"step_ms": 1000 * step_s,
-                 "achieved_tb_per_s": (weight_bytes + cache_bytes) / step_s / 1e12}
+    step_s = r["decode_s"] / max(args.new_tokens - 1, 1)  # mid-decode retrieval included
+    out[name] = {
+      "step_ms": 1000 * step_s,
+      "achieved_tb_per_s": (weight_bytes + cache_bytes) / step_s / 1e12,
+    }
   if ceilings_path and os.path.exists(ceilings_path):
     import json
+
     with open(ceilings_path) as f:
       copy = json.load(f)["copy"]["tb_per_s"]
     out["copy_tb_per_s"] = copy
@@ -217,14 +245,19 @@ def main(argv=None):
   parser.add_argument("--prompt-len", type=int, default=128)
   parser.add_argument("--new-tokens", type=int, default=128)
   parser.add_argument("--num-refs", type=int, default=1024)
-  parser.add_argument("--runs", type=int, default=9,
-                      help="timed rounds after one warm-up round; each round runs every "
-                           "condition once (interleaved), giving one paired ratio")
+  parser.add_argument(
+    "--runs",
+    type=int,
+    default=9,
+    help="timed rounds after one warm-up round; each round runs every "
+    "condition once (interleaved), giving one paired ratio",
+  )
   parser.add_argument("--bank-dir", default=None)
   parser.add_argument("--out", default=None)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--ceilings", default=None,
-                      help="bench_ceilings JSON: report decode against the copy bandwidth")
+  parser.add_argument(
+    "--ceilings", default=None, help="bench_ceilings JSON: report decode against the copy bandwidth"
+  )
   args, overrides = parser.parse_known_args(argv)
   config = load_config(args.config, overrides)
   cfg = model_config_from(config.model.to_dict())
@@ -232,24 +265,34 @@ def main(argv=None):
 
   params = Transformer(cfg).init(jax.random.key(args.seed), jnp.ones((1, 8), jnp.int32))
   # Inference weights in the compute dtype: cast once, not per step.
-  params = jax.tree.map(lambda x: jnp.asarray(x, cfg.dtype),
-                        __import__("flax").linen.meta.unbox(params)["params"])
+  params = jax.tree.map(
+    lambda x: jnp.asarray(x, cfg.dtype), __import__("flax").linen.meta.unbox(params)["params"]
+  )
   refs, rng = make_world(cfg, args.num_refs, args.seed)
   prompts = make_prompts(refs, args.batch, args.prompt_len, rng)
   bank_dir = args.bank_dir or tempfile.mkdtemp(prefix="m3jax_bench_bank_")
   # Sharded zarr v3 (one inner chunk per reference): a gather reads only its rows.
-  bank_cfg = BankConfig(cache_size=0, encode_batch_size=64, index_kind="auto", sharded=True,
-                        shard_refs=1024)
+  bank_cfg = BankConfig(
+    cache_size=0, encode_batch_size=64, index_kind="auto", sharded=True, shard_refs=1024
+  )
   t0 = time.perf_counter()
-  bank = build_bank(params, cfg, refs, os.path.join(bank_dir, "bank"), bank_cfg=bank_cfg,
-                    build_index=False, progress=True)
+  bank = build_bank(
+    params,
+    cfg,
+    refs,
+    os.path.join(bank_dir, "bank"),
+    bank_cfg=bank_cfg,
+    build_index=False,
+    progress=True,
+  )
   build_s = time.perf_counter() - t0
   embedder, retriever = build_index_for(refs, bank_cfg)
   feeder = MemoryFeeder(embedder, retriever, bank, cfg.memory.refs_per_chunk, dtype=cfg.dtype)
   gen = Generator(cfg, params, sampling=SamplingConfig(), stop_at_eos=False)
 
-  resident = ResidentMemory(TimedMemory(feeder, refs, unique=False, dtype=cfg.dtype), prompts,
-                            cfg.memory.chunk_len)
+  resident = ResidentMemory(
+    TimedMemory(feeder, refs, unique=False, dtype=cfg.dtype), prompts, cfg.memory.chunk_len
+  )
   worst = TimedMemory(feeder, refs, unique=True, dtype=cfg.dtype)
   cached = TimedMemory(feeder, refs, unique=False, dtype=cfg.dtype)
   cold_cache, warm_cache = LRUCache(0), LRUCache(4 * args.batch * cfg.memory.refs_per_chunk * 3)
@@ -260,16 +303,19 @@ def main(argv=None):
     def run():
       bank.cache = cache
       return fn()
+
     return run
 
   conditions = {
-      "no_memory": lambda: run_once(gen, prompts, args.new_tokens),
-      "memory_resident": lambda: run_once(gen, prompts, args.new_tokens, resident),
-      "memory_cache_off": with_cache(cold_cache, lambda: run_once(
-          gen, prompts, args.new_tokens, worst, worst)),
-      "memory_cache_on": with_cache(warm_cache, lambda: run_once(
-          gen, prompts, args.new_tokens, cached, cached)),
-      "rag": lambda: run_once(gen, rag, args.new_tokens),
+    "no_memory": lambda: run_once(gen, prompts, args.new_tokens),
+    "memory_resident": lambda: run_once(gen, prompts, args.new_tokens, resident),
+    "memory_cache_off": with_cache(
+      cold_cache, lambda: run_once(gen, prompts, args.new_tokens, worst, worst)
+    ),
+    "memory_cache_on": with_cache(
+      warm_cache, lambda: run_once(gen, prompts, args.new_tokens, cached, cached)
+    ),
+    "rag": lambda: run_once(gen, rag, args.new_tokens),
   }
   rows = run_interleaved(conditions, runs)
   feeder.close()
@@ -277,41 +323,72 @@ def main(argv=None):
   results["rag"]["retrieval_s"] = box["retrieval_s"]
 
   pair = lambda a, b: paired_ratio(rows[a], rows[b])
-  ratios = {"memory_vs_none": pair("memory_cache_off", "no_memory"),
-            "memory_vs_none_resident": pair("memory_resident", "no_memory"),
-            "memory_vs_none_cache_on": pair("memory_cache_on", "no_memory"),
-            "memory_vs_rag": pair("memory_cache_off", "rag"),
-            "memory_vs_rag_cache_on": pair("memory_cache_on", "rag")}
+  ratios = {
+    "memory_vs_none": pair("memory_cache_off", "no_memory"),
+    "memory_vs_none_resident": pair("memory_resident", "no_memory"),
+    "memory_vs_none_cache_on": pair("memory_cache_on", "no_memory"),
+    "memory_vs_rag": pair("memory_cache_off", "rag"),
+    "memory_vs_rag_cache_on": pair("memory_cache_on", "rag"),
+  }
   summary = {
-      "machine": bench_common.describe_machine(),
-      "load_average_1m": os.getloadavg()[0],   # other work on the box skews CPU times
-      "config": {"arg": args.config, "overrides": overrides, "num_layers": cfg.num_layers,
-                 "embed_dim": cfg.embed_dim, "heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads,
-                 "memory_layers": list(cfg.memory.memory_layers), "dtype": jnp.dtype(cfg.dtype).name,
-                 "vocab": cfg.vocab_size},
-      "protocol": {"batch": args.batch, "prompt_len": args.prompt_len,
-                   "new_tokens": args.new_tokens, "runs": runs, "warmup_rounds": 1,
-                   "interleaved": True, "bank_refs": args.num_refs, "bank_build_s": build_s,
-                   "retrievals_per_run": results["memory_cache_off"]["retrievals"]},
-      "conditions": results,
-      # Medians of the per-round paired ratios (spread and values under "ratios").
-      "ratios": ratios,
-      **{f"ratio_{k}": v["median"] for k, v in ratios.items()},
-      "memory_time_share": {
-          k: results["memory_cache_off"][f"{k}_s"] / results["memory_cache_off"]["total_s"]
-          for k in ("retrieval", "bank", "device")},
-      "paper_table21": {"memory3_with_retrieval": 733.0, "memory3_without": 1131.0,
-                        "ratio": 733.0 / 1131.0},
+    "machine": bench_common.describe_machine(),
+    "load_average_1m": os.getloadavg()[0],  # other work on the box skews CPU times
+    "config": {
+      "arg": args.config,
+      "overrides": overrides,
+      "num_layers": cfg.num_layers,
+      "embed_dim": cfg.embed_dim,
+      "heads": cfg.num_heads,
+      "kv_heads": cfg.num_kv_heads,
+      "memory_layers": list(cfg.memory.memory_layers),
+      "dtype": jnp.dtype(cfg.dtype).name,
+      "vocab": cfg.vocab_size,
+    },
+    "protocol": {
+      "batch": args.batch,
+      "prompt_len": args.prompt_len,
+      "new_tokens": args.new_tokens,
+      "runs": runs,
+      "warmup_rounds": 1,
+      "interleaved": True,
+      "bank_refs": args.num_refs,
+      "bank_build_s": build_s,
+      "retrievals_per_run": results["memory_cache_off"]["retrievals"],
+    },
+    "conditions": results,
+    # Medians of the per-round paired ratios (spread and values under "ratios").
+    "ratios": ratios,
+    **{f"ratio_{k}": v["median"] for k, v in ratios.items()},
+    "memory_time_share": {
+      k: results["memory_cache_off"][f"{k}_s"] / results["memory_cache_off"]["total_s"]
+      for k in ("retrieval", "bank", "device")
+    },
+    "paper_table21": {
+      "memory3_with_retrieval": 733.0,
+      "memory3_without": 1131.0,
+      "ratio": 733.0 / 1131.0,
+    },
   }
   summary["roofline"] = decode_roofline(cfg, params, args, results, args.ceilings)
-  rows = [(name, f"{r['tokens_per_s']:.1f}", f"{1000 * r['ttft_s']:.1f}",
-           f"{1000 * r['retrieval_s']:.1f}", f"{1000 * r['bank_s']:.1f}",
-           f"{1000 * r['device_s']:.1f}") for name, r in results.items()]
-  bench_common.print_table(["condition", "tokens/s", "TTFT ms", "retrieval ms", "bank ms",
-                            "device ms"], rows)
+  rows = [
+    (
+      name,
+      f"{r['tokens_per_s']:.1f}",
+      f"{1000 * r['ttft_s']:.1f}",
+      f"{1000 * r['retrieval_s']:.1f}",
+      f"{1000 * r['bank_s']:.1f}",
+      f"{1000 * r['device_s']:.1f}",
+    )
+    for name, r in results.items()
+  ]
+  bench_common.print_table(
+    ["condition", "tokens/s", "TTFT ms", "retrieval ms", "bank ms", "device ms"], rows
+  )
   for name, r in ratios.items():
-    print(f"{name}: median {r['median']:.3f} over {r['n']} paired rounds "
-          f"(min {r['min']:.3f}, quartiles {r['q25']:.3f}-{r['q75']:.3f}, max {r['max']:.3f})")
+    print(
+      f"{name}: median {r['median']:.3f} over {r['n']} paired rounds "
+      f"(min {r['min']:.3f}, quartiles {r['q25']:.3f}-{r['q75']:.3f}, max {r['max']:.3f})"
+    )
   path = bench_common.write_json("bench_decode", summary, args.out)
   print(f"wrote {path}")
   return summary

@@ -48,15 +48,17 @@ from m3jax.train.step import make_train_step  # noqa: E402
 from m3jax.train.synthetic import SyntheticIterator  # noqa: E402
 
 # Nominal dense peaks (FLOP/s) by device tag and dtype; CPU is estimated from cpuinfo.
-NOMINAL = {"h100": {"float32": 67e12, "bfloat16": 989e12},
-           "h200": {"float32": 67e12, "bfloat16": 989e12},
-           "a100": {"float32": 19.5e12, "bfloat16": 312e12}}
+NOMINAL = {
+  "h100": {"float32": 67e12, "bfloat16": 989e12},
+  "h200": {"float32": 67e12, "bfloat16": 989e12},
+  "a100": {"float32": 19.5e12, "bfloat16": 312e12},
+}
 
 
 def nominal_peak(tag: str, dtype: str) -> float | None:
   if tag in NOMINAL:
     return NOMINAL[tag].get(dtype)
-  if tag == "cpu":   # cores × GHz × 32 fp32 FLOP/cycle (2 AVX2 FMA units × 8 lanes × 2)
+  if tag == "cpu":  # cores × GHz × 32 fp32 FLOP/cycle (2 AVX2 FMA units × 8 lanes × 2)
     try:
       with open("/proc/cpuinfo") as f:
         mhz = max(float(l.split(":")[1]) for l in f if l.startswith("cpu MHz"))
@@ -72,15 +74,21 @@ def time_steps(config, stage: StageSpec, steps: int) -> dict:
   rules = sharding.normalize_rules(rules)
   seq_len, batch = resolve_seq_len(config), int(config.train.batch_size)
   tx = make_optimizer(config.train)
-  it = SyntheticIterator(batch_size=batch, seq_len=seq_len, vocab_size=cfg.vocab_size,
-                         chunk_len=cfg.memory.chunk_len, ref_len=cfg.memory.ref_len,
-                         bos_id=cfg.bos_id, with_refs=stage.use_memory)
+  it = SyntheticIterator(
+    batch_size=batch,
+    seq_len=seq_len,
+    vocab_size=cfg.vocab_size,
+    chunk_len=cfg.memory.chunk_len,
+    ref_len=cfg.memory.ref_len,
+    bos_id=cfg.bos_id,
+    with_refs=stage.use_memory,
+  )
   with sharding.activate(mesh, rules):
     state, shardings = create_train_state(cfg, tx, mesh, rules, jax.random.key(0))
-    step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules,
-                           state_shardings=shardings)
+    step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules, state_shardings=shardings)
     keys = ("inputs", "targets", "loss_mask") + (
-        ("ref_tokens", "ref_lengths") if stage.use_memory else ())
+      ("ref_tokens", "ref_lengths") if stage.use_memory else ()
+    )
     batches = [{k: v for k, v in next(it).items() if k in keys} for _ in range(2)]
     t0 = time.perf_counter()
     state, m = step(state, batches[0], jnp.float32(stage.peak_lr))
@@ -93,8 +101,11 @@ def time_steps(config, stage: StageSpec, steps: int) -> dict:
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t0)
   times.sort()
-  return {"step_s": times[len(times) // 2], "compile_s": compile_s,
-          "tokens_per_s": batch * seq_len / times[len(times) // 2]}
+  return {
+    "step_s": times[len(times) // 2],
+    "compile_s": compile_s,
+    "tokens_per_s": batch * seq_len / times[len(times) // 2],
+  }
 
 
 def main(argv=None) -> int:
@@ -111,15 +122,18 @@ def main(argv=None) -> int:
   base = train_config_from(config.train).stages
   s1 = dataclasses.replace(base[0], use_memory=False)
   s2 = dataclasses.replace(base[-1], use_memory=True, init_from="")
-  modes = {"stage1": s1,
-           "stage2_encode_grad": dataclasses.replace(s2, encode_grad=True),
-           "stage2_no_encode_grad": dataclasses.replace(s2, encode_grad=False)}
+  modes = {
+    "stage1": s1,
+    "stage2_encode_grad": dataclasses.replace(s2, encode_grad=True),
+    "stage2_no_encode_grad": dataclasses.replace(s2, encode_grad=False),
+  }
   dtype = jnp.dtype(cfg.dtype).name
   tag = bench_common.device_tag()
   peak_nominal = nominal_peak(tag, dtype)
   measured = None
   if args.measure_matmul:
     from experiments.bench_ceilings import measure_matmul
+
     measured = measure_matmul(args.matmul_size, cfg.dtype)
   f1 = flops_stage1(cfg, seq_len) * batch
   rows, results = [], {}
@@ -131,28 +145,64 @@ def main(argv=None) -> int:
       model += flops_memory_read(cfg, seq_len) * batch
       enc = flops_encode(cfg, seq_len, stage.encode_grad) * batch
     total = model + enc
-    r.update(model_flops=model, encode_flops=enc, total_flops=total,
-             achieved_tflops=total / r["step_s"] / 1e12)
+    r.update(
+      model_flops=model,
+      encode_flops=enc,
+      total_flops=total,
+      achieved_tflops=total / r["step_s"] / 1e12,
+    )
     if peak_nominal:
       r["mfu_nominal"] = total / r["step_s"] / peak_nominal
     if measured:
       r["mfu_measured"] = total / r["step_s"] / (measured["tflops"] * 1e12)
     results[name] = r
-    rows.append((name, f"{r['step_s'] * 1e3:.1f}", f"{r['tokens_per_s']:.0f}",
-                 f"{total / 1e9:.2f}", f"{enc / 1e9:.2f}", f"{r['achieved_tflops']:.4f}",
-                 f"{r.get('mfu_nominal', float('nan')):.3f}",
-                 f"{r.get('mfu_measured', float('nan')):.3f}"))
-  ratios = {k: results[k]["step_s"] / results["stage1"]["step_s"]
-            for k in ("stage2_encode_grad", "stage2_no_encode_grad")}
-  bench_common.print_table(["mode", "step ms", "tok/s", "GFLOP/step", "encode GFLOP",
-                            "TFLOP/s", "MFU nominal", "MFU measured"], rows)
-  print("stage-2 / stage-1 step time:", {k: round(v, 3) for k, v in ratios.items()},
-        "(paper / DESIGN: ~2x with encode_grad, ~1.35x without)")
-  result = {"machine": bench_common.describe_machine(), "config": args.config,
-            "load_average_1m": os.getloadavg()[0],   # other work on the box skews CPU times
-            "overrides": overrides, "batch_size": batch, "seq_len": seq_len,
-            "dtype": dtype, "peak_nominal_flops": peak_nominal, "matmul": measured,
-            "modes": results, "ratios_vs_stage1": ratios}
+    rows.append(
+      (
+        name,
+        f"{r['step_s'] * 1e3:.1f}",
+        f"{r['tokens_per_s']:.0f}",
+        f"{total / 1e9:.2f}",
+        f"{enc / 1e9:.2f}",
+        f"{r['achieved_tflops']:.4f}",
+        f"{r.get('mfu_nominal', float('nan')):.3f}",
+        f"{r.get('mfu_measured', float('nan')):.3f}",
+      )
+    )
+  ratios = {
+    k: results[k]["step_s"] / results["stage1"]["step_s"]
+    for k in ("stage2_encode_grad", "stage2_no_encode_grad")
+  }
+  bench_common.print_table(
+    [
+      "mode",
+      "step ms",
+      "tok/s",
+      "GFLOP/step",
+      "encode GFLOP",
+      "TFLOP/s",
+      "MFU nominal",
+      "MFU measured",
+    ],
+    rows,
+  )
+  print(
+    "stage-2 / stage-1 step time:",
+    {k: round(v, 3) for k, v in ratios.items()},
+    "(paper / DESIGN: ~2x with encode_grad, ~1.35x without)",
+  )
+  result = {
+    "machine": bench_common.describe_machine(),
+    "config": args.config,
+    "load_average_1m": os.getloadavg()[0],  # other work on the box skews CPU times
+    "overrides": overrides,
+    "batch_size": batch,
+    "seq_len": seq_len,
+    "dtype": dtype,
+    "peak_nominal_flops": peak_nominal,
+    "matmul": measured,
+    "modes": results,
+    "ratios_vs_stage1": ratios,
+  }
   path = bench_common.write_json("bench_train", result, args.out)
   print(f"wrote {path}")
   return 0

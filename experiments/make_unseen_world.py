@@ -27,69 +27,140 @@ import os
 
 import numpy as np
 
-_SYL = ["ka", "lo", "mir", "tev", "sun", "dra", "pol", "gai", "ren", "vos", "thu", "bel",
-        "qua", "nim", "zor", "fen", "ost", "lia", "mor", "cad", "ish", "ul", "ver", "yan"]
+_SYL = [
+  "ka",
+  "lo",
+  "mir",
+  "tev",
+  "sun",
+  "dra",
+  "pol",
+  "gai",
+  "ren",
+  "vos",
+  "thu",
+  "bel",
+  "qua",
+  "nim",
+  "zor",
+  "fen",
+  "ost",
+  "lia",
+  "mor",
+  "cad",
+  "ish",
+  "ul",
+  "ver",
+  "yan",
+]
 _HULLS = ["crimson", "ivory", "teal", "amber", "slate", "violet", "olive", "copper"]
 _CARGO = ["salt", "timber", "spices", "wool", "iron", "glass", "tea", "silk"]
-_HABITATS = ["marshes", "deserts", "caves", "reefs", "glaciers", "forests", "canyons",
-             "meadows"]
+_HABITATS = ["marshes", "deserts", "caves", "reefs", "glaciers", "forests", "canyons", "meadows"]
 _DIETS = ["beetles", "seeds", "kelp", "moss", "fish", "berries", "roots", "worms"]
-_CRAFTS = ["weaving", "masonry", "brewing", "glassblowing", "tanning", "pottery",
-           "smithing", "bookbinding"]
+_CRAFTS = [
+  "weaving",
+  "masonry",
+  "brewing",
+  "glassblowing",
+  "tanning",
+  "pottery",
+  "smithing",
+  "bookbinding",
+]
 _EMBLEMS = ["fox", "heron", "anchor", "lantern", "thistle", "raven", "key", "wheel"]
 
 # kind -> attribute -> (value kind, reference phrasing, prose phrasings, question)
 _SCHEMA = {
-    "ship": {
-        "captain": ("name", "{e} sails under captain {v}",
-                    ["Sailors on the {e} answer to {v}.", "{v} commands the {e}."],
-                    "Who is the captain of the ship {e}?"),
-        "port": ("place", "{e} calls {v} its home port",
-                 ["The {e} returns to {v} every winter.", "In {v} the {e} is a familiar sight."],
-                 "What is the home port of the ship {e}?"),
-        "hull": ("hull", "her hull is painted {v}",
-                 ["The {e} is easy to spot with its {v} hull.",
-                  "Painters keep the {e}'s hull a bright {v}."],
-                 "What color is the hull of the ship {e}?"),
-        "cargo": ("cargo", "{e} mostly carries {v}",
-                  ["Merchants load the {e} with {v}.", "The {e} smells of {v} after each voyage."],
-                  "What cargo does the ship {e} carry?"),
-        "launched": ("year", "{e} was launched in {v}",
-                     ["Records say the {e} first sailed in {v}.", "Since {v} the {e} has been at sea."],
-                     "In what year was the ship {e} launched?"),
-    },
-    "creature": {
-        "habitat": ("habitat", "the {e} lives in {v}",
-                    ["Travellers meet the {e} in {v}.", "Look for the {e} in {v}."],
-                    "Where does the {e} live?"),
-        "diet": ("diet", "{e} feeds on {v}",
-                 ["A hungry {e} hunts for {v}.", "Keepers feed the {e} {v}."],
-                 "What does the {e} eat?"),
-        "finder": ("name", "{e} was first described by {v}",
-                   ["{v} wrote the first account of the {e}.", "The naturalist {v} found the {e}."],
-                   "Who first described the {e}?"),
-        "legs": ("legs", "the {e} walks on {v} legs",
-                 ["Count them: the {e} has {v} legs.", "With {v} legs the {e} moves quickly."],
-                 "How many legs does the {e} have?"),
-    },
-    "guild": {
-        "craft": ("craft", "{e} is a guild devoted to {v}",
-                  ["Members of {e} practise {v}.", "{e} trains apprentices in {v}."],
-                  "What craft does the guild {e} practise?"),
-        "seat": ("place", "{e} meets in {v}",
-                 ["The halls of {e} stand in {v}.", "{e} holds its council in {v}."],
-                 "Where does the guild {e} meet?"),
-        "emblem": ("emblem", "its emblem is a {v}",
-                   ["The banner of {e} shows a {v}.", "A {v} is stitched on every cloak of {e}."],
-                   "What is the emblem of the guild {e}?"),
-        "chartered": ("year", "{e} received its charter in {v}",
-                      ["{e} has kept its charter since {v}.", "The charter of {e} dates from {v}."],
-                      "In what year was the guild {e} chartered?"),
-    },
+  "ship": {
+    "captain": (
+      "name",
+      "{e} sails under captain {v}",
+      ["Sailors on the {e} answer to {v}.", "{v} commands the {e}."],
+      "Who is the captain of the ship {e}?",
+    ),
+    "port": (
+      "place",
+      "{e} calls {v} its home port",
+      ["The {e} returns to {v} every winter.", "In {v} the {e} is a familiar sight."],
+      "What is the home port of the ship {e}?",
+    ),
+    "hull": (
+      "hull",
+      "her hull is painted {v}",
+      ["The {e} is easy to spot with its {v} hull.", "Painters keep the {e}'s hull a bright {v}."],
+      "What color is the hull of the ship {e}?",
+    ),
+    "cargo": (
+      "cargo",
+      "{e} mostly carries {v}",
+      ["Merchants load the {e} with {v}.", "The {e} smells of {v} after each voyage."],
+      "What cargo does the ship {e} carry?",
+    ),
+    "launched": (
+      "year",
+      "{e} was launched in {v}",
+      ["Records say the {e} first sailed in {v}.", "Since {v} the {e} has been at sea."],
+      "In what year was the ship {e} launched?",
+    ),
+  },
+  "creature": {
+    "habitat": (
+      "habitat",
+      "the {e} lives in {v}",
+      ["Travellers meet the {e} in {v}.", "Look for the {e} in {v}."],
+      "Where does the {e} live?",
+    ),
+    "diet": (
+      "diet",
+      "{e} feeds on {v}",
+      ["A hungry {e} hunts for {v}.", "Keepers feed the {e} {v}."],
+      "What does the {e} eat?",
+    ),
+    "finder": (
+      "name",
+      "{e} was first described by {v}",
+      ["{v} wrote the first account of the {e}.", "The naturalist {v} found the {e}."],
+      "Who first described the {e}?",
+    ),
+    "legs": (
+      "legs",
+      "the {e} walks on {v} legs",
+      ["Count them: the {e} has {v} legs.", "With {v} legs the {e} moves quickly."],
+      "How many legs does the {e} have?",
+    ),
+  },
+  "guild": {
+    "craft": (
+      "craft",
+      "{e} is a guild devoted to {v}",
+      ["Members of {e} practise {v}.", "{e} trains apprentices in {v}."],
+      "What craft does the guild {e} practise?",
+    ),
+    "seat": (
+      "place",
+      "{e} meets in {v}",
+      ["The halls of {e} stand in {v}.", "{e} holds its council in {v}."],
+      "Where does the guild {e} meet?",
+    ),
+    "emblem": (
+      "emblem",
+      "its emblem is a {v}",
+      ["The banner of {e} shows a {v}.", "A {v} is stitched on every cloak of {e}."],
+      "What is the emblem of the guild {e}?",
+    ),
+    "chartered": (
+      "year",
+      "{e} received its charter in {v}",
+      ["{e} has kept its charter since {v}.", "The charter of {e} dates from {v}."],
+      "In what year was the guild {e} chartered?",
+    ),
+  },
 }
-_OPENERS = {"ship": ["{e} is a merchant ship", "The ship {e}"],
-            "creature": ["The {e} is a small creature", "{e} is an animal of the north"],
-            "guild": ["{e} is an old guild", "The guild {e}"]}
+_OPENERS = {
+  "ship": ["{e} is a merchant ship", "The ship {e}"],
+  "creature": ["The {e} is a small creature", "{e} is an animal of the north"],
+  "guild": ["{e} is an old guild", "The guild {e}"],
+}
 
 
 def _name(rng, used: set, syllables=(2, 3)) -> str:
@@ -101,15 +172,21 @@ def _name(rng, used: set, syllables=(2, 3)) -> str:
 
 
 def _pools(rng, used) -> dict:
-  return {"name": [_name(rng, used, (3, 4)) for _ in range(300)],
-          "place": [_name(rng, used, (2, 3)) for _ in range(60)],
-          "hull": _HULLS, "cargo": _CARGO, "habitat": _HABITATS, "diet": _DIETS,
-          "craft": _CRAFTS, "emblem": _EMBLEMS,
-          "year": [str(y) for y in range(1700, 1900)], "legs": [str(n) for n in range(2, 13, 2)]}
+  return {
+    "name": [_name(rng, used, (3, 4)) for _ in range(300)],
+    "place": [_name(rng, used, (2, 3)) for _ in range(60)],
+    "hull": _HULLS,
+    "cargo": _CARGO,
+    "habitat": _HABITATS,
+    "diet": _DIETS,
+    "craft": _CRAFTS,
+    "emblem": _EMBLEMS,
+    "year": [str(y) for y in range(1700, 1900)],
+    "legs": [str(n) for n in range(2, 13, 2)],
+  }
 
 
-def build(num_entities: int, seed: int, heldout_fraction: float = 0.2,
-          docs_per_entity: int = 3):
+def build(num_entities: int, seed: int, heldout_fraction: float = 0.2, docs_per_entity: int = 3):
   rng = np.random.default_rng(seed)
   used: set = set()
   pools = _pools(rng, used)
@@ -124,9 +201,12 @@ def build(num_entities: int, seed: int, heldout_fraction: float = 0.2,
     clauses = [_SCHEMA[kind][a][1].format(e=e, v=facts[a]) for a in attrs]
     opener = str(rng.choice(_OPENERS[kind])).format(e=e)
     cut = int(rng.integers(1, len(clauses)))
-    text = (f"{opener}; {', and '.join(clauses[:cut])}. "
-            f"{clauses[cut][0].upper() + clauses[cut][1:]}"
-            + "".join(f", and {c}" for c in clauses[cut + 1:]) + ".")
+    text = (
+      f"{opener}; {', and '.join(clauses[:cut])}. "
+      f"{clauses[cut][0].upper() + clauses[cut][1:]}"
+      + "".join(f", and {c}" for c in clauses[cut + 1 :])
+      + "."
+    )
     ref_id = f"{kind}-{i:05d}"
     refs.append({"id": ref_id, "text": text})
     if rng.random() < heldout_fraction:
@@ -135,9 +215,16 @@ def build(num_entities: int, seed: int, heldout_fraction: float = 0.2,
         wrong = [v for v in pools[vkind] if v != facts[a]]
         choices = [facts[a]] + [str(v) for v in rng.choice(wrong, 3, replace=False)]
         rng.shuffle(choices)
-        qa.append({"question": _SCHEMA[kind][a][3].format(e=e), "answer": facts[a],
-                   "choices": choices, "gold_ref_id": ref_id, "attribute": a,
-                   "value_kind": vkind})
+        qa.append(
+          {
+            "question": _SCHEMA[kind][a][3].format(e=e),
+            "answer": facts[a],
+            "choices": choices,
+            "gold_ref_id": ref_id,
+            "attribute": a,
+            "value_kind": vkind,
+          }
+        )
     else:
       for _ in range(docs_per_entity):
         picked = rng.choice(list(facts), size=min(3, len(facts)), replace=False)
@@ -159,8 +246,7 @@ def main(argv=None) -> None:
     with open(os.path.join(args.out, f"{name}.jsonl"), "w") as f:
       for r in rows:
         f.write(json.dumps(r) + "\n")
-  print(f"{args.out}: {len(refs)} references, {len(train)} training documents, "
-        f"{len(qa)} questions")
+  print(f"{args.out}: {len(refs)} references, {len(train)} training documents, {len(qa)} questions")
 
 
 if __name__ == "__main__":

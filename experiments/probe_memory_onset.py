@@ -52,9 +52,13 @@ def set_steps(config, steps: list[int]):
       resize_stage(config.train.stages[name], n)
   if steps[0] == 0:
     last = order[-1]
-    apply_overrides(config, {"train.stages": {last: dict(config.train.stages[last].to_dict(),
-                                                         init_from="")},
-                             "train.stage_order": (last,)})
+    apply_overrides(
+      config,
+      {
+        "train.stages": {last: dict(config.train.stages[last].to_dict(), init_from="")},
+        "train.stage_order": (last,),
+      },
+    )
   return config
 
 
@@ -62,15 +66,17 @@ def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -
   """Mean NLL of the answer's first token and of the whole QA text, per memory kind."""
   model, n_ref, chunk = Transformer(cfg), cfg.memory.ref_len, cfg.memory.chunk_len
   prompts = [vocab.encode(synthetic.qa_prompt(it["question"])) for it in items]
-  texts = [[cfg.bos_id] + vocab.encode(synthetic.qa_text(it["question"], it["answer"]))
-           for it in items]
-  c = -(-max(map(len, texts)) // chunk)       # chunks; every one sees the same reference
+  texts = [
+    [cfg.bos_id] + vocab.encode(synthetic.qa_text(it["question"], it["answer"])) for it in items
+  ]
+  c = -(-max(map(len, texts)) // chunk)  # chunks; every one sees the same reference
   b, t = len(items), c * chunk
 
   @jax.jit
   def nll_BxT(params, tokens_BxT, refs_BxN, ref_len_B):
-    memory = memory_from_batch(params, cfg, jnp.repeat(refs_BxN[:, None], c, 1),
-                               jnp.repeat(ref_len_B[:, None], c, 1))
+    memory = memory_from_batch(
+      params, cfg, jnp.repeat(refs_BxN[:, None], c, 1), jnp.repeat(ref_len_B[:, None], c, 1)
+    )
     return -target_logprobs(model.apply({"params": params}, tokens_BxT, memory), tokens_BxT)
 
   tokens = np.zeros((b, t), np.int32)
@@ -79,19 +85,20 @@ def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -
   lens = {k: np.zeros(b, np.int32) for k in ("none", "gold", "random")}
   rng = np.random.default_rng(seed)
   for i, (it, prompt, full) in enumerate(zip(items, prompts, texts)):
-    tokens[i, :len(full)] = full
-    first[i, len(prompt)] = True           # logits at <s>+prompt predict the answer
-    for kind, ref in (("gold", refs_by_id[it["gold_ref_id"]]),
-                      ("random", refs_by_id[ref_pool[rng.integers(len(ref_pool))]])):
-      refs[kind][i, :len(ref)] = ref
+    tokens[i, : len(full)] = full
+    first[i, len(prompt)] = True  # logits at <s>+prompt predict the answer
+    for kind, ref in (
+      ("gold", refs_by_id[it["gold_ref_id"]]),
+      ("random", refs_by_id[ref_pool[rng.integers(len(ref_pool))]]),
+    ):
+      refs[kind][i, : len(ref)] = ref
       lens[kind][i] = len(ref)
   text = tokens[:, 1:] > 0
   out = {}
   for kind in ("none", "gold", "random"):
     # "none" passes the gold tokens with length 0: every memory slot masked.
     nll = np.asarray(nll_BxT(params, tokens, refs.get(kind, refs["gold"]), lens[kind]))
-    out[kind] = {"answer_first_token": float(nll[first].mean()),
-                 "qa_text": float(nll[text].mean())}
+    out[kind] = {"answer_first_token": float(nll[first].mean()), "qa_text": float(nll[text].mean())}
   return out
 
 
@@ -105,40 +112,55 @@ def main(argv=None) -> dict:
   parser.add_argument("--questions", type=int, default=256)
   args, overrides = parser.parse_known_args(argv)
   t0 = time.perf_counter()
-  config = set_steps(load_config(args.config, overrides),
-                     [int(s) for s in args.steps.split(",")])
+  config = set_steps(load_config(args.config, overrides), [int(s) for s in args.steps.split(",")])
   config.train.progress_bar = config.train.plot = config.train.tensorboard = False
   workdir = args.workdir or os.path.join("artifacts", "probe", args.name)
-  summary = train(config, workdir)           # prepares the data itself
+  summary = train(config, workdir)  # prepares the data itself
   train_s = time.perf_counter() - t0
   run = load_trained_run(config, workdir, progress=False)
   cfg, vocab = run.cfg, run.vocab
   feeder = MemoryFeeder(run.embedder, run.retriever, run.bank, cfg.memory.refs_per_chunk)
-  items = evaluation.select_items(read_jsonl(run.paths.qa_eval, "qa",
-                                                      ref_ids={r.id for r in run.refs}), args.questions)
+  items = evaluation.select_items(
+    read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs}), args.questions
+  )
   conditions = qa.make_conditions(
-      vocab, cfg.memory.chunk_len, feeder=feeder,
-      retrieved=memory_sources.RetrievedMemory(feeder, vocab),
-      names=("no_memory", "oracle_memory"))
-  res = qa.evaluate_qa(cfg, run.params, vocab, items, conditions, max_new_tokens=6,
-                       batch_size=32, progress=False)
-  by_id = {r.id: r.tokens for r in run.refs}   # QA gold_ref_id = KB reference id
+    vocab,
+    cfg.memory.chunk_len,
+    feeder=feeder,
+    retrieved=memory_sources.RetrievedMemory(feeder, vocab),
+    names=("no_memory", "oracle_memory"),
+  )
+  res = qa.evaluate_qa(
+    cfg, run.params, vocab, items, conditions, max_new_tokens=6, batch_size=32, progress=False
+  )
+  by_id = {r.id: r.tokens for r in run.refs}  # QA gold_ref_id = KB reference id
   nll = answer_nll(cfg, run.params, vocab, items[:128], by_id, sorted(by_id))
-  row = {"name": args.name, "config": args.config, "overrides": overrides,
-         "steps": args.steps, "multiple_choice": res["multiple_choice"],
-         "exact_match": res["exact_match"], "nll": nll,
-         "mc_by_attribute": res["multiple_choice_by_attribute"],
-         "final_losses": summary.get("final_losses"), "train_s": round(train_s, 1),
-         "backend": jax.default_backend()}
+  row = {
+    "name": args.name,
+    "config": args.config,
+    "overrides": overrides,
+    "steps": args.steps,
+    "multiple_choice": res["multiple_choice"],
+    "exact_match": res["exact_match"],
+    "nll": nll,
+    "mc_by_attribute": res["multiple_choice_by_attribute"],
+    "final_losses": summary.get("final_losses"),
+    "train_s": round(train_s, 1),
+    "backend": jax.default_backend(),
+  }
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "a") as f:
     f.write(json.dumps(row) + "\n")
   mc = res["multiple_choice"]
-  print(f"{'run':<24} {'MC none':>8} {'MC gold':>8} {'ans NLL none':>13} {'ans NLL gold':>13} "
-        f"{'text NLL none':>14} {'text NLL gold':>14}")
-  print(f"{args.name:<24} {mc['no_memory']:>8.3f} {mc['oracle_memory']:>8.3f} "
-        f"{nll['none']['answer_first_token']:>13.3f} {nll['gold']['answer_first_token']:>13.3f} "
-        f"{nll['none']['qa_text']:>14.3f} {nll['gold']['qa_text']:>14.3f}")
+  print(
+    f"{'run':<24} {'MC none':>8} {'MC gold':>8} {'ans NLL none':>13} {'ans NLL gold':>13} "
+    f"{'text NLL none':>14} {'text NLL gold':>14}"
+  )
+  print(
+    f"{args.name:<24} {mc['no_memory']:>8.3f} {mc['oracle_memory']:>8.3f} "
+    f"{nll['none']['answer_first_token']:>13.3f} {nll['gold']['answer_first_token']:>13.3f} "
+    f"{nll['none']['qa_text']:>14.3f} {nll['gold']['qa_text']:>14.3f}"
+  )
   return row
 
 

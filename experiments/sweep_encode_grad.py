@@ -8,5 +8,7 @@ from configs.memory3 import get_config  # noqa: F401
 
 
 def get_sweep():
-  return [{"_name": f"encode_grad_{'on' if on else 'off'}", "train.stages.continual.encode_grad": on}
-          for on in (True, False)]
+  return [
+    {"_name": f"encode_grad_{'on' if on else 'off'}", "train.stages.continual.encode_grad": on}
+    for on in (True, False)
+  ]

@@ -9,9 +9,18 @@ from configs.memory3 import get_config
 
 def get_sweep(arg="tiny"):
   stages = get_config(arg).train.stages
-  scratch = {**stages.continual.to_dict(), "init_from": "",
-             "steps": stages.warmup.steps + stages.continual.steps,
-             "peak_lr": stages.warmup.peak_lr, "warmup_steps": stages.warmup.warmup_steps}
-  return [{"_name": "two_stage"},
-          {"_name": "memory_from_scratch", "train.stages": {"scratch": scratch},
-           "train.stage_order": ("scratch",)}]
+  scratch = {
+    **stages.continual.to_dict(),
+    "init_from": "",
+    "steps": stages.warmup.steps + stages.continual.steps,
+    "peak_lr": stages.warmup.peak_lr,
+    "warmup_steps": stages.warmup.warmup_steps,
+  }
+  return [
+    {"_name": "two_stage"},
+    {
+      "_name": "memory_from_scratch",
+      "train.stages": {"scratch": scratch},
+      "train.stage_order": ("scratch",),
+    },
+  ]

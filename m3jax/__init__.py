@@ -15,7 +15,9 @@ from m3jax.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(
+  __name__,
+  {
     "ModelConfig": "m3jax.model.config",
     "model_config_from": "m3jax.model.config",
     "Transformer": "m3jax.model.transformer",
@@ -29,4 +31,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Generator": "m3jax.inference.generate",
     "SamplingConfig": "m3jax.inference.sampling",
     "run_demo": "m3jax.demo",
-})
+  },
+)

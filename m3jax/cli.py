@@ -12,16 +12,16 @@ import sys
 
 # command name -> module under m3jax.commands exposing add_arguments(parser) and run(args).
 COMMANDS = {
-    "demo": "demo",
-    "prepare": "prepare",
-    "train": "train",
-    "build-memory": "build_memory",
-    "storage": "storage",
-    "generate": "generate",
-    "eval": "evaluate",
-    "sweep": "sweep",
-    "compile": "compile",
-    "reproduce": "reproduce",
+  "demo": "demo",
+  "prepare": "prepare",
+  "train": "train",
+  "build-memory": "build_memory",
+  "storage": "storage",
+  "generate": "generate",
+  "eval": "evaluate",
+  "sweep": "sweep",
+  "compile": "compile",
+  "reproduce": "reproduce",
 }
 _OVERRIDE = "--config."
 
@@ -51,16 +51,23 @@ def main(argv=None) -> int:
   debug = "--debug" in argv
   argv = [a for a in argv if a != "--debug"]
   argv, overrides = split_overrides(argv)
-  parser = argparse.ArgumentParser(prog="python -m m3jax", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m m3jax",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   names = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)  # fast start-up
   modules = {}
   for name in names:
     modules[name] = importlib.import_module(f"m3jax.commands.{COMMANDS[name]}")
-    p = sub.add_parser(name, help=_summary(modules[name]), description=modules[name].__doc__,
-                       formatter_class=_HelpFormatter)
+    p = sub.add_parser(
+      name,
+      help=_summary(modules[name]),
+      description=modules[name].__doc__,
+      formatter_class=_HelpFormatter,
+    )
     modules[name].add_arguments(p)
   args = parser.parse_args(argv)
   args.config_overrides = overrides
@@ -71,11 +78,9 @@ def main(argv=None) -> int:
     if debug:
       raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"m3jax {args.command}: error: {msg} (--debug shows the traceback)",
-          file=sys.stderr)
+    print(f"m3jax {args.command}: error: {msg} (--debug shows the traceback)", file=sys.stderr)
     return 2
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
-                     argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
   """Shows each flag's default and keeps the command's docstring as written."""

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable, Mapping
 
 
-def lazy_exports(package: str, names: Mapping[str, str]
-                 ) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
+def lazy_exports(
+  package: str, names: Mapping[str, str]
+) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
   """``(__getattr__, __dir__, __all__)`` for ``package`` exporting ``{name: module}``.
 
   Sub-modules are reachable as attributes too (``m3jax.train.train`` after ``import m3jax``).
@@ -24,7 +25,7 @@ def lazy_exports(package: str, names: Mapping[str, str]
     if name in names:
       value = getattr(importlib.import_module(names[name]), name)
     elif not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}"):
-      value = importlib.import_module(f"{package}.{name}")   # `m3jax.train` without importing it
+      value = importlib.import_module(f"{package}.{name}")  # `m3jax.train` without importing it
     else:
       raise AttributeError(f"module {package!r} has no attribute {name!r}")
     setattr(sys.modules[package], name, value)

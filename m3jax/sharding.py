@@ -22,20 +22,20 @@ from m3jax import axes
 MESH_AXES = ("data", "fsdp", "tensor")
 
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    (axes.BATCH, ("data", "fsdp")),
-    (axes.EMBED, "fsdp"),
-    (axes.VOCAB, "tensor"),
-    (axes.HEADS, "tensor"),
-    (axes.KV_HEADS, "tensor"),
-    (axes.MLP, "tensor"),
-    (axes.HEAD_DIM, None),
-    (axes.LENGTH, None),
-    (axes.LAYERS, None),
-    (axes.CACHE_LENGTH, None),
-    (axes.MEM_LAYERS, None),
-    (axes.MEM_CHUNKS, None),
-    (axes.MEM_REFS, None),
-    (axes.MEM_TOKENS, None),
+  (axes.BATCH, ("data", "fsdp")),
+  (axes.EMBED, "fsdp"),
+  (axes.VOCAB, "tensor"),
+  (axes.HEADS, "tensor"),
+  (axes.KV_HEADS, "tensor"),
+  (axes.MLP, "tensor"),
+  (axes.HEAD_DIM, None),
+  (axes.LENGTH, None),
+  (axes.LAYERS, None),
+  (axes.CACHE_LENGTH, None),
+  (axes.MEM_LAYERS, None),
+  (axes.MEM_CHUNKS, None),
+  (axes.MEM_REFS, None),
+  (axes.MEM_TOKENS, None),
 )
 
 
@@ -56,17 +56,22 @@ def _resolve_shape(shape: Sequence[int], n: int) -> tuple[int, ...]:
   if -1 in shape:
     rest = int(np.prod([s for s in shape if s != -1]))
     if rest <= 0 or n % rest:
-      raise ValueError(f"mesh shape {tuple(shape)}: the other axes ({rest} devices) do not "
-                       f"divide the {n} devices; fix config.sharding.mesh_shape")
+      raise ValueError(
+        f"mesh shape {tuple(shape)}: the other axes ({rest} devices) do not "
+        f"divide the {n} devices; fix config.sharding.mesh_shape"
+      )
     shape[shape.index(-1)] = n // rest
   if int(np.prod(shape)) != n:
-    raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
-                     f"{n} available; fix config.sharding.mesh_shape")
+    raise ValueError(
+      f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
+      f"{n} available; fix config.sharding.mesh_shape"
+    )
   return tuple(shape)
 
 
-def device_grid(shape: Sequence[int], devices: Sequence[Any],
-                dcn_shape: Sequence[int] | None = None) -> np.ndarray:
+def device_grid(
+  shape: Sequence[int], devices: Sequence[Any], dcn_shape: Sequence[int] | None = None
+) -> np.ndarray:
   """Devices laid out as ``shape``, following the hardware where it has a topology.
 
   TPU devices: ``mesh_utils.create_device_mesh`` maps the mesh onto the chips' torus so
@@ -80,23 +85,27 @@ def device_grid(shape: Sequence[int], devices: Sequence[Any],
   if len(slices) > 1:
     dcn = tuple(dcn_shape) if dcn_shape else (len(slices),) + (1,) * (len(shape) - 1)
     if int(np.prod(dcn)) != len(slices) or any(s % d for s, d in zip(shape, dcn)):
-      raise ValueError(f"the {len(slices)} slices cannot lay out as dcn shape {dcn} inside "
-                       f"mesh shape {tuple(shape)}: each mesh axis must be a multiple of "
-                       "its dcn axis and the dcn axes must multiply to the slice count")
+      raise ValueError(
+        f"the {len(slices)} slices cannot lay out as dcn shape {dcn} inside "
+        f"mesh shape {tuple(shape)}: each mesh axis must be a multiple of "
+        "its dcn axis and the dcn axes must multiply to the slice count"
+      )
     ici = tuple(s // d for s, d in zip(shape, dcn))
-    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
-                                                allow_split_physical_axes=True)
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, allow_split_physical_axes=True)
   if devices[0].platform == "tpu":
     try:
-      return mesh_utils.create_device_mesh(tuple(shape), devices,
-                                           allow_split_physical_axes=True)
+      return mesh_utils.create_device_mesh(tuple(shape), devices, allow_split_physical_axes=True)
     except (ValueError, NotImplementedError, AssertionError):
-      pass   # a shape the torus mapping does not cover: plain device order still works
+      pass  # a shape the torus mapping does not cover: plain device order still works
   return np.asarray(devices).reshape(shape)
 
 
-def make_mesh(shape: Sequence[int], axis_names: Sequence[str] = MESH_AXES,
-              devices=None, dcn_shape: Sequence[int] | None = None) -> Mesh:
+def make_mesh(
+  shape: Sequence[int],
+  axis_names: Sequence[str] = MESH_AXES,
+  devices=None,
+  dcn_shape: Sequence[int] | None = None,
+) -> Mesh:
   """A topology-aware mesh with Auto axis types (logical constraints need Auto axes).
 
   A ``-1`` in ``shape`` takes all remaining devices. ``devices`` defaults to all
@@ -146,6 +155,7 @@ def init_sharded(init_fn, mesh: Mesh, rules, *args):
 def memory_shardings(mesh: Mesh, rules):
   """NamedShardings for a MemoryKV's (keys, values, mask)."""
   from m3jax.model.memory_kv import MemoryKV
+
   kv = named(mesh, axes.MEMORY_KV_AXES, rules)
   return MemoryKV(kv, kv, named(mesh, axes.MEMORY_MASK_AXES, rules))
 
@@ -153,5 +163,6 @@ def memory_shardings(mesh: Mesh, rules):
 def cache_shardings(mesh: Mesh, rules):
   """NamedShardings for a decoding Cache."""
   from m3jax.model.transformer import Cache
+
   kv = named(mesh, axes.CACHE_KV_AXES, rules)
   return Cache(kv, kv, named(mesh, (axes.BATCH,), rules), named(mesh, (axes.BATCH, None), rules))

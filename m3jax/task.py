@@ -77,7 +77,8 @@ class LMTask:
   """
 
   def __init__(self, cfg: ModelConfig):
-    from m3jax.model.transformer import Transformer   # the data layer imports qa_text only
+    from m3jax.model.transformer import Transformer  # the data layer imports qa_text only
+
     self.cfg = cfg
     self.model = Transformer(cfg)
     self.span_logprob = jax.jit(self._span_logprob)
@@ -89,8 +90,7 @@ class LMTask:
 
   def _span_logprob(self, params, tokens_BxT, start_B, end_B, memory):
     """Per row, Σ log p(token t) over positions start ≤ t < end -> [B]."""
-    tok = target_logprobs(self.model.apply({"params": params}, tokens_BxT, memory),
-                          tokens_BxT)
+    tok = target_logprobs(self.model.apply({"params": params}, tokens_BxT, memory), tokens_BxT)
     pos = jnp.arange(1, tokens_BxT.shape[1])[None]
     keep = (pos >= start_B[:, None]) & (pos < end_B[:, None])
     return jnp.sum(jnp.where(keep, tok, 0.0), -1)
@@ -103,6 +103,7 @@ class ChunkQuery:
 
   ``tokens``: the query chunk's token ids (may include ``<s>``, never padding).
   """
+
   row: int
   chunk: int
   tokens: np.ndarray
@@ -121,8 +122,8 @@ def chunk_query_tokens(context: np.ndarray, prompt_len: int, chunk: int, chunk_l
   """
   n_prompt_chunks = -(-prompt_len // chunk_len)
   if chunk < n_prompt_chunks:
-    return np.asarray(context[chunk * chunk_len:min((chunk + 1) * chunk_len, prompt_len)])
-  return np.asarray(context[(chunk - 1) * chunk_len:chunk * chunk_len])
+    return np.asarray(context[chunk * chunk_len : min((chunk + 1) * chunk_len, prompt_len)])
+  return np.asarray(context[(chunk - 1) * chunk_len : chunk * chunk_len])
 
 
 @dataclasses.dataclass
@@ -130,6 +131,7 @@ class Gathered:
   """memory: [L, B, C, …]; index_BxC: 1 + the query serving each chunk (0 = none);
   queries / ids: the distinct queries retrieved and their ids [n, R]; per_query: the
   source's memory [L, n, 1, …] (to arrange other index maps, e.g. decode memory)."""
+
   memory: MemoryKV
   index_BxC: np.ndarray
   queries: list
@@ -137,8 +139,9 @@ class Gathered:
   per_query: MemoryKV
 
 
-def gather_memory(memory_fn: MemoryFn, plan_BxC: Sequence[Sequence[ChunkQuery | None]]
-                  ) -> Gathered | None:
+def gather_memory(
+  memory_fn: MemoryFn, plan_BxC: Sequence[Sequence[ChunkQuery | None]]
+) -> Gathered | None:
   """Chunk queries -> the batch's MemoryKV, with one retrieval per distinct query.
 
   ``plan_BxC[b][c]``: the query whose memory chunk c of row b reads, or None (no memory).

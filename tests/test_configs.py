@@ -14,16 +14,18 @@ from m3jax.model.transformer import Transformer
 def test_every_variant_builds_by_shape(variant):
   config = memory3.get_config(variant)
   cfg = model_config_from(config.model.to_dict())
-  shapes = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.key(0),
-                                                        jnp.ones((1, 4), jnp.int32)))
+  shapes = jax.eval_shape(
+    lambda: Transformer(cfg).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
+  )
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
   assert n > 0
 
 
 def test_paper_config_has_2p433b_non_embedding_params():
   cfg = model_config_from(memory3.get_config("paper_2p4b").model.to_dict())
-  shapes = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.key(0),
-                                                        jnp.ones((1, 4), jnp.int32)))["params"]
+  shapes = jax.eval_shape(
+    lambda: Transformer(cfg).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
+  )["params"]
   total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
   embedding = cfg.vocab_size * cfg.embed_dim * (1 if cfg.tie_embeddings else 2)
   non_embedding = total - embedding
@@ -33,25 +35,32 @@ def test_paper_config_has_2p433b_non_embedding_params():
   assert (cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim) == (44, 40, 8, 80)
 
 
-@pytest.mark.parametrize("kwargs,field", [
+@pytest.mark.parametrize(
+  "kwargs,field",
+  [
     (dict(num_heads=6, num_kv_heads=4), "num_kv_heads"),
     (dict(memory=MemoryConfig(memory_layers=(0, 9))), "memory.memory_layers"),
     (dict(head_dim=7), "head_dim"),
     (dict(ref_id=3, bos_id=3), "ref_id"),
-])
+  ],
+)
 def test_invalid_model_config_names_the_field(kwargs, field):
-  base = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, embed_dim=32,
-              mlp_dim=64)
+  base = dict(
+    vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, embed_dim=32, mlp_dim=64
+  )
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
     ModelConfig(**{**base, **kwargs})
 
 
-@pytest.mark.parametrize("kwargs,field", [
+@pytest.mark.parametrize(
+  "kwargs,field",
+  [
     (dict(tokens_per_head=200), "memory.tokens_per_head"),
     (dict(memory_layers=(2, 1)), "memory.memory_layers"),
     (dict(selection="max"), "memory.selection"),
     (dict(chunk_len=0), "memory.chunk_len"),
-])
+  ],
+)
 def test_invalid_memory_config_names_the_field(kwargs, field):
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
     MemoryConfig(**kwargs)

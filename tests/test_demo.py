@@ -10,17 +10,18 @@ from m3jax.demo import run_demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-REQUIRED = {"qa_exact_match": ("no_memory", "memory", "oracle_memory", "rag", "random_memory"),
-            "qa_multiple_choice": ("no_memory", "memory", "oracle_memory", "rag",
-                                   "random_memory"),
-            "decode_tokens_per_s": ("no_memory", "memory", "rag")}
+REQUIRED = {
+  "qa_exact_match": ("no_memory", "memory", "oracle_memory", "rag", "random_memory"),
+  "qa_multiple_choice": ("no_memory", "memory", "oracle_memory", "rag", "random_memory"),
+  "decode_tokens_per_s": ("no_memory", "memory", "rag"),
+}
 
 
 def _config(tmp_path, smoke: bool):
   c = load_config("configs/memory3.py:tiny", [])
   c.data.data_dir = str(tmp_path / "data")
-  c.train.tensorboard = c.train.progress_bar = False   # on by default; slow to start in tests
-  if smoke:   # every step runs, on the smallest sizes
+  c.train.tensorboard = c.train.progress_bar = False  # on by default; slow to start in tests
+  if smoke:  # every step runs, on the smallest sizes
     for stage in c.train.stages.values():
       stage["steps"], stage["warmup_steps"] = 2, 1
     c.train.checkpoint_every = 2
@@ -50,16 +51,23 @@ def _check(res, path):
 
 def _run_and_check(tmp_path, smoke: bool):
   path = str(tmp_path / "demo.json")
-  res = run_demo(_config(tmp_path, smoke), str(tmp_path / "work"), results_path=path,
-                 plot_dir=str(tmp_path / "plots"), progress=False)
+  res = run_demo(
+    _config(tmp_path, smoke),
+    str(tmp_path / "work"),
+    results_path=path,
+    plot_dir=str(tmp_path / "plots"),
+    progress=False,
+  )
   _check(res, path)
   return res
 
 
 def _git_status() -> str:
   import subprocess
-  return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                        text=True, check=True).stdout
+
+  return subprocess.run(
+    ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True
+  ).stdout
 
 
 @pytest.mark.integration
@@ -70,6 +78,7 @@ def test_demo_smoke_then_eval_command(tmp_path, monkeypatch):
   run from the repository root, reopens the same checkpoint and bank, reproduces the
   demo's QA numbers, writes under W/eval/ only and changes no file of the repository."""
   from m3jax import cli
+
   demo = _run_and_check(tmp_path, smoke=True)
   work = tmp_path / "work"
   assert (work / "config.json").exists() and (work / "run.json").exists()
@@ -107,6 +116,7 @@ def test_notebook_runs(tmp_path, monkeypatch):
   """Executes exactly the Colab cells, the clone cell pointed at this checkout (its
   committed HEAD, cloned into tmp), within 5 minutes on this CPU."""
   import time
+
   nbformat = pytest.importorskip("nbformat")
   NotebookClient = pytest.importorskip("nbclient").NotebookClient
   monkeypatch.setenv("M3JAX_REPO", f"file://{ROOT}")
@@ -114,15 +124,16 @@ def test_notebook_runs(tmp_path, monkeypatch):
   monkeypatch.setenv("M3JAX_QUICKSTART_DIR", str(tmp_path / "work"))
   monkeypatch.setenv("M3JAX_QUICKSTART_STEPS", "2")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setenv("PIP_NO_INDEX", "1")    # everything is installed here: no downloads
+  monkeypatch.setenv("PIP_NO_INDEX", "1")  # everything is installed here: no downloads
   nb = nbformat.read(NOTEBOOK, as_version=4)
   t0 = time.perf_counter()
-  NotebookClient(nb, timeout=300, kernel_name="python3",
-                 resources={"metadata": {"path": str(tmp_path)}}).execute()
+  NotebookClient(
+    nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+  ).execute()
   assert time.perf_counter() - t0 < 300
   assert os.path.exists(tmp_path / "work" / "demo.json")
-  outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                    for o in c.outputs)
+  outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
   assert "seconds per step" in outputs and "exact match" in outputs
-  assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-             for o in c.outputs)
+  assert any(
+    "image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs
+  )

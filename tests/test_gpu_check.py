@@ -15,9 +15,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.integration
 def test_gpu_check_tiny_runs_every_benchmark(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
-  env.pop("XLA_FLAGS", None)   # one CPU device, as on a real run
-  proc = subprocess.run(["bash", "experiments/gpu_check.sh", "--tiny"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
+  env.pop("XLA_FLAGS", None)  # one CPU device, as on a real run
+  proc = subprocess.run(
+    ["bash", "experiments/gpu_check.sh", "--tiny"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   for name in ("ceilings", "attention", "decode", "train", "memory"):
     files = glob.glob(str(tmp_path / f"bench_{name}_*.json"))

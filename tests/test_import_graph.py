@@ -31,19 +31,24 @@ def _describe(graph, comp):
 @pytest.mark.parametrize("level", ["file", "package"])
 def test_no_import_cycle_beyond_the_known_ones(level):
   graph = _graphs()[level]
-  new = [c for c in import_graph.strongly_connected(graph)
-         if tuple(c) not in import_graph.KNOWN_CYCLES]
-  assert not new, (f"import cycle(s) at {level} level: "
-                   + " | ".join(_describe(graph, c) for c in new)
-                   + ". Import only downward (see pyproject.toml [tool.importlinter]).")
+  new = [
+    c for c in import_graph.strongly_connected(graph) if tuple(c) not in import_graph.KNOWN_CYCLES
+  ]
+  assert not new, (
+    f"import cycle(s) at {level} level: "
+    + " | ".join(_describe(graph, c) for c in new)
+    + ". Import only downward (see pyproject.toml [tool.importlinter])."
+  )
 
 
 def test_known_cycles_are_still_real():
   graphs = _graphs()
   present = {tuple(c) for g in graphs.values() for c in import_graph.strongly_connected(g)}
   stale = sorted(set(import_graph.KNOWN_CYCLES) - present)
-  assert not stale, (f"cycles fixed or changed: {stale}; delete or update their entries in "
-                     "tools/import_graph.py KNOWN_CYCLES")
+  assert not stale, (
+    f"cycles fixed or changed: {stale}; delete or update their entries in "
+    "tools/import_graph.py KNOWN_CYCLES"
+  )
 
 
 def test_cycle_finder_finds_a_planted_cycle_and_ignores_a_dag(tmp_path):
@@ -60,6 +65,7 @@ def test_cycle_finder_finds_a_planted_cycle_and_ignores_a_dag(tmp_path):
   assert graph["toy.sub.c"] == {"toy.a"}
   assert import_graph.strongly_connected(graph) == [["toy.a", "toy.b", "toy.sub.c"]]
   assert import_graph.strongly_connected(import_graph.unit_graph(graph)) == [
-      ["toy.a", "toy.b", "toy.sub"]]
+    ["toy.a", "toy.b", "toy.sub"]
+  ]
   (pkg / "sub" / "c.py").write_text("x = 1\n")
   assert import_graph.strongly_connected(import_graph.module_graph(tmp_path, ("toy",))) == []

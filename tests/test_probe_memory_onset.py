@@ -24,9 +24,23 @@ def test_set_steps_two_stages_and_from_scratch():
 @pytest.mark.integration
 def test_probe_runs_and_memory_reaches_the_answer(tmp_path):
   out = tmp_path / "rows.jsonl"
-  row = probe.main(["--config", "configs/memory3.py:tiny", "--name", "t", "--steps", "2,2",
-                    "--questions", "8", "--workdir", str(tmp_path / "work"), "--out", str(out),
-                    f"--config.data.data_dir={tmp_path / 'data'}"])
+  row = probe.main(
+    [
+      "--config",
+      "configs/memory3.py:tiny",
+      "--name",
+      "t",
+      "--steps",
+      "2,2",
+      "--questions",
+      "8",
+      "--workdir",
+      str(tmp_path / "work"),
+      "--out",
+      str(out),
+      f"--config.data.data_dir={tmp_path / 'data'}",
+    ]
+  )
   assert json.loads(out.read_text().splitlines()[-1]) == json.loads(json.dumps(row))
   for cond in ("no_memory", "oracle_memory"):
     assert 0.0 <= row["multiple_choice"][cond] <= 1.0

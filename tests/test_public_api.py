@@ -13,8 +13,15 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ["m3jax", "m3jax.model", "m3jax.memory", "m3jax.data", "m3jax.train",
-            "m3jax.inference", "m3jax.evaluate"]
+PACKAGES = [
+  "m3jax",
+  "m3jax.model",
+  "m3jax.memory",
+  "m3jax.data",
+  "m3jax.train",
+  "m3jax.inference",
+  "m3jax.evaluate",
+]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -31,8 +38,9 @@ def test_every_exported_name_resolves(package):
 
 def test_import_m3jax_does_not_import_jax():
   code = "import sys, m3jax; m3jax.__all__; print('jax' in sys.modules)"
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       check=True)
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+  )
   assert out.stdout.strip() == "False", out.stderr
 
 
@@ -69,7 +77,8 @@ def test_readme_python_snippets_use_only_the_public_api():
       assert package in PACKAGES, f"README imports from {package}; use a package's exports"
       exported = importlib.import_module(package).__all__
       assert name in exported or f"{package}.{name}" in PACKAGES, (
-          f"README uses {package}.{name}, which {package}.__all__ does not export")
+        f"README uses {package}.{name}, which {package}.__all__ does not export"
+      )
 
 
 def test_the_snippet_checker_catches_a_private_import():

@@ -28,8 +28,7 @@ def test_plan_keeps_tokens_equal():
   assert two.stages.continual["steps"] == 3 * c.train.stages.continual.steps
   assert two.stages.warmup["steps"] == c.train.stages.warmup.steps
   assert list(scratch.stage_order) == ["scratch"]
-  assert scratch.stages.scratch["steps"] == sum(two.stages[s]["steps"]
-                                                for s in two.stage_order)
+  assert scratch.stages.scratch["steps"] == sum(two.stages[s]["steps"] for s in two.stage_order)
   assert scratch.stages.scratch["use_memory"] and scratch.stages.scratch["init_from"] == ""
 
 
@@ -37,22 +36,42 @@ def test_plan_keeps_tokens_equal():
 def test_reproduce_tiny_resumes_and_plots(tmp_path):
   config = _config(tmp_path)
   out = tmp_path / "out"
-  summary = reproduce.reproduce(config, str(tmp_path / "runs"), str(out), scale=1.0,
-                                eval_every=2, num_questions=4, progress=False)
+  summary = reproduce.reproduce(
+    config,
+    str(tmp_path / "runs"),
+    str(out),
+    scale=1.0,
+    eval_every=2,
+    num_questions=4,
+    progress=False,
+  )
   rows = [json.loads(line) for line in open(out / "curves.jsonl")]
   # two_stage: warmup/2 and continual/2; from_scratch: scratch/2 and scratch/4.
   assert sorted((r["run"], r["stage"], r["step"]) for r in rows) == [
-      ("from_scratch", "scratch", 2), ("from_scratch", "scratch", 4),
-      ("two_stage", "continual", 2), ("two_stage", "warmup", 2)]
+    ("from_scratch", "scratch", 2),
+    ("from_scratch", "scratch", 4),
+    ("two_stage", "continual", 2),
+    ("two_stage", "warmup", 2),
+  ]
   last = {r["run"]: r for r in rows if r["global_step"] == 4}
   assert last["two_stage"]["tokens"] == last["from_scratch"]["tokens"] > 0
   for r in rows:
     assert set(r["qa_multiple_choice"]) == set(reproduce.CONDITIONS)
   assert set(summary["fig11_equal_tokens"]["memory_multiple_choice"]) == {
-      "two_stage", "from_scratch"}
+    "two_stage",
+    "from_scratch",
+  }
   assert os.path.exists(summary["plot"])
-  assert not [p for p in os.listdir(tmp_path / "runs" / "two_stage" / "curve-banks")
-              if p != "plots"], "evaluated banks are removed"
-  reproduce.reproduce(config, str(tmp_path / "runs"), str(out), scale=1.0, eval_every=2,
-                      num_questions=4, progress=False)
+  assert not [
+    p for p in os.listdir(tmp_path / "runs" / "two_stage" / "curve-banks") if p != "plots"
+  ], "evaluated banks are removed"
+  reproduce.reproduce(
+    config,
+    str(tmp_path / "runs"),
+    str(out),
+    scale=1.0,
+    eval_every=2,
+    num_questions=4,
+    progress=False,
+  )
   assert len(open(out / "curves.jsonl").readlines()) == len(rows)

@@ -22,10 +22,13 @@ def _setup(mesh_shape, **model_overrides):
   return config, cfg, mesh
 
 
-@pytest.mark.parametrize("mesh_shape,overrides", [
-    ((2, 4, 1), {}),                                   # data x fsdp
+@pytest.mark.parametrize(
+  "mesh_shape,overrides",
+  [
+    ((2, 4, 1), {}),  # data x fsdp
     ((2, 1, 4), {"num_heads": 8, "num_kv_heads": 4}),  # data x tensor
-])
+  ],
+)
 def test_sharded_forward_and_grad_step(mesh_shape, overrides):
   assert len(jax.devices()) == 8, "tests/conftest.py must force 8 CPU devices"
   config, cfg, mesh = _setup(mesh_shape, **overrides)
@@ -33,8 +36,9 @@ def test_sharded_forward_and_grad_step(mesh_shape, overrides):
   model = Transformer(cfg)
   b, t = 8, 2 * cfg.memory.chunk_len
   tokens = jax.random.randint(jax.random.key(0), (b, t), 5, cfg.vocab_size)
-  variables, shardings = sharding.init_sharded(lambda r: model.init(r, tokens[:1]), mesh, rules,
-                                               jax.random.key(1))
+  variables, shardings = sharding.init_sharded(
+    lambda r: model.init(r, tokens[:1]), mesh, rules, jax.random.key(1)
+  )
   params, param_shardings = variables["params"], shardings["params"]
 
   # Parameters carry the PartitionSpecs the rules say.
@@ -48,16 +52,29 @@ def test_sharded_forward_and_grad_step(mesh_shape, overrides):
   q = params["layer_0"]["attn"]["q"]
   assert q.sharding.spec == layer["attn"]["q"].spec
   _, fsdp, tensor = mesh_shape
-  assert q.addressable_shards[0].data.shape == (cfg.embed_dim // fsdp, cfg.num_heads // tensor,
-                                                cfg.head_dim)
+  assert q.addressable_shards[0].data.shape == (
+    cfg.embed_dim // fsdp,
+    cfg.num_heads // tensor,
+    cfg.head_dim,
+  )
 
   # Memory tensors get their own logical axes.
   mem_shardings = sharding.memory_shardings(mesh, rules)
   m = cfg.memory
-  shape = (m.num_memory_layers, b, 2, m.refs_per_chunk, cfg.num_kv_heads, m.tokens_per_head,
-           cfg.head_dim)
-  mem = MemoryKV(jax.random.normal(jax.random.key(2), shape), jax.random.normal(jax.random.key(3), shape),
-                 jnp.ones((b, 2, m.refs_per_chunk, m.tokens_per_head), bool))
+  shape = (
+    m.num_memory_layers,
+    b,
+    2,
+    m.refs_per_chunk,
+    cfg.num_kv_heads,
+    m.tokens_per_head,
+    cfg.head_dim,
+  )
+  mem = MemoryKV(
+    jax.random.normal(jax.random.key(2), shape),
+    jax.random.normal(jax.random.key(3), shape),
+    jnp.ones((b, 2, m.refs_per_chunk, m.tokens_per_head), bool),
+  )
   mem = jax.device_put(mem, mem_shardings)
   assert mem.keys_LxBxCxRxKxMxD.sharding.spec == spec(*axes.MEMORY_KV_AXES)
   assert mem.keys_LxBxCxRxKxMxD.sharding.spec[1] == ("data", "fsdp")
@@ -74,13 +91,17 @@ def test_sharded_forward_and_grad_step(mesh_shape, overrides):
     loss, grads = jax.value_and_grad(loss_fn)(p, tok, memory)
     return jax.tree.map(lambda w, g: w - 0.1 * g, p, grads), loss
 
-  train_step = jax.jit(sgd_step, in_shardings=(param_shardings, batch_sharding, mem_shardings),
-                       out_shardings=(param_shardings, None))
+  train_step = jax.jit(
+    sgd_step,
+    in_shardings=(param_shardings, batch_sharding, mem_shardings),
+    out_shardings=(param_shardings, None),
+  )
 
   with sharding.activate(mesh, rules):
     new_params, loss = train_step(params, tokens, mem)
     sharded_logits = jax.jit(lambda p, tok, memory: model.apply({"params": p}, tok, memory))(
-        params, tokens, mem)
+      params, tokens, mem
+    )
   assert np.isfinite(float(loss))
   assert new_params["layer_0"]["attn"]["q"].sharding.spec == layer["attn"]["q"].spec
 

@@ -36,7 +36,9 @@ def module_name(path: pathlib.Path, root: pathlib.Path = ROOT) -> str:
   return ".".join(parts)
 
 
-def source_files(root: pathlib.Path = ROOT, tops: Iterable[str] = TOP_PACKAGES) -> dict[str, pathlib.Path]:
+def source_files(
+  root: pathlib.Path = ROOT, tops: Iterable[str] = TOP_PACKAGES
+) -> dict[str, pathlib.Path]:
   """Module name -> file, for every .py file under the given top-level packages."""
   return {module_name(p, root): p for top in tops for p in sorted((root / top).rglob("*.py"))}
 
@@ -51,7 +53,7 @@ def _imported_names(tree: ast.AST, this: str, is_package: bool) -> set[str]:
       if node.level:
         base = this.split(".")
         base = base if is_package else base[:-1]
-        base = base[:len(base) - node.level + 1]
+        base = base[: len(base) - node.level + 1]
         module = ".".join(base + ([node.module] if node.module else []))
       else:
         module = node.module or ""
@@ -59,31 +61,44 @@ def _imported_names(tree: ast.AST, this: str, is_package: bool) -> set[str]:
       names.update(f"{module}.{a.name}" for a in node.names)
     elif _is_lazy_exports_call(node):
       # m3jax.lazy_exports.lazy_exports(__name__, {"Name": "m3jax.pkg.module", ...})
-      names.update(v.value for v in node.args[1].values
-                   if isinstance(v, ast.Constant) and isinstance(v.value, str))
+      names.update(
+        v.value
+        for v in node.args[1].values
+        if isinstance(v, ast.Constant) and isinstance(v.value, str)
+      )
     elif _is_import_module_call(node):
       # importlib.import_module("a.b") or (f"a.b.{name}"): the constant prefix is a dependency
       # (cli.py dispatches to m3jax.commands this way).
       arg = node.args[0]
       if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
         names.add(arg.value)
-      elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+      elif (
+        isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant)
+      ):
         names.add(str(arg.values[0].value).rstrip("."))
   return names
 
 
 def _is_lazy_exports_call(node: ast.AST) -> bool:
-  return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-          and node.func.id == "lazy_exports" and len(node.args) == 2
-          and isinstance(node.args[1], ast.Dict))
+  return (
+    isinstance(node, ast.Call)
+    and isinstance(node.func, ast.Name)
+    and node.func.id == "lazy_exports"
+    and len(node.args) == 2
+    and isinstance(node.args[1], ast.Dict)
+  )
 
 
 def _is_import_module_call(node: ast.AST) -> bool:
   if not isinstance(node, ast.Call) or not node.args:
     return False
   func = node.func
-  return (isinstance(func, ast.Attribute) and func.attr == "import_module"
-          and isinstance(func.value, ast.Name) and func.value.id == "importlib")
+  return (
+    isinstance(func, ast.Attribute)
+    and func.attr == "import_module"
+    and isinstance(func.value, ast.Name)
+    and func.value.id == "importlib"
+  )
 
 
 def resolve(name: str, known: set[str]) -> str | None:
@@ -96,7 +111,9 @@ def resolve(name: str, known: set[str]) -> str | None:
   return None
 
 
-def module_graph(root: pathlib.Path = ROOT, tops: Iterable[str] = TOP_PACKAGES) -> dict[str, set[str]]:
+def module_graph(
+  root: pathlib.Path = ROOT, tops: Iterable[str] = TOP_PACKAGES
+) -> dict[str, set[str]]:
   """Module -> the set of known modules it imports (itself excluded)."""
   files = source_files(root, tops)
   known = set(files)
@@ -107,13 +124,13 @@ def module_graph(root: pathlib.Path = ROOT, tops: Iterable[str] = TOP_PACKAGES) 
     # `from m3jax.data import prepare` names both `m3jax.data` and `m3jax.data.prepare`: keep the
     # package only when nothing below it was named (a package is not imported for its children).
     named = {t for t in targets if t is not None}
-    graph[mod] = {t for t in named
-                  if t != mod and not any(o.startswith(t + ".") for o in named)}
+    graph[mod] = {t for t in named if t != mod and not any(o.startswith(t + ".") for o in named)}
   return graph
 
 
-def file_imports(path: pathlib.Path, root: pathlib.Path = ROOT,
-                 tops: Iterable[str] = TOP_PACKAGES) -> set[str]:
+def file_imports(
+  path: pathlib.Path, root: pathlib.Path = ROOT, tops: Iterable[str] = TOP_PACKAGES
+) -> set[str]:
   """Known modules that one file outside the packages (a test, a tool) imports."""
   known = set(source_files(root, tops))
   tree = ast.parse(path.read_text(), filename=str(path))
@@ -189,8 +206,12 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 def cycle_edges(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
   """Every edge a -> b with a and b in the same strongly connected component."""
   comp_of = {n: i for i, comp in enumerate(strongly_connected(graph)) for n in comp}
-  return {(a, b) for a, deps in graph.items() for b in deps
-          if a in comp_of and comp_of.get(b) == comp_of[a]}
+  return {
+    (a, b)
+    for a, deps in graph.items()
+    for b in deps
+    if a in comp_of and comp_of.get(b) == comp_of[a]
+  }
 
 
 def main() -> int:

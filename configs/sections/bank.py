@@ -18,7 +18,11 @@ _ENCODE_BATCH = {"tiny": 16, "small": 32, "paper_2p4b": 64}
 
 
 def get(variant: str) -> ml_collections.ConfigDict:
-  return section_of(BankConfig, dict(
+  return section_of(
+    BankConfig,
+    dict(
       pq_bytes_per_vector=_PQ_BYTES.get(variant, 8),
-      sharded=variant == "paper_2p4b",          # zarr3 sharding codec (large banks)
-      encode_batch_size=_ENCODE_BATCH.get(variant, 32)))
+      sharded=variant == "paper_2p4b",  # zarr3 sharding codec (large banks)
+      encode_batch_size=_ENCODE_BATCH.get(variant, 32),
+    ),
+  )

@@ -14,22 +14,25 @@ from m3jax.data.config import DataConfig
 from m3jax.run.config import section_of
 
 _WORLD = {
-    "tiny": dict(num_entities=120, prose_docs_per_entity=2, qa_passes=2, filler_docs=40),
-    "small": dict(num_entities=8000, prose_docs_per_entity=3, qa_passes=3, filler_docs=3000),
-    "paper_2p4b": dict(num_entities=6000, prose_docs_per_entity=3, qa_passes=3,
-                       filler_docs=3000),
+  "tiny": dict(num_entities=120, prose_docs_per_entity=2, qa_passes=2, filler_docs=40),
+  "small": dict(num_entities=8000, prose_docs_per_entity=3, qa_passes=3, filler_docs=3000),
+  "paper_2p4b": dict(num_entities=6000, prose_docs_per_entity=3, qa_passes=3, filler_docs=3000),
 }
 _VOCAB = {"tiny": 512, "small": 2048, "paper_2p4b": 2048}
 _SEQ_LEN = {"tiny": 64, "small": 256, "paper_2p4b": 2048}
 
 
 def get(variant: str) -> ml_collections.ConfigDict:
-  c = section_of(DataConfig, dict(
+  c = section_of(
+    DataConfig,
+    dict(
       data_dir=f"artifacts/data/{variant}",
-      vocab_size=_VOCAB.get(variant, 2048),     # <= model.vocab_size
+      vocab_size=_VOCAB.get(variant, 2048),  # <= model.vocab_size
       world=_WORLD.get(variant, _WORLD["small"]),
-      real_text_limit=40 if variant == "tiny" else 0,   # countries (0 = all)
-      seq_len=_SEQ_LEN.get(variant, 256),       # a multiple of model.memory.chunk_len
-      valid_sequences=8 if variant == "tiny" else 64))
+      real_text_limit=40 if variant == "tiny" else 0,  # countries (0 = all)
+      seq_len=_SEQ_LEN.get(variant, 256),  # a multiple of model.memory.chunk_len
+      valid_sequences=8 if variant == "tiny" else 64,
+    ),
+  )
   del c.world["seed"]
   return c

@@ -20,46 +20,96 @@ from m3jax.train.config import TrainConfig
 from m3jax.train.stages import StageSpec
 
 _SIZES = {
-    # batch, stage-1 steps, stage-2 steps, peak lrs, warmup, ckpt/log cadence, fallback seq_len
-    "tiny": dict(batch_size=8, steps=(6, 6), lrs=(3e-3, 1e-3), warmup=(2, 1),
-                 checkpoint_every=3, log_every=1, seq_len=64, eval_every=0),
-    # CPU demo (batch 16 x seq 256 = 4096 tokens/step): a short warmup (~25 s) and a long
-    # continual stage (~10 min) on 2 idle cores. Reading memory is learned in stage 2, so
-    # the budget goes there (docs/design.md, "the small demo config").
-    "small": dict(batch_size=16, steps=(50, 750), lrs=(3e-3, 3e-3), warmup=(15, 20),
-                  checkpoint_every=100, log_every=10, seq_len=256, eval_every=100),
-    "small_paper": dict(batch_size=16, steps=(50, 750), lrs=(3e-3, 3e-3), warmup=(15, 20),
-                        checkpoint_every=100, log_every=10, seq_len=256, eval_every=100),
-    # Paper shape: ~4M tokens per batch of 2048-token sequences.
-    "paper_2p4b": dict(batch_size=2048, steps=(750_000, 30_000), lrs=(3e-4, 1e-4),
-                       warmup=(2000, 1000), checkpoint_every=1000, log_every=50,
-                       seq_len=2048, eval_every=1000),
+  # batch, stage-1 steps, stage-2 steps, peak lrs, warmup, ckpt/log cadence, fallback seq_len
+  "tiny": dict(
+    batch_size=8,
+    steps=(6, 6),
+    lrs=(3e-3, 1e-3),
+    warmup=(2, 1),
+    checkpoint_every=3,
+    log_every=1,
+    seq_len=64,
+    eval_every=0,
+  ),
+  # CPU demo (batch 16 x seq 256 = 4096 tokens/step): a short warmup (~25 s) and a long
+  # continual stage (~10 min) on 2 idle cores. Reading memory is learned in stage 2, so
+  # the budget goes there (docs/design.md, "the small demo config").
+  "small": dict(
+    batch_size=16,
+    steps=(50, 750),
+    lrs=(3e-3, 3e-3),
+    warmup=(15, 20),
+    checkpoint_every=100,
+    log_every=10,
+    seq_len=256,
+    eval_every=100,
+  ),
+  "small_paper": dict(
+    batch_size=16,
+    steps=(50, 750),
+    lrs=(3e-3, 3e-3),
+    warmup=(15, 20),
+    checkpoint_every=100,
+    log_every=10,
+    seq_len=256,
+    eval_every=100,
+  ),
+  # Paper shape: ~4M tokens per batch of 2048-token sequences.
+  "paper_2p4b": dict(
+    batch_size=2048,
+    steps=(750_000, 30_000),
+    lrs=(3e-4, 1e-4),
+    warmup=(2000, 1000),
+    checkpoint_every=1000,
+    log_every=50,
+    seq_len=2048,
+    eval_every=1000,
+  ),
 }
 
 
 def stage(name, steps, peak_lr, warmup, *, init_from, use_memory, **more):
   """A stage section: every StageSpec field (defaults from StageSpec) but the name."""
-  c = section_of(StageSpec, dict(name=name, steps=steps, peak_lr=peak_lr,
-                                 warmup_steps=warmup, init_from=init_from,
-                                 use_memory=use_memory, **more))
-  del c["name"]   # the key in config.train.stages is the name
+  c = section_of(
+    StageSpec,
+    dict(
+      name=name,
+      steps=steps,
+      peak_lr=peak_lr,
+      warmup_steps=warmup,
+      init_from=init_from,
+      use_memory=use_memory,
+      **more,
+    ),
+  )
+  del c["name"]  # the key in config.train.stages is the name
   return c
 
 
 def get(variant: str) -> ml_collections.ConfigDict:
   if variant not in _SIZES:
-    raise ValueError(f"configs/sections/train.py: unknown variant {variant!r}; "
-                     f"choose one of {sorted(_SIZES)}")
+    raise ValueError(
+      f"configs/sections/train.py: unknown variant {variant!r}; choose one of {sorted(_SIZES)}"
+    )
   s = _SIZES[variant]
   stages = ml_collections.ConfigDict()
-  stages.warmup = stage("warmup", s["steps"][0], s["lrs"][0], s["warmup"][0],
-                        init_from="", use_memory=False)
-  stages.continual = stage("continual", s["steps"][1], s["lrs"][1], s["warmup"][1],
-                           init_from="previous", use_memory=True)
-  c = section_of(TrainConfig, dict(
-      stages=(), batch_size=s["batch_size"], fallback_seq_len=s["seq_len"],
-      checkpoint_every=s["checkpoint_every"], log_every=s["log_every"],
-      eval_every=s["eval_every"]))
+  stages.warmup = stage(
+    "warmup", s["steps"][0], s["lrs"][0], s["warmup"][0], init_from="", use_memory=False
+  )
+  stages.continual = stage(
+    "continual", s["steps"][1], s["lrs"][1], s["warmup"][1], init_from="previous", use_memory=True
+  )
+  c = section_of(
+    TrainConfig,
+    dict(
+      stages=(),
+      batch_size=s["batch_size"],
+      fallback_seq_len=s["seq_len"],
+      checkpoint_every=s["checkpoint_every"],
+      log_every=s["log_every"],
+      eval_every=s["eval_every"],
+    ),
+  )
   del c["stages"]
   c.stages = stages
   c.stage_order = ("warmup", "continual")

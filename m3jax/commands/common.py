@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import argparse
 
-OVERRIDES_HELP = ("Any config field can be overridden with --config.KEY=VALUE, e.g. "
-                  "--config.model.num_layers=8, --config.train.stages.continual.steps=100 "
-                  "(stages by name), --config.train.total_steps=50 (rescales every stage).")
+OVERRIDES_HELP = (
+  "Any config field can be overridden with --config.KEY=VALUE, e.g. "
+  "--config.model.num_layers=8, --config.train.stages.continual.steps=100 "
+  "(stages by name), --config.train.total_steps=50 (rescales every stage)."
+)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
   parser.add_argument(
-      "--config", default=None,
-      help="config spec path.py:variant (a get_config(variant) file). Default: the "
-      f"--workdir's recorded config.json when there is one, else {default}. "
-      + OVERRIDES_HELP)
+    "--config",
+    default=None,
+    help="config spec path.py:variant (a get_config(variant) file). Default: the "
+    f"--workdir's recorded config.json when there is one, else {default}. " + OVERRIDES_HELP,
+  )
   parser.set_defaults(default_config=default, config_overrides=[])
 
 
@@ -31,6 +34,7 @@ def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = Fa
   """
   from m3jax.run.config import load_config
   from m3jax.train import workdir as run_workdir
+
   overrides = list(getattr(args, "config_overrides", []) or [])
   saved = run_workdir.saved_config(workdir) if workdir else None
   if args.config:
@@ -40,8 +44,10 @@ def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = Fa
   elif args.default_config:
     config = load_config(args.default_config, overrides)
   else:
-    raise FileNotFoundError(f"{workdir}: no config.json (train this workdir first with "
-                            "python -m m3jax train, or give --config)")
+    raise FileNotFoundError(
+      f"{workdir}: no config.json (train this workdir first with "
+      "python -m m3jax train, or give --config)"
+    )
   if fixed_model and saved is not None:
     run_workdir.check_same_model(saved, config, workdir)
   return config

@@ -22,34 +22,51 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   from m3jax.config_loading import add_config_arguments
+
   add_config_arguments(parser, default="configs/memory3.py:paper_2p4b")
-  parser.add_argument("--topology", required=True,
-                      help="TPU slice, e.g. v5p:4x4x4 (v5p-128) or v5e:16x16 (v5e-256)")
-  parser.add_argument("--stage", default=None,
-                      help="a stage name of config.train.stages, or 'decode' "
-                           "(default: the last stage)")
-  parser.add_argument("--mesh", default=None,
-                      help="data,fsdp,tensor sizes (default: fsdp over what the model width "
-                           "divides for training; tensor over KV heads for decode)")
-  parser.add_argument("--per-device-batch", type=int, default=None,
-                      help="sequences per device per microbatch (default: "
-                           "config.train.microbatches)")
+  parser.add_argument(
+    "--topology", required=True, help="TPU slice, e.g. v5p:4x4x4 (v5p-128) or v5e:16x16 (v5e-256)"
+  )
+  parser.add_argument(
+    "--stage",
+    default=None,
+    help="a stage name of config.train.stages, or 'decode' (default: the last stage)",
+  )
+  parser.add_argument(
+    "--mesh",
+    default=None,
+    help="data,fsdp,tensor sizes (default: fsdp over what the model width "
+    "divides for training; tensor over KV heads for decode)",
+  )
+  parser.add_argument(
+    "--per-device-batch",
+    type=int,
+    default=None,
+    help="sequences per device per microbatch (default: config.train.microbatches)",
+  )
   parser.add_argument("--decode-batch", type=int, default=32)
-  parser.add_argument("--decode-len", type=int, default=None,
-                      help="context tokens the decode cache holds (default: seq_len)")
-  parser.add_argument("--out-dir", default=None,
-                      help="write aot_<topology>_<stage>.json into this directory")
+  parser.add_argument(
+    "--decode-len",
+    type=int,
+    default=None,
+    help="context tokens the decode cache holds (default: seq_len)",
+  )
+  parser.add_argument(
+    "--out-dir", default=None, help="write aot_<topology>_<stage>.json into this directory"
+  )
 
 
 def _model_knobs(config) -> dict:
   m = config.model
-  return {k: (m[k] if k in m else None) for k in ("scan_layers", "remat_policy",
-                                                  "attention_impl", "dtype", "param_dtype",
-                                                  "num_layers")}
+  return {
+    k: (m[k] if k in m else None)
+    for k in ("scan_layers", "remat_policy", "attention_impl", "dtype", "param_dtype", "num_layers")
+  }
 
 
 def _version(package: str) -> str | None:
   from importlib import metadata
+
   try:
     return metadata.version(package)
   except metadata.PackageNotFoundError:
@@ -57,7 +74,7 @@ def _version(package: str) -> str | None:
 
 
 def _size(n: int) -> str:
-  for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+  for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
     if n >= size:
       return f"{n / size:.2f} {unit}"
   return f"{n} B"
@@ -65,20 +82,28 @@ def _size(n: int) -> str:
 
 def _print(result: dict) -> None:
   from m3jax.train.aot_report import GiB
+
   mem, fit, flops = result["memory"], result["fit"], result["flops"]
-  print(f"{result['topology']} ({result['devices']} devices, mesh {result['mesh']}) "
-        f"{result['stage']}: lowered in {result['lower_s']:.1f} s, compiled in "
-        f"{result['compile_s']:.1f} s ({result['compile_cpu_s']:.1f} CPU s)")
+  print(
+    f"{result['topology']} ({result['devices']} devices, mesh {result['mesh']}) "
+    f"{result['stage']}: lowered in {result['lower_s']:.1f} s, compiled in "
+    f"{result['compile_s']:.1f} s ({result['compile_cpu_s']:.1f} CPU s)"
+  )
   print("  per device: " + ", ".join(f"{k[:-6]} {_size(v)}" for k, v in mem.items()))
-  print(f"  HBM {fit['hbm_bytes_per_device'] / GiB:.0f} GiB: {100 * fit['used_fraction']:.1f}% "
-        f"used, headroom {100 * fit['headroom_fraction']:.1f}%")
+  print(
+    f"  HBM {fit['hbm_bytes_per_device'] / GiB:.0f} GiB: {100 * fit['used_fraction']:.1f}% "
+    f"used, headroom {100 * fit['headroom_fraction']:.1f}%"
+  )
   ratio = flops["compiled_over_formula"]
-  print(f"  FLOPs per device: compiled {flops['compiled_per_device']:.4g}, App. A formula "
-        f"{flops['formula_per_device']:.4g} (ratio {ratio:.3f}); with dense attention's "
-        f"masked half and remat recompute {flops['accounted_per_device']:.4g} (ratio "
-        f"{flops['compiled_over_accounted']:.3f})")
-  print("  collectives in the HLO: " + ", ".join(f"{k} {v}" for k, v in
-                                                  result["collectives"].items()))
+  print(
+    f"  FLOPs per device: compiled {flops['compiled_per_device']:.4g}, App. A formula "
+    f"{flops['formula_per_device']:.4g} (ratio {ratio:.3f}); with dense attention's "
+    f"masked half and remat recompute {flops['accounted_per_device']:.4g} (ratio "
+    f"{flops['compiled_over_accounted']:.3f})"
+  )
+  print(
+    "  collectives in the HLO: " + ", ".join(f"{k} {v}" for k, v in result["collectives"].items())
+  )
 
 
 def compile_and_report(config, args) -> dict:
@@ -94,8 +119,10 @@ def compile_and_report(config, args) -> dict:
   topo = aot.tpu_topology(args.topology)
   n = len(topo.devices)
   seq_len = resolve_seq_len(config)
-  stages = {s.name: s for s in stages_from(config.train.stages,
-                                           has_memory_layers=bool(cfg.memory.memory_layers))}
+  stages = {
+    s.name: s
+    for s in stages_from(config.train.stages, has_memory_layers=bool(cfg.memory.memory_layers))
+  }
   stage_name = args.stage or list(stages)[-1]
   if stage_name != "decode" and stage_name not in stages:
     raise ValueError(f"--stage {stage_name!r} is not one of {list(stages) + ['decode']}")
@@ -104,8 +131,7 @@ def compile_and_report(config, args) -> dict:
     shape = aot.parse_mesh(args.mesh) if args.mesh else aot.default_decode_mesh(cfg, n, batch)
     mesh = aot.make_mesh_on(topo.devices, shape, what="decode")
     max_len = args.decode_len or seq_len
-    out = aot.compile_decode_step(cfg, mesh, config.sharding.rules, batch=batch,
-                                  max_len=max_len)
+    out = aot.compile_decode_step(cfg, mesh, config.sharding.rules, batch=batch, max_len=max_len)
     formula = flops.decode_step_flops(cfg, batch, out.details["key_slots"])
     formula_parts = {"total": formula}
     extras = {}
@@ -117,42 +143,61 @@ def compile_and_report(config, args) -> dict:
     batch = int(config.train.batch_size)
     if args.per_device_batch is None:
       microbatches = int(config.train.get("microbatches", 1))
-      aot.microbatches_for(batch, mesh, None)   # the batch must divide the mesh
+      aot.microbatches_for(batch, mesh, None)  # the batch must divide the mesh
     else:
       microbatches = aot.microbatches_for(batch, mesh, args.per_device_batch)
-    out = aot.compile_train_step(config, cfg, stage, mesh, seq_len=seq_len,
-                                 microbatches=microbatches)
-    formula_parts = flops.train_step_flops(cfg, seq_len, batch, use_memory=stage.use_memory,
-                                           encode_grad=stage.encode_grad)
+    out = aot.compile_train_step(
+      config, cfg, stage, mesh, seq_len=seq_len, microbatches=microbatches
+    )
+    formula_parts = flops.train_step_flops(
+      cfg, seq_len, batch, use_memory=stage.use_memory, encode_grad=stage.encode_grad
+    )
     # What XLA also counts, accounted for (see m3jax.train.flops).
     remat = config.model.get("remat_policy", "none")
-    extras = {"dense_attention_masked_half": flops.dense_attention_extra(
-                  cfg, seq_len, batch, use_memory=stage.use_memory,
-                  encode_grad=stage.encode_grad),
-              "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat)}
+    extras = {
+      "dense_attention_masked_half": flops.dense_attention_extra(
+        cfg, seq_len, batch, use_memory=stage.use_memory, encode_grad=stage.encode_grad
+      ),
+      "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat),
+    }
     per_device_batch = out.details["per_device_batch"]
-  summary = aot_report.summarize(out.executable,
-                                 model_flops_per_device=formula_parts["total"] / n,
-                                 hbm_bytes=topo.hbm_bytes_per_device)
+  summary = aot_report.summarize(
+    out.executable,
+    model_flops_per_device=formula_parts["total"] / n,
+    hbm_bytes=topo.hbm_bytes_per_device,
+  )
   summary["flops"]["formula_per_step"] = formula_parts
   accounted = (formula_parts["total"] + sum(extras.values())) / n
   summary["flops"].update(
-      extras_per_step=extras, accounted_per_device=accounted,
-      compiled_over_accounted=summary["flops"]["compiled_per_device"] / accounted)
-  summary["flops"]["ideal_step_s_at_peak"] = (summary["flops"]["compiled_per_device"]
-                                              / topo.peak_flops_per_device)
+    extras_per_step=extras,
+    accounted_per_device=accounted,
+    compiled_over_accounted=summary["flops"]["compiled_per_device"] / accounted,
+  )
+  summary["flops"]["ideal_step_s_at_peak"] = (
+    summary["flops"]["compiled_per_device"] / topo.peak_flops_per_device
+  )
   return {
-      "topology": topo.name, "generation": topo.generation, "chips": topo.chips,
-      "devices": n, "hbm_bytes_per_device": topo.hbm_bytes_per_device,
-      "peak_bf16_flops_per_device": topo.peak_flops_per_device,
-      "config": args.config, "overrides": list(args.config_overrides),
-      "model": _model_knobs(config), "stage": stage_name,
-      "mesh": {k: int(v) for k, v in mesh.shape.items()},
-      "per_device_batch": per_device_batch, "details": out.details,
-      **out.timing, **summary,
-      "machine": {"cpu_count": os.cpu_count(), "jax": jax.__version__,
-                  "libtpu": _version("libtpu"),
-                  "load_average_1m": os.getloadavg()[0]},
+    "topology": topo.name,
+    "generation": topo.generation,
+    "chips": topo.chips,
+    "devices": n,
+    "hbm_bytes_per_device": topo.hbm_bytes_per_device,
+    "peak_bf16_flops_per_device": topo.peak_flops_per_device,
+    "config": args.config,
+    "overrides": list(args.config_overrides),
+    "model": _model_knobs(config),
+    "stage": stage_name,
+    "mesh": {k: int(v) for k, v in mesh.shape.items()},
+    "per_device_batch": per_device_batch,
+    "details": out.details,
+    **out.timing,
+    **summary,
+    "machine": {
+      "cpu_count": os.cpu_count(),
+      "jax": jax.__version__,
+      "libtpu": _version("libtpu"),
+      "load_average_1m": os.getloadavg()[0],
+    },
   }
 
 
@@ -161,6 +206,7 @@ def run(args) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from m3jax.config_loading import config_from_args
   from m3jax.train import aot_report
+
   try:
     config = config_from_args(args)
     result = compile_and_report(config, args)
@@ -176,10 +222,14 @@ def run(args) -> int:
       json.dump(result, f, indent=2, sort_keys=True)
     print(f"wrote {path}")
   try:
-    aot_report.check_fit(result["memory"], result["hbm_bytes_per_device"],
-                         f"TPU {result['generation']}", mesh_shape=result["mesh"],
-                         remat_policy=result["model"]["remat_policy"],
-                         per_device_batch=result["per_device_batch"])
+    aot_report.check_fit(
+      result["memory"],
+      result["hbm_bytes_per_device"],
+      f"TPU {result['generation']}",
+      mesh_shape=result["mesh"],
+      remat_policy=result["model"]["remat_policy"],
+      per_device_batch=result["per_device_batch"],
+    )
   except aot_report.DoesNotFitError as e:
     print(f"compile: {e}", file=sys.stderr)
     return 1

@@ -17,23 +17,38 @@ from m3jax.commands.common import add_config_arguments, config_from_args
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_config_arguments(parser, default=None)
   parser.add_argument("--workdir", required=True, help="trained workdir (python -m m3jax train)")
-  parser.add_argument("--bank", default=None,
-                      help="an existing bank (directory or TensorStore URL); default: the "
-                      "workdir's bank of its last checkpoint, built when missing")
-  parser.add_argument("--allow-stale-bank", action="store_true",
-                      help="use a bank built with other weights or another tokenizer "
-                      "(its memories are stale; normally refused)")
-  parser.add_argument("--qa", default=None,
-                      help="QA JSONL {question, answer, choices?, gold_ref_id?}; default: "
-                      "the prepared held-out QA")
-  parser.add_argument("--only", default=None,
-                      help="comma-separated parts to run: qa,perplexity,speed,attribution,"
-                      "insertion (default: all); a part that cannot run is skipped with its "
-                      "reason in the results")
-  parser.add_argument("--results", default=None,
-                      help="results JSON; default: eval.results_path or <workdir>/eval/eval.json")
-  parser.add_argument("--plots", default=None,
-                      help="plot directory; default: eval.plot_dir or <workdir>/eval/plots")
+  parser.add_argument(
+    "--bank",
+    default=None,
+    help="an existing bank (directory or TensorStore URL); default: the "
+    "workdir's bank of its last checkpoint, built when missing",
+  )
+  parser.add_argument(
+    "--allow-stale-bank",
+    action="store_true",
+    help="use a bank built with other weights or another tokenizer "
+    "(its memories are stale; normally refused)",
+  )
+  parser.add_argument(
+    "--qa",
+    default=None,
+    help="QA JSONL {question, answer, choices?, gold_ref_id?}; default: the prepared held-out QA",
+  )
+  parser.add_argument(
+    "--only",
+    default=None,
+    help="comma-separated parts to run: qa,perplexity,speed,attribution,"
+    "insertion (default: all); a part that cannot run is skipped with its "
+    "reason in the results",
+  )
+  parser.add_argument(
+    "--results",
+    default=None,
+    help="results JSON; default: eval.results_path or <workdir>/eval/eval.json",
+  )
+  parser.add_argument(
+    "--plots", default=None, help="plot directory; default: eval.plot_dir or <workdir>/eval/plots"
+  )
 
 
 def run(args) -> int:
@@ -41,23 +56,34 @@ def run(args) -> int:
   from m3jax.evaluate import evaluation, report
   from m3jax.run.config import build
   from m3jax.run.loading import load_trained_run
+
   config = config_from_args(args, workdir=args.workdir, fixed_model=True)
   ev = build(config).eval
-  trained = load_trained_run(config, args.workdir, bank_url=args.bank,
-                             allow_stale=args.allow_stale_bank)
+  trained = load_trained_run(
+    config, args.workdir, bank_url=args.bank, allow_stale=args.allow_stale_bank
+  )
   items = read_jsonl(args.qa, "qa") if args.qa else None
   out = os.path.join(args.workdir, "eval")
   t = trained
-  res = evaluation.evaluate_all(t.cfg, t.params, t.vocab, t.paths, t.refs, t.bank, t.embedder,
-                                t.retriever, ev,
-                                plot_dir=args.plots or ev.plot_dir or os.path.join(out, "plots"),
-                                qa_items=items,
-                                only=args.only.split(",") if args.only else None)
+  res = evaluation.evaluate_all(
+    t.cfg,
+    t.params,
+    t.vocab,
+    t.paths,
+    t.refs,
+    t.bank,
+    t.embedder,
+    t.retriever,
+    ev,
+    plot_dir=args.plots or ev.plot_dir or os.path.join(out, "plots"),
+    qa_items=items,
+    only=args.only.split(",") if args.only else None,
+  )
   res.update({"checkpoint_step": t.step, "machine": report.machine()})
-  path = report.write_json(args.results or ev.results_path or os.path.join(out, "eval.json"),
-                           res)
-  page = report.write_html(os.path.splitext(path)[0] + ".html", res,
-                           f"m3jax eval {os.path.abspath(args.workdir)}")
+  path = report.write_json(args.results or ev.results_path or os.path.join(out, "eval.json"), res)
+  page = report.write_html(
+    os.path.splitext(path)[0] + ".html", res, f"m3jax eval {os.path.abspath(args.workdir)}"
+  )
   print(report.table(res))
   print(f"results -> {path}; report -> {page}")
   return 0

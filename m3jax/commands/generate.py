@@ -15,16 +15,27 @@ from m3jax.commands.common import add_config_arguments, config_from_args
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_config_arguments(parser, default=None)
   parser.add_argument("--workdir", required=True, help="trained workdir (python -m m3jax train)")
-  parser.add_argument("--bank", default=None,
-                      help="an existing bank (directory or TensorStore URL); default: the "
-                      "workdir's bank of its last checkpoint, built when missing")
-  parser.add_argument("--allow-stale-bank", action="store_true",
-                      help="use a bank built with other weights or another tokenizer "
-                      "(its memories are stale; normally refused)")
-  parser.add_argument("--prompt", action="append", required=True,
-                      help="prompt text (repeat for a batch)")
-  parser.add_argument("--mode", choices=("memory", "no_memory", "rag"), default="memory",
-                      help="read retrieved memories, nothing, or the references as text (RAG)")
+  parser.add_argument(
+    "--bank",
+    default=None,
+    help="an existing bank (directory or TensorStore URL); default: the "
+    "workdir's bank of its last checkpoint, built when missing",
+  )
+  parser.add_argument(
+    "--allow-stale-bank",
+    action="store_true",
+    help="use a bank built with other weights or another tokenizer "
+    "(its memories are stale; normally refused)",
+  )
+  parser.add_argument(
+    "--prompt", action="append", required=True, help="prompt text (repeat for a batch)"
+  )
+  parser.add_argument(
+    "--mode",
+    choices=("memory", "no_memory", "rag"),
+    default="memory",
+    help="read retrieved memories, nothing, or the references as text (RAG)",
+  )
   parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
   parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
   parser.add_argument("--top-k", type=int, default=0, help="0 = the full vocabulary")
@@ -42,6 +53,7 @@ def run(args) -> int:
   from m3jax.inference.sampling import SamplingConfig
   from m3jax.memory.feeder import MemoryFeeder
   from m3jax.model.config import model_config_from
+
   config = config_from_args(args, workdir=args.workdir, fixed_model=True)
   cfg = model_config_from(config.model)
   data_cfg = data_config_from(config.data)
@@ -51,21 +63,37 @@ def run(args) -> int:
   texts, memory_fn, retrieved = list(args.prompt), None, None
   if args.mode != "no_memory":
     refs = kb_references(paths, vocab, cfg.memory.ref_len)
-    bank, emb, ret = build_bank_for(config, cfg, params, refs, args.workdir, step,
-                                    url=args.bank, vocab=vocab,
-                                    allow_stale=args.allow_stale_bank)
+    bank, emb, ret = build_bank_for(
+      config,
+      cfg,
+      params,
+      refs,
+      args.workdir,
+      step,
+      url=args.bank,
+      vocab=vocab,
+      allow_stale=args.allow_stale_bank,
+    )
     retrieved = memory_sources.RetrievedMemory(
-        MemoryFeeder(emb, ret, bank, cfg.memory.refs_per_chunk), vocab)
+      MemoryFeeder(emb, ret, bank, cfg.memory.refs_per_chunk), vocab
+    )
     if args.mode == "memory":
       memory_fn = retrieved
     else:
       text_of = {r.id: r.text for r in refs}
-      texts, _ = rag.rag_prompts(retrieved, texts, lambda t: encode_prompt(vocab, t),
-                                 text_of.__getitem__, cfg.memory.chunk_len)
-  gen = Generator(cfg, params, memory_fn=memory_fn,
-                  sampling=SamplingConfig(args.temperature, args.top_k))
-  res = gen.generate([encode_prompt(vocab, t) for t in texts], args.max_new_tokens,
-                     rng=jax.random.key(args.seed))
+      texts, _ = rag.rag_prompts(
+        retrieved,
+        texts,
+        lambda t: encode_prompt(vocab, t),
+        text_of.__getitem__,
+        cfg.memory.chunk_len,
+      )
+  gen = Generator(
+    cfg, params, memory_fn=memory_fn, sampling=SamplingConfig(args.temperature, args.top_k)
+  )
+  res = gen.generate(
+    [encode_prompt(vocab, t) for t in texts], args.max_new_tokens, rng=jax.random.key(args.seed)
+  )
   for prompt, toks, ids in zip(args.prompt, res.tokens, res.memory_ids):
     print(f"--- {prompt}")
     print(vocab.decode([int(t) for t in toks]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 def add_arguments(parser) -> None:
   from m3jax.config_loading import add_config_arguments
+
   add_config_arguments(parser, default="configs/memory3.py:small")
 
 
@@ -17,6 +18,7 @@ def run(args) -> int:
   from m3jax.config_loading import config_from_args
   from m3jax.data.pipeline import prepare_for_training
   from m3jax.model.config import model_config_from
+
   config = config_from_args(args)
   paths = prepare_for_training(config.data, model_config_from(config.model))
   with open(paths.manifest) as f:

@@ -18,15 +18,21 @@ from m3jax.commands.common import add_config_arguments, config_from_args
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_config_arguments(parser, default="configs/memory3.py:small")
-  parser.add_argument("--workdir", default=None,
-                      help="root of the two runs (default: artifacts/reproduce/<variant>)")
-  parser.add_argument("--out", default=None,
-                      help="curves.jsonl, learning_curves.png, summary.json (default: "
-                      "<workdir>/results; `make reproduce` passes experiments/results/reproduce)")
-  parser.add_argument("--scale", type=float, default=3.0,
-                      help="length of the memory stage relative to the config's")
-  parser.add_argument("--eval-every", type=int, default=300,
-                      help="steps between evaluated checkpoints")
+  parser.add_argument(
+    "--workdir", default=None, help="root of the two runs (default: artifacts/reproduce/<variant>)"
+  )
+  parser.add_argument(
+    "--out",
+    default=None,
+    help="curves.jsonl, learning_curves.png, summary.json (default: "
+    "<workdir>/results; `make reproduce` passes experiments/results/reproduce)",
+  )
+  parser.add_argument(
+    "--scale", type=float, default=3.0, help="length of the memory stage relative to the config's"
+  )
+  parser.add_argument(
+    "--eval-every", type=int, default=300, help="steps between evaluated checkpoints"
+  )
   parser.add_argument("--questions", type=int, default=256, help="held-out QA per checkpoint")
 
 
@@ -35,13 +41,18 @@ def run(args) -> int:
   import os
 
   from m3jax.run.reproduce import reproduce
+
   if args.scale <= 0 or args.eval_every <= 0 or args.questions <= 0:
     raise ValueError("reproduce: --scale, --eval-every and --questions must be positive")
   config = config_from_args(args)
   workdir = args.workdir or f"artifacts/reproduce/{config.get('variant', 'run')}"
   out = args.out or os.path.join(workdir, "results")
-  summary = reproduce(config, workdir, out, scale=args.scale, eval_every=args.eval_every,
-                      num_questions=args.questions)
-  print(json.dumps({k: summary[k] for k in ("final", "fig11_equal_tokens", "plot")
-                    if k in summary}, indent=2))
+  summary = reproduce(
+    config, workdir, out, scale=args.scale, eval_every=args.eval_every, num_questions=args.questions
+  )
+  print(
+    json.dumps(
+      {k: summary[k] for k in ("final", "fig11_equal_tokens", "plot") if k in summary}, indent=2
+    )
+  )
   return 0

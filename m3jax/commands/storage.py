@@ -9,15 +9,24 @@ from m3jax.commands.common import add_config_arguments, config_from_args
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_config_arguments(parser, default="configs/memory3.py:paper_2p4b")
-  parser.add_argument("--num-references", type=float, default=None,
-                      help="bank size (default: config.bank.storage_num_references, 1.12e8)")
-  parser.add_argument("--pq-bytes", type=int, default=None,
-                      help="bytes per PQ-coded vector (default: config.bank.pq_bytes_per_vector)")
+  parser.add_argument(
+    "--num-references",
+    type=float,
+    default=None,
+    help="bank size (default: config.bank.storage_num_references, 1.12e8)",
+  )
+  parser.add_argument(
+    "--pq-bytes",
+    type=int,
+    default=None,
+    help="bytes per PQ-coded vector (default: config.bank.pq_bytes_per_vector)",
+  )
 
 
 def run(args) -> int:
   from m3jax.memory.storage import storage_report
   from m3jax.model.config import model_config_from
+
   config = config_from_args(args)
   bank = config.get("bank", {}) or {}
   n = args.num_references or bank.get("storage_num_references", 112_000_000)

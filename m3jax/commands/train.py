@@ -15,18 +15,25 @@ import json
 
 from m3jax.commands.common import add_config_arguments, config_from_args
 
-PREEMPTED_EXIT = 143   # 128 + SIGTERM: saved, not finished
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: saved, not finished
 
 
 def add_arguments(parser) -> None:
   add_config_arguments(parser, default="configs/memory3.py:small")
-  parser.add_argument("--workdir", required=True,
-                      help="run directory: config.json, checkpoints, metrics, plots")
-  parser.add_argument("--force", action="store_true",
-                      help="start a new run even if --workdir holds one with another config "
-                      "(the old one is moved aside to <workdir>.replaced-<time>)")
-  parser.add_argument("--multihost", action="store_true",
-                      help="call jax.distributed.initialize() (multi-process runs)")
+  parser.add_argument(
+    "--workdir", required=True, help="run directory: config.json, checkpoints, metrics, plots"
+  )
+  parser.add_argument(
+    "--force",
+    action="store_true",
+    help="start a new run even if --workdir holds one with another config "
+    "(the old one is moved aside to <workdir>.replaced-<time>)",
+  )
+  parser.add_argument(
+    "--multihost",
+    action="store_true",
+    help="call jax.distributed.initialize() (multi-process runs)",
+  )
 
 
 def run(args) -> int:
@@ -34,18 +41,27 @@ def run(args) -> int:
 
   from m3jax.run.config import build
   from m3jax.train.loop import NonFiniteLossError, train
+
   config = config_from_args(args, workdir=None if args.force else args.workdir)
   if args.multihost:
     config.train.multihost = True
-  build(config)   # every section validated before any work
+  build(config)  # every section validated before any work
   try:
     summary = train(config, args.workdir, force=args.force)
   except NonFiniteLossError as e:
     print(f"train: {e}")
     return 2
-  if jax.process_index() == 0:   # one host reports for the pod
-    print(json.dumps({"final_losses": summary["final_losses"], "plot": summary.get("plot"),
-                      "metrics": summary["metrics"], "preempted": summary["preempted"],
-                      "checkpoints": {k: v["latest_checkpoint"]
-                                      for k, v in summary["stages"].items()}}, indent=2))
+  if jax.process_index() == 0:  # one host reports for the pod
+    print(
+      json.dumps(
+        {
+          "final_losses": summary["final_losses"],
+          "plot": summary.get("plot"),
+          "metrics": summary["metrics"],
+          "preempted": summary["preempted"],
+          "checkpoints": {k: v["latest_checkpoint"] for k, v in summary["stages"].items()},
+        },
+        indent=2,
+      )
+    )
   return PREEMPTED_EXIT if summary["preempted"] else 0

@@ -12,9 +12,9 @@ TRAIN_QUERIES = ("own", "previous")
 
 @dataclasses.dataclass(frozen=True)
 class UserFiles:
-  references: str = ""   # JSONL {"id", "text"}
-  train_text: str = ""   # JSONL {"text"}
-  qa: str = ""           # JSONL {"question", "answer", "choices"?}
+  references: str = ""  # JSONL {"id", "text"}
+  train_text: str = ""  # JSONL {"text"}
+  qa: str = ""  # JSONL {"question", "answer", "choices"?}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +43,10 @@ class DataConfig:
     if self.train_query not in TRAIN_QUERIES:
       raise ValueError(f"data.train_query={self.train_query!r}: use one of {TRAIN_QUERIES}")
     if not (self.synthetic or self.real_text or self.user_files.train_text):
-      raise ValueError("data has no training text: enable data.synthetic or "
-                       "data.real_text, or set data.user_files.train_text")
+      raise ValueError(
+        "data has no training text: enable data.synthetic or "
+        "data.real_text, or set data.user_files.train_text"
+      )
     if self.seq_len < 2:
       raise ValueError(f"data.seq_len={self.seq_len} must be >= 2")
     if not 0 <= self.world.heldout_fraction < 1:
@@ -75,5 +77,4 @@ def data_config_from(section) -> DataConfig:
   values = section.to_dict() if hasattr(section, "to_dict") else dict(section)
   if "world" in values and "seed" not in values["world"]:
     values["world"] = dict(values["world"], seed=values.get("seed", 0))
-  return _build(DataConfig, values, "config.data",
-                {"world": WorldConfig, "user_files": UserFiles})
+  return _build(DataConfig, values, "config.data", {"world": WorldConfig, "user_files": UserFiles})

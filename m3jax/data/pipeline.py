@@ -29,21 +29,33 @@ from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 class TrainIterator:
   """Deterministic, resumable iterator over packed training batches."""
 
-  def __init__(self, stream: np.ndarray, seq_len: int, batch_size: int, seed: int,
-               bos_id: int, ref_index_SxC: np.ndarray | None = None,
-               ref_tokens_NxL: np.ndarray | None = None,
-               ref_lengths_N: np.ndarray | None = None,
-               process_index: int = 0, process_count: int = 1, shuffle: bool = True):
+  def __init__(
+    self,
+    stream: np.ndarray,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    bos_id: int,
+    ref_index_SxC: np.ndarray | None = None,
+    ref_tokens_NxL: np.ndarray | None = None,
+    ref_lengths_N: np.ndarray | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    shuffle: bool = True,
+  ):
     if batch_size % process_count:
-      raise ValueError(f"global batch_size={batch_size} is not divisible by "
-                       f"process_count={process_count}")
+      raise ValueError(
+        f"global batch_size={batch_size} is not divisible by process_count={process_count}"
+      )
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index={process_index} not in [0, {process_count})")
     self.num_seqs = len(stream) // seq_len
     if self.num_seqs < batch_size:
-      raise ValueError(f"only {self.num_seqs} sequences of {seq_len} tokens for a batch of "
-                       f"{batch_size}; lower the batch size or seq_len, or add data")
-    self._rows = stream[:self.num_seqs * seq_len].reshape(self.num_seqs, seq_len)
+      raise ValueError(
+        f"only {self.num_seqs} sequences of {seq_len} tokens for a batch of "
+        f"{batch_size}; lower the batch size or seq_len, or add data"
+      )
+    self._rows = stream[: self.num_seqs * seq_len].reshape(self.num_seqs, seq_len)
     self.seq_len, self.batch_size, self.seed, self.bos_id = seq_len, batch_size, seed, bos_id
     self.shuffle = shuffle
     self._refs = ref_index_SxC
@@ -83,7 +95,7 @@ class TrainIterator:
     if self.step >= self.steps_per_epoch:
       self.epoch, self.step = self.epoch + 1, 0
     start = self.step * self.batch_size + self._lo
-    rows = self._permutation()[start:start + self.local_batch]
+    rows = self._permutation()[start : start + self.local_batch]
     self.step += 1
     return self.batch(rows)
 
@@ -93,8 +105,7 @@ class TrainIterator:
     inputs = np.empty_like(targets)
     inputs[:, 0] = self.bos_id
     inputs[:, 1:] = targets[:, :-1]
-    out = dict(inputs=inputs, targets=targets,
-               loss_mask=np.ones(targets.shape, np.float32))
+    out = dict(inputs=inputs, targets=targets, loss_mask=np.ones(targets.shape, np.float32))
     if self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
       idx_BxC = self._refs[rows]
@@ -106,10 +117,18 @@ class TrainIterator:
     return out
 
 
-def make_train_iterator(data_cfg, model_cfg, split: str = "train", batch_size: int = 8,
-                        seq_len: int | None = None, with_references: bool = False,
-                        seed: int | None = None, process_index: int = 0,
-                        process_count: int = 1, shuffle: bool | None = None) -> TrainIterator:
+def make_train_iterator(
+  data_cfg,
+  model_cfg,
+  split: str = "train",
+  batch_size: int = 8,
+  seq_len: int | None = None,
+  with_references: bool = False,
+  seed: int | None = None,
+  process_index: int = 0,
+  process_count: int = 1,
+  shuffle: bool | None = None,
+) -> TrainIterator:
   """Prepares the data if needed and returns the batch iterator for one host.
 
   ``model_cfg`` (a ModelConfig) supplies the special ids, chunk_len and ref_len, and its
@@ -121,19 +140,28 @@ def make_train_iterator(data_cfg, model_cfg, split: str = "train", batch_size: i
   seed = cfg.seed if seed is None else seed
   chunk_len, ref_len = model_cfg.memory.chunk_len, model_cfg.memory.ref_len
   if with_references and seq_len % chunk_len:
-    raise ValueError(f"seq_len={seq_len} must be a multiple of model.memory.chunk_len="
-                     f"{chunk_len} (C = T // chunk_len chunks per row)")
+    raise ValueError(
+      f"seq_len={seq_len} must be a multiple of model.memory.chunk_len="
+      f"{chunk_len} (C = T // chunk_len chunks per row)"
+    )
   paths = prepare_data(cfg)
   vocab = load_vocab(cfg, paths)
   if vocab.vocab_size > model_cfg.vocab_size:
-    raise ValueError(f"data vocabulary has {vocab.vocab_size} tokens but "
-                     f"model.vocab_size={model_cfg.vocab_size}; raise the model's or lower "
-                     "data.vocab_size")
+    raise ValueError(
+      f"data vocabulary has {vocab.vocab_size} tokens but "
+      f"model.vocab_size={model_cfg.vocab_size}; raise the model's or lower "
+      "data.vocab_size"
+    )
   if (model_cfg.bos_id, model_cfg.eos_id, model_cfg.pad_id) != (
-      vocab.bos_id, vocab.eos_id, vocab.pad_id):
-    raise ValueError("model special ids (bos, eos, pad) = "
-                     f"{(model_cfg.bos_id, model_cfg.eos_id, model_cfg.pad_id)} differ from "
-                     f"the vocabulary's {(vocab.bos_id, vocab.eos_id, vocab.pad_id)}")
+    vocab.bos_id,
+    vocab.eos_id,
+    vocab.pad_id,
+  ):
+    raise ValueError(
+      "model special ids (bos, eos, pad) = "
+      f"{(model_cfg.bos_id, model_cfg.eos_id, model_cfg.pad_id)} differ from "
+      f"the vocabulary's {(vocab.bos_id, vocab.eos_id, vocab.pad_id)}"
+    )
   stream = np.load(paths.tokens(split))
   refs = ref_tokens = ref_lengths = None
   if with_references:
@@ -141,8 +169,19 @@ def make_train_iterator(data_cfg, model_cfg, split: str = "train", batch_size: i
     ref_tokens, ref_lengths = pretrieval.reference_arrays(paths, ref_len)
   if shuffle is None:
     shuffle = split == "train"
-  return TrainIterator(stream, seq_len, batch_size, seed, vocab.bos_id, refs, ref_tokens,
-                       ref_lengths, process_index, process_count, shuffle)
+  return TrainIterator(
+    stream,
+    seq_len,
+    batch_size,
+    seed,
+    vocab.bos_id,
+    refs,
+    ref_tokens,
+    ref_lengths,
+    process_index,
+    process_count,
+    shuffle,
+  )
 
 
 def prepare_for_training(data_cfg, model_cfg) -> DataPaths:
@@ -151,8 +190,9 @@ def prepare_for_training(data_cfg, model_cfg) -> DataPaths:
   cfg = data_config_from(data_cfg)
   paths = prepare_data(cfg)
   for split in ("train", "valid"):
-    pretrieval.pretrieve(cfg, paths, split, cfg.seq_len, model_cfg.memory.chunk_len,
-                         model_cfg.memory.ref_len)
+    pretrieval.pretrieve(
+      cfg, paths, split, cfg.seq_len, model_cfg.memory.chunk_len, model_cfg.memory.ref_len
+    )
   return paths
 
 

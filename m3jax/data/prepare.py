@@ -69,8 +69,14 @@ def _file_digest(path: str) -> str:
 
 def sources_key(cfg: DataConfig) -> str:
   fields = dataclasses.asdict(cfg)
-  for k in ("data_dir", "seq_len", "train_query", "train_overlap_threshold",
-            "max_span_factor", "retrieval_candidates"):
+  for k in (
+    "data_dir",
+    "seq_len",
+    "train_query",
+    "train_overlap_threshold",
+    "max_span_factor",
+    "retrieval_candidates",
+  ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():
     fields["user_files"][k] = _file_digest(path) if path else ""
@@ -104,24 +110,30 @@ def _collect(cfg: DataConfig):
     train += real[:-n_valid]
     valid += real[-n_valid:]
   if uf.references:
-    refs += [dict(id=str(r["id"]), text=r["text"])
-             for r in sources.read_jsonl(uf.references, "references")]
+    refs += [
+      dict(id=str(r["id"]), text=r["text"]) for r in sources.read_jsonl(uf.references, "references")
+    ]
   if uf.train_text:
-    user = [dict(text=r["text"], source="user")
-            for r in sources.read_jsonl(uf.train_text, "train_text")]
+    user = [
+      dict(text=r["text"], source="user") for r in sources.read_jsonl(uf.train_text, "train_text")
+    ]
     n_valid = len(user) // 50 if len(user) >= 50 else 0
-    train += user[:len(user) - n_valid]
-    valid += user[len(user) - n_valid:]
+    train += user[: len(user) - n_valid]
+    valid += user[len(user) - n_valid :]
   if uf.qa:
     qa_eval += sources.read_jsonl(uf.qa, "qa", ref_ids={r["id"] for r in refs})
   ids = [r["id"] for r in refs]
   if len(set(ids)) != len(ids):
     dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-    raise ValueError(f"duplicate reference ids across sources: {dup}; rename them in "
-                     f"{uf.references or 'data.user_files.references'}")
+    raise ValueError(
+      f"duplicate reference ids across sources: {dup}; rename them in "
+      f"{uf.references or 'data.user_files.references'}"
+    )
   if not refs:
-    raise ValueError("the knowledge base is empty: enable data.synthetic / data.real_text "
-                     "or set data.user_files.references")
+    raise ValueError(
+      "the knowledge base is empty: enable data.synthetic / data.real_text "
+      "or set data.user_files.references"
+    )
   if not valid:
     valid = train[-1:]
   return refs, train, valid, qa_train, qa_eval
@@ -131,7 +143,7 @@ def _tokenize_stream(vocab, docs: list[dict], desc: str) -> np.ndarray:
   pieces = []
   batch = 2048
   for i in tqdm(range(0, len(docs), batch), desc=desc, leave=False):
-    for ids in vocab.encode_batch(d["text"] for d in docs[i:i + batch]):
+    for ids in vocab.encode_batch(d["text"] for d in docs[i : i + batch]):
       pieces.append(np.asarray(ids + [vocab.eos_id], np.int32))
   return np.concatenate(pieces) if pieces else np.zeros([0], np.int32)
 
@@ -178,15 +190,23 @@ def _prepare_sources(cfg: DataConfig) -> DataPaths:
   np.save(paths.ref_offsets, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
   steps.update()
   from m3jax.data import sparse_embedder
+
   embedder = sparse_embedder.make(cfg.embedder, cfg.embedding_dim)
   embedder.fit([r["text"] for r in refs])
   embedder.save(paths.embedder)
   steps.update()
   with open(paths.manifest + ".tmp", "w") as f:
-    json.dump(dict(sources_key=key, num_references=len(refs), num_train_docs=len(train),
-                   vocab_size=vocab.vocab_size,
-                   train_tokens=int(np.load(paths.tokens("train"), mmap_mode="r").shape[0])),
-              f, indent=1)
+    json.dump(
+      dict(
+        sources_key=key,
+        num_references=len(refs),
+        num_train_docs=len(train),
+        vocab_size=vocab.vocab_size,
+        train_tokens=int(np.load(paths.tokens("train"), mmap_mode="r").shape[0]),
+      ),
+      f,
+      indent=1,
+    )
   os.replace(paths.manifest + ".tmp", paths.manifest)
   steps.update()
   steps.close()

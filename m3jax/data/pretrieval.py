@@ -40,7 +40,7 @@ def reference_arrays(paths: DataPaths, ref_len: int) -> tuple[np.ndarray, np.nda
   lengths = np.minimum(np.diff(offsets), ref_len).astype(np.int32)
   tokens = np.zeros((len(lengths), ref_len), np.int32)
   for i, (start, n) in enumerate(zip(offsets[:-1], lengths)):
-    tokens[i, :n] = flat[start:start + n]
+    tokens[i, :n] = flat[start : start + n]
   return tokens, lengths
 
 
@@ -63,13 +63,14 @@ def chunk_ranges(num_seqs: int, seq_len: int, chunk_len: int, query: str) -> np.
   return np.stack([start, end], -1)
 
 
-def _top_candidates(embedder, queries: list[str], ref_emb_NxD, k: int,
-                    batch: int = 2048) -> np.ndarray:
+def _top_candidates(
+  embedder, queries: list[str], ref_emb_NxD, k: int, batch: int = 2048
+) -> np.ndarray:
   """Exact top-k cosine -> int32 [Q, k] (best first); empty queries get all -1."""
   k = min(k, ref_emb_NxD.shape[0])
   out = np.full((len(queries), k), NO_REF, np.int32)
   for i in tqdm(range(0, len(queries), batch), desc="retrieve", leave=False):
-    part = queries[i:i + batch]
+    part = queries[i : i + batch]
     live = [j for j, q in enumerate(part) if q.strip()]
     if not live:
       continue
@@ -80,8 +81,14 @@ def _top_candidates(embedder, queries: list[str], ref_emb_NxD, k: int,
   return out
 
 
-def filter_leaks(seq_tokens: np.ndarray, candidates_CxK: np.ndarray, ref_tokens_NxL,
-                 ref_lengths_N, threshold: float, span_factor: int = 2) -> np.ndarray:
+def filter_leaks(
+  seq_tokens: np.ndarray,
+  candidates_CxK: np.ndarray,
+  ref_tokens_NxL,
+  ref_lengths_N,
+  threshold: float,
+  span_factor: int = 2,
+) -> np.ndarray:
   """First candidate per chunk whose Eq. 6 overlap with the sequence is <= threshold."""
   counts = np.bincount(seq_tokens, minlength=int(ref_tokens_NxL.max(initial=0)) + 1)
   chosen = np.full(candidates_CxK.shape[0], NO_REF, np.int32)
@@ -92,7 +99,7 @@ def filter_leaks(seq_tokens: np.ndarray, candidates_CxK: np.ndarray, ref_tokens_
       ref = candidates_CxK[c, rank]
       if ref == NO_REF:
         continue
-      r = ref_tokens_NxL[ref, :ref_lengths_N[ref]]
+      r = ref_tokens_NxL[ref, : ref_lengths_N[ref]]
       if not len(r):
         continue
       uniq, cnt = np.unique(r, return_counts=True)
@@ -102,8 +109,10 @@ def filter_leaks(seq_tokens: np.ndarray, candidates_CxK: np.ndarray, ref_tokens_
       else:
         need_exact.append(c)
     if need_exact:
-      refs = [ref_tokens_NxL[candidates_CxK[c, rank], :ref_lengths_N[candidates_CxK[c, rank]]]
-              for c in need_exact]
+      refs = [
+        ref_tokens_NxL[candidates_CxK[c, rank], : ref_lengths_N[candidates_CxK[c, rank]]]
+        for c in need_exact
+      ]
       scores = overlap_lib.overlap_many(seq_tokens, refs, span_factor)
       for c, s in zip(need_exact, scores):
         if s <= threshold:
@@ -114,16 +123,26 @@ def filter_leaks(seq_tokens: np.ndarray, candidates_CxK: np.ndarray, ref_tokens_
   return chosen
 
 
-def pretrieval_key(cfg: DataConfig, split: str, seq_len: int, chunk_len: int,
-                   ref_len: int) -> str:
-  blob = json.dumps([sources_key(cfg), split, seq_len, chunk_len, ref_len, cfg.train_query,
-                     cfg.train_overlap_threshold, cfg.max_span_factor,
-                     cfg.retrieval_candidates])
+def pretrieval_key(cfg: DataConfig, split: str, seq_len: int, chunk_len: int, ref_len: int) -> str:
+  blob = json.dumps(
+    [
+      sources_key(cfg),
+      split,
+      seq_len,
+      chunk_len,
+      ref_len,
+      cfg.train_query,
+      cfg.train_overlap_threshold,
+      cfg.max_span_factor,
+      cfg.retrieval_candidates,
+    ]
+  )
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def pretrieve(data_cfg, paths: DataPaths, split: str, seq_len: int, chunk_len: int,
-              ref_len: int) -> np.ndarray:
+def pretrieve(
+  data_cfg, paths: DataPaths, split: str, seq_len: int, chunk_len: int, ref_len: int
+) -> np.ndarray:
   """Chunk -> reference index for every packed sequence -> int32 [S, C] (-1 = none).
 
   Cached in ``pretrieval-<key>.npz`` keyed by every input that changes the result.
@@ -142,14 +161,21 @@ def pretrieve(data_cfg, paths: DataPaths, split: str, seq_len: int, chunk_len: i
   embedder = sparse_embedder.load(cfg.embedder, paths.embedder)
   ref_tokens, ref_lengths = reference_arrays(paths, ref_len)
   ref_emb = sparse_embedder.embed_references(
-      embedder, sources.texts(sources.read_jsonl(paths.references)))
+    embedder, sources.texts(sources.read_jsonl(paths.references))
+  )
   cands = _top_candidates(embedder, queries, ref_emb, cfg.retrieval_candidates)
   num_chunks = seq_len // chunk_len
   cands = cands.reshape(num_seqs, num_chunks, -1)
   ref_index = np.full((num_seqs, num_chunks), NO_REF, np.int32)
   for s in tqdm(range(num_seqs), desc=f"leakage filter ({split})", leave=False):
-    ref_index[s] = filter_leaks(stream[s * seq_len:(s + 1) * seq_len], cands[s], ref_tokens,
-                                ref_lengths, cfg.train_overlap_threshold, cfg.max_span_factor)
+    ref_index[s] = filter_leaks(
+      stream[s * seq_len : (s + 1) * seq_len],
+      cands[s],
+      ref_tokens,
+      ref_lengths,
+      cfg.train_overlap_threshold,
+      cfg.max_span_factor,
+    )
   tmp = path + ".tmp.npz"
   np.savez(tmp, ref_index=ref_index)
   os.replace(tmp, path)

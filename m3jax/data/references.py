@@ -38,14 +38,16 @@ class Reference:
 class Document:
   id: str
   text: str
-  explicit: bool      # already one reference: never split, must fit ref_len
-  source: str         # "file:line" for error messages
+  explicit: bool  # already one reference: never split, must fit ref_len
+  source: str  # "file:line" for error messages
 
 
 def _decode_error(path: str, raw: bytes, err: UnicodeDecodeError) -> ValueError:
-  line = raw[:err.start].count(b"\n") + 1
-  return ValueError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start}); "
-                    "re-encode the file as UTF-8")
+  line = raw[: err.start].count(b"\n") + 1
+  return ValueError(
+    f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start}); "
+    "re-encode the file as UTF-8"
+  )
 
 
 def _read_text(path: str) -> str:
@@ -63,8 +65,9 @@ def read_documents(path: str, *, explicit: bool = False) -> list[Document]:
   ``explicit=True`` treats every JSONL line as an explicit reference (mode flag).
   """
   if os.path.isdir(path):
-    files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                   if f.endswith((".jsonl", ".txt")))
+    files = sorted(
+      os.path.join(path, f) for f in os.listdir(path) if f.endswith((".jsonl", ".txt"))
+    )
     if not files:
       raise ValueError(f"{path}: directory holds no .jsonl or .txt knowledge-base files")
   elif os.path.exists(path):
@@ -99,8 +102,10 @@ def _read_jsonl(path: str, explicit: bool) -> list[Document]:
     try:
       obj = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{where}: malformed JSONL ({e.msg}); each line must be a JSON "
-                       'object like {"id": "doc1", "text": "..."}') from None
+      raise ValueError(
+        f"{where}: malformed JSONL ({e.msg}); each line must be a JSON "
+        'object like {"id": "doc1", "text": "..."}'
+      ) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
       raise ValueError(f'{where}: expected an object with a string "text" field')
     doc_id = obj.get("id", f"{os.path.basename(path)}:{i}")
@@ -113,7 +118,7 @@ def _read_jsonl(path: str, explicit: bool) -> list[Document]:
 def _split_long(tokens: Sequence[int], ref_len: int, tok: Tokenizer) -> list[tuple[str, list]]:
   out = []
   for s in range(0, len(tokens), ref_len):
-    piece = list(tokens[s:s + ref_len])
+    piece = list(tokens[s : s + ref_len])
     out.append((tok.decode(piece), piece))
   return out
 
@@ -123,12 +128,14 @@ def chunk_document(doc: Document, tok: Tokenizer, ref_len: int) -> list[Referenc
   if doc.explicit:
     tokens = list(tok.encode(doc.text))
     if len(tokens) > ref_len:
-      raise ValueError(f"{doc.source}: explicit reference {doc.id!r} has {len(tokens)} "
-                       f"tokens > ref_len={ref_len}; shorten it or drop \"reference\": true")
+      raise ValueError(
+        f"{doc.source}: explicit reference {doc.id!r} has {len(tokens)} "
+        f'tokens > ref_len={ref_len}; shorten it or drop "reference": true'
+      )
     if not tokens:
       return []
     return [Reference(f"{doc.id}#0", doc.text, tuple(tokens))]
-  pieces: list[tuple[str, list]] = []   # (text, tokens), each within ref_len
+  pieces: list[tuple[str, list]] = []  # (text, tokens), each within ref_len
   cur_text, cur_tokens = "", []
   for sentence in _SENTENCE_END.split(doc.text.strip()):
     if not sentence:
@@ -170,8 +177,9 @@ def chunk_documents(docs: Iterable[Document], tok: Tokenizer, ref_len: int) -> l
   return refs
 
 
-def load_references(path: str, tok: Tokenizer, ref_len: int, *,
-                    explicit: bool = False) -> list[Reference]:
+def load_references(
+  path: str, tok: Tokenizer, ref_len: int, *, explicit: bool = False
+) -> list[Reference]:
   """Reads and chunks a knowledge base; an empty one is an error (nothing to build)."""
   refs = chunk_documents(read_documents(path, explicit=explicit), tok, ref_len)
   if not refs:

@@ -46,5 +46,6 @@ def similarity(embedder, queries: Sequence[str], ref_emb) -> np.ndarray:
 
 
 def embed_references(embedder, texts: Sequence[str]):
-  return embedder.embed_sparse(texts) if hasattr(embedder, "embed_sparse") else \
-      embedder.embed(texts)
+  return (
+    embedder.embed_sparse(texts) if hasattr(embedder, "embed_sparse") else embedder.embed(texts)
+  )

@@ -47,8 +47,7 @@ class ByteVocab(_Specials):
     return [b + NUM_SPECIAL for b in text.encode("utf-8")]
 
   def decode(self, ids: Sequence[int]) -> str:
-    data = bytes(int(i) - NUM_SPECIAL for i in ids
-                 if NUM_SPECIAL <= int(i) < self.vocab_size)
+    data = bytes(int(i) - NUM_SPECIAL for i in ids if NUM_SPECIAL <= int(i) < self.vocab_size)
     return data.decode("utf-8", errors="replace")
 
 
@@ -59,17 +58,27 @@ class SentencePieceVocab(_Specials):
 
   def __init__(self, model_path: str):
     import sentencepiece as spm
+
     if not os.path.exists(model_path):
-      raise FileNotFoundError(f"SentencePiece model {model_path} not found; run "
-                              "`python -m m3jax prepare` (prepare_data) first")
+      raise FileNotFoundError(
+        f"SentencePiece model {model_path} not found; run "
+        "`python -m m3jax prepare` (prepare_data) first"
+      )
     self.model_path = model_path
     self._sp = spm.SentencePieceProcessor(model_file=model_path)
-    got = (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id(), self._sp.bos_id(),
-           self._sp.piece_to_id(REF_PIECE))
+    got = (
+      self._sp.pad_id(),
+      self._sp.eos_id(),
+      self._sp.unk_id(),
+      self._sp.bos_id(),
+      self._sp.piece_to_id(REF_PIECE),
+    )
     if got != (PAD_ID, EOS_ID, UNK_ID, BOS_ID, REF_ID):
-      raise ValueError(f"{model_path}: special ids (pad, eos, unk, bos, <ref>) = {got}, "
-                       f"expected {(PAD_ID, EOS_ID, UNK_ID, BOS_ID, REF_ID)}; delete the "
-                       "file so it is re-trained")
+      raise ValueError(
+        f"{model_path}: special ids (pad, eos, unk, bos, <ref>) = {got}, "
+        f"expected {(PAD_ID, EOS_ID, UNK_ID, BOS_ID, REF_ID)}; delete the "
+        "file so it is re-trained"
+      )
 
   @property
   def vocab_size(self) -> int:
@@ -93,10 +102,12 @@ def corpus_hash(texts: Iterable[str], vocab_size: int) -> str:
   return h.hexdigest()[:16]
 
 
-def train_sentencepiece(texts: Sequence[str], model_path: str, vocab_size: int,
-                        seed: int = 0) -> SentencePieceVocab:
+def train_sentencepiece(
+  texts: Sequence[str], model_path: str, vocab_size: int, seed: int = 0
+) -> SentencePieceVocab:
   """Trains (or reuses) a BPE model; the cache key is the corpus and vocab size hash."""
   import sentencepiece as spm
+
   del seed  # sentencepiece BPE is deterministic given the input order
   key = corpus_hash(texts, vocab_size)
   stamp = model_path + ".hash"
@@ -107,12 +118,25 @@ def train_sentencepiece(texts: Sequence[str], model_path: str, vocab_size: int,
   os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
   proto = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size,
-      model_type="bpe", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=BOS_ID,
-      user_defined_symbols=[REF_PIECE], character_coverage=1.0, byte_fallback=False,
-      split_digits=False, input_sentence_size=200_000, shuffle_input_sentence=False,
-      max_sentence_length=8192, num_threads=2, minloglevel=2,
-      hard_vocab_limit=False)
+    sentence_iterator=iter(texts),
+    model_writer=proto,
+    vocab_size=vocab_size,
+    model_type="bpe",
+    pad_id=PAD_ID,
+    eos_id=EOS_ID,
+    unk_id=UNK_ID,
+    bos_id=BOS_ID,
+    user_defined_symbols=[REF_PIECE],
+    character_coverage=1.0,
+    byte_fallback=False,
+    split_digits=False,
+    input_sentence_size=200_000,
+    shuffle_input_sentence=False,
+    max_sentence_length=8192,
+    num_threads=2,
+    minloglevel=2,
+    hard_vocab_limit=False,
+  )
   tmp = model_path + ".tmp"
   with open(tmp, "wb") as f:
     f.write(proto.getvalue())
@@ -125,6 +149,7 @@ def train_sentencepiece(texts: Sequence[str], model_path: str, vocab_size: int,
 def to_seqio(vocab: SentencePieceVocab):
   """The same model as a ``seqio.SentencePieceVocabulary`` (seqio imported lazily)."""
   import seqio
+
   return seqio.SentencePieceVocabulary(vocab.model_path)
 
 

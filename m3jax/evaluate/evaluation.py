@@ -38,17 +38,33 @@ def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
   return [items[i] for i in pick]
 
 
-def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev, *,
-                 plot_dir: str, progress: bool = True, metrics_jsonl: str | None = None,
-                 qa_items: Sequence[dict] | None = None,
-                 only: Sequence[str] | None = None) -> dict:
+def evaluate_all(
+  cfg,
+  params,
+  vocab,
+  paths,
+  refs,
+  bank,
+  embedder,
+  retriever,
+  ev,
+  *,
+  plot_dir: str,
+  progress: bool = True,
+  metrics_jsonl: str | None = None,
+  qa_items: Sequence[dict] | None = None,
+  only: Sequence[str] | None = None,
+) -> dict:
   from m3jax.data.sources import read_jsonl
+
   selected = tuple(only) if only else PARTS
   bad = sorted(set(selected) - set(PARTS))
   if bad:
-    raise ValueError(f"eval --only {','.join(selected)}: unknown part(s) {bad}; choose from "
-                     f"{','.join(PARTS)}")
+    raise ValueError(
+      f"eval --only {','.join(selected)}: unknown part(s) {bad}; choose from {','.join(PARTS)}"
+    )
   from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
+
   L, R = cfg.memory.chunk_len, cfg.memory.refs_per_chunk
   clock = [time.perf_counter()]
   timings = {}
@@ -57,10 +73,11 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     now = time.perf_counter()
     timings[name] = round(now - clock[0], 2)
     clock[0] = now
+
   text_of = {r.id: r.text for r in refs}
   tokens_of = {r.id: r.tokens for r in refs}
   keep = anti_copy_filter(tokens_of.__getitem__, ev.anti_copy_threshold)
-  feeder_eval = MemoryFeeder(embedder, retriever, bank, R, keep=keep)   # with anti-copy
+  feeder_eval = MemoryFeeder(embedder, retriever, bank, R, keep=keep)  # with anti-copy
   feeder = MemoryFeeder(embedder, retriever, bank, R)
   retrieved = memory_sources.RetrievedMemory(feeder_eval, vocab)
   unfiltered = memory_sources.RetrievedMemory(feeder, vocab)
@@ -70,7 +87,7 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     check_gold_ids(qa_items, text_of)
     items = qa_items
   pool = items
-  kinds_of = kinds.value_kinds(items)     # from the whole file: a sample misleads
+  kinds_of = kinds.value_kinds(items)  # from the whole file: a sample misleads
   if os.path.exists(paths.qa_train):
     pool = read_jsonl(paths.qa_train, "qa_train") or items
   items = select_items(items, ev.num_questions)
@@ -78,10 +95,17 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
   if ev.few_shot:
     demos = lambda batch: fewshot.demonstrations(batch, pool, ev.few_shot, ev.random_memory_seed)
   conditions = qa.make_conditions(
-      vocab, L, retrieved=retrieved, feeder=feeder, ref_text=text_of.__getitem__,
-      ref_pool=list(text_of), seed=ev.random_memory_seed, names=ev.conditions,
-      rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question),
-      demos=demos)
+    vocab,
+    L,
+    retrieved=retrieved,
+    feeder=feeder,
+    ref_text=text_of.__getitem__,
+    ref_pool=list(text_of),
+    seed=ev.random_memory_seed,
+    names=ev.conditions,
+    rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question),
+    demos=demos,
+  )
   gen = Generator(cfg, params, sampling=SamplingConfig(ev.temperature, ev.top_k))
   out = {"num_questions": len(items), "skipped": {}}
   with_choices = [it for it in items if it.get("choices")]
@@ -101,18 +125,29 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     lap(name)
 
   def qa_part():
-    qa_res = qa.evaluate_qa(cfg, params, vocab, items, conditions,
-                            max_new_tokens=ev.max_new_tokens,
-                            batch_size=ev.qa_batch_size,
-                            max_prompt_tokens=ev.max_prompt_tokens, generator=gen,
-                            progress=progress)
-    out.update({"qa_exact_match": qa_res["exact_match"],
-                "qa_multiple_choice": qa_res["multiple_choice"],
-                "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"],
-                "qa_by_kind": {c: kinds.by_kind(items, p, kinds_of)
-                               for c, p in qa_res["per_item"].items()}})
+    qa_res = qa.evaluate_qa(
+      cfg,
+      params,
+      vocab,
+      items,
+      conditions,
+      max_new_tokens=ev.max_new_tokens,
+      batch_size=ev.qa_batch_size,
+      max_prompt_tokens=ev.max_prompt_tokens,
+      generator=gen,
+      progress=progress,
+    )
+    out.update(
+      {
+        "qa_exact_match": qa_res["exact_match"],
+        "qa_multiple_choice": qa_res["multiple_choice"],
+        "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"],
+        "qa_by_kind": {c: kinds.by_kind(items, p, kinds_of) for c, p in qa_res["per_item"].items()},
+      }
+    )
     out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L)
     out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
+
   run_part("qa", qa_part)
 
   def perplexity_part():
@@ -120,70 +155,100 @@ def evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever, ev,
     # chunk c-1's text retrieved (chunk 0 none). "oracle_memory" retrieves with the scored
     # chunk's own text: it peeks at the tokens it predicts (an upper bound, not a result).
     stream = np.load(paths.tokens("valid"))
-    seqs = perplexity.sequences_from_stream(stream, cfg.bos_id, 4 * L,
-                                            ev.perplexity_sequences)
+    seqs = perplexity.sequences_from_stream(stream, cfg.bos_id, 4 * L, ev.perplexity_sequences)
     out["perplexity"] = {
-        "no_memory": perplexity.perplexity(cfg, params, seqs),
-        "memory": perplexity.perplexity(cfg, params, seqs, unfiltered, retrieval="causal"),
-        "oracle_memory": perplexity.perplexity(cfg, params, seqs, unfiltered,
-                                               retrieval="own_text")}
+      "no_memory": perplexity.perplexity(cfg, params, seqs),
+      "memory": perplexity.perplexity(cfg, params, seqs, unfiltered, retrieval="causal"),
+      "oracle_memory": perplexity.perplexity(cfg, params, seqs, unfiltered, retrieval="own_text"),
+    }
+
   run_part("perplexity", perplexity_part)
 
   def speed_part():
     # Throughput: same weights, same prompts, one run; memory cold (cache off, unique ids:
     # the paper's worst case) and warm (row cache on).
     stream = np.load(paths.tokens("valid"))
-    sp = perplexity.sequences_from_stream(stream, cfg.bos_id, ev.speed_prompt_tokens,
-                                          ev.speed_batch)
-    sp = (sp * ev.speed_batch)[:ev.speed_batch]
+    sp = perplexity.sequences_from_stream(
+      stream, cfg.bos_id, ev.speed_prompt_tokens, ev.speed_batch
+    )
+    sp = (sp * ev.speed_batch)[: ev.speed_batch]
     texts = [vocab.decode([int(t) for t in s[1:]]) for s in sp]
-    rag_texts, _ = rag.rag_prompts(unfiltered, texts, lambda t: qa.encode_prompt(vocab, t),
-                                   text_of.__getitem__, L)
+    rag_texts, _ = rag.rag_prompts(
+      unfiltered, texts, lambda t: qa.encode_prompt(vocab, t), text_of.__getitem__, L
+    )
     rag_tokens = [qa.encode_prompt(vocab, t) for t in rag_texts]
-    tp = speed.throughput(cfg, params, sp, new_tokens=ev.speed_new_tokens,
-                          runs=ev.speed_runs, memory_fn=unfiltered, rag_prompts=rag_tokens,
-                          bank=bank, pool=list(text_of))
+    tp = speed.throughput(
+      cfg,
+      params,
+      sp,
+      new_tokens=ev.speed_new_tokens,
+      runs=ev.speed_runs,
+      memory_fn=unfiltered,
+      rag_prompts=rag_tokens,
+      bank=bank,
+      pool=list(text_of),
+    )
     out["decode_tokens_per_s"] = {k: v["tokens_per_s"] for k, v in tp.items()}
     out["time_to_first_token_s"] = {k: v["time_to_first_token_s"] for k, v in tp.items()}
     out["speed"] = tp
+
   run_part("speed", speed_part)
 
   def attribution_part():
     # Attribution: memory mass by layer and the references the answers attend to.
     attr = attribute_examples(
-        cfg, params, vocab, items[:max(ev.attribution_examples, 0)],
-        {"memory": retrieved, "oracle_memory": memory_sources.OracleMemory(
-            feeder, [it.get("gold_ref_id") for it in items]),
-         "random_memory": memory_sources.RandomMemory(
-             feeder, len(items), list(text_of), [it.get("gold_ref_id") for it in items],
-             ev.random_memory_seed)}, progress)
+      cfg,
+      params,
+      vocab,
+      items[: max(ev.attribution_examples, 0)],
+      {
+        "memory": retrieved,
+        "oracle_memory": memory_sources.OracleMemory(
+          feeder, [it.get("gold_ref_id") for it in items]
+        ),
+        "random_memory": memory_sources.RandomMemory(
+          feeder,
+          len(items),
+          list(text_of),
+          [it.get("gold_ref_id") for it in items],
+          ev.random_memory_seed,
+        ),
+      },
+      progress,
+    )
     out["memory_mass_by_layer"] = attr["mass_by_layer"]
     out["attribution"] = attr["examples"]
+
   run_part("attribution", attribution_part)
 
   def insertion_part():
     if not ev.insertion_examples:
       raise ValueError("eval.insertion_examples is 0")
-    res = insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever,
-                         items[:ev.insertion_examples], ev, gen)
+    res = insertion_demo(
+      cfg, params, vocab, refs, bank, embedder, retriever, items[: ev.insertion_examples], ev, gen
+    )
     if res is None:
       raise ValueError("no question has its gold reference in the bank")
     out["knowledge_insertion"] = res
+
   run_part("insertion", insertion_part)
 
   pl = {}
   if out.get("qa_multiple_choice"):
     pl["accuracy"] = plots.accuracy_by_condition(out, os.path.join(plot_dir, "accuracy.png"))
-    by_attr = plots.accuracy_by_attribute(out["qa_multiple_choice_by_attribute"],
-                                          os.path.join(plot_dir, "accuracy_by_attribute.png"),
-                                          chance=out.get("mc_chance"))
+    by_attr = plots.accuracy_by_attribute(
+      out["qa_multiple_choice_by_attribute"],
+      os.path.join(plot_dir, "accuracy_by_attribute.png"),
+      chance=out.get("mc_chance"),
+    )
     if by_attr:
       pl["accuracy_by_attribute"] = by_attr
   if metrics_jsonl:
     pl["losses"] = plots.loss_curves(metrics_jsonl, os.path.join(plot_dir, "losses.png"))
   if out.get("memory_mass_by_layer"):
     pl["memory_mass"] = plots.memory_mass_by_layer(
-        out["memory_mass_by_layer"], os.path.join(plot_dir, "memory_mass.png"))
+      out["memory_mass_by_layer"], os.path.join(plot_dir, "memory_mass.png")
+    )
   out["plots"] = pl
   lap("plots")
   out["eval_timings_s"] = timings
@@ -195,9 +260,11 @@ def check_gold_ids(items: Sequence[dict], ref_ids) -> None:
   for i, it in enumerate(items):
     gold = it.get("gold_ref_id")
     if gold is not None and gold not in ref_ids:
-      raise ValueError(f"QA item {i} ({it.get('question', '')[:60]!r}): gold_ref_id {gold!r} "
-                       "is not a reference id of the knowledge base; fix the id or drop the "
-                       "field")
+      raise ValueError(
+        f"QA item {i} ({it.get('question', '')[:60]!r}): gold_ref_id {gold!r} "
+        "is not a reference id of the knowledge base; fix the id or drop the "
+        "field"
+      )
 
 
 def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len) -> dict:
@@ -211,10 +278,15 @@ def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len) -> dic
   gold = [it["gold_ref_id"] for it in with_gold]
   hit = lambda ids: float(np.mean([g in list(row) for g, row in zip(gold, ids)]))
   top1 = lambda ids: float(np.mean([row[0] == g for g, row in zip(gold, ids)]))
-  dropped = float(np.mean([sum(i is not None for i in a) - sum(i is not None for i in b)
-                           for a, b in zip(u, f)]))
-  return {"gold_recall_at_R": hit(f), "gold_top1": top1(f),
-          "gold_recall_at_R_unfiltered": hit(u), "mean_refs_dropped_by_anti_copy": dropped}
+  dropped = float(
+    np.mean([sum(i is not None for i in a) - sum(i is not None for i in b) for a, b in zip(u, f)])
+  )
+  return {
+    "gold_recall_at_R": hit(f),
+    "gold_top1": top1(f),
+    "gold_recall_at_R_unfiltered": hit(u),
+    "mean_refs_dropped_by_anti_copy": dropped,
+  }
 
 
 def attribute_examples(cfg, params, vocab, items, sources: dict, progress=True) -> dict:
@@ -228,14 +300,20 @@ def attribute_examples(cfg, params, vocab, items, sources: dict, progress=True) 
       prompt, answer = qa.continuation(vocab, qa.qa_prompt(it["question"]), it["answer"])
       chunks = -(-(len(prompt) + len(answer)) // L)
       last = -(-len(prompt) // L) - 1
-      q = ChunkQuery(i, last, prompt[last * L:])
+      q = ChunkQuery(i, last, prompt[last * L :])
       _, ids = source([q])
       mem = qa.row_memory(_as_row(source, i), [prompt], [0], chunks, L)
       a = attribution.attribute(cfg, params, prompt, answer, mem, list(ids[0]))
       layers.append(a["mass_by_layer"])
       if name == "memory":
-        examples.append({"question": it["question"], "answer": it["answer"],
-                         "gold_ref_id": it.get("gold_ref_id"), **a})
+        examples.append(
+          {
+            "question": it["question"],
+            "answer": it["answer"],
+            "gold_ref_id": it.get("gold_ref_id"),
+            **a,
+          }
+        )
     if layers:
       mass[name] = np.mean(layers, 0).tolist()
   return {"mass_by_layer": mass, "examples": examples}
@@ -254,6 +332,7 @@ def insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever, items, e
   from m3jax.evaluate.insertion import insertion_roundtrip
   from m3jax.inference.knowledge import LiveKnowledge
   from m3jax.memory.overlay import BankOverlay
+
   items = [it for it in items if it.get("gold_ref_id") in bank]
   if not items:
     return None
@@ -262,10 +341,18 @@ def insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever, items, e
   kn = LiveKnowledge(cfg, params, BankOverlay(bank), embedder, retriever, text_of, vocab)
   kn.delete(gold, refit_index=False)
   try:
-    out = insertion_roundtrip(kn, cfg, params, vocab, items,
-                              [{"id": g, "text": text_of[g]} for g in gold], generator=gen,
-                              max_new_tokens=ev.max_new_tokens,
-                              batch_size=ev.qa_batch_size, refit_index=False)
+    out = insertion_roundtrip(
+      kn,
+      cfg,
+      params,
+      vocab,
+      items,
+      [{"id": g, "text": text_of[g]} for g in gold],
+      generator=gen,
+      max_new_tokens=ev.max_new_tokens,
+      batch_size=ev.qa_batch_size,
+      refit_index=False,
+    )
   finally:
     kn.insert([{"id": g, "text": text_of[g]} for g in gold], refit_index=False)
   out["num_items"] = len(items)

@@ -22,8 +22,9 @@ import numpy as np
 from m3jax.task import ChunkQuery, qa_prompt
 
 
-def demonstrations(items: Sequence[dict], pool: Sequence[dict], shots: int,
-                   seed: int = 0) -> list[str]:
+def demonstrations(
+  items: Sequence[dict], pool: Sequence[dict], shots: int, seed: int = 0
+) -> list[str]:
   """One prefix per item: ``shots`` lines ``Q: … A: answer`` drawn from ``pool``.
 
   A pool entry is never about the item's reference (``gold_ref_id``) or question; the
@@ -35,13 +36,18 @@ def demonstrations(items: Sequence[dict], pool: Sequence[dict], shots: int,
   out = []
   for it in items:
     rng = np.random.default_rng([seed, zlib.crc32(it["question"].encode())])
-    ok = [p for p in (pool[j] for j in rng.permutation(len(pool))[:4 * shots + 8])
-          if p["question"] != it["question"]
-          and (p.get("gold_ref_id") is None or p.get("gold_ref_id") != it.get("gold_ref_id"))]
+    ok = [
+      p
+      for p in (pool[j] for j in rng.permutation(len(pool))[: 4 * shots + 8])
+      if p["question"] != it["question"]
+      and (p.get("gold_ref_id") is None or p.get("gold_ref_id") != it.get("gold_ref_id"))
+    ]
     if len(ok) < shots:
-      raise ValueError(f"few-shot QA needs {shots} demonstrations about other references "
-                       f"than {it.get('gold_ref_id')!r}, found {len(ok)}; lower "
-                       "eval.few_shot or supply more QA")
+      raise ValueError(
+        f"few-shot QA needs {shots} demonstrations about other references "
+        f"than {it.get('gold_ref_id')!r}, found {len(ok)}; lower "
+        "eval.few_shot or supply more QA"
+      )
     out.append("".join(f"{qa_prompt(p['question'])} {p['answer']}\n" for p in ok[:shots]))
   return out
 

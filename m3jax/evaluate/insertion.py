@@ -11,23 +11,45 @@ from m3jax.inference.knowledge import LiveKnowledge
 from m3jax.inference.memory_sources import RetrievedMemory
 
 
-def insertion_roundtrip(knowledge: LiveKnowledge, cfg, params, vocab, items, records, *,
-                        generator=None, max_new_tokens: int = 8, batch_size: int = 16,
-                        refit_index: bool = True, progress: bool = False) -> dict:
+def insertion_roundtrip(
+  knowledge: LiveKnowledge,
+  cfg,
+  params,
+  vocab,
+  items,
+  records,
+  *,
+  generator=None,
+  max_new_tokens: int = 8,
+  batch_size: int = 16,
+  refit_index: bool = True,
+  progress: bool = False,
+) -> dict:
   """QA on ``items`` (memory condition) before inserting ``records``, after inserting them,
   and after deleting them again: {"before", "after_insert", "after_delete"} -> accuracies.
 
   ``records`` must not be in the bank yet (delete them first to replay an existing fact).
   """
+
   def run():
     source = RetrievedMemory(knowledge.feeder(), vocab)
-    conds = qa.make_conditions(vocab, cfg.memory.chunk_len, retrieved=source,
-                               names=["memory"])
-    res = qa.evaluate_qa(cfg, params, vocab, items, conds, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size, generator=generator, progress=progress)
-    return {"exact_match": res["exact_match"]["memory"],
-            "multiple_choice": res["multiple_choice"]["memory"],
-            "gold_retrieved": _gold_rate(items, res["retrieved_ids"].get("memory", []))}
+    conds = qa.make_conditions(vocab, cfg.memory.chunk_len, retrieved=source, names=["memory"])
+    res = qa.evaluate_qa(
+      cfg,
+      params,
+      vocab,
+      items,
+      conds,
+      max_new_tokens=max_new_tokens,
+      batch_size=batch_size,
+      generator=generator,
+      progress=progress,
+    )
+    return {
+      "exact_match": res["exact_match"]["memory"],
+      "multiple_choice": res["multiple_choice"]["memory"],
+      "gold_retrieved": _gold_rate(items, res["retrieved_ids"].get("memory", [])),
+    }
 
   out = {"before": run()}
   ids = knowledge.insert(records, refit_index=refit_index)

@@ -38,8 +38,7 @@ def value_kinds(items: Sequence[dict]) -> dict[str, str]:
   return kinds
 
 
-def item_kinds(items: Sequence[dict], kinds: dict[str, str] | None = None
-               ) -> list[str | None]:
+def item_kinds(items: Sequence[dict], kinds: dict[str, str] | None = None) -> list[str | None]:
   """Each item's kind: its own ``value_kind`` field, else ``kinds[attribute]`` (default:
   inferred from ``items``; pass the kinds of the whole QA file when ``items`` is a sample,
   since a small sample makes a closed list look like names)."""
@@ -47,8 +46,9 @@ def item_kinds(items: Sequence[dict], kinds: dict[str, str] | None = None
   return [it.get("value_kind") or kinds.get(str(it.get("attribute"))) for it in items]
 
 
-def by_kind(items: Sequence[dict], preds: Sequence[dict],
-            kinds: dict[str, str] | None = None) -> dict:
+def by_kind(
+  items: Sequence[dict], preds: Sequence[dict], kinds: dict[str, str] | None = None
+) -> dict:
   """{kind: {"exact_match", "multiple_choice" (None without choices), "count"}}.
 
   ``preds[i]`` is evaluate_qa's per-item record of ``items[i]`` (``correct``,
@@ -61,7 +61,9 @@ def by_kind(items: Sequence[dict], preds: Sequence[dict],
   out = {}
   for kind, ps in sorted(groups.items()):
     mc = [bool(p["mc_correct"]) for p in ps if "mc_correct" in p]
-    out[kind] = {"exact_match": sum(bool(p["correct"]) for p in ps) / len(ps),
-                 "multiple_choice": sum(mc) / len(mc) if mc else None,
-                 "count": len(ps)}
+    out[kind] = {
+      "exact_match": sum(bool(p["correct"]) for p in ps) / len(ps),
+      "multiple_choice": sum(mc) / len(mc) if mc else None,
+      "count": len(ps),
+    }
   return out

@@ -31,10 +31,12 @@ def sequences_from_stream(stream: np.ndarray, bos_id: int, seq_len: int, count: 
   n = seq_len - 1
   count = min(count, len(stream) // n)
   if count == 0:
-    raise ValueError(f"held-out stream of {len(stream)} tokens is shorter than one "
-                     f"sequence of {seq_len}")
-  return [np.concatenate([[bos_id], stream[i * n:(i + 1) * n]]).astype(np.int32)
-          for i in range(count)]
+    raise ValueError(
+      f"held-out stream of {len(stream)} tokens is shorter than one sequence of {seq_len}"
+    )
+  return [
+    np.concatenate([[bos_id], stream[i * n : (i + 1) * n]]).astype(np.int32) for i in range(count)
+  ]
 
 
 def chunk_queries(seq: np.ndarray, row: int, chunk_len: int, retrieval: str = "causal"):
@@ -45,14 +47,20 @@ def chunk_queries(seq: np.ndarray, row: int, chunk_len: int, retrieval: str = "c
   out = []
   for c in range(-(-len(seq) // L)):
     if retrieval == "own_text":
-      out.append((c, ChunkQuery(row, c, np.asarray(seq[c * L:(c + 1) * L]))))
-    elif c > 0:                           # causal: the previous, complete chunk
-      out.append((c, ChunkQuery(row, c, np.asarray(seq[(c - 1) * L:c * L]))))
+      out.append((c, ChunkQuery(row, c, np.asarray(seq[c * L : (c + 1) * L]))))
+    elif c > 0:  # causal: the previous, complete chunk
+      out.append((c, ChunkQuery(row, c, np.asarray(seq[(c - 1) * L : c * L]))))
   return out
 
 
-def perplexity(cfg: ModelConfig, params, sequences: Sequence[np.ndarray], memory_fn=None,
-               batch_size: int = 8, retrieval: str = "causal") -> float:
+def perplexity(
+  cfg: ModelConfig,
+  params,
+  sequences: Sequence[np.ndarray],
+  memory_fn=None,
+  batch_size: int = 8,
+  retrieval: str = "causal",
+) -> float:
   """exp(mean next-token NLL) over all real tokens of ``sequences`` (right-padded).
 
   ``retrieval``: which text retrieves chunk c's memory (module docstring); "causal"
@@ -65,23 +73,24 @@ def perplexity(cfg: ModelConfig, params, sequences: Sequence[np.ndarray], memory
   score = LMTask.of(cfg).span_logprob
   total, count = 0.0, 0
   for s in range(0, len(sequences), batch_size):
-    part = list(sequences[s:s + batch_size])
+    part = list(sequences[s : s + batch_size])
     n = len(part)
-    part += [part[0][:1]] * (batch_size - n)            # 1-token rows add nothing
+    part += [part[0][:1]] * (batch_size - n)  # 1-token rows add nothing
     tokens = np.full((batch_size, t), cfg.pad_id, np.int32)
     for i, seq in enumerate(part):
-      tokens[i, :len(seq)] = seq
+      tokens[i, : len(seq)] = seq
     lengths = np.array([len(x) for x in part], np.int32)
     mem = None
     if memory_fn is not None:
-      plan = [[None] * (t // L) for _ in range(batch_size)]    # None = no memory
+      plan = [[None] * (t // L) for _ in range(batch_size)]  # None = no memory
       for i, seq in enumerate(part[:n]):
         for c, q in chunk_queries(seq, s + i, L, retrieval):
           plan[i][c] = q
       got = gather_memory(memory_fn, plan)
       mem = None if got is None else got.memory
-    logp = score(params, jnp.asarray(tokens), jnp.ones(batch_size, np.int32),
-                 jnp.asarray(lengths), mem)
+    logp = score(
+      params, jnp.asarray(tokens), jnp.ones(batch_size, np.int32), jnp.asarray(lengths), mem
+    )
     total -= float(np.sum(np.asarray(logp, np.float64)))
     count += int(np.sum(np.maximum(lengths - 1, 0)))
   return math.exp(total / max(count, 1))

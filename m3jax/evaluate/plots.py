@@ -23,15 +23,19 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def _bars_with_ci(ax, xs, values, n, width, label):
   lo_hi = [wilson(v, n) for v in values]
-  err = [[v - lo for v, (lo, _) in zip(values, lo_hi)],
-         [hi - v for v, (_, hi) in zip(values, lo_hi)]]
+  err = [
+    [v - lo for v, (lo, _) in zip(values, lo_hi)],
+    [hi - v for v, (_, hi) in zip(values, lo_hi)],
+  ]
   ax.bar(xs, values, width, label=label, yerr=err, capsize=3, error_kw={"elinewidth": 0.8})
 
 
 def _plt():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -45,14 +49,19 @@ def accuracy_by_condition(results: Mapping, path: str) -> str:
   fig, ax = plt.subplots(figsize=(7, 3.8))
   w = 0.38
   xs = range(len(conds))
-  _bars_with_ci(ax, [x - w / 2 for x in xs], [em.get(c) or 0 for c in conds], n, w,
-                "exact match")
-  _bars_with_ci(ax, [x + w / 2 for x in xs], [mc.get(c) or 0 for c in conds], n, w,
-                "multiple choice")
+  _bars_with_ci(ax, [x - w / 2 for x in xs], [em.get(c) or 0 for c in conds], n, w, "exact match")
+  _bars_with_ci(
+    ax, [x + w / 2 for x in xs], [mc.get(c) or 0 for c in conds], n, w, "multiple choice"
+  )
   chance = results.get("mc_chance")
   if chance:
-    ax.axhline(chance, color="gray", linestyle="--", linewidth=1,
-               label=f"chance (multiple choice) {chance:.2f}")
+    ax.axhline(
+      chance,
+      color="gray",
+      linestyle="--",
+      linewidth=1,
+      label=f"chance (multiple choice) {chance:.2f}",
+    )
   ax.set_xticks(list(xs), conds, rotation=15)
   ax.set_ylim(0, 1.15)
   ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
@@ -63,8 +72,9 @@ def accuracy_by_condition(results: Mapping, path: str) -> str:
   return _save(fig, path, plt)
 
 
-def accuracy_by_attribute(by_attribute: Mapping[str, Mapping[str, Mapping]], path: str,
-                          chance: float | None = None) -> str | None:
+def accuracy_by_attribute(
+  by_attribute: Mapping[str, Mapping[str, Mapping]], path: str, chance: float | None = None
+) -> str | None:
   """Grouped bars: multiple choice per attribute (x) and condition (bars), counts in labels.
 
   ``by_attribute`` is ``qa_multiple_choice_by_attribute`` ({cond: {attr: {"accuracy",
@@ -82,13 +92,20 @@ def accuracy_by_attribute(by_attribute: Mapping[str, Mapping[str, Mapping]], pat
     for j, a in enumerate(attrs):
       acc = by_attribute[c].get(a, {}).get("accuracy", 0)
       lo, hi = wilson(acc, counts[a])
-      ax.bar(j - 0.4 + w * (i + 0.5), acc, w, color=f"C{i}", label=c if j == 0 else None,
-             yerr=[[acc - lo], [hi - acc]], capsize=2, error_kw={"elinewidth": 0.6})
+      ax.bar(
+        j - 0.4 + w * (i + 0.5),
+        acc,
+        w,
+        color=f"C{i}",
+        label=c if j == 0 else None,
+        yerr=[[acc - lo], [hi - acc]],
+        capsize=2,
+        error_kw={"elinewidth": 0.6},
+      )
   if chance:
     ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
-  ax.set_xticks(range(len(attrs)), [f"{a}\n({counts[a]})" for a in attrs], rotation=30,
-                fontsize=8)
-  ax.set_ylim(0, 1.2)                   # headroom for the legend above the bars
+  ax.set_xticks(range(len(attrs)), [f"{a}\n({counts[a]})" for a in attrs], rotation=30, fontsize=8)
+  ax.set_ylim(0, 1.2)  # headroom for the legend above the bars
   ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
   ax.set_ylabel("multiple choice (held-out)")
   ax.set_title("(n per attribute); bars: Wilson 95% intervals", fontsize=9)
@@ -100,6 +117,7 @@ def accuracy_by_attribute(by_attribute: Mapping[str, Mapping[str, Mapping]], pat
 def loss_curves(metrics_jsonl: str, path: str) -> str | None:
   """Training loss vs global step, one curve per stage (the trainer's own plot)."""
   from m3jax.train.metrics import plot_losses
+
   return plot_losses(metrics_jsonl, path)
 
 
@@ -111,7 +129,7 @@ def memory_mass_by_layer(mass_by_condition: Mapping[str, Sequence[float]], path:
   for name, masses in mass_by_condition.items():
     ax.plot(range(len(masses)), masses, marker="o", label=name)
     width = max(width, len(masses))
-  ax.set_xticks(range(width))            # layers are integers
+  ax.set_xticks(range(width))  # layers are integers
   ax.set_xlabel("memory layer (index among the memory layers)")
   ax.set_ylabel("attention mass on memories")
   ax.set_ylim(0, 1)
@@ -135,14 +153,18 @@ def learning_curves(rows: Sequence[Mapping], path: str) -> str | None:
   if not rows:
     return None
   plt = _plt()
-  kinds = sorted({k for r in rows for per in (r.get("qa_by_kind") or {}).values()
-                  for k in per})
+  kinds = sorted({k for r in rows for per in (r.get("qa_by_kind") or {}).values() for k in per})
   cols = ["all"] + kinds
-  fig, axes = plt.subplots(2, len(cols), figsize=(3.4 * len(cols), 6), squeeze=False,
-                           sharex=True, sharey=True)
+  fig, axes = plt.subplots(
+    2, len(cols), figsize=(3.4 * len(cols), 6), squeeze=False, sharex=True, sharey=True
+  )
   styles = {"two_stage": "-", "from_scratch": "--"}
-  colors = {"no_memory": "tab:gray", "memory": "tab:blue", "rag": "tab:orange",
-            "random_memory": "tab:red"}
+  colors = {
+    "no_memory": "tab:gray",
+    "memory": "tab:blue",
+    "rag": "tab:orange",
+    "random_memory": "tab:red",
+  }
 
   def value(r, metric, cond, kind):
     if kind == "all":
@@ -161,12 +183,23 @@ def learning_curves(rows: Sequence[Mapping], path: str) -> str | None:
           pts = [(t, v, n) for t, v, n in pts if v is not None]
           if not pts or (run == "from_scratch" and cond != "memory"):
             continue
-          ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(run, "-"),
-                  color=color, marker=".", label=f"{cond} ({run})")
+          ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            styles.get(run, "-"),
+            color=color,
+            marker=".",
+            label=f"{cond} ({run})",
+          )
           if cond == "memory":
             band = [wilson(v, n) for _, v, n in pts]
-            ax.fill_between([p[0] for p in pts], [b[0] for b in band], [b[1] for b in band],
-                            color=color, alpha=0.12)
+            ax.fill_between(
+              [p[0] for p in pts],
+              [b[0] for b in band],
+              [b[1] for b in band],
+              color=color,
+              alpha=0.12,
+            )
   chance = next((r.get("mc_chance") for r in rows if r.get("mc_chance")), None)
   n = max(int(r.get("num_questions") or 0) for r in rows)
   for j, kind in enumerate(cols):
@@ -179,8 +212,9 @@ def learning_curves(rows: Sequence[Mapping], path: str) -> str | None:
   axes[0][0].set_ylim(0, 1.02)
   handles, labels = axes[0][0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-  fig.suptitle(f"held-out QA vs training tokens (n = {n} questions; band: Wilson 95%, "
-               "memory)", fontsize=10)
+  fig.suptitle(
+    f"held-out QA vs training tokens (n = {n} questions; band: Wilson 95%, memory)", fontsize=10
+  )
   fig.tight_layout(rect=(0, 0.08, 1, 0.95))
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)

@@ -43,9 +43,11 @@ def first_answer(generated: str) -> str:
 def encode_prompt(vocab, text: str, max_len: int | None = None) -> np.ndarray:
   ids = np.asarray([vocab.bos_id] + list(vocab.encode(text)), np.int32)
   if max_len is not None and len(ids) > max_len:
-    raise ValueError(f"prompt of {len(ids)} tokens exceeds the context budget of {max_len} "
-                     f"tokens: {text[:80]!r}…; shorten the question or raise "
-                     "eval.max_prompt_tokens")
+    raise ValueError(
+      f"prompt of {len(ids)} tokens exceeds the context budget of {max_len} "
+      f"tokens: {text[:80]!r}…; shorten the question or raise "
+      "eval.max_prompt_tokens"
+    )
   return ids
 
 
@@ -55,8 +57,8 @@ def continuation(vocab, prompt_text: str, answer: str):
   on a space)."""
   prompt = encode_prompt(vocab, prompt_text)
   full = encode_prompt(vocab, f"{prompt_text} {answer}")
-  if np.array_equal(full[:len(prompt)], prompt) and len(full) > len(prompt):
-    return prompt, full[len(prompt):]
+  if np.array_equal(full[: len(prompt)], prompt) and len(full) > len(prompt):
+    return prompt, full[len(prompt) :]
   return prompt, np.asarray(vocab.encode(" " + answer), np.int32)
 
 
@@ -66,22 +68,33 @@ def _scorer(cfg: ModelConfig):
   return LMTask.of(cfg).span_logprob
 
 
-def row_memory(memory_fn, prompts: Sequence[np.ndarray], rows_q: Sequence[int],
-                num_chunks: int, chunk_len: int):
+def row_memory(
+  memory_fn, prompts: Sequence[np.ndarray], rows_q: Sequence[int], num_chunks: int, chunk_len: int
+):
   """MemoryKV [L, len(rows_q), C, …]: row i uses question rows_q[i]'s prompt memories;
   chunks past the prompt inherit its last chunk's (one retrieval per prompt chunk)."""
   per_q = {}
   for q in sorted(set(rows_q)):
     p = prompts[q]
-    per_q[q] = [ChunkQuery(q, c, chunk_query_tokens(p, len(p), c, chunk_len))
-                for c in range(-(-len(p) // chunk_len))]
+    per_q[q] = [
+      ChunkQuery(q, c, chunk_query_tokens(p, len(p), c, chunk_len))
+      for c in range(-(-len(p) // chunk_len))
+    ]
   plan = [[per_q[q][min(c, len(per_q[q]) - 1)] for c in range(num_chunks)] for q in rows_q]
   return gather_memory(memory_fn, plan).memory
 
 
-def choice_log_likelihoods(cfg: ModelConfig, params, prompts: Sequence[np.ndarray],
-                           choices: Sequence[Sequence[np.ndarray]], memory_fn=None, *,
-                           batch_size: int = 32, scorer=None, progress: bool = False):
+def choice_log_likelihoods(
+  cfg: ModelConfig,
+  params,
+  prompts: Sequence[np.ndarray],
+  choices: Sequence[Sequence[np.ndarray]],
+  memory_fn=None,
+  *,
+  batch_size: int = 32,
+  scorer=None,
+  progress: bool = False,
+):
   """Sum of answer-token log-probs for every (question, choice): list of arrays [n_q]."""
   L = cfg.memory.chunk_len
   rows = [(q, j) for q, cs in enumerate(choices) for j in range(len(cs))]
@@ -92,32 +105,41 @@ def choice_log_likelihoods(cfg: ModelConfig, params, prompts: Sequence[np.ndarra
   score = scorer or _scorer(cfg)
   out = np.zeros(len(rows))
   for s in tqdm(range(0, len(rows), batch_size), desc="score choices", disable=not progress):
-    part = rows[s:s + batch_size]
-    part = part + [part[0]] * (batch_size - len(part))   # fixed shape: one compile
+    part = rows[s : s + batch_size]
+    part = part + [part[0]] * (batch_size - len(part))  # fixed shape: one compile
     tokens = np.full((batch_size, t), cfg.pad_id, np.int32)
     start, end = np.zeros(batch_size, np.int32), np.zeros(batch_size, np.int32)
     for i, (q, j) in enumerate(part):
       seq = np.concatenate([prompts[q], choices[q][j]])
-      tokens[i, :len(seq)] = seq
+      tokens[i, : len(seq)] = seq
       start[i], end[i] = len(prompts[q]), len(seq)
-    mem = None if memory_fn is None else row_memory(memory_fn, prompts, [q for q, _ in part],
-                                                     t // L, L)
-    got = np.asarray(score(params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(end),
-                           mem))
+    mem = (
+      None if memory_fn is None else row_memory(memory_fn, prompts, [q for q, _ in part], t // L, L)
+    )
+    got = np.asarray(score(params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(end), mem))
     n = min(batch_size, len(rows) - s)
-    out[s:s + n] = got[:n]
+    out[s : s + n] = got[:n]
   res, k = [], 0
   for cs in choices:
-    res.append(out[k:k + len(cs)])
+    res.append(out[k : k + len(cs)])
     k += len(cs)
   return res
 
 
 # ------------------------------------------------------------------------- conditions
-def make_conditions(vocab, chunk_len: int, *, retrieved=None, feeder=None,
-                    ref_text: Callable[[str], str] | None = None, ref_pool=(), seed: int = 0,
-                    rag_headers: dict | None = None, names: Sequence[str] = CONDITIONS,
-                    demos: Callable[[Sequence[dict]], list[str]] | None = None):
+def make_conditions(
+  vocab,
+  chunk_len: int,
+  *,
+  retrieved=None,
+  feeder=None,
+  ref_text: Callable[[str], str] | None = None,
+  ref_pool=(),
+  seed: int = 0,
+  rag_headers: dict | None = None,
+  names: Sequence[str] = CONDITIONS,
+  demos: Callable[[Sequence[dict]], list[str]] | None = None,
+):
   """Condition name -> fn(items) -> (prompt texts, memory_fn or None, ids or None).
 
   ``retrieved``: a RetrievedMemory (the memory and RAG conditions share its ids);
@@ -127,6 +149,7 @@ def make_conditions(vocab, chunk_len: int, *, retrieved=None, feeder=None,
   header1 + refs + header2 + demonstrations + question."""
   from m3jax.evaluate import fewshot
   from m3jax.inference import memory_sources, rag
+
   enc = lambda t: encode_prompt(vocab, t)
 
   def questions(items):
@@ -143,32 +166,50 @@ def make_conditions(vocab, chunk_len: int, *, retrieved=None, feeder=None,
 
   def _memory(items):
     src = source(items)
-    return prompts(items), src, rag.rag_ids(src, [enc(q) for q in questions(items)],
-                                            chunk_len)
+    return prompts(items), src, rag.rag_ids(src, [enc(q) for q in questions(items)], chunk_len)
 
   def _rag(items):
     src = source(items)
     ids = rag.rag_ids(src, [enc(q) for q in questions(items)], chunk_len)
-    texts = [rag.rag_text([ref_text(i) for i in row if i is not None], p,
-                          **(rag_headers or {}))
-             for p, row in zip(prompts(items), ids)]
+    texts = [
+      rag.rag_text([ref_text(i) for i in row if i is not None], p, **(rag_headers or {}))
+      for p, row in zip(prompts(items), ids)
+    ]
     return texts, None, ids
 
   table = {
-      "no_memory": lambda items: (prompts(items), None, None),
-      "memory": _memory,
-      "oracle_memory": lambda items: (prompts(items), memory_sources.OracleMemory(
-          feeder, [it.get("gold_ref_id") for it in items]), None),
-      "random_memory": lambda items: (prompts(items), memory_sources.RandomMemory(
-          feeder, len(items), ref_pool, [it.get("gold_ref_id") for it in items], seed), None),
-      "rag": _rag,
+    "no_memory": lambda items: (prompts(items), None, None),
+    "memory": _memory,
+    "oracle_memory": lambda items: (
+      prompts(items),
+      memory_sources.OracleMemory(feeder, [it.get("gold_ref_id") for it in items]),
+      None,
+    ),
+    "random_memory": lambda items: (
+      prompts(items),
+      memory_sources.RandomMemory(
+        feeder, len(items), ref_pool, [it.get("gold_ref_id") for it in items], seed
+      ),
+      None,
+    ),
+    "rag": _rag,
   }
   return {n: table[n] for n in names}
 
 
-def evaluate_qa(cfg: ModelConfig, params, vocab, items: Sequence[dict], conditions: dict, *,
-                max_new_tokens: int = 8, batch_size: int = 16, max_prompt_tokens: int = 2048,
-                generator: Generator | None = None, progress: bool = True) -> dict:
+def evaluate_qa(
+  cfg: ModelConfig,
+  params,
+  vocab,
+  items: Sequence[dict],
+  conditions: dict,
+  *,
+  max_new_tokens: int = 8,
+  batch_size: int = 16,
+  max_prompt_tokens: int = 2048,
+  generator: Generator | None = None,
+  progress: bool = True,
+) -> dict:
   """-> {"exact_match": {cond: acc}, "multiple_choice": {cond: acc}, "per_item": …,
   "retrieved_ids": {cond: [[ids]]}}. Items without ``choices`` skip multiple choice."""
   if not items:
@@ -179,9 +220,9 @@ def evaluate_qa(cfg: ModelConfig, params, vocab, items: Sequence[dict], conditio
   for name, cond in conditions.items():
     hits, mc_hits, mc_n, preds, ids_out = 0, 0, 0, [], []
     for s in tqdm(range(0, len(items), batch_size), desc=f"QA {name}", disable=not progress):
-      real = list(items[s:s + batch_size])
+      real = list(items[s : s + batch_size])
       n = len(real)
-      part = real + [real[0]] * (batch_size - n)    # one compiled shape per condition
+      part = real + [real[0]] * (batch_size - n)  # one compiled shape per condition
       texts, memory_fn, ids = cond(part)
       toks = [encode_prompt(vocab, t, max_prompt_tokens) for t in texts]
       res = gen.generate(toks, max_new_tokens, memory_fn=memory_fn)
@@ -190,17 +231,25 @@ def evaluate_qa(cfg: ModelConfig, params, vocab, items: Sequence[dict], conditio
         pred = first_answer(vocab.decode([int(x) for x in g]))
         ok = normalize_answer(pred) == normalize_answer(it["answer"])
         hits += ok
-        preds.append(dict(question=it["question"], answer=it["answer"], prediction=pred,
-                          correct=bool(ok)))
+        preds.append(
+          dict(question=it["question"], answer=it["answer"], prediction=pred, correct=bool(ok))
+        )
       if ids is not None:
         ids_out += [[i for i in row if i is not None] for row in np.asarray(ids)[:n]]
       with_choices = [i for i, it in enumerate(real) if it.get("choices")]
       if with_choices:
-        cont = [[continuation(vocab, texts[i], c)[1] for c in part[i]["choices"]]
-                for i in with_choices]
-        ll = choice_log_likelihoods(cfg, params, [toks[i] for i in with_choices], cont,
-                                    _subset(memory_fn, with_choices), scorer=scorer,
-                                    batch_size=4 * batch_size)
+        cont = [
+          [continuation(vocab, texts[i], c)[1] for c in part[i]["choices"]] for i in with_choices
+        ]
+        ll = choice_log_likelihoods(
+          cfg,
+          params,
+          [toks[i] for i in with_choices],
+          cont,
+          _subset(memory_fn, with_choices),
+          scorer=scorer,
+          batch_size=4 * batch_size,
+        )
         for i, scores in zip(with_choices, ll):
           ok = part[i]["choices"][int(np.argmax(scores))] == part[i]["answer"]
           mc_hits += ok
@@ -211,10 +260,16 @@ def evaluate_qa(cfg: ModelConfig, params, vocab, items: Sequence[dict], conditio
     per_item[name] = preds
     if ids_out:
       all_ids[name] = ids_out
-  return {"exact_match": em, "multiple_choice": mc, "per_item": per_item,
-          "retrieved_ids": all_ids, "num_items": len(items),
-          "multiple_choice_by_attribute": {
-              name: by_attribute(items, preds) for name, preds in per_item.items()}}
+  return {
+    "exact_match": em,
+    "multiple_choice": mc,
+    "per_item": per_item,
+    "retrieved_ids": all_ids,
+    "num_items": len(items),
+    "multiple_choice_by_attribute": {
+      name: by_attribute(items, preds) for name, preds in per_item.items()
+    },
+  }
 
 
 def by_attribute(items: Sequence[dict], preds: Sequence[dict]) -> dict:
@@ -235,5 +290,4 @@ def _subset(memory_fn, rows: Sequence[int]):
   if memory_fn is None:
     return None
   rows = list(rows)
-  return lambda queries: memory_fn([ChunkQuery(rows[q.row], q.chunk, q.tokens)
-                                    for q in queries])
+  return lambda queries: memory_fn([ChunkQuery(rows[q.row], q.chunk, q.tokens) for q in queries])

@@ -33,24 +33,33 @@ class EvalConfig:
   speed_prompt_tokens: int = 128
   speed_new_tokens: int = 128
   speed_runs: int = 3
-  plot_dir: str = ""                 # "" = <workdir>/eval/plots
-  results_path: str = ""             # "" = <workdir>/eval/<command>.json
+  plot_dir: str = ""  # "" = <workdir>/eval/plots
+  results_path: str = ""  # "" = <workdir>/eval/<command>.json
   attribution_examples: int = 4
   insertion_examples: int = 64
 
   def __post_init__(self):
     from m3jax.evaluate.qa import CONDITIONS
+
     object.__setattr__(self, "conditions", tuple(self.conditions))
     bad = [c for c in self.conditions if c not in CONDITIONS]
     if bad:
       raise ValueError(f"invalid config field 'eval.conditions': {bad} not in {CONDITIONS}")
-    for name in ("qa_batch_size", "max_new_tokens", "speed_batch", "speed_prompt_tokens",
-                 "speed_new_tokens", "speed_runs", "max_prompt_tokens"):
+    for name in (
+      "qa_batch_size",
+      "max_new_tokens",
+      "speed_batch",
+      "speed_prompt_tokens",
+      "speed_new_tokens",
+      "speed_runs",
+      "max_prompt_tokens",
+    ):
       if getattr(self, name) <= 0:
         raise ValueError(f"invalid config field 'eval.{name}': must be positive")
     if not isinstance(self.few_shot, int) or self.few_shot < 0:
-      raise ValueError(f"invalid config field 'eval.few_shot': {self.few_shot!r}; "
-                       "a number of demonstrations >= 0")
+      raise ValueError(
+        f"invalid config field 'eval.few_shot': {self.few_shot!r}; a number of demonstrations >= 0"
+      )
     if not 0 < self.anti_copy_threshold <= 1:
       raise ValueError("invalid config field 'eval.anti_copy_threshold': must be in (0, 1]")
 
@@ -58,19 +67,27 @@ class EvalConfig:
 def eval_config_from(section: Mapping[str, Any] | None) -> EvalConfig:
   if isinstance(section, EvalConfig):
     return section
-  values = {} if section is None else (
-      section.to_dict() if hasattr(section, "to_dict") else dict(section))
+  values = (
+    {} if section is None else (section.to_dict() if hasattr(section, "to_dict") else dict(section))
+  )
   return frozen_from(EvalConfig, values, "eval.")
 
 
 def machine() -> dict:
   """A short description of where the numbers came from."""
   import jax
+
   dev = jax.devices()[0]
-  return {"platform": platform.platform(), "processor": platform.processor(),
-          "cpu_count": os.cpu_count(), "python": platform.python_version(),
-          "jax": jax.__version__, "backend": jax.default_backend(),
-          "device": getattr(dev, "device_kind", str(dev)), "num_devices": jax.device_count()}
+  return {
+    "platform": platform.platform(),
+    "processor": platform.processor(),
+    "cpu_count": os.cpu_count(),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "device": getattr(dev, "device_kind", str(dev)),
+    "num_devices": jax.device_count(),
+  }
 
 
 def _fmt(x) -> str:
@@ -83,19 +100,24 @@ def _fmt(x) -> str:
 
 def table(results: Mapping[str, Any]) -> str:
   """Condition rows x metric columns, plain text; then retrieval, insertion, skipped parts."""
-  metrics = [("qa_exact_match", "exact match"), ("qa_multiple_choice", "multiple choice"),
-             ("perplexity", "perplexity"), ("decode_tokens_per_s", "tokens/s"),
-             ("time_to_first_token_s", "TTFT s")]
+  metrics = [
+    ("qa_exact_match", "exact match"),
+    ("qa_multiple_choice", "multiple choice"),
+    ("perplexity", "perplexity"),
+    ("decode_tokens_per_s", "tokens/s"),
+    ("time_to_first_token_s", "TTFT s"),
+  ]
   conds = []
   for key, _ in metrics:
-    for c in (results.get(key) or {}):
+    for c in results.get(key) or {}:
       if c not in conds:
         conds.append(c)
   cols = [(k, t) for k, t in metrics if results.get(k)]
   lines = [f"{'condition':<15}" + "".join(f"{t:>17}" for _, t in cols)]
   for c in conds:
-    lines.append(f"{c:<15}" + "".join(f"{_fmt((results.get(k) or {}).get(c)):>17}"
-                                      for k, _ in cols))
+    lines.append(
+      f"{c:<15}" + "".join(f"{_fmt((results.get(k) or {}).get(c)):>17}" for k, _ in cols)
+    )
   by_kind = results.get("qa_by_kind") or {}
   kinds = sorted({k for per in by_kind.values() for k in per})
   if kinds:
@@ -103,25 +125,32 @@ def table(results: Mapping[str, Any]) -> str:
     lines.append("exact match / multiple choice by value kind:")
     lines.append(f"{'condition':<15}" + "".join(f"{f'{k} (n={counts[k]})':>24}" for k in kinds))
     for c, per in by_kind.items():
-      cells = [f"{_fmt(per.get(k, {}).get('exact_match'))} / "
-               f"{_fmt(per.get(k, {}).get('multiple_choice'))}" for k in kinds]
+      cells = [
+        f"{_fmt(per.get(k, {}).get('exact_match'))} / {_fmt(per.get(k, {}).get('multiple_choice'))}"
+        for k in kinds
+      ]
       lines.append(f"{c:<15}" + "".join(f"{cell:>24}" for cell in cells))
   notes = []
   if "memory_warm" in (results.get("decode_tokens_per_s") or {}):
-    notes.append("tokens/s: memory = cold (row cache off, unique ids: the paper's worst "
-                 "case), memory_warm = row cache on")
+    notes.append(
+      "tokens/s: memory = cold (row cache off, unique ids: the paper's worst "
+      "case), memory_warm = row cache on"
+    )
   if "oracle_memory" in (results.get("perplexity") or {}):
-    notes.append("perplexity: memory = causal (chunk c reads chunk c-1's retrieval), "
-                 "oracle_memory = retrieved with the scored chunk's own text")
+    notes.append(
+      "perplexity: memory = causal (chunk c reads chunk c-1's retrieval), "
+      "oracle_memory = retrieved with the scored chunk's own text"
+    )
   ret = results.get("retrieval") or {}
   if ret:
     lines.append("retrieval: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ret.items()))
   ins = results.get("knowledge_insertion") or {}
   if ins:
     states = {k: v for k, v in ins.items() if isinstance(v, Mapping)}
-    cells = [f"{k}: " + " ".join(f"{m} {_fmt(x)}" for m, x in v.items()
-                                 if isinstance(x, (int, float)))
-             for k, v in states.items()]
+    cells = [
+      f"{k}: " + " ".join(f"{m} {_fmt(x)}" for m, x in v.items() if isinstance(x, (int, float)))
+      for k, v in states.items()
+    ]
     lines.append(f"knowledge insertion (n={ins.get('num_items', '?')}): " + "; ".join(cells))
   for part, why in (results.get("skipped") or {}).items():
     lines.append(f"skipped {part}: {why}")
@@ -141,12 +170,19 @@ def write_html(path: str, results: Mapping[str, Any], title: str = "m3jax run") 
   """One self-contained page: the results table and every plot (inlined as PNG data)."""
   import base64
   import html
-  parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:900px;margin:auto}"
-           "img{max-width:100%}pre{background:#f6f6f6;padding:8px}</style>",
-           f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(table(results))}</pre>"]
-  meta = {k: results.get(k) for k in ("checkpoint_step", "num_questions", "mc_chance",
-                                      "wall_seconds") if results.get(k) is not None}
+
+  parts = [
+    f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+    "<style>body{font-family:sans-serif;max-width:900px;margin:auto}"
+    "img{max-width:100%}pre{background:#f6f6f6;padding:8px}</style>",
+    f"<h1>{html.escape(title)}</h1>",
+    f"<pre>{html.escape(table(results))}</pre>",
+  ]
+  meta = {
+    k: results.get(k)
+    for k in ("checkpoint_step", "num_questions", "mc_chance", "wall_seconds")
+    if results.get(k) is not None
+  }
   if meta:
     parts.append(f"<pre>{html.escape(json.dumps(meta, default=_default))}</pre>")
   for name, png in (results.get("plots") or {}).items():
@@ -162,6 +198,7 @@ def write_html(path: str, results: Mapping[str, Any], title: str = "m3jax run") 
 
 def _default(x):
   import numpy as np
+
   if isinstance(x, np.generic):
     return x.item()
   if isinstance(x, np.ndarray):

@@ -29,8 +29,9 @@ from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig
 
 
-def measure(gen: Generator, prompts: Sequence[np.ndarray], new_tokens: int, runs: int,
-            memory_fn=None) -> dict:
+def measure(
+  gen: Generator, prompts: Sequence[np.ndarray], new_tokens: int, runs: int, memory_fn=None
+) -> dict:
   stats = []
   for _ in range(max(runs, 2)):
     t0 = time.perf_counter()
@@ -39,9 +40,15 @@ def measure(gen: Generator, prompts: Sequence[np.ndarray], new_tokens: int, runs
     stats.append((wall, res.time_to_first_token, res.decode_seconds))
   wall, ttft, dec = (float(np.mean(x)) for x in zip(*stats[1:]))
   n = len(prompts) * new_tokens
-  return {"tokens_per_s": n / wall, "decode_only_tokens_per_s": n / max(dec, 1e-9),
-          "time_to_first_token_s": ttft, "wall_s": wall, "batch": len(prompts),
-          "prompt_tokens": int(np.mean([len(p) for p in prompts])), "new_tokens": new_tokens}
+  return {
+    "tokens_per_s": n / wall,
+    "decode_only_tokens_per_s": n / max(dec, 1e-9),
+    "time_to_first_token_s": ttft,
+    "wall_s": wall,
+    "batch": len(prompts),
+    "prompt_tokens": int(np.mean([len(p) for p in prompts])),
+    "new_tokens": new_tokens,
+  }
 
 
 def unique_ids(ids_NxR: np.ndarray, pool: Sequence[str]) -> np.ndarray:
@@ -56,8 +63,10 @@ def unique_ids(ids_NxR: np.ndarray, pool: Sequence[str]) -> np.ndarray:
     if x is None or x in seen:
       x = next(spare, None)
       if x is None:
-        raise ValueError(f"unique_ids: the pool of {len(pool)} ids is too small for "
-                         f"{flat.size} distinct memories; use a larger bank or batch")
+        raise ValueError(
+          f"unique_ids: the pool of {len(pool)} ids is too small for "
+          f"{flat.size} distinct memories; use a larger bank or batch"
+        )
       flat[i] = x
     seen.add(x)
   return out
@@ -79,6 +88,7 @@ class ColdMemory:
 def cache_off(bank):
   """The bank's LRU row cache replaced by a disabled one for the block, then restored."""
   from m3jax.memory.lru import LRUCache
+
   saved = bank.cache
   bank.cache = LRUCache(0)
   try:
@@ -87,9 +97,18 @@ def cache_off(bank):
     bank.cache = saved
 
 
-def throughput(cfg, params, prompts: Sequence[np.ndarray], *, new_tokens: int, runs: int,
-               memory_fn=None, rag_prompts: Sequence[np.ndarray] | None = None,
-               bank=None, pool: Sequence[str] = ()) -> dict:
+def throughput(
+  cfg,
+  params,
+  prompts: Sequence[np.ndarray],
+  *,
+  new_tokens: int,
+  runs: int,
+  memory_fn=None,
+  rag_prompts: Sequence[np.ndarray] | None = None,
+  bank=None,
+  pool: Sequence[str] = (),
+) -> dict:
   """-> {"no_memory", "memory" (cold), "memory_warm", "rag": stats} (conditions given).
 
   ``memory_fn``: a RetrievedMemory over ``bank``. With ``bank`` and ``pool`` (all ids
@@ -101,17 +120,16 @@ def throughput(cfg, params, prompts: Sequence[np.ndarray], *, new_tokens: int, r
   if memory_fn is not None:
     if bank is not None and len(pool):
       with cache_off(bank):
-        out["memory"] = dict(measure(gen, prompts, new_tokens, runs,
-                                     memory_fn=ColdMemory(memory_fn, pool)), cold=True)
+        out["memory"] = dict(
+          measure(gen, prompts, new_tokens, runs, memory_fn=ColdMemory(memory_fn, pool)), cold=True
+        )
       c = bank.cache
       before = (c.hits, c.misses)
       warm = measure(gen, prompts, new_tokens, runs, memory_fn=memory_fn)
       hits, misses = c.hits - before[0], c.misses - before[1]
-      out["memory_warm"] = dict(warm, cold=False,
-                                cache_hit_rate=hits / max(hits + misses, 1))
+      out["memory_warm"] = dict(warm, cold=False, cache_hit_rate=hits / max(hits + misses, 1))
     else:
-      out["memory"] = dict(measure(gen, prompts, new_tokens, runs, memory_fn=memory_fn),
-                           cold=False)
+      out["memory"] = dict(measure(gen, prompts, new_tokens, runs, memory_fn=memory_fn), cold=False)
   if rag_prompts is not None:
     out["rag"] = measure(gen, rag_prompts, new_tokens, runs)
   return out

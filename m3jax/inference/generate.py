@@ -43,6 +43,7 @@ class GenerationResult:
   """tokens: generated ids per row (up to and excluding eos). memory_ids: per row,
   {chunk index: retrieved ids [R]} for every chunk that got memory. Timings in seconds
   (``time_to_first_token`` includes retrieval for the prompt and the prefill)."""
+
   tokens: list
   memory_ids: list
   time_to_first_token: float
@@ -66,8 +67,15 @@ class Generator:
   it: the jitted functions are cached on the instance.
   """
 
-  def __init__(self, cfg: ModelConfig, params, *, memory_fn: MemoryFn | None = None,
-               sampling: SamplingConfig = SamplingConfig(), stop_at_eos: bool = True):
+  def __init__(
+    self,
+    cfg: ModelConfig,
+    params,
+    *,
+    memory_fn: MemoryFn | None = None,
+    sampling: SamplingConfig = SamplingConfig(),
+    stop_at_eos: bool = True,
+  ):
     self.cfg, self.params, self.memory_fn = cfg, params, memory_fn
     self.sampling, self.stop_at_eos = sampling, stop_at_eos
     self.model = Transformer(cfg)
@@ -76,15 +84,16 @@ class Generator:
     self._swap = jax.jit(self._swap_impl, donate_argnames=("cache", "memory"))
 
   # ----------------------------------------------------------------------------- device
-  def _prefill_impl(self, params, tokens_BxT, lengths_B, memory, decode_memory, rng, *,
-                    max_len):
+  def _prefill_impl(self, params, tokens_BxT, lengths_B, memory, decode_memory, rng, *, max_len):
     b = tokens_BxT.shape[0]
     cache = self.model.apply({"params": params}, b, max_len, method=Transformer.init_cache)
-    logits, cache = self.model.apply({"params": params}, tokens_BxT, cache, memory,
-                                     lengths_B=lengths_B, method=Transformer.step)
-    if decode_memory is not None:   # resident in the cache: decode steps read it for free
-      cache = self.model.apply({"params": params}, cache, decode_memory,
-                               method=Transformer.load_memory)
+    logits, cache = self.model.apply(
+      {"params": params}, tokens_BxT, cache, memory, lengths_B=lengths_B, method=Transformer.step
+    )
+    if decode_memory is not None:  # resident in the cache: decode steps read it for free
+      cache = self.model.apply(
+        {"params": params}, cache, decode_memory, method=Transformer.load_memory
+      )
     last_BxV = jnp.take_along_axis(logits, (lengths_B - 1)[:, None, None], 1)[:, 0]
     first_B = sample(last_BxV, rng, self.sampling)
     return first_B, cache
@@ -106,8 +115,9 @@ class Generator:
     def body(carry):
       i, cache, token, done, rng, out = carry
       rng, sub = jax.random.split(rng)
-      logits, cache = self.model.apply({"params": params}, token[:, None], cache,
-                                       method=Transformer.step)
+      logits, cache = self.model.apply(
+        {"params": params}, token[:, None], cache, method=Transformer.step
+      )
       nxt = jnp.where(done, pad, sample(logits[:, 0], sub, self.sampling))
       if self.stop_at_eos:
         done = done | (nxt == eos)
@@ -115,14 +125,20 @@ class Generator:
       return i + 1, cache, nxt, done, rng, out
 
     i, cache, token, done, rng, out = jax.lax.while_loop(
-        cond, body, (jnp.int32(0), cache, token_B, done_B, rng, out_BxN))
+      cond, body, (jnp.int32(0), cache, token_B, done_B, rng, out_BxN)
+    )
     return cache, token, done, rng, out, i
 
   def _swap_impl(self, params, cache, memory, new, rows_n):
     """Replaces rows ``rows_n`` (duplicates allowed, same data) of the current memory and
     reloads it into the cache; earlier tokens' K/V are untouched."""
-    memory = jax.tree.map(lambda old, x: old.at[:, rows_n].set(x.astype(old.dtype))
-                          if old.ndim == 7 else old.at[rows_n].set(x), memory, new)
+    memory = jax.tree.map(
+      lambda old, x: (
+        old.at[:, rows_n].set(x.astype(old.dtype)) if old.ndim == 7 else old.at[rows_n].set(x)
+      ),
+      memory,
+      new,
+    )
     cache = self.model.apply({"params": params}, cache, memory, method=Transformer.load_memory)
     return cache, memory
 
@@ -141,12 +157,20 @@ class Generator:
     mem, ids = self.memory_fn(padded)
     ids = np.asarray(ids)
     if mem.mask_BxCxRxM.shape[:2] != (len(padded), 1):
-      raise ValueError(f"memory_fn must return a MemoryKV of batch {len(padded)} and one "
-                       f"chunk, got mask shape {mem.mask_BxCxRxM.shape}")
+      raise ValueError(
+        f"memory_fn must return a MemoryKV of batch {len(padded)} and one "
+        f"chunk, got mask shape {mem.mask_BxCxRxM.shape}"
+      )
     return mem, ids, len(padded)
 
-  def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
-               rng=None, memory_fn: MemoryFn | None | str = "default") -> GenerationResult:
+  def generate(
+    self,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    rng=None,
+    memory_fn: MemoryFn | None | str = "default",
+  ) -> GenerationResult:
     """Generates up to ``max_new_tokens`` per prompt (prompts start with ``<s>``; it is
     prepended when missing). ``memory_fn`` overrides the instance's source for this call
     (the compiled functions are shared, so one Generator serves every condition)."""
@@ -158,15 +182,17 @@ class Generator:
     if max_new_tokens < 1:
       raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     prompts = [np.asarray(p, np.int32) for p in prompts]
-    prompts = [p if p.size and p[0] == cfg.bos_id else np.concatenate([[cfg.bos_id], p])
-               .astype(np.int32) for p in prompts]
+    prompts = [
+      p if p.size and p[0] == cfg.bos_id else np.concatenate([[cfg.bos_id], p]).astype(np.int32)
+      for p in prompts
+    ]
     rng = jax.random.key(0) if rng is None else rng
     b = len(prompts)
     lengths = np.array([len(p) for p in prompts], np.int32)
     t_pad = -(-int(lengths.max()) // L) * L
     tokens = np.full((b, t_pad), cfg.pad_id, np.int32)
     for i, p in enumerate(prompts):
-      tokens[i, :len(p)] = p
+      tokens[i, : len(p)] = p
     max_len = t_pad + max_new_tokens
     memory_ids = [dict() for _ in range(b)]
 
@@ -175,8 +201,15 @@ class Generator:
     if self.memory_fn is not None:
       prefill_mem, decode_mem = self._prompt_memories(prompts, lengths, t_pad, memory_ids)
     rng, sub = jax.random.split(rng)
-    first_B, cache = self._prefill(self.params, jnp.asarray(tokens), jnp.asarray(lengths),
-                                   prefill_mem, decode_mem, sub, max_len=max_len)
+    first_B, cache = self._prefill(
+      self.params,
+      jnp.asarray(tokens),
+      jnp.asarray(lengths),
+      prefill_mem,
+      decode_mem,
+      sub,
+      max_len=max_len,
+    )
     first_B.block_until_ready()
     ttft = time.perf_counter() - t0
     del prefill_mem
@@ -186,12 +219,12 @@ class Generator:
     eos_first = (first_B == cfg.eos_id) if self.stop_at_eos else jnp.zeros((b,), bool)
     token, done = first_B, eos_first
     n_gen, swaps = 1, 0
-    loaded = lengths // L                # chunk whose memory is resident, per row
+    loaded = lengths // L  # chunk whose memory is resident, per row
     done_host = np.asarray(done)
     out_host = None
     while n_gen < max_new_tokens and not done_host.all():
       rem = max_new_tokens - n_gen
-      pos = lengths + n_gen - 1          # context index of the token fed next
+      pos = lengths + n_gen - 1  # context index of the token fed next
       if self.memory_fn is None:
         n = rem
       else:
@@ -200,10 +233,11 @@ class Generator:
       run = n if (self.memory_fn is None or n == rem) else n - 1
       if run > 0:
         cache, token, done, rng, out, taken = self._decode(
-            self.params, cache, token, done, rng, out, n_gen - 1, run)
+          self.params, cache, token, done, rng, out, n_gen - 1, run
+        )
         taken = int(taken)
         n_gen += taken
-        if taken < run:                  # every row hit eos
+        if taken < run:  # every row hit eos
           break
       if n == rem:
         continue
@@ -213,15 +247,19 @@ class Generator:
       pos = lengths + n_gen - 1
       rows = [r for r in range(b) if not done_host[r] and pos[r] == (loaded[r] + 1) * L - 1]
       cache, token, done, rng, out, _ = self._decode(
-          self.params, cache, token, done, rng, out, n_gen - 1, 1)
+        self.params, cache, token, done, rng, out, n_gen - 1, 1
+      )
       n_gen += 1
       queries = []
       for r in rows:
-        ctx = np.concatenate([prompts[r], out_host[r, :n_gen - 1]])
-        queries.append(ChunkQuery(r, int(loaded[r]) + 1, chunk_query_tokens(
-            ctx, int(lengths[r]), int(loaded[r]) + 1, L)))
+        ctx = np.concatenate([prompts[r], out_host[r, : n_gen - 1]])
+        queries.append(
+          ChunkQuery(
+            r, int(loaded[r]) + 1, chunk_query_tokens(ctx, int(lengths[r]), int(loaded[r]) + 1, L)
+          )
+        )
       done_host = np.asarray(done)
-      if not queries:                    # the rows at the boundary just finished
+      if not queries:  # the rows at the boundary just finished
         continue
       mem, ids, m = self._retrieve(queries, b)
       rows_m = np.array(rows + [rows[-1]] * (m - len(rows)), np.int32)
@@ -237,7 +275,7 @@ class Generator:
     for r in range(b):
       row = out_host[r]
       stop = np.nonzero(row == cfg.eos_id)[0] if self.stop_at_eos else []
-      gen.append(row[:stop[0]] if len(stop) else row[:n_gen])
+      gen.append(row[: stop[0]] if len(stop) else row[:n_gen])
     return GenerationResult(gen, memory_ids, ttft, decode_s, n_gen - 1, swaps)
 
   def _prompt_memories(self, prompts, lengths, t_pad, memory_ids):
@@ -245,21 +283,34 @@ class Generator:
     decode memory = each row's last prompt chunk's, [L,B,1,…])."""
     L = self.cfg.memory.chunk_len
     b, c = len(prompts), t_pad // L
-    plan = [[ChunkQuery(r, ch, chunk_query_tokens(p, int(lengths[r]), ch, L))
-             for ch in range(-(-int(lengths[r]) // L))] for r, p in enumerate(prompts)]
+    plan = [
+      [
+        ChunkQuery(r, ch, chunk_query_tokens(p, int(lengths[r]), ch, L))
+        for ch in range(-(-int(lengths[r]) // L))
+      ]
+      for r, p in enumerate(prompts)
+    ]
     got = gather_memory(self.memory_fn, [row + [None] * (c - len(row)) for row in plan])
     for q, i in zip(got.queries, got.ids):
       memory_ids[q.row][q.chunk] = np.asarray(i)
     for r in range(b):
-      if lengths[r] % L == 0:            # the first decoded chunk inherits (same query)
+      if lengths[r] % L == 0:  # the first decoded chunk inherits (same query)
         memory_ids[r][int(lengths[r]) // L] = memory_ids[r][int(lengths[r]) // L - 1]
     last = got.index_BxC[np.arange(b), -(-lengths // L) - 1]
     return got.memory, got.per_query.arrange(jnp.asarray(last[:, None]))
 
 
-def generate(cfg: ModelConfig, params, prompts, max_new_tokens: int, *,
-             memory_fn: MemoryFn | None = None, sampling: SamplingConfig = SamplingConfig(),
-             rng=None) -> GenerationResult:
+def generate(
+  cfg: ModelConfig,
+  params,
+  prompts,
+  max_new_tokens: int,
+  *,
+  memory_fn: MemoryFn | None = None,
+  sampling: SamplingConfig = SamplingConfig(),
+  rng=None,
+) -> GenerationResult:
   """One-shot convenience wrapper (compiles each call; reuse a Generator in loops)."""
   return Generator(cfg, params, memory_fn=memory_fn, sampling=sampling).generate(
-      prompts, max_new_tokens, rng=rng)
+    prompts, max_new_tokens, rng=rng
+  )

@@ -22,11 +22,23 @@ class LiveKnowledge:
   commits rows, texts and tombstones (manifest last); a refitted index is saved, an
   upserted one is rebuilt on open by replaying the bank (``build.load_index``)."""
 
-  def __init__(self, cfg, params, bank, embedder, retriever, texts: Mapping[str, str],
-               tokenizer, *, bank_cfg=None, encode_batch_size: int = 32,
-               index_dir: str | None = "default"):
+  def __init__(
+    self,
+    cfg,
+    params,
+    bank,
+    embedder,
+    retriever,
+    texts: Mapping[str, str],
+    tokenizer,
+    *,
+    bank_cfg=None,
+    encode_batch_size: int = 32,
+    index_dir: str | None = "default",
+  ):
     from m3jax.memory.build import BankConfig, default_index_dir, make_encoder
     from m3jax.memory.store import MemoryBank
+
     self.cfg, self.params, self.bank = cfg, params, bank
     self.embedder, self.retriever = embedder, retriever
     self.texts = dict(texts)
@@ -42,10 +54,14 @@ class LiveKnowledge:
     ``"{id}#{i}"`` references (never truncated)."""
     out = []
     for i, r in enumerate(records):
-      if not isinstance(r.get("id"), str) or not isinstance(r.get("text"), str) \
-          or not r["text"].strip():
-        raise ValueError(f"reference record {i} needs a string 'id' and a non-empty 'text', "
-                         f"got keys {sorted(r)}")
+      if (
+        not isinstance(r.get("id"), str)
+        or not isinstance(r.get("text"), str)
+        or not r["text"].strip()
+      ):
+        raise ValueError(
+          f"reference record {i} needs a string 'id' and a non-empty 'text', got keys {sorted(r)}"
+        )
       out.extend(split_reference(r["id"], r["text"], self.tokenizer, self.cfg.memory.ref_len))
     return out
 
@@ -57,8 +73,10 @@ class LiveKnowledge:
     ids = [r.id for r in refs]
     clash = [i for i in ids if i in self.texts]
     if clash or len(set(ids)) != len(ids):
-      raise ValueError(f"reference ids already present (or repeated): {clash[:5]}; "
-                       "delete them first; nothing was inserted")
+      raise ValueError(
+        f"reference ids already present (or repeated): {clash[:5]}; "
+        "delete them first; nothing was inserted"
+      )
     self.bank.append(ids, *self._encode(refs), texts=[r.text for r in refs])
     self.texts.update({r.id: r.text for r in refs})
     if refit_index:
@@ -75,7 +93,7 @@ class LiveKnowledge:
       if i in self.texts:
         out.append(i)
       else:
-        out.extend(k for k in self.texts if k.startswith(f"{i}#") and k[len(i) + 1:].isdigit())
+        out.extend(k for k in self.texts if k.startswith(f"{i}#") and k[len(i) + 1 :].isdigit())
     return out
 
   def delete(self, ids: Sequence[str], *, refit_index: bool = True) -> None:
@@ -96,6 +114,7 @@ class LiveKnowledge:
 
   def _rebuild_index(self):
     from m3jax.memory.build import build_index_for, save_index
+
     if not self.texts:
       raise ValueError("the knowledge base is empty: nothing to index")
     refs = [Reference(i, t, ()) for i, t in self.texts.items()]
@@ -105,5 +124,7 @@ class LiveKnowledge:
 
   def feeder(self, *, keep=None):
     from m3jax.memory.feeder import MemoryFeeder
-    return MemoryFeeder(self.embedder, self.retriever, self.bank,
-                        self.cfg.memory.refs_per_chunk, keep=keep)
+
+    return MemoryFeeder(
+      self.embedder, self.retriever, self.bank, self.cfg.memory.refs_per_chunk, keep=keep
+    )

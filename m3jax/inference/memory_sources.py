@@ -54,7 +54,7 @@ class FixedMemory:
     self.ids = np.full((len(rows_ids), r), None, object)
     for i, row in enumerate(rows_ids):
       row = list(row)[:r]
-      self.ids[i, :len(row)] = row
+      self.ids[i, : len(row)] = row
 
   def __call__(self, queries: Sequence[ChunkQuery]):
     ids = self.ids[[q.row for q in queries]]
@@ -66,14 +66,15 @@ def OracleMemory(feeder, gold_ids: Sequence[str]) -> FixedMemory:
   return FixedMemory(feeder, [[g] for g in gold_ids])
 
 
-def RandomMemory(feeder, num_rows: int, pool: Sequence[str], exclude: Sequence[str] = (),
-                 seed: int = 0) -> FixedMemory:
+def RandomMemory(
+  feeder, num_rows: int, pool: Sequence[str], exclude: Sequence[str] = (), seed: int = 0
+) -> FixedMemory:
   """Each row attends to R references drawn at random (never its gold one)."""
   rng = np.random.default_rng(seed)
   pool = list(pool)
   rows = []
   for i in range(num_rows):
     bad = exclude[i] if i < len(exclude) else None
-    pick = [pool[j] for j in rng.permutation(len(pool))[:feeder.refs_per_chunk + 1]]
-    rows.append([p for p in pick if p != bad][:feeder.refs_per_chunk])
+    pick = [pool[j] for j in rng.permutation(len(pool))[: feeder.refs_per_chunk + 1]]
+    rows.append([p for p in pick if p != bad][: feeder.refs_per_chunk])
   return FixedMemory(feeder, rows)

@@ -22,24 +22,39 @@ HEADER_REFERENCES = "Reference:"
 HEADER_QUESTION = "Question:"
 
 
-def rag_text(ref_texts: Sequence[str], prompt_text: str, *,
-             header1: str = HEADER_REFERENCES, header2: str = HEADER_QUESTION) -> str:
+def rag_text(
+  ref_texts: Sequence[str],
+  prompt_text: str,
+  *,
+  header1: str = HEADER_REFERENCES,
+  header2: str = HEADER_QUESTION,
+) -> str:
   """header1 + refs + header2 + prompt, separated by line breaks (§7.4)."""
   return "\n".join([header1, *ref_texts, header2, prompt_text])
 
 
 def rag_ids(source, prompts_tokens: Sequence[np.ndarray], chunk_len: int) -> np.ndarray:
   """The retrieval the memory condition does for each prompt's first chunk, [n, R]."""
-  queries = [ChunkQuery(i, 0, chunk_query_tokens(np.asarray(p), len(p), 0, chunk_len))
-             for i, p in enumerate(prompts_tokens)]
+  queries = [
+    ChunkQuery(i, 0, chunk_query_tokens(np.asarray(p), len(p), 0, chunk_len))
+    for i, p in enumerate(prompts_tokens)
+  ]
   return source.retrieve_ids(queries)
 
 
-def rag_prompts(source, prompt_texts: Sequence[str], encode: Callable[[str], np.ndarray],
-                ref_text: Callable[[str], str], chunk_len: int, **headers):
+def rag_prompts(
+  source,
+  prompt_texts: Sequence[str],
+  encode: Callable[[str], np.ndarray],
+  ref_text: Callable[[str], str],
+  chunk_len: int,
+  **headers,
+):
   """-> (RAG prompt texts, ids [n, R] used). ``encode(text)`` gives the model's prompt
   tokens (with ``<s>``); ``ref_text(id)`` the reference's text."""
   ids = rag_ids(source, [encode(t) for t in prompt_texts], chunk_len)
-  texts = [rag_text([ref_text(i) for i in row if i is not None], t, **headers)
-           for t, row in zip(prompt_texts, ids)]
+  texts = [
+    rag_text([ref_text(i) for i in row if i is not None], t, **headers)
+    for t, row in zip(prompt_texts, ids)
+  ]
   return texts, ids

@@ -3,7 +3,9 @@ live in m3jax.model, the network that reads them; re-exported here for notebooks
 
 from m3jax.lazy_exports import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(
+  __name__,
+  {
     "MemoryKV": "m3jax.model.memory_kv",
     "joint_attention": "m3jax.model.joint_attention",
     "EncodedMemories": "m3jax.memory.encode",
@@ -18,4 +20,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "make_retriever": "m3jax.memory.retriever",
     "MemoryFeeder": "m3jax.memory.feeder",
     "storage_report": "m3jax.memory.storage",
-})
+  },
+)

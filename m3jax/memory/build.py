@@ -27,6 +27,7 @@ from m3jax.memory.store import BankLayout, MemoryBank, _kvstore_spec
 @dataclasses.dataclass(frozen=True)
 class BankConfig:
   """Frozen ``config.bank`` (see configs/sections/bank.py for what each field means)."""
+
   url: str = ""
   quantization: str = "none"
   pq_bytes_per_vector: int = 14
@@ -47,10 +48,17 @@ class BankConfig:
 
   def __post_init__(self):
     if self.quantization not in ("none", "pq"):
-      raise ValueError(f"invalid config field 'bank.quantization': {self.quantization!r} "
-                       "is not one of ('none', 'pq')")
-    for name in ("encode_batch_size", "pq_bytes_per_vector", "chunk_refs", "shard_refs",
-                 "embedding_dim"):
+      raise ValueError(
+        f"invalid config field 'bank.quantization': {self.quantization!r} "
+        "is not one of ('none', 'pq')"
+      )
+    for name in (
+      "encode_batch_size",
+      "pq_bytes_per_vector",
+      "chunk_refs",
+      "shard_refs",
+      "embedding_dim",
+    ):
       if getattr(self, name) <= 0:
         raise ValueError(f"invalid config field 'bank.{name}': must be positive")
 
@@ -71,7 +79,7 @@ def pad_references(refs: Sequence, ref_len: int, batch: int, pad_id: int = 0):
     t = r.tokens
     if len(t) > ref_len:
       raise ValueError(f"reference {r.id!r} has {len(t)} tokens > ref_len={ref_len}")
-    tokens[i, :len(t)] = t
+    tokens[i, : len(t)] = t
     lengths[i] = len(t)
   return tokens, lengths
 
@@ -83,14 +91,18 @@ def make_encoder(params, model_cfg, batch_size: int) -> Callable:
   def encode(refs):
     out = []
     for s in range(0, len(refs), batch_size):
-      part = refs[s:s + batch_size]
-      tokens, lengths = pad_references(part, model_cfg.memory.ref_len, batch_size,
-                                       model_cfg.pad_id)
+      part = refs[s : s + batch_size]
+      tokens, lengths = pad_references(part, model_cfg.memory.ref_len, batch_size, model_cfg.pad_id)
       enc = jax.device_get(fn(params, jnp.asarray(tokens), jnp.asarray(lengths)))
       n = len(part)
-      out.append((np.asarray(enc.keys_BxLxKxMxD[:n], np.float32),
-                  np.asarray(enc.values_BxLxKxMxD[:n], np.float32),
-                  np.asarray(enc.mask_BxM[:n]), np.asarray(enc.token_idx_BxLxKxM[:n])))
+      out.append(
+        (
+          np.asarray(enc.keys_BxLxKxMxD[:n], np.float32),
+          np.asarray(enc.values_BxLxKxMxD[:n], np.float32),
+          np.asarray(enc.mask_BxM[:n]),
+          np.asarray(enc.token_idx_BxLxKxM[:n]),
+        )
+      )
     return tuple(np.concatenate(parts) for parts in zip(*out))
 
   return encode
@@ -110,8 +122,9 @@ def train_pq(encoder, refs, bank_cfg: BankConfig, seed: int = 0):
   pick = np.sort(rng.choice(len(refs), min(len(refs), bank_cfg.pq_train_refs), replace=False))
   k, v, mask, _ = encoder([refs[i] for i in pick])
   vecs = valid_vectors(k, v, mask)
-  cb = quantize.train_codebooks(vecs, bank_cfg.pq_bytes_per_vector, iters=bank_cfg.pq_iters,
-                                seed=seed)
+  cb = quantize.train_codebooks(
+    vecs, bank_cfg.pq_bytes_per_vector, iters=bank_cfg.pq_iters, seed=seed
+  )
   kc, vc = quantize.encode_memories(k, v, cb)
   d = k.shape[-1]
   kh = np.asarray(quantize.decode_memories(jnp.asarray(kc), jnp.asarray(cb[0]), d, 1))
@@ -126,12 +139,22 @@ def default_index_dir(bank_url) -> str | None:
   return os.path.join(spec["path"], "index") if spec.get("driver") == "file" else None
 
 
-def build_bank(params, model_cfg, references: Sequence, bank_url, *,
-               bank_cfg: BankConfig = BankConfig(), checkpoint_step: int = 0,
-               tokenizer=None, allow_stale: bool = False,
-               index_dir: str | None = None, build_index: bool = True,
-               after_batch: Callable[[int, int], None] | None = None,
-               progress: bool = True, context=None) -> MemoryBank:
+def build_bank(
+  params,
+  model_cfg,
+  references: Sequence,
+  bank_url,
+  *,
+  bank_cfg: BankConfig = BankConfig(),
+  checkpoint_step: int = 0,
+  tokenizer=None,
+  allow_stale: bool = False,
+  index_dir: str | None = None,
+  build_index: bool = True,
+  after_batch: Callable[[int, int], None] | None = None,
+  progress: bool = True,
+  context=None,
+) -> MemoryBank:
   """Encodes ``references`` into the bank at ``bank_url`` (creating or resuming it).
 
   ``after_batch(batch_index, committed)`` runs after each committed batch (tests use it to
@@ -147,38 +170,61 @@ def build_bank(params, model_cfg, references: Sequence, bank_url, *,
     raise ValueError("reference ids are not unique")
   long = [r.id for r in references if len(r.tokens) > model_cfg.memory.ref_len]
   if long:
-    raise ValueError(f"references {long[:3]} have more than ref_len="
-                     f"{model_cfg.memory.ref_len} tokens; split them with "
-                     "m3jax.data.references (load_references / split_reference)")
+    raise ValueError(
+      f"references {long[:3]} have more than ref_len="
+      f"{model_cfg.memory.ref_len} tokens; split them with "
+      "m3jax.data.references (load_references / split_reference)"
+    )
   encoder = make_encoder(params, model_cfg, bank_cfg.encode_batch_size)
   layout = BankLayout.from_model(model_cfg, bank_cfg.pq_subspaces)
-  fps = {"params_fingerprint": params_fingerprint(params),
-         "tokenizer_fingerprint": (tokenizer_fingerprint(tokenizer) if tokenizer is not None
-                                   else None)}
+  fps = {
+    "params_fingerprint": params_fingerprint(params),
+    "tokenizer_fingerprint": (tokenizer_fingerprint(tokenizer) if tokenizer is not None else None),
+  }
   if MemoryBank.exists(bank_url, context):
-    bank = MemoryBank.open(bank_url, model_cfg=model_cfg, checkpoint_step=checkpoint_step,
-                           pq_subspaces=bank_cfg.pq_subspaces, cache_size=bank_cfg.cache_size,
-                           allow_stale=allow_stale, context=context, **fps)
+    bank = MemoryBank.open(
+      bank_url,
+      model_cfg=model_cfg,
+      checkpoint_step=checkpoint_step,
+      pq_subspaces=bank_cfg.pq_subspaces,
+      cache_size=bank_cfg.cache_size,
+      allow_stale=allow_stale,
+      context=context,
+      **fps,
+    )
     done = bank.row_ids(np.arange(bank.count))
-    if done != ids[:len(done)]:
-      raise ValueError(f"bank {bank_url} holds {len(done)} references that are not a prefix "
-                       "of this knowledge base's references; build into a new bank")
+    if done != ids[: len(done)]:
+      raise ValueError(
+        f"bank {bank_url} holds {len(done)} references that are not a prefix "
+        "of this knowledge base's references; build into a new bank"
+      )
   else:
-    codebooks, err = (train_pq(encoder, references, bank_cfg) if bank_cfg.pq_subspaces
-                      else (None, None))
-    bank = MemoryBank.create(bank_url, layout, model_cfg=model_cfg,
-                             checkpoint_step=checkpoint_step, codebooks=codebooks, **fps,
-                             pq_rel_mse=err, sharded=bank_cfg.sharded,
-                             chunk_refs=bank_cfg.chunk_refs, shard_refs=bank_cfg.shard_refs,
-                             cache_size=bank_cfg.cache_size, context=context)
+    codebooks, err = (
+      train_pq(encoder, references, bank_cfg) if bank_cfg.pq_subspaces else (None, None)
+    )
+    bank = MemoryBank.create(
+      bank_url,
+      layout,
+      model_cfg=model_cfg,
+      checkpoint_step=checkpoint_step,
+      codebooks=codebooks,
+      **fps,
+      pq_rel_mse=err,
+      sharded=bank_cfg.sharded,
+      chunk_refs=bank_cfg.chunk_refs,
+      shard_refs=bank_cfg.shard_refs,
+      cache_size=bank_cfg.cache_size,
+      context=context,
+    )
   start, bs = bank.count, bank_cfg.encode_batch_size
   batches = range(start, len(references), bs)
   bar = None
   if progress:
     from tqdm import tqdm
+
     bar = tqdm(total=len(references), initial=start, unit="ref", desc="encode references")
   for b, s in enumerate(batches):
-    part = references[s:s + bs]
+    part = references[s : s + bs]
     bank.append([r.id for r in part], *encoder(part), texts=[r.text for r in part])
     if bar is not None:
       bar.update(len(part))
@@ -205,28 +251,41 @@ def build_index_for(references: Sequence, bank_cfg: BankConfig):
   """
   from m3jax.memory.embedders import make_embedder
   from m3jax.memory.retriever import make_retriever, scann_available
+
   name = bank_cfg.embedder
   big = len(references) > bank_cfg.brute_force_max
-  if name == "sparse_tfidf" and big and bank_cfg.index_kind in ("auto", "scann") \
-      and scann_available():
+  if (
+    name == "sparse_tfidf"
+    and big
+    and bank_cfg.index_kind in ("auto", "scann")
+    and scann_available()
+  ):
     name = "tfidf"
   kwargs = {"dim": bank_cfg.embedding_dim} if name == "tfidf" else {}
   embedder = make_embedder(name, **kwargs)
   texts = [r.text for r in references]
   embedder.fit(texts)
   ids = [r.id for r in references]
-  if hasattr(embedder, "embed_sparse"):   # sparse vectors: exact inverted-index search
+  if hasattr(embedder, "embed_sparse"):  # sparse vectors: exact inverted-index search
     return embedder, make_retriever("sparse", ids, embedder.embed_sparse(texts))
   kind = bank_cfg.index_kind
   if kind == "auto":
     kind = "scann" if scann_available() else "numpy"
-  extra = ({"brute_force_max": bank_cfg.brute_force_max, "reorder": bank_cfg.scann_reorder,
-            "search_fraction": bank_cfg.scann_search_fraction} if kind == "scann" else {})
+  extra = (
+    {
+      "brute_force_max": bank_cfg.brute_force_max,
+      "reorder": bank_cfg.scann_reorder,
+      "search_fraction": bank_cfg.scann_search_fraction,
+    }
+    if kind == "scann"
+    else {}
+  )
   return embedder, make_retriever(kind, ids, embedder.embed(texts), **extra)
 
 
 def embedder_name(embedder) -> str:
   from m3jax.memory.embedders import SparseTfidfEmbedder, TfidfEmbedder
+
   if isinstance(embedder, SparseTfidfEmbedder):
     return "sparse_tfidf"
   if isinstance(embedder, TfidfEmbedder):
@@ -242,6 +301,7 @@ def save_index(index_dir: str, embedder, retriever, bank=None) -> None:
   rename), then drops the old generation. ``index.json`` records how many bank rows and
   deletions the index covers: :func:`load_index` replays the bank's later edits."""
   import shutil
+
   os.makedirs(index_dir, exist_ok=True)
   meta_path = os.path.join(index_dir, INDEX_META)
   old = None
@@ -256,9 +316,13 @@ def save_index(index_dir: str, embedder, retriever, bank=None) -> None:
   efile = "embedder.json" if name == "minilm" else "embedder.npz"
   embedder.save(os.path.join(gdir, efile))
   retriever.save(gdir)
-  meta = {"embedder": name, "embedder_file": efile, "generation": gen,
-          "bank_rows": bank.count if bank is not None else None,
-          "bank_deletions": bank.manifest["num_deleted"] if bank is not None else None}
+  meta = {
+    "embedder": name,
+    "embedder_file": efile,
+    "generation": gen,
+    "bank_rows": bank.count if bank is not None else None,
+    "bank_deletions": bank.manifest["num_deleted"] if bank is not None else None,
+  }
   tmp = meta_path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(meta, f)
@@ -275,28 +339,33 @@ def load_index(index_dir: str, bank: MemoryBank | None = None):
   retrieval after a restart equals retrieval before it. Nothing here unpickles."""
   from m3jax.memory import embedders
   from m3jax.memory.retriever import load_retriever
+
   path = os.path.join(index_dir, INDEX_META)
   if not os.path.exists(path):
     legacy = os.path.exists(os.path.join(index_dir, "embedder.pkl"))
-    raise ValueError(f"{index_dir} holds no retrieval index (no {INDEX_META}"
-                     f"{'; an old pickled index is never loaded' if legacy else ''}); "
-                     "rebuild it with `python -m m3jax build-memory`")
+    raise ValueError(
+      f"{index_dir} holds no retrieval index (no {INDEX_META}"
+      f"{'; an old pickled index is never loaded' if legacy else ''}); "
+      "rebuild it with `python -m m3jax build-memory`"
+    )
   with open(path) as f:
     meta = json.load(f)
   if "generation" not in meta:
-    raise ValueError(f"{path} is an old index format (pickled embedder, never loaded); "
-                     "rebuild the index with `python -m m3jax build-memory`")
+    raise ValueError(
+      f"{path} is an old index format (pickled embedder, never loaded); "
+      "rebuild the index with `python -m m3jax build-memory`"
+    )
   gdir = os.path.join(index_dir, f"g{meta['generation']}")
-  embedder = embedders.EMBEDDERS[meta["embedder"]].load(os.path.join(gdir,
-                                                                     meta["embedder_file"]))
+  embedder = embedders.EMBEDDERS[meta["embedder"]].load(os.path.join(gdir, meta["embedder_file"]))
   retriever = load_retriever(gdir)
   if bank is not None and meta.get("bank_rows") is not None:
     replay_edits(bank, embedder, retriever, meta["bank_rows"], meta["bank_deletions"])
   return embedder, retriever
 
 
-def replay_edits(bank: MemoryBank, embedder, retriever, rows_covered: int,
-                 deletions_covered: int) -> None:
+def replay_edits(
+  bank: MemoryBank, embedder, retriever, rows_covered: int, deletions_covered: int
+) -> None:
   """Brings an index saved at (rows_covered, deletions_covered) up to the bank's state."""
   deleted = bank.deleted_rows
   old_del = [int(r) for r in deleted[deletions_covered:] if r < rows_covered]

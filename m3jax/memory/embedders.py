@@ -42,17 +42,23 @@ class TfidfEmbedder:
     self.seed = seed
     self._vectorizer = None
     self._svd = None
-    self._proj_FxE = None   # SVD components transposed once: transform is one sparse matmul
+    self._proj_FxE = None  # SVD components transposed once: transform is one sparse matmul
 
   def fit(self, texts: Sequence[str]) -> "TfidfEmbedder":
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
+
     texts = list(texts)
     if not texts:
       raise ValueError("cannot fit an embedder on an empty knowledge base")
-    self._vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1,
-                                       lowercase=True, token_pattern=_TOKEN_PATTERN,
-                                       dtype=np.float32)
+    self._vectorizer = TfidfVectorizer(
+      ngram_range=(1, 2),
+      sublinear_tf=True,
+      min_df=1,
+      lowercase=True,
+      token_pattern=_TOKEN_PATTERN,
+      dtype=np.float32,
+    )
     tfidf = self._vectorizer.fit_transform(texts)
     n_features = tfidf.shape[1]
     if n_features > self.dim and len(texts) > self.dim:
@@ -65,8 +71,9 @@ class TfidfEmbedder:
   def _set_projection(self):
     # sklearn's transform re-transposes components_ ([dim, features]) on every call, which
     # costs hundreds of ms per query batch on a large vocabulary; keep it transposed.
-    self._proj_FxE = (None if self._svd is None else
-                      np.ascontiguousarray(self._svd.components_.T, dtype=np.float32))
+    self._proj_FxE = (
+      None if self._svd is None else np.ascontiguousarray(self._svd.components_.T, dtype=np.float32)
+    )
 
   def embed(self, texts: Sequence[str]) -> np.ndarray:
     if self._vectorizer is None:
@@ -79,7 +86,7 @@ class TfidfEmbedder:
       width = min(self.dim, tfidf.shape[1])
       dense[:, :width] = tfidf[:, :width].toarray()
       if tfidf.shape[1] > self.dim:  # hash the tail columns into the fixed width
-        tail = tfidf[:, self.dim:].tocoo()
+        tail = tfidf[:, self.dim :].tocoo()
         np.add.at(dense, (tail.row, tail.col % self.dim), tail.data)
     return _l2_normalize(dense)
 
@@ -117,12 +124,18 @@ class SparseTfidfEmbedder:
 
   def fit(self, texts: Sequence[str]) -> "SparseTfidfEmbedder":
     from sklearn.feature_extraction.text import TfidfVectorizer
+
     texts = list(texts)
     if not texts:
       raise ValueError("cannot fit an embedder on an empty knowledge base")
-    self._vectorizer = TfidfVectorizer(ngram_range=(1, 1), sublinear_tf=True, min_df=1,
-                                       lowercase=True, token_pattern=_TOKEN_PATTERN,
-                                       dtype=np.float32)
+    self._vectorizer = TfidfVectorizer(
+      ngram_range=(1, 1),
+      sublinear_tf=True,
+      min_df=1,
+      lowercase=True,
+      token_pattern=_TOKEN_PATTERN,
+      dtype=np.float32,
+    )
     self._vectorizer.fit(texts)
     self.dim = len(self._vectorizer.vocabulary_)
     return self
@@ -157,22 +170,31 @@ def _vectorizer_arrays(vectorizer) -> dict:
   terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
   if any("\n" in t for t in terms):
     raise ValueError("a vocabulary term holds a newline; cannot save the embedder")
-  return {"terms_utf8": np.frombuffer("\n".join(terms).encode("utf-8"), np.uint8),
-          "idf": np.asarray(vectorizer.idf_, np.float64)}
+  return {
+    "terms_utf8": np.frombuffer("\n".join(terms).encode("utf-8"), np.uint8),
+    "idf": np.asarray(vectorizer.idf_, np.float64),
+  }
 
 
 def _vectorizer_from(arrays: dict, ngram_max: int):
   from sklearn.feature_extraction.text import TfidfVectorizer
+
   terms = bytes(arrays["terms_utf8"]).decode("utf-8").split("\n")
-  vec = TfidfVectorizer(ngram_range=(1, int(ngram_max)), sublinear_tf=True, lowercase=True,
-                        token_pattern=_TOKEN_PATTERN, dtype=np.float32, vocabulary=terms)
+  vec = TfidfVectorizer(
+    ngram_range=(1, int(ngram_max)),
+    sublinear_tf=True,
+    lowercase=True,
+    token_pattern=_TOKEN_PATTERN,
+    dtype=np.float32,
+    vocabulary=terms,
+  )
   vec.idf_ = np.asarray(arrays["idf"], np.float64)
   return vec
 
 
 def _save_npz(path: str, kind: str, meta: dict, arrays: dict) -> None:
   meta_u8 = np.frombuffer(json.dumps({"kind": kind, **meta}).encode("utf-8"), np.uint8)
-  with open(path, "wb") as f:          # a file object: numpy never renames the path
+  with open(path, "wb") as f:  # a file object: numpy never renames the path
     np.savez(f, meta_json=meta_u8, **arrays)
 
 
@@ -183,9 +205,10 @@ def _load_npz(path: str, kind: str) -> tuple[dict, dict]:
       arrays = {k: z[k] for k in z.files}
     meta = json.loads(bytes(arrays.pop("meta_json")).decode("utf-8"))
   except (ValueError, OSError, KeyError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path} is not a saved {kind} embedder ({e}); embedders are .npz files "
-                     "of plain arrays (never pickles): rebuild the index with build-memory"
-                     ) from None
+    raise ValueError(
+      f"{path} is not a saved {kind} embedder ({e}); embedders are .npz files "
+      "of plain arrays (never pickles): rebuild the index with build-memory"
+    ) from None
   if meta.get("kind") != kind:
     raise ValueError(f"{path} holds a {meta.get('kind')!r} embedder, not {kind!r}")
   return meta, arrays
@@ -197,11 +220,13 @@ class _LazyMiniLM:
 
   def __new__(cls, **kwargs):
     from m3jax.memory.minilm import MiniLMEmbedder
+
     return MiniLMEmbedder(**kwargs)
 
   @staticmethod
   def load(path: str):
     from m3jax.memory.minilm import MiniLMEmbedder
+
     return MiniLMEmbedder.load(path)
 
 

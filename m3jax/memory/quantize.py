@@ -30,13 +30,15 @@ NUM_CENTROIDS = 256
 @dataclasses.dataclass(frozen=True)
 class SubspaceLayout:
   """Static mapping between a D-dim vector and S zero-padded sub-spaces of width W."""
+
   dim: int
   num_subspaces: int
 
   def __post_init__(self):
     if not 1 <= self.num_subspaces <= self.dim:
-      raise ValueError(f"pq bytes per vector must be in 1..{self.dim} (head_dim), "
-                       f"got {self.num_subspaces}")
+      raise ValueError(
+        f"pq bytes per vector must be in 1..{self.dim} (head_dim), got {self.num_subspaces}"
+      )
 
   @property
   def widths(self) -> list[int]:
@@ -77,7 +79,7 @@ def merge(x_SxW, layout: SubspaceLayout):
 
 
 def _assign(x_PxSxW, cb_SxCxW):
-  d = (jnp.sum(cb_SxCxW ** 2, -1)[None] - 2 * jnp.einsum("psw,scw->psc", x_PxSxW, cb_SxCxW))
+  d = jnp.sum(cb_SxCxW**2, -1)[None] - 2 * jnp.einsum("psw,scw->psc", x_PxSxW, cb_SxCxW)
   return jnp.argmin(d, axis=-1)
 
 
@@ -85,9 +87,9 @@ def _assign(x_PxSxW, cb_SxCxW):
 def kmeans(x_PxSxW, init_SxCxW, iters: int = 20):
   """Lloyd's k-means in every sub-space at once. Empty clusters keep their centroid."""
 
-  def update(args):   # one sub-space: one-hot matmul (fast on CPU and accelerators)
+  def update(args):  # one sub-space: one-hot matmul (fast on CPU and accelerators)
     x_PxW, cb_CxW = args
-    d_PxC = jnp.sum(cb_CxW ** 2, -1)[None] - 2 * x_PxW @ cb_CxW.T
+    d_PxC = jnp.sum(cb_CxW**2, -1)[None] - 2 * x_PxW @ cb_CxW.T
     # Nearest centroid as a min-equality mask: XLA's argmin is slow on CPU, and an
     # exact tie (duplicate centroids) just gives both the same mean, harmlessly.
     onehot_PxC = (d_PxC <= d_PxC.min(-1, keepdims=True)).astype(x_PxW.dtype)
@@ -145,8 +147,7 @@ def encode_memories(keys_NxLxKxMxD, values_NxLxKxMxD, codebooks_2xLxSxCxW):
   out = []
   for kv, x in enumerate((keys_NxLxKxMxD, values_NxLxKxMxD)):
     x = jnp.asarray(x, jnp.float32)
-    layers = [encode(x[:, l], jnp.asarray(codebooks_2xLxSxCxW[kv, l]))
-              for l in range(x.shape[1])]
+    layers = [encode(x[:, l], jnp.asarray(codebooks_2xLxSxCxW[kv, l])) for l in range(x.shape[1])]
     out.append(np.asarray(jnp.stack(layers, 1)))
   return out[0], out[1]
 
@@ -161,7 +162,7 @@ def decode_memories(codes_XxLxKxMxS, codebooks_LxSxCxW, dim: int, l_axis: int = 
 def relative_mse(x, x_hat, mask=None) -> float:
   """Σ‖x − x̂‖² / Σ‖x‖² over the (masked) vectors."""
   x, x_hat = np.asarray(x, np.float64), np.asarray(x_hat, np.float64)
-  err, ref = ((x - x_hat) ** 2).sum(-1), (x ** 2).sum(-1)
+  err, ref = ((x - x_hat) ** 2).sum(-1), (x**2).sum(-1)
   if mask is not None:
     err, ref = err[mask], ref[mask]
   return float(err.sum() / max(ref.sum(), 1e-30))

@@ -105,8 +105,7 @@ class NumpyRetriever:
 
   def search(self, query_QxE, k):
     q = np.asarray(query_QxE, np.float32)
-    return _top_k(q @ self._emb.T if len(self._ids) else np.zeros((q.shape[0], 0)),
-                  self._ids, k)
+    return _top_k(q @ self._emb.T if len(self._ids) else np.zeros((q.shape[0], 0)), self._ids, k)
 
   # Subclasses with another embedding storage override these three.
   EMBEDDINGS_FILE = "embeddings.npy"
@@ -137,8 +136,15 @@ class ScannRetriever:
 
   kind = "scann"
 
-  def __init__(self, ids: Sequence[str], embeddings_NxE, *, brute_force_max: int = 20_000,
-               reorder: int = 100, search_fraction: float = 0.1):
+  def __init__(
+    self,
+    ids: Sequence[str],
+    embeddings_NxE,
+    *,
+    brute_force_max: int = 20_000,
+    reorder: int = 100,
+    search_fraction: float = 0.1,
+  ):
     ids, emb = _check(ids, embeddings_NxE)
     if not ids:
       raise ValueError("ScannRetriever needs at least one reference to build an index")
@@ -165,8 +171,8 @@ class ScannRetriever:
       return out_ids, scores
     got, dist = self._searcher.search_batched(q, final_num_neighbors=min(k, len(self)))
     for r, (row_ids, row_s) in enumerate(zip(got, dist)):
-      out_ids[r, :len(row_ids)] = row_ids
-      scores[r, :len(row_ids)] = row_s[:len(row_ids)]
+      out_ids[r, : len(row_ids)] = row_ids
+      scores[r, : len(row_ids)] = row_s[: len(row_ids)]
     return out_ids, scores
 
   def save(self, directory):
@@ -186,6 +192,7 @@ class ScannRetriever:
   @classmethod
   def load(cls, directory):
     from scann.scann_ops.py import scann_ops_pybind
+
     with open(os.path.join(directory, "retriever.json")) as f:
       meta = json.load(f)
     sdir = os.path.join(directory, "scann")
@@ -196,7 +203,8 @@ class ScannRetriever:
     out = cls.__new__(cls)
     out.mode, out.dim = meta["mode"], meta["dim"]
     out._searcher = scann_ops_pybind.ScannSearcher(
-        scann_ops_pybind.scann_pybind.ScannNumpy(sdir, assets), docids)
+      scann_ops_pybind.scann_pybind.ScannNumpy(sdir, assets), docids
+    )
     return out
 
 
@@ -204,15 +212,18 @@ def _build_scann(ids, emb, mode, reorder, search_fraction):
   """Tree + AH: sqrt(n) k-means leaves, ``search_fraction`` of them searched per query,
   anisotropic hashing (2 dims per 4-bit code) to score, exact re-scoring of ``reorder``."""
   from scann.scann_ops.py import scann_ops_pybind
+
   n, dim = emb.shape
   builder = scann_ops_pybind.builder(emb, min(10, n), "dot_product")
   if mode == "brute_force":
     builder = builder.score_brute_force()
   else:
     leaves = max(2, int(math.sqrt(n)))
-    builder = builder.tree(num_leaves=leaves,
-                           num_leaves_to_search=max(1, int(round(leaves * search_fraction))),
-                           training_sample_size=min(n, 100_000))
+    builder = builder.tree(
+      num_leaves=leaves,
+      num_leaves_to_search=max(1, int(round(leaves * search_fraction))),
+      training_sample_size=min(n, 100_000),
+    )
     builder = builder.score_ah(2, anisotropic_quantization_threshold=0.2)
     builder = builder.reorder(reorder)
   return builder.build(docids=list(ids))
@@ -243,11 +254,12 @@ class SparseRetriever:
 
   def __init__(self, ids: Sequence[str] = (), embeddings_NxE=None, dim: int | None = None):
     from scipy import sparse
+
     self._ids: list[str] = []
-    self._pos: dict[str, int] = {}          # id -> live doc number
+    self._pos: dict[str, int] = {}  # id -> live doc number
     self._alive = np.zeros((0,), bool)
     self._post_VxN = sparse.csr_matrix((dim or 0, 0), dtype=np.float32)
-    self._tail: list = []                   # CSR [n, V] rows not yet in the postings
+    self._tail: list = []  # CSR [n, V] rows not yet in the postings
     self._tail_start = 0
     if len(ids):
       self.insert(ids, embeddings_NxE)
@@ -262,6 +274,7 @@ class SparseRetriever:
   def insert(self, ids, embeddings_NxE):
     """Upsert: a known id is tombstoned and its new vector appended."""
     from scipy import sparse
+
     emb = sparse.csr_matrix(embeddings_NxE, dtype=np.float32)
     ids = [str(i) for i in ids]
     if emb.shape[0] != len(ids):
@@ -271,8 +284,7 @@ class SparseRetriever:
     if self._post_VxN.shape[0] == 0 and not self._ids:
       self._post_VxN = sparse.csr_matrix((emb.shape[1], 0), dtype=np.float32)
     if emb.shape[1] != self._post_VxN.shape[0]:
-      raise ValueError(f"embeddings have width {emb.shape[1]}, the index "
-                       f"{self._post_VxN.shape[0]}")
+      raise ValueError(f"embeddings have width {emb.shape[1]}, the index {self._post_VxN.shape[0]}")
     known = [i for i in ids if i in self._pos]
     if known:
       self.delete(known)
@@ -286,6 +298,7 @@ class SparseRetriever:
 
   def _merge(self):
     from scipy import sparse
+
     if not self._tail:
       return
     tail = sparse.vstack(self._tail, format="csr")
@@ -296,18 +309,20 @@ class SparseRetriever:
     ids = [str(i) for i in ids]
     unknown = [i for i in ids if i not in self._pos]
     if unknown or len(set(ids)) != len(ids):
-      raise KeyError(f"cannot delete ids not in the index (or repeated): {unknown[:5]}; "
-                     "nothing was deleted")
+      raise KeyError(
+        f"cannot delete ids not in the index (or repeated): {unknown[:5]}; nothing was deleted"
+      )
     for i in ids:
       self._alive[self._pos.pop(i)] = False
 
   def search(self, query_QxE, k):
     from scipy import sparse
+
     q = sparse.csr_matrix(query_QxE, dtype=np.float32)
     ids = np.full((q.shape[0], k), None, object)
     scores = np.full((q.shape[0], k), -np.inf, np.float32)
     n_post = self._post_VxN.shape[1]
-    hits = (q @ self._post_VxN).tocsr() if n_post else None    # only docs sharing a term
+    hits = (q @ self._post_VxN).tocsr() if n_post else None  # only docs sharing a term
     tail = sparse.vstack(self._tail, format="csr") if self._tail else None
     tail_s = np.asarray((q @ tail.T).toarray(), np.float32) if tail is not None else None
     for r in range(q.shape[0]):
@@ -321,18 +336,19 @@ class SparseRetriever:
         vals = np.concatenate([vals, tail_s[r]])
       keep = self._alive[docs] & (vals > 0)
       docs, vals = docs[keep], vals[keep]
-      if len(docs) < k:   # fewer matches than k: pad with live zero-score docs, in order
+      if len(docs) < k:  # fewer matches than k: pad with live zero-score docs, in order
         extra = np.flatnonzero(self._alive)
-        extra = extra[~np.isin(extra, docs)][:k - len(docs)]
+        extra = extra[~np.isin(extra, docs)][: k - len(docs)]
         docs = np.concatenate([docs, extra])
         vals = np.concatenate([vals, np.zeros(len(extra), np.float32)])
       order = np.lexsort((docs, -vals))[:k]
-      ids[r, :len(order)] = [self._ids[d] for d in docs[order]]
-      scores[r, :len(order)] = vals[order]
+      ids[r, : len(order)] = [self._ids[d] for d in docs[order]]
+      scores[r, : len(order)] = vals[order]
     return ids, scores
 
   def save(self, directory):
     from scipy import sparse
+
     self._merge()
     os.makedirs(directory, exist_ok=True)
     sparse.save_npz(os.path.join(directory, "postings.npz"), self._post_VxN)
@@ -343,6 +359,7 @@ class SparseRetriever:
   @classmethod
   def load(cls, directory):
     from scipy import sparse
+
     with open(os.path.join(directory, "retriever.json")) as f:
       meta = json.load(f)
     out = cls()
@@ -374,7 +391,10 @@ def load_retriever(directory: str) -> Retriever:
   with open(path) as f:
     kind = json.load(f)["kind"]
   if kind == "scann" and not scann_available():
-    raise ValueError(f"{directory} holds a ScaNN index but scann is not installed; "
-                     "pip install scann, or rebuild the index with kind='numpy'")
-  return {"scann": ScannRetriever, "numpy": NumpyRetriever,
-          "sparse": SparseRetriever}[kind].load(directory)
+    raise ValueError(
+      f"{directory} holds a ScaNN index but scann is not installed; "
+      "pip install scann, or rebuild the index with kind='numpy'"
+    )
+  return {"scann": ScannRetriever, "numpy": NumpyRetriever, "sparse": SparseRetriever}[kind].load(
+    directory
+  )

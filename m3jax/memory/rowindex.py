@@ -22,15 +22,26 @@ FENCE = 1024
 
 def hash_ids(ids: Sequence[str]) -> np.ndarray:
   """uint64 [n]: the first 8 bytes of blake2b of each id's UTF-8."""
-  return np.array([int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(),
-                                  "little") for i in ids], np.uint64)
+  return np.array(
+    [
+      int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(), "little")
+      for i in ids
+    ],
+    np.uint64,
+  )
 
 
 class RowIndex:
   """In-memory view: fences of the sorted run, and the tail as {hash: [rows]}."""
 
-  def __init__(self, read_chunk, fences: np.ndarray, sorted_count: int,
-               tail_hashes: np.ndarray, tail_start: int):
+  def __init__(
+    self,
+    read_chunk,
+    fences: np.ndarray,
+    sorted_count: int,
+    tail_hashes: np.ndarray,
+    tail_start: int,
+  ):
     """``read_chunk(sorted chunk indices) -> (hashes, rows)`` reads those sorted-run chunks,
     concatenated."""
     self._read_chunk = read_chunk
@@ -62,16 +73,17 @@ class RowIndex:
     need = np.unique(np.concatenate([chunk_of[chunk_of >= 0], chunk_of[on_fence] - 1]))
     if not len(need):
       return out
-    run_h, run_r = self._read_chunk(need)        # the chunks, concatenated: still sorted
+    run_h, run_r = self._read_chunk(need)  # the chunks, concatenated: still sorted
     lo = np.searchsorted(run_h, hashes, "left")
     hi = np.searchsorted(run_h, hashes, "right")
     for q in np.flatnonzero(hi > lo):
-      out[q].extend(run_r[lo[q]:hi[q]].tolist())
+      out[q].extend(run_r[lo[q] : hi[q]].tolist())
     return out
 
 
-def merged_run(sorted_hash: np.ndarray, sorted_rows: np.ndarray, tail_hash: np.ndarray,
-               tail_start: int):
+def merged_run(
+  sorted_hash: np.ndarray, sorted_rows: np.ndarray, tail_hash: np.ndarray, tail_start: int
+):
   """-> (hash, rows, fences) of the run holding both (stable: equal hashes by row)."""
   h = np.concatenate([sorted_hash, tail_hash]).astype(np.uint64)
   r = np.concatenate([sorted_rows, np.arange(tail_start, tail_start + len(tail_hash))])

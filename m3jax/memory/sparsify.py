@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 
 
-def selection_scores(q_raw_BxNxHxD, k_raw_BxNxKxD, valid_BxN, selection: str = "attention",
-                     rng=None):
+def selection_scores(
+  q_raw_BxNxHxD, k_raw_BxNxKxD, valid_BxN, selection: str = "attention", rng=None
+):
   """Score per (batch, kv head, token): [B, K, N]; padding scores -inf."""
   if selection not in ("attention", "expsum", "random", "first"):  # model.config.SELECTIONS
     raise ValueError(f"selection={selection!r} is not one of attention, expsum, random, first")
@@ -27,7 +28,7 @@ def selection_scores(q_raw_BxNxHxD, k_raw_BxNxKxD, valid_BxN, selection: str = "
     scores = jax.random.uniform(rng, (b, kv, n))
   else:
     q = q_raw_BxNxHxD.reshape(b, n, kv, h // kv, d).astype(jnp.float32)
-    logits = jnp.einsum("bikgd,bjkd->bkgij", q, k_raw_BxNxKxD.astype(jnp.float32)) * d ** -0.5
+    logits = jnp.einsum("bikgd,bjkd->bkgij", q, k_raw_BxNxKxD.astype(jnp.float32)) * d**-0.5
     key_ok = valid_BxN[:, None, None, None, :]
     query_ok = valid_BxN[:, None, None, :, None]
     logits = jnp.where(key_ok, logits, neg)

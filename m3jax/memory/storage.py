@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 
-TIB = 2 ** 40
-PIB = 2 ** 50
+TIB = 2**40
+PIB = 2**50
 
 
 @dataclasses.dataclass(frozen=True)
 class StorageReport:
-  vectors_per_reference: int       # L_mem · 2 · H_kv · k
-  bytes_bf16: int                  # per reference
-  bytes_pq: int                    # per reference, pq_bytes_per_vector per vector
-  bytes_full: int                  # the paper's dense baseline per reference
-  metadata_bytes: int              # mask + kept-token positions, per reference
+  vectors_per_reference: int  # L_mem · 2 · H_kv · k
+  bytes_bf16: int  # per reference
+  bytes_pq: int  # per reference, pq_bytes_per_vector per vector
+  bytes_full: int  # the paper's dense baseline per reference
+  metadata_bytes: int  # mask + kept-token positions, per reference
   num_references: int
 
   @property
@@ -39,24 +39,31 @@ class StorageReport:
   def lines(self) -> list[str]:
     n = self.num_references
     return [
-        f"memory vectors per reference : {self.vectors_per_reference:,}",
-        f"bytes per reference (bf16)   : {self.bytes_bf16:,} B",
-        f"bytes per reference (PQ)     : {self.bytes_pq:,} B",
-        f"dense 'full KV' per reference: {self.bytes_full:,} B",
-        f"metadata per reference       : {self.metadata_bytes:,} B (mask + token ids; "
-        "not in the paper's numbers)",
-        f"total sparsity               : {self.sparsity:g} (with PQ: {self.sparsity_pq:.0f})",
-        f"bank for {n:.3g} references : full {self.bank_bytes(self.bytes_full) / PIB:.2f} PiB"
-        f", sparse {self.bank_bytes(self.bytes_bf16) / TIB:.1f} TiB"
-        f", sparse + PQ {self.bank_bytes(self.bytes_pq) / TIB:.1f} TiB",
+      f"memory vectors per reference : {self.vectors_per_reference:,}",
+      f"bytes per reference (bf16)   : {self.bytes_bf16:,} B",
+      f"bytes per reference (PQ)     : {self.bytes_pq:,} B",
+      f"dense 'full KV' per reference: {self.bytes_full:,} B",
+      f"metadata per reference       : {self.metadata_bytes:,} B (mask + token ids; "
+      "not in the paper's numbers)",
+      f"total sparsity               : {self.sparsity:g} (with PQ: {self.sparsity_pq:.0f})",
+      f"bank for {n:.3g} references : full {self.bank_bytes(self.bytes_full) / PIB:.2f} PiB"
+      f", sparse {self.bank_bytes(self.bytes_bf16) / TIB:.1f} TiB"
+      f", sparse + PQ {self.bank_bytes(self.bytes_pq) / TIB:.1f} TiB",
     ]
 
 
-def storage_report(model_cfg, pq_bytes_per_vector: int = 14,
-                   num_references: int = 112_000_000) -> StorageReport:
+def storage_report(
+  model_cfg, pq_bytes_per_vector: int = 14, num_references: int = 112_000_000
+) -> StorageReport:
   m = model_cfg.memory
   vectors = m.num_memory_layers * 2 * model_cfg.num_kv_heads * m.tokens_per_head
   full = model_cfg.num_layers * model_cfg.num_heads * m.ref_len * model_cfg.head_dim * 2 * 2
   meta = m.tokens_per_head + 4 * m.num_memory_layers * model_cfg.num_kv_heads * m.tokens_per_head
-  return StorageReport(vectors, vectors * model_cfg.head_dim * 2,
-                       vectors * pq_bytes_per_vector, full, meta, int(num_references))
+  return StorageReport(
+    vectors,
+    vectors * model_cfg.head_dim * 2,
+    vectors * pq_bytes_per_vector,
+    full,
+    meta,
+    int(num_references),
+  )

@@ -50,6 +50,7 @@ class BankCorruptError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class BankLayout:
   """Per-reference memory shape; ``pq_subspaces == 0`` means unquantized bfloat16."""
+
   num_layers: int
   kv_heads: int
   tokens: int
@@ -58,8 +59,13 @@ class BankLayout:
 
   @classmethod
   def from_model(cls, cfg, pq_subspaces: int = 0) -> "BankLayout":
-    return cls(cfg.memory.num_memory_layers, cfg.num_kv_heads, cfg.memory.tokens_per_head,
-               cfg.head_dim, pq_subspaces)
+    return cls(
+      cfg.memory.num_memory_layers,
+      cfg.num_kv_heads,
+      cfg.memory.tokens_per_head,
+      cfg.head_dim,
+      pq_subspaces,
+    )
 
   @property
   def row_shape(self) -> tuple[int, ...]:
@@ -70,17 +76,28 @@ class BankLayout:
 def model_fingerprint(cfg) -> str:
   """Hash of everything that changes what a memory is (shape, ids, selection, RoPE)."""
   m = cfg.memory
-  fields = dict(vocab=cfg.vocab_size, layers=cfg.num_layers, heads=cfg.num_heads,
-                kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, embed=cfg.embed_dim,
-                mlp=cfg.mlp_dim, rope=cfg.rope_base, ref_id=cfg.ref_id,
-                memory_layers=list(m.memory_layers), k=m.tokens_per_head, ref_len=m.ref_len,
-                selection=m.selection)
+  fields = dict(
+    vocab=cfg.vocab_size,
+    layers=cfg.num_layers,
+    heads=cfg.num_heads,
+    kv_heads=cfg.num_kv_heads,
+    head_dim=cfg.head_dim,
+    embed=cfg.embed_dim,
+    mlp=cfg.mlp_dim,
+    rope=cfg.rope_base,
+    ref_id=cfg.ref_id,
+    memory_layers=list(m.memory_layers),
+    k=m.tokens_per_head,
+    ref_len=m.ref_len,
+    selection=m.selection,
+  )
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass
 class BankRows:
   """Rows as stored: keys/values bf16 [n, L, K, M, D] or uint8 codes [n, L, K, M, S]."""
+
   keys: np.ndarray
   values: np.ndarray
   mask: np.ndarray
@@ -108,9 +125,10 @@ def encode_ids(ids: Sequence[str]) -> np.ndarray:
   for j, i in enumerate(ids):
     b = i.encode("utf-8")
     if len(b) > ID_BYTES or not b or b"\0" in b:
-      raise ValueError(f"reference id {i!r} must be 1..{ID_BYTES} UTF-8 bytes without NUL; "
-                       "shorten it")
-    out[j, :len(b)] = np.frombuffer(b, np.uint8)
+      raise ValueError(
+        f"reference id {i!r} must be 1..{ID_BYTES} UTF-8 bytes without NUL; shorten it"
+      )
+    out[j, : len(b)] = np.frombuffer(b, np.uint8)
   return out
 
 
@@ -125,7 +143,7 @@ class MemoryBank:
     self.url = url
     self.context = context
     self.cache = LRUCache(cache_size)
-    self._row_memo = LRUCache(max(4 * cache_size, 4096))   # id -> live row (lookups)
+    self._row_memo = LRUCache(max(4 * cache_size, 4096))  # id -> live row (lookups)
     self._spec = spec
     self._kv = ts.KvStore.open(spec, context=context).result()
     self.manifest = manifest
@@ -138,9 +156,15 @@ class MemoryBank:
     self._load_index()
 
   def _open_array(self, name):
-    return ts.open({"driver": "zarr3", "kvstore": _sub(self._spec, name),
-                    "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True},
-                   context=self.context).result()
+    return ts.open(
+      {
+        "driver": "zarr3",
+        "kvstore": _sub(self._spec, name),
+        "fill_missing_data_reads": False,
+        "store_data_equal_to_fill_value": True,
+      },
+      context=self.context,
+    ).result()
 
   def _read(self, name, arr, index, rows=None):
     """``arr[index]`` as numpy; a damaged chunk -> BankCorruptError naming array and rows.
@@ -152,95 +176,146 @@ class MemoryBank:
     except ValueError as e:
       where = f"rows {_short(rows)}" if rows is not None else f"index {index}"
       raise BankCorruptError(
-          f"memory bank {self.url}: array '{name}' {where} cannot be read ({e}); the bank "
-          "is damaged: rebuild it with build-memory") from None
+        f"memory bank {self.url}: array '{name}' {where} cannot be read ({e}); the bank "
+        "is damaged: rebuild it with build-memory"
+      ) from None
 
   def _load_index(self):
     m = self.manifest
-    self._deleted = set(self._read("deleted", self._arrays["deleted"],
-                                   slice(0, m["num_deleted"])).tolist())
+    self._deleted = set(
+      self._read("deleted", self._arrays["deleted"], slice(0, m["num_deleted"])).tolist()
+    )
     gen = m["rowindex_generation"]
     s = m["sorted_count"]
     run = {}
     if s:
       for name in ("hash", "rows", "fences"):
         run[name] = self._open_array(f"rowindex/g{gen}/{name}")
-    fences = (self._read("rowindex fences", run["fences"], slice(None)) if s
-              else np.zeros((0,), np.uint64))
+    fences = (
+      self._read("rowindex fences", run["fences"], slice(None)) if s else np.zeros((0,), np.uint64)
+    )
 
     def read_chunk(chunks):
-      pos = (np.asarray(chunks, np.int64)[:, None] * rowindex.FENCE
-             + np.arange(rowindex.FENCE)[None]).reshape(-1)
+      pos = (
+        np.asarray(chunks, np.int64)[:, None] * rowindex.FENCE + np.arange(rowindex.FENCE)[None]
+      ).reshape(-1)
       pos = pos[pos < s]
-      fh, fr = run["hash"][pos].read(), run["rows"][pos].read()   # one read per array
+      fh, fr = run["hash"][pos].read(), run["rows"][pos].read()  # one read per array
       try:
         return np.asarray(fh.result()), np.asarray(fr.result())
       except ValueError as e:
-        raise BankCorruptError(f"memory bank {self.url}: id index chunks {_short(chunks)} "
-                               f"cannot be read ({e}); rebuild the bank with build-memory"
-                               ) from None
+        raise BankCorruptError(
+          f"memory bank {self.url}: id index chunks {_short(chunks)} "
+          f"cannot be read ({e}); rebuild the bank with build-memory"
+        ) from None
 
     tail = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
     self._index = rowindex.RowIndex(read_chunk, fences, s, tail, s)
 
   # ------------------------------------------------------------------ create / open
   @classmethod
-  def create(cls, url, layout: BankLayout, *, model_cfg=None, checkpoint_step: int = 0,
-             params_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None,
-             codebooks=None, pq_rel_mse: float | None = None, sharded: bool = False,
-             chunk_refs: int = 64, shard_refs: int = 4096, cache_size: int = 1024,
-             context: ts.Context | None = None) -> "MemoryBank":
+  def create(
+    cls,
+    url,
+    layout: BankLayout,
+    *,
+    model_cfg=None,
+    checkpoint_step: int = 0,
+    params_fingerprint: str | None = None,
+    tokenizer_fingerprint: str | None = None,
+    codebooks=None,
+    pq_rel_mse: float | None = None,
+    sharded: bool = False,
+    chunk_refs: int = 64,
+    shard_refs: int = 4096,
+    cache_size: int = 1024,
+    context: ts.Context | None = None,
+  ) -> "MemoryBank":
     """A new, empty, incomplete bank. Refuses to overwrite an existing bank or to write
     into a non-empty local folder."""
     context = context or ts.Context()
     spec = _kvstore_spec(url)
     kv = ts.KvStore.open(spec, context=context).result()
     if kv.read(MANIFEST).result().state == "value":
-      raise ValueError(f"a memory bank already exists at {url}; open it (build-memory "
-                       "resumes it) or delete it first")
+      raise ValueError(
+        f"a memory bank already exists at {url}; open it (build-memory "
+        "resumes it) or delete it first"
+      )
     if spec.get("driver") == "file" and os.path.isdir(spec["path"]) and os.listdir(spec["path"]):
-      raise ValueError(f"{url} is a non-empty folder that is not a memory bank; give "
-                       "build-memory an empty or new folder")
+      raise ValueError(
+        f"{url} is a non-empty folder that is not a memory bank; give "
+        "build-memory an empty or new folder"
+      )
     if layout.pq_subspaces and codebooks is None:
       raise ValueError("a quantized bank needs its codebooks at creation")
     n = layout.row_shape
     dtype = ts.uint8 if layout.pq_subspaces else ts.bfloat16
-    shapes = {"keys": (n, dtype), "values": (n, dtype), "mask": ((layout.tokens,), ts.bool),
-              "token_idx": (n[:-1], ts.int32), "ids": ((ID_BYTES,), ts.uint8)}
+    shapes = {
+      "keys": (n, dtype),
+      "values": (n, dtype),
+      "mask": ((layout.tokens,), ts.bool),
+      "token_idx": (n[:-1], ts.int32),
+      "ids": ((ID_BYTES,), ts.uint8),
+    }
     for name, (row, dt) in shapes.items():
       _create_array(_sub(spec, name), row, dt, sharded, chunk_refs, shard_refs, context)
-    for name, row, dt, chunk in (("id_hash", (), ts.uint64, 4096),
-                                 ("text_span", (2,), ts.int64, 4096),
-                                 ("text_bytes", (), ts.uint8, 1 << 18),
-                                 ("deleted", (), ts.int64, 4096)):
+    for name, row, dt, chunk in (
+      ("id_hash", (), ts.uint64, 4096),
+      ("text_span", (2,), ts.int64, 4096),
+      ("text_bytes", (), ts.uint8, 1 << 18),
+      ("deleted", (), ts.int64, 4096),
+    ):
       _create_array(_sub(spec, name), row, dt, False, chunk, 0, context)
     if layout.pq_subspaces:
       cb = np.asarray(codebooks, np.float32)
-      _create_array(_sub(spec, "codebooks"), cb.shape[1:], ts.float32, False, cb.shape[0],
-                    0, context, shape0=cb.shape[0]).write(cb).result()
+      _create_array(
+        _sub(spec, "codebooks"),
+        cb.shape[1:],
+        ts.float32,
+        False,
+        cb.shape[0],
+        0,
+        context,
+        shape0=cb.shape[0],
+      ).write(cb).result()
     manifest = {
-        "spec_version": SPEC_VERSION, "complete": False,
-        "layout": dataclasses.asdict(layout),
-        "dtype": "uint8" if layout.pq_subspaces else "bfloat16",
-        "quantization": ({"kind": "pq", "bytes_per_vector": layout.pq_subspaces,
-                          "relative_mse": pq_rel_mse} if layout.pq_subspaces
-                         else {"kind": "none"}),
-        "checkpoint_step": int(checkpoint_step),
-        "model_fingerprint": model_fingerprint(model_cfg) if model_cfg is not None else None,
-        "params_fingerprint": params_fingerprint,
-        "tokenizer_fingerprint": tokenizer_fingerprint,
-        "count": 0, "num_deleted": 0, "text_bytes": 0, "sorted_count": 0,
-        "rowindex_generation": 0,
+      "spec_version": SPEC_VERSION,
+      "complete": False,
+      "layout": dataclasses.asdict(layout),
+      "dtype": "uint8" if layout.pq_subspaces else "bfloat16",
+      "quantization": (
+        {"kind": "pq", "bytes_per_vector": layout.pq_subspaces, "relative_mse": pq_rel_mse}
+        if layout.pq_subspaces
+        else {"kind": "none"}
+      ),
+      "checkpoint_step": int(checkpoint_step),
+      "model_fingerprint": model_fingerprint(model_cfg) if model_cfg is not None else None,
+      "params_fingerprint": params_fingerprint,
+      "tokenizer_fingerprint": tokenizer_fingerprint,
+      "count": 0,
+      "num_deleted": 0,
+      "text_bytes": 0,
+      "sorted_count": 0,
+      "rowindex_generation": 0,
     }
     _write_manifest(spec, kv, manifest)
     return cls(url, spec, manifest, context, cache_size)
 
   @classmethod
-  def open(cls, url, *, model_cfg=None, checkpoint_step: int | None = None,
-           params_fingerprint: str | None = None, tokenizer_fingerprint: str | None = None,
-           pq_subspaces: int | None = None, allow_stale: bool = False,
-           require_complete: bool = False, cache_size: int = 1024,
-           context: ts.Context | None = None) -> "MemoryBank":
+  def open(
+    cls,
+    url,
+    *,
+    model_cfg=None,
+    checkpoint_step: int | None = None,
+    params_fingerprint: str | None = None,
+    tokenizer_fingerprint: str | None = None,
+    pq_subspaces: int | None = None,
+    allow_stale: bool = False,
+    require_complete: bool = False,
+    cache_size: int = 1024,
+    context: ts.Context | None = None,
+  ) -> "MemoryBank":
     """Opens a bank, refusing one built for another model, weights or tokenizer unless
     ``allow_stale``. The weights are compared by fingerprint when given (the step alone
     cannot tell two stages apart), else by checkpoint step."""
@@ -249,30 +324,46 @@ class MemoryBank:
     manifest = read_manifest(url, context=context)
     problems = []
     if model_cfg is not None:
-      want = BankLayout.from_model(model_cfg, manifest["layout"]["pq_subspaces"]
-                                   if pq_subspaces is None else pq_subspaces)
+      want = BankLayout.from_model(
+        model_cfg, manifest["layout"]["pq_subspaces"] if pq_subspaces is None else pq_subspaces
+      )
       have = BankLayout(**manifest["layout"])
       if want != have:
         problems.append(f"has layout {have} but the model config needs {want}")
       fp = model_fingerprint(model_cfg)
       if manifest["model_fingerprint"] not in (None, fp):
-        problems.append(f"was built for model fingerprint {manifest['model_fingerprint']} "
-                        f"but the model config has {fp}")
-    for what, got, key in (("checkpoint weights", params_fingerprint, "params_fingerprint"),
-                           ("tokenizer", tokenizer_fingerprint, "tokenizer_fingerprint")):
+        problems.append(
+          f"was built for model fingerprint {manifest['model_fingerprint']} "
+          f"but the model config has {fp}"
+        )
+    for what, got, key in (
+      ("checkpoint weights", params_fingerprint, "params_fingerprint"),
+      ("tokenizer", tokenizer_fingerprint, "tokenizer_fingerprint"),
+    ):
       if got is not None and manifest[key] != got:
-        problems.append(f"was built with {what} of fingerprint {manifest[key]}, this run's "
-                        f"{what} have fingerprint {got}")
-    if (params_fingerprint is None and checkpoint_step is not None
-        and manifest["checkpoint_step"] != checkpoint_step):
-      problems.append(f"was encoded at checkpoint step {manifest['checkpoint_step']} but the "
-                      f"model is at step {checkpoint_step}")
+        problems.append(
+          f"was built with {what} of fingerprint {manifest[key]}, this run's "
+          f"{what} have fingerprint {got}"
+        )
+    if (
+      params_fingerprint is None
+      and checkpoint_step is not None
+      and manifest["checkpoint_step"] != checkpoint_step
+    ):
+      problems.append(
+        f"was encoded at checkpoint step {manifest['checkpoint_step']} but the "
+        f"model is at step {checkpoint_step}"
+      )
     if problems and not allow_stale:
-      raise ValueError(f"memory bank {url} {'; and '.join(problems)}: the memories are stale; "
-                       f"rebuild the bank (build-memory), or pass {STALE_FLAG}")
+      raise ValueError(
+        f"memory bank {url} {'; and '.join(problems)}: the memories are stale; "
+        f"rebuild the bank (build-memory), or pass {STALE_FLAG}"
+      )
     if require_complete and not manifest["complete"]:
-      raise ValueError(f"memory bank {url} is incomplete ({manifest['count']} references "
-                       "committed); resume it with build-memory")
+      raise ValueError(
+        f"memory bank {url} is incomplete ({manifest['count']} references "
+        "committed); resume it with build-memory"
+      )
     return cls(url, spec, manifest, context, cache_size)
 
   @staticmethod
@@ -326,8 +417,7 @@ class MemoryBank:
   @property
   def deleted_rows(self) -> np.ndarray:
     """The rows deleted so far, in deletion order (the bank's edit log)."""
-    return self._read("deleted", self._arrays["deleted"],
-                      slice(0, self.manifest["num_deleted"]))
+    return self._read("deleted", self._arrays["deleted"], slice(0, self.manifest["num_deleted"]))
 
   def contains(self, ids: Sequence[str]) -> np.ndarray:
     """bool [n]: which ids are live in the bank (one batched lookup)."""
@@ -348,22 +438,23 @@ class MemoryBank:
     if not len(rows):
       return []
     span = self._read("text_span", self._arrays["text_span"], rows, rows)
-    futs = [self._arrays["text_bytes"][int(a):int(b)].read() for a, b in span]
+    futs = [self._arrays["text_bytes"][int(a) : int(b)].read() for a, b in span]
     out = []
     for r, f in zip(rows, futs):
       try:
         out.append(bytes(np.asarray(f.result())).decode("utf-8"))
       except ValueError as e:
-        raise BankCorruptError(f"memory bank {self.url}: array 'text_bytes' row {r} cannot "
-                               f"be read ({e}); rebuild the bank with build-memory") from None
+        raise BankCorruptError(
+          f"memory bank {self.url}: array 'text_bytes' row {r} cannot "
+          f"be read ({e}); rebuild the bank with build-memory"
+        ) from None
     return out
 
   def _live_rows(self, ids):
     rows = self.rows_of(ids)
     unknown = [i for i, r in zip(ids, rows) if r < 0]
     if unknown:
-      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): "
-                     f"{unknown[:5]}")
+      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): {unknown[:5]}")
     return rows
 
   # ------------------------------------------------------------------ writes
@@ -371,12 +462,16 @@ class MemoryBank:
     """Float memories -> the stored form (bf16, or PQ codes with this bank's codebooks)."""
     if not self.layout.pq_subspaces:
       import ml_dtypes
-      return (np.asarray(keys).astype(ml_dtypes.bfloat16),
-              np.asarray(values).astype(ml_dtypes.bfloat16))
+
+      return (
+        np.asarray(keys).astype(ml_dtypes.bfloat16),
+        np.asarray(values).astype(ml_dtypes.bfloat16),
+      )
     return quantize.encode_memories(keys, values, self.codebooks)
 
-  def append(self, ids: Sequence[str], keys, values, mask, token_idx,
-             texts: Sequence[str] | None = None) -> None:
+  def append(
+    self, ids: Sequence[str], keys, values, mask, token_idx, texts: Sequence[str] | None = None
+  ) -> None:
     """Commits a batch of float (unquantized) memories and their texts: arrays first,
     manifest last. Every check runs before anything is written."""
     ids = [str(i) for i in ids]
@@ -387,8 +482,10 @@ class MemoryBank:
     rows = self.rows_of(ids)
     dup = [i for i, r in zip(ids, rows) if r >= 0]
     if dup or len(set(ids)) != len(ids):
-      raise ValueError(f"reference ids already in the bank (or repeated): "
-                       f"{dup[:5] or _repeated(ids)}; delete them first to replace them")
+      raise ValueError(
+        f"reference ids already in the bank (or repeated): "
+        f"{dup[:5] or _repeated(ids)}; delete them first to replace them"
+      )
     texts = [""] * n if texts is None else [str(t) for t in texts]
     if len(texts) != n:
       raise ValueError(f"{n} ids need {n} texts, got {len(texts)}")
@@ -396,14 +493,22 @@ class MemoryBank:
     blob = [t.encode("utf-8") for t in texts]
     ends = self.manifest["text_bytes"] + np.cumsum([len(b) for b in blob])
     span = np.stack([ends - [len(b) for b in blob], ends], 1).astype(np.int64)
-    data = {"keys": k, "values": v, "mask": np.asarray(mask, bool),
-            "token_idx": np.asarray(token_idx, np.int32), "ids": id_bytes,
-            "id_hash": rowindex.hash_ids(ids), "text_span": span}
+    data = {
+      "keys": k,
+      "values": v,
+      "mask": np.asarray(mask, bool),
+      "token_idx": np.asarray(token_idx, np.int32),
+      "ids": id_bytes,
+      "id_hash": rowindex.hash_ids(ids),
+      "text_span": span,
+    }
     for name in data:
       arr = self._arrays[name]
       if data[name].shape != (n,) + tuple(arr.shape[1:]):
-        raise ValueError(f"{name} batch has shape {data[name].shape}, the bank expects "
-                         f"({n}, {', '.join(map(str, arr.shape[1:]))})")
+        raise ValueError(
+          f"{name} batch has shape {data[name].shape}, the bank expects "
+          f"({n}, {', '.join(map(str, arr.shape[1:]))})"
+        )
     futures = [self._write_at(name, start, data[name]) for name in data]
     text = np.frombuffer(b"".join(blob), np.uint8)
     if len(text):
@@ -422,8 +527,9 @@ class MemoryBank:
     stop = start + len(data)
     if arr.shape[0] < stop:
       grow = max(stop, 2 * arr.shape[0]) if name == "text_bytes" else stop
-      arr = arr.resize(exclusive_max=[grow] + [None] * (arr.rank - 1),
-                       resize_metadata_only=True).result()
+      arr = arr.resize(
+        exclusive_max=[grow] + [None] * (arr.rank - 1), resize_metadata_only=True
+      ).result()
       self._arrays[name] = arr
     return arr[start:stop].write(data)
 
@@ -460,17 +566,26 @@ class MemoryBank:
     if not tail or (not force and tail < max(4096, m["sorted_count"] // 4)):
       return
     s, gen = m["sorted_count"], m["rowindex_generation"]
-    old = [self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
-           for n in ("hash", "rows")] if s else [np.zeros(0, np.uint64), np.zeros(0, np.int64)]
+    old = (
+      [
+        self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
+        for n in ("hash", "rows")
+      ]
+      if s
+      else [np.zeros(0, np.uint64), np.zeros(0, np.int64)]
+    )
     tail_h = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
     h, r, fences = rowindex.merged_run(old[0], old[1], tail_h, s)
     new = gen + 1
-    for name, data, dt, chunk in (("hash", h, ts.uint64, rowindex.FENCE),
-                                  ("rows", r, ts.int64, rowindex.FENCE),
-                                  ("fences", fences, ts.uint64, 1 << 16)):
+    for name, data, dt, chunk in (
+      ("hash", h, ts.uint64, rowindex.FENCE),
+      ("rows", r, ts.int64, rowindex.FENCE),
+      ("fences", fences, ts.uint64, 1 << 16),
+    ):
       spec = _sub(self._spec, f"rowindex/g{new}/{name}")
-      _create_array(spec, (), dt, False, chunk, 0, self.context,
-                    shape0=len(data)).write(data).result()
+      _create_array(spec, (), dt, False, chunk, 0, self.context, shape0=len(data)).write(
+        data
+      ).result()
     self.manifest = {**m, "sorted_count": int(m["count"]), "rowindex_generation": new}
     self._pending_drop = gen if s else None
     self._load_index()
@@ -478,12 +593,12 @@ class MemoryBank:
   def _commit(self):
     _write_manifest(self._spec, self._kv, self.manifest)
     drop = getattr(self, "_pending_drop", None)
-    if drop is not None:   # the old run is unreferenced once the manifest names the new one
-      self._kv.delete_range(ts.KvStore.KeyRange(f"rowindex/g{drop}/",
-                                                f"rowindex/g{drop}0")).result()
+    if drop is not None:  # the old run is unreferenced once the manifest names the new one
+      self._kv.delete_range(
+        ts.KvStore.KeyRange(f"rowindex/g{drop}/", f"rowindex/g{drop}0")
+      ).result()
       if self._spec.get("driver") == "file":
-        shutil.rmtree(os.path.join(self._spec["path"], "rowindex", f"g{drop}"),
-                      ignore_errors=True)
+        shutil.rmtree(os.path.join(self._spec["path"], "rowindex", f"g{drop}"), ignore_errors=True)
       self._pending_drop = None
 
   # ------------------------------------------------------------------ reads
@@ -512,8 +627,12 @@ class MemoryBank:
         found[i] = tuple(got[name][j] for name in ROW_ARRAYS)
         self.cache.put(i, found[i])
     if not ids:
-      return BankRows(*[np.zeros((0,) + tuple(self._arrays[n].shape[1:]),
-                                 self._arrays[n].dtype.numpy_dtype) for n in ROW_ARRAYS])
+      return BankRows(
+        *[
+          np.zeros((0,) + tuple(self._arrays[n].shape[1:]), self._arrays[n].dtype.numpy_dtype)
+          for n in ROW_ARRAYS
+        ]
+      )
     return BankRows(*[np.stack([found[i][f] for i in ids]) for f in range(4)])
 
   def _locate_damage(self, name, rows):
@@ -525,8 +644,10 @@ class MemoryBank:
       except ValueError as e:
         bad.append(r)
         msg = msg or str(e)
-    raise BankCorruptError(f"memory bank {self.url}: array '{name}' rows {_short(bad)} are "
-                           f"damaged ({msg}); rebuild the bank with build-memory")
+    raise BankCorruptError(
+      f"memory bank {self.url}: array '{name}' rows {_short(bad)} are "
+      f"damaged ({msg}); rebuild the bank with build-memory"
+    )
 
   def verify(self, batch: int = 4096) -> None:
     """Reads every committed row of every array (checksums); raises on the first damage."""
@@ -534,7 +655,7 @@ class MemoryBank:
       for s in range(0, self.count, batch):
         rows = np.arange(s, min(self.count, s + batch))
         try:
-          self._arrays[name][s:s + len(rows)].read().result()
+          self._arrays[name][s : s + len(rows)].read().result()
         except ValueError:
           self._locate_damage(name, rows)
 
@@ -553,12 +674,15 @@ class MemoryBank:
   def dequantize(self, keys, values):
     """Stored -> float32 (jittable math; runs on the device when given device arrays)."""
     import jax.numpy as jnp
+
     if not self.layout.pq_subspaces:
       return jnp.asarray(keys, jnp.float32), jnp.asarray(values, jnp.float32)
     cb = jnp.asarray(self.codebooks)
-    l_axis = keys.ndim - 4   # [..., L, K, M, S]
-    return (quantize.decode_memories(jnp.asarray(keys), cb[0], self.layout.head_dim, l_axis),
-            quantize.decode_memories(jnp.asarray(values), cb[1], self.layout.head_dim, l_axis))
+    l_axis = keys.ndim - 4  # [..., L, K, M, S]
+    return (
+      quantize.decode_memories(jnp.asarray(keys), cb[0], self.layout.head_dim, l_axis),
+      quantize.decode_memories(jnp.asarray(values), cb[1], self.layout.head_dim, l_axis),
+    )
 
   def read_arrays(self) -> dict:
     """Every committed row of every row array (tests, inspection)."""
@@ -580,29 +704,59 @@ def _repeated(ids) -> list[str]:
   return rep[:5]
 
 
-def _create_array(spec, row_shape, dtype, sharded, chunk_refs, shard_refs, context,
-                  shape0: int = 0):
+def _create_array(
+  spec, row_shape, dtype, sharded, chunk_refs, shard_refs, context, shape0: int = 0
+):
   """A zarr3 array [shape0, *row_shape] with crc32c on every chunk (and shard index)."""
   row_shape = tuple(row_shape)
   if sharded:
     grid = [shard_refs, *row_shape]
-    codecs = [{"name": "sharding_indexed", "configuration": {
-        "chunk_shape": [1, *row_shape], "codecs": [{"name": "bytes"}, {"name": "crc32c"}],
-        "index_codecs": [{"name": "bytes"}, {"name": "crc32c"}]}}]
+    codecs = [
+      {
+        "name": "sharding_indexed",
+        "configuration": {
+          "chunk_shape": [1, *row_shape],
+          "codecs": [{"name": "bytes"}, {"name": "crc32c"}],
+          "index_codecs": [{"name": "bytes"}, {"name": "crc32c"}],
+        },
+      }
+    ]
   else:
     grid = [chunk_refs, *row_shape]
     codecs = [{"name": "bytes"}, {"name": "crc32c"}]
-  metadata = {"shape": [shape0, *row_shape],
-              "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
-              "codecs": codecs}
-  return ts.open({"driver": "zarr3", "kvstore": spec, "metadata": metadata,
-                  "fill_missing_data_reads": False, "store_data_equal_to_fill_value": True},
-                 create=True, delete_existing=True, dtype=dtype, context=context).result()
+  metadata = {
+    "shape": [shape0, *row_shape],
+    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
+    "codecs": codecs,
+  }
+  return ts.open(
+    {
+      "driver": "zarr3",
+      "kvstore": spec,
+      "metadata": metadata,
+      "fill_missing_data_reads": False,
+      "store_data_equal_to_fill_value": True,
+    },
+    create=True,
+    delete_existing=True,
+    dtype=dtype,
+    context=context,
+  ).result()
 
 
-_REQUIRED = ("spec_version", "complete", "layout", "checkpoint_step", "count", "num_deleted",
-             "text_bytes", "sorted_count", "rowindex_generation", "params_fingerprint",
-             "tokenizer_fingerprint")
+_REQUIRED = (
+  "spec_version",
+  "complete",
+  "layout",
+  "checkpoint_step",
+  "count",
+  "num_deleted",
+  "text_bytes",
+  "sorted_count",
+  "rowindex_generation",
+  "params_fingerprint",
+  "tokenizer_fingerprint",
+)
 
 
 def read_manifest(url, context: ts.Context | None = None) -> dict:
@@ -611,15 +765,18 @@ def read_manifest(url, context: ts.Context | None = None) -> dict:
   got = kv.read(MANIFEST).result()
   where = f"{url}/{MANIFEST}"
   if got.state != "value":
-    raise ValueError(f"{url} is not a memory bank (no {MANIFEST}); build one with "
-                     "`python -m m3jax build-memory`")
+    raise ValueError(
+      f"{url} is not a memory bank (no {MANIFEST}); build one with `python -m m3jax build-memory`"
+    )
   try:
     manifest = json.loads(bytes(got.value).decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ValueError(f"{where} is corrupt ({e}); rebuild the bank with build-memory") from None
   if isinstance(manifest, dict) and manifest.get("spec_version") not in (None, SPEC_VERSION):
-    raise ValueError(f"{where} has spec version {manifest['spec_version']}, this code "
-                     f"reads version {SPEC_VERSION}; rebuild the bank")
+    raise ValueError(
+      f"{where} has spec version {manifest['spec_version']}, this code "
+      f"reads version {SPEC_VERSION}; rebuild the bank"
+    )
   missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
   if missing:
     raise ValueError(f"{where} is corrupt (missing fields {missing}); rebuild the bank")
@@ -628,7 +785,7 @@ def read_manifest(url, context: ts.Context | None = None) -> dict:
 
 def _write_manifest(spec: dict, kv, manifest: dict) -> None:
   data = json.dumps(manifest).encode("utf-8")
-  if spec.get("driver") == "file":   # atomic on POSIX: readers see old or new, never half
+  if spec.get("driver") == "file":  # atomic on POSIX: readers see old or new, never half
     path = os.path.join(spec["path"], MANIFEST)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
@@ -636,5 +793,5 @@ def _write_manifest(spec: dict, kv, manifest: dict) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  else:                              # one kvstore key write is atomic (memory, gcs, s3)
+  else:  # one kvstore key write is atomic (memory, gcs, s3)
     kv.write(MANIFEST, data).result()

@@ -26,11 +26,11 @@ class MemoryConfig:
   """Where explicit memories are read and how large they are (paper §3.1-3.3)."""
 
   memory_layers: tuple[int, ...] = ()
-  tokens_per_head: int = 8        # k: tokens kept per (memory layer, kv head)
-  refs_per_chunk: int = 5         # R: memories attended by each chunk
-  chunk_len: int = 64             # a retrieval every 64 tokens
-  ref_len: int = 128              # references are at most 128 tokens
-  selection: str = "attention"    # attention | expsum | random | first
+  tokens_per_head: int = 8  # k: tokens kept per (memory layer, kv head)
+  refs_per_chunk: int = 5  # R: memories attended by each chunk
+  chunk_len: int = 64  # a retrieval every 64 tokens
+  ref_len: int = 128  # references are at most 128 tokens
+  selection: str = "attention"  # attention | expsum | random | first
 
   def __post_init__(self):
     object.__setattr__(self, "memory_layers", tuple(int(l) for l in self.memory_layers))
@@ -43,8 +43,10 @@ class MemoryConfig:
       if getattr(self, name) <= 0:
         _fail(f"memory.{name}", f"must be positive, got {getattr(self, name)}")
     if self.tokens_per_head > self.ref_len:
-      _fail("memory.tokens_per_head",
-            f"k={self.tokens_per_head} exceeds the reference length {self.ref_len}")
+      _fail(
+        "memory.tokens_per_head",
+        f"k={self.tokens_per_head} exceeds the reference length {self.ref_len}",
+      )
     if self.selection not in SELECTIONS:
       _fail("memory.selection", f"{self.selection!r} is not one of {SELECTIONS}")
 
@@ -83,29 +85,43 @@ class ModelConfig:
   norm_eps: float = 1e-6
   tie_embeddings: bool = False
   init_std: float = 0.02
-  dtype: Any = jnp.float32          # activations / compute
+  dtype: Any = jnp.float32  # activations / compute
   param_dtype: Any = jnp.float32
   pad_id: int = 0
   eos_id: int = 1
   bos_id: int = 3
   ref_id: int = 4
-  attention_impl: str = "dense"     # dense | flat | cudnn | splash | auto (m3jax.model.joint_attention)
-  scan_layers: bool = False         # nn.scan-style stacked layers (m3jax.model.stack)
-  remat_policy: str = "none"        # none | full | dots | dots_except_attention
+  attention_impl: str = (
+    "dense"  # dense | flat | cudnn | splash | auto (m3jax.model.joint_attention)
+  )
+  scan_layers: bool = False  # nn.scan-style stacked layers (m3jax.model.stack)
+  remat_policy: str = "none"  # none | full | dots | dots_except_attention
 
   def __post_init__(self):
-    for name in ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                 "embed_dim", "mlp_dim"):
+    for name in (
+      "vocab_size",
+      "num_layers",
+      "num_heads",
+      "num_kv_heads",
+      "head_dim",
+      "embed_dim",
+      "mlp_dim",
+    ):
       if getattr(self, name) <= 0:
         _fail(name, f"must be positive, got {getattr(self, name)}")
     if self.num_heads % self.num_kv_heads:
-      _fail("num_kv_heads", f"num_heads={self.num_heads} is not divisible by "
-            f"num_kv_heads={self.num_kv_heads}")
+      _fail(
+        "num_kv_heads",
+        f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}",
+      )
     if self.head_dim % 2:
       _fail("head_dim", f"RoPE needs an even head_dim, got {self.head_dim}")
     if self.memory.memory_layers and max(self.memory.memory_layers) >= self.num_layers:
-      _fail("memory.memory_layers", f"{self.memory.memory_layers} is not a subset of "
-            f"the {self.num_layers} layers 0..{self.num_layers - 1}")
+      _fail(
+        "memory.memory_layers",
+        f"{self.memory.memory_layers} is not a subset of "
+        f"the {self.num_layers} layers 0..{self.num_layers - 1}",
+      )
     for name in ("pad_id", "eos_id", "bos_id", "ref_id"):
       if not 0 <= getattr(self, name) < self.vocab_size:
         _fail(name, f"token id {getattr(self, name)} outside vocab_size={self.vocab_size}")
@@ -135,8 +151,9 @@ def frozen_from(cls, values: Mapping[str, Any], prefix: str):
   names = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - names)
   if unknown:
-    raise ValueError(f"unknown config keys {[prefix + k for k in unknown]}; "
-                     f"valid keys: {sorted(names)}")
+    raise ValueError(
+      f"unknown config keys {[prefix + k for k in unknown]}; valid keys: {sorted(names)}"
+    )
   return cls(**values)
 
 
@@ -147,8 +164,11 @@ def model_config_from(cfg: Mapping[str, Any]) -> ModelConfig:
   """Builds the frozen ModelConfig from a ``config.model`` ConfigDict/dict."""
   values = dict(cfg)
   memory = values.pop("memory", {})
-  memory = memory if isinstance(memory, MemoryConfig) else frozen_from(
-      MemoryConfig, dict(memory), "model.memory.")
+  memory = (
+    memory
+    if isinstance(memory, MemoryConfig)
+    else frozen_from(MemoryConfig, dict(memory), "model.memory.")
+  )
   for key in ("dtype", "param_dtype"):
     if isinstance(values.get(key), str):
       if values[key] not in _DTYPES:

@@ -47,6 +47,7 @@ class Causal:
   s - 1); ``Causal(0)``: reference encoding (``[<ref>, r_1 …]``). Kernels that build
   their own mask (splash) need this form; the others get ``dense(b, t, s)``.
   """
+
   offset: int = 0
 
   def dense(self, b: int, t: int, s: int):
@@ -71,9 +72,17 @@ def impl_for_cache(impl: str) -> str:
   return "flat" if impl.startswith("splash") else impl
 
 
-def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
-                    chunk_len: int = 64, return_memory_mass: bool = False,
-                    impl: str = "dense"):
+def joint_attention(
+  q_BxTxHxD,
+  k_BxSxKxD,
+  v_BxSxKxD,
+  mask_BxTxS,
+  memory=None,
+  *,
+  chunk_len: int = 64,
+  return_memory_mass: bool = False,
+  impl: str = "dense",
+):
   """Attention of T queries over S context slots and (optionally) chunked memories.
 
   Args:
@@ -100,17 +109,32 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
   b, t = q_BxTxHxD.shape[:2]
   if isinstance(mask_BxTxS, Causal):
     if impl.startswith("splash"):
-      return splash.splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD,
-                                           mask_BxTxS.offset, memory, chunk_len=chunk_len,
-                                           interpret=impl == "splash_interpret")
+      return splash.splash_joint_attention(
+        q_BxTxHxD,
+        k_BxSxKxD,
+        v_BxSxKxD,
+        mask_BxTxS.offset,
+        memory,
+        chunk_len=chunk_len,
+        interpret=impl == "splash_interpret",
+      )
     mask_BxTxS = mask_BxTxS.dense(b, t, k_BxSxKxD.shape[1])
   elif impl.startswith("splash"):
-    raise ValueError("splash attention needs a Causal(offset) mask (fresh causal context); "
-                     "use impl_for_cache() for attention over a KV cache")
+    raise ValueError(
+      "splash attention needs a Causal(offset) mask (fresh causal context); "
+      "use impl_for_cache() for attention over a KV cache"
+    )
   if impl != "dense":
     try:
-      return _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len,
-                             "cudnn" if impl == "cudnn" else "xla")
+      return _flat_attention(
+        q_BxTxHxD,
+        k_BxSxKxD,
+        v_BxSxKxD,
+        mask_BxTxS,
+        memory,
+        chunk_len,
+        "cudnn" if impl == "cudnn" else "xla",
+      )
     except (NotImplementedError, RuntimeError) as e:
       # cuDNN rejects some shapes/dtypes/backends while tracing; the dense path is exact.
       if impl != "cudnn":
@@ -119,7 +143,7 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
   b, t, h, d = q_BxTxHxD.shape
   kv = k_BxSxKxD.shape[2]
   g = h // kv
-  q = (q_BxTxHxD * (d ** -0.5)).reshape(b, t, kv, g, d)
+  q = (q_BxTxHxD * (d**-0.5)).reshape(b, t, kv, g, d)
   f32 = jnp.float32
 
   ctx_BxKxGxTxS = jnp.einsum("btkgd,bskd->bkgts", q, k_BxSxKxD, preferred_element_type=f32)
@@ -129,10 +153,9 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
   if memory is not None:
     mem_k, mem_v, mem_mask_BxCxRxM = memory
     c, r, m = mem_k.shape[1], mem_k.shape[2], mem_k.shape[4]
-    qc = _queries_by_chunk(q, c, chunk_len)                       # [B, C, Tc, K, G, D]
+    qc = _queries_by_chunk(q, c, chunk_len)  # [B, C, Tc, K, G, D]
     tc = qc.shape[2]
-    mem_BxKxGxCxTcxRxM = jnp.einsum("bcskgd,bcrkmd->bkgcsrm", qc, mem_k,
-                                    preferred_element_type=f32)
+    mem_BxKxGxCxTcxRxM = jnp.einsum("bcskgd,bcrkmd->bkgcsrm", qc, mem_k, preferred_element_type=f32)
     mem_BxKxGxCxTcxRxM = _masked(mem_BxKxGxCxTcxRxM, mem_mask_BxCxRxM[:, None, None, :, None])
     mem_BxKxGxTxRM = mem_BxKxGxCxTcxRxM.reshape(b, kv, g, c * tc, r * m)[:, :, :, :t]
     peak = jnp.maximum(peak, jnp.max(mem_BxKxGxTxRM, axis=-1, keepdims=True))
@@ -164,8 +187,9 @@ def joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory=None, *,
   return out
 
 
-def _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len: int,
-                    implementation: str):
+def _flat_attention(
+  q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_len: int, implementation: str
+):
   """One fused attention call: every chunk's memories appended as extra keys, masked so
   that a query sees only its own chunk's. Costs C·R·M more keys per query, but runs as a
   single flash-attention kernel (forward and backward) on GPU."""
@@ -179,8 +203,9 @@ def _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_l
     values = jnp.concatenate([values, flat(mem_v).astype(values.dtype)], axis=1)
     q_chunk_T = jnp.zeros((t,), jnp.int32) if c == 1 else jnp.arange(t) // chunk_len
     key_chunk = jnp.repeat(jnp.arange(c), r * m)
-    mem_mask = ((q_chunk_T[:, None] == key_chunk[None, :])[None]
-                & mem_mask_BxCxRxM.reshape(b, 1, c * r * m))
+    mem_mask = (q_chunk_T[:, None] == key_chunk[None, :])[None] & mem_mask_BxCxRxM.reshape(
+      b, 1, c * r * m
+    )
     mask = jnp.concatenate([mask, mem_mask], axis=-1)
   if implementation == "cudnn":
     # cuDNN's flash kernels want the key length in whole tiles: pad with masked keys.
@@ -189,6 +214,7 @@ def _flat_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, memory, chunk_l
       widen = lambda x: jnp.pad(x, [(0, 0), (0, pad), (0, 0), (0, 0)])
       keys, values = widen(keys), widen(values)
       mask = jnp.pad(mask, [(0, 0), (0, 0), (0, pad)])
-  out = jax.nn.dot_product_attention(q_BxTxHxD, keys, values, mask=mask[:, None],
-                                     implementation=implementation)
+  out = jax.nn.dot_product_attention(
+    q_BxTxHxD, keys, values, mask=mask[:, None], implementation=implementation
+  )
   return out.astype(q_BxTxHxD.dtype)

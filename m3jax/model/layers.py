@@ -21,8 +21,12 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
-                       (x.shape[-1],), self.param_dtype)
+    scale = self.param(
+      "scale",
+      nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
+      (x.shape[-1],),
+      self.param_dtype,
+    )
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
     return (y * scale).astype(x.dtype)
@@ -43,8 +47,14 @@ class Embed(nn.Module):
   cfg: ModelConfig
 
   def setup(self):
-    self.table = _param(self, "embedding", (self.cfg.vocab_size, self.cfg.embed_dim),
-                        (axes.VOCAB, axes.EMBED), self.cfg.init_std, self.cfg.param_dtype)
+    self.table = _param(
+      self,
+      "embedding",
+      (self.cfg.vocab_size, self.cfg.embed_dim),
+      (axes.VOCAB, axes.EMBED),
+      self.cfg.init_std,
+      self.cfg.param_dtype,
+    )
 
   def __call__(self, tokens):
     return jnp.take(self.table, tokens, axis=0).astype(self.cfg.dtype)
@@ -55,17 +65,21 @@ class Embed(nn.Module):
 
 class MLP(nn.Module):
   """SwiGLU: down(silu(gate(x)) * up(x))."""
+
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x_BxTxE):
     c = self.cfg
-    gate = _param(self, "gate", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std,
-                  c.param_dtype)
-    up = _param(self, "up", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std,
-                c.param_dtype)
-    down = _param(self, "down", (c.mlp_dim, c.embed_dim), (axes.MLP, axes.EMBED), c.init_std,
-                  c.param_dtype)
+    gate = _param(
+      self, "gate", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std, c.param_dtype
+    )
+    up = _param(
+      self, "up", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std, c.param_dtype
+    )
+    down = _param(
+      self, "down", (c.mlp_dim, c.embed_dim), (axes.MLP, axes.EMBED), c.init_std, c.param_dtype
+    )
     x = x_BxTxE.astype(c.dtype)
     h_BxTxF = nn.silu(x @ gate.astype(c.dtype)) * (x @ up.astype(c.dtype))
     h_BxTxF = nn.with_logical_constraint(h_BxTxF, (axes.BATCH, axes.LENGTH, axes.MLP))
@@ -74,18 +88,43 @@ class MLP(nn.Module):
 
 class AttentionProjections(nn.Module):
   """GQA projections; the attention itself is the pure function in m3jax.model.joint_attention."""
+
   cfg: ModelConfig
 
   def setup(self):
     c = self.cfg
-    self.wq = _param(self, "q", (c.embed_dim, c.num_heads, c.head_dim),
-                     (axes.EMBED, axes.HEADS, axes.HEAD_DIM), c.init_std, c.param_dtype)
-    self.wk = _param(self, "k", (c.embed_dim, c.num_kv_heads, c.head_dim),
-                     (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM), c.init_std, c.param_dtype)
-    self.wv = _param(self, "v", (c.embed_dim, c.num_kv_heads, c.head_dim),
-                     (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM), c.init_std, c.param_dtype)
-    self.wo = _param(self, "o", (c.num_heads, c.head_dim, c.embed_dim),
-                     (axes.HEADS, axes.HEAD_DIM, axes.EMBED), c.init_std, c.param_dtype)
+    self.wq = _param(
+      self,
+      "q",
+      (c.embed_dim, c.num_heads, c.head_dim),
+      (axes.EMBED, axes.HEADS, axes.HEAD_DIM),
+      c.init_std,
+      c.param_dtype,
+    )
+    self.wk = _param(
+      self,
+      "k",
+      (c.embed_dim, c.num_kv_heads, c.head_dim),
+      (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM),
+      c.init_std,
+      c.param_dtype,
+    )
+    self.wv = _param(
+      self,
+      "v",
+      (c.embed_dim, c.num_kv_heads, c.head_dim),
+      (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM),
+      c.init_std,
+      c.param_dtype,
+    )
+    self.wo = _param(
+      self,
+      "o",
+      (c.num_heads, c.head_dim, c.embed_dim),
+      (axes.HEADS, axes.HEAD_DIM, axes.EMBED),
+      c.init_std,
+      c.param_dtype,
+    )
 
   def qkv(self, h_BxTxE):
     dt = self.cfg.dtype
@@ -103,6 +142,7 @@ class AttentionProjections(nn.Module):
 
 class Block(nn.Module):
   """Pre-norm residual block; the parent wires the attention between ``qkv`` and ``finish``."""
+
   cfg: ModelConfig
 
   def setup(self):

@@ -35,8 +35,11 @@ class MemoryKV:
   def chunk(self, c) -> "MemoryKV":
     """The memory of chunk ``c`` alone (C == 1), e.g. to decode inside that chunk."""
     take = lambda x, axis: jax.lax.dynamic_slice_in_dim(x, c, 1, axis)
-    return MemoryKV(take(self.keys_LxBxCxRxKxMxD, 2), take(self.values_LxBxCxRxKxMxD, 2),
-                    take(self.mask_BxCxRxM, 1))
+    return MemoryKV(
+      take(self.keys_LxBxCxRxKxMxD, 2),
+      take(self.values_LxBxCxRxKxMxD, 2),
+      take(self.mask_BxCxRxM, 1),
+    )
 
   def arrange(self, index_BxC) -> "MemoryKV":
     """Per-query memories [L, n, 1, …] gathered into a batch [L, B, C, …] (jit-friendly).
@@ -48,20 +51,37 @@ class MemoryKV:
     return _arrange(self, index_BxC)
 
   @classmethod
-  def zeros(cls, num_memory_layers: int, batch: int, chunks: int, refs: int,
-            kv_heads: int, tokens: int, head_dim: int, dtype=jnp.float32) -> "MemoryKV":
+  def zeros(
+    cls,
+    num_memory_layers: int,
+    batch: int,
+    chunks: int,
+    refs: int,
+    kv_heads: int,
+    tokens: int,
+    head_dim: int,
+    dtype=jnp.float32,
+  ) -> "MemoryKV":
     """An all-invalid memory of the given shape (attends exactly like no memory)."""
     shape = (num_memory_layers, batch, chunks, refs, kv_heads, tokens, head_dim)
-    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
-               jnp.zeros((batch, chunks, refs, tokens), bool))
+    return cls(
+      jnp.zeros(shape, dtype),
+      jnp.zeros(shape, dtype),
+      jnp.zeros((batch, chunks, refs, tokens), bool),
+    )
 
 
 @jax.jit
 def _arrange(mem_n: MemoryKV, index_BxC) -> MemoryKV:
   def take(x, chunk_axis):
-    x = jnp.squeeze(x, chunk_axis)       # the query axis sits just before it
-    x = jnp.concatenate([jnp.zeros_like(jnp.take(x, jnp.array([0]), chunk_axis - 1)), x],
-                        chunk_axis - 1)
+    x = jnp.squeeze(x, chunk_axis)  # the query axis sits just before it
+    x = jnp.concatenate(
+      [jnp.zeros_like(jnp.take(x, jnp.array([0]), chunk_axis - 1)), x], chunk_axis - 1
+    )
     return jnp.take(x, index_BxC, chunk_axis - 1)
-  return MemoryKV(take(mem_n.keys_LxBxCxRxKxMxD, 2), take(mem_n.values_LxBxCxRxKxMxD, 2),
-                  take(mem_n.mask_BxCxRxM, 1))
+
+  return MemoryKV(
+    take(mem_n.keys_LxBxCxRxKxMxD, 2),
+    take(mem_n.values_LxBxCxRxKxMxD, 2),
+    take(mem_n.mask_BxCxRxM, 1),
+  )

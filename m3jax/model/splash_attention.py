@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec
 
 from m3jax import axes
 
-BLOCK = 128   # splash tiles (query and key) are multiples of 128 lanes
+BLOCK = 128  # splash tiles (query and key) are multiples of 128 lanes
 
 
 def _round_up(n: int, m: int) -> int:
@@ -44,8 +44,9 @@ def chunk_of_queries(t: int, chunks: int, chunk_len: int) -> np.ndarray:
   return np.zeros((t,), np.int32) if chunks == 1 else np.arange(t) // chunk_len
 
 
-def static_mask(t: int, s_ctx: int, offset: int, chunks: int, per_chunk: int,
-                chunk_len: int) -> np.ndarray:
+def static_mask(
+  t: int, s_ctx: int, offset: int, chunks: int, per_chunk: int, chunk_len: int
+) -> np.ndarray:
   """[Tp, Sp] bool: the data-independent part of the mask (see the module docstring)."""
   tp = _round_up(t, BLOCK)
   sp = _round_up(s_ctx + chunks * per_chunk, BLOCK)
@@ -54,9 +55,10 @@ def static_mask(t: int, s_ctx: int, offset: int, chunks: int, per_chunk: int,
   mask[:t, :s_ctx] = np.arange(s_ctx)[None, :] <= q[:, None] + offset
   if chunks:
     key_chunk = np.arange(chunks * per_chunk) // per_chunk
-    mask[:t, s_ctx:s_ctx + chunks * per_chunk] = (
-        chunk_of_queries(t, chunks, chunk_len)[:, None] == key_chunk[None, :])
-  mask[t:, 0] = True      # padded queries: slot 0 only
+    mask[:t, s_ctx : s_ctx + chunks * per_chunk] = (
+      chunk_of_queries(t, chunks, chunk_len)[:, None] == key_chunk[None, :]
+    )
+  mask[t:, 0] = True  # padded queries: slot 0 only
   return mask
 
 
@@ -66,7 +68,7 @@ def segment_ids(batch: int, t: int, s_ctx: int, mem_mask_BxN, static_shape):
   n = 0 if mem_mask_BxN is None else mem_mask_BxN.shape[1]
   kv = jnp.ones((batch, sp), jnp.int32).at[:, :s_ctx].set(0)
   if n:
-    kv = kv.at[:, s_ctx:s_ctx + n].set(jnp.where(mem_mask_BxN, 0, 1))
+    kv = kv.at[:, s_ctx : s_ctx + n].set(jnp.where(mem_mask_BxN, 0, 1))
   return jnp.zeros((batch, tp), jnp.int32), kv
 
 
@@ -79,10 +81,14 @@ def dense_equivalent(static_TpxSp, q_ids_BxTp, kv_ids_BxSp):
 @functools.lru_cache(maxsize=64)
 def _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret):
   from jax.experimental.pallas.ops.tpu.splash_attention import (
-      splash_attention_kernel as kernel, splash_attention_mask as masks)
+    splash_attention_kernel as kernel,
+    splash_attention_mask as masks,
+  )
+
   mask = masks.NumpyMask(static_mask(t, s_ctx, offset, chunks, per_chunk, chunk_len))
-  return kernel.make_splash_mha(masks.MultiHeadMask([mask] * heads), head_shards=1,
-                                q_seq_shards=1, interpret=interpret)
+  return kernel.make_splash_mha(
+    masks.MultiHeadMask([mask] * heads), head_shards=1, q_seq_shards=1, interpret=interpret
+  )
 
 
 def _mesh_specs(mesh):
@@ -91,13 +97,24 @@ def _mesh_specs(mesh):
   qs = PartitionSpec(batch, heads, None, None)
   ks = PartitionSpec(batch, kv_heads, None, None)
   ids = PartitionSpec(batch, None)
-  shards = lambda name: (1 if name is None else int(np.prod(
-      [mesh.shape[a] for a in ((name,) if isinstance(name, str) else name)])))
+  shards = lambda name: (
+    1
+    if name is None
+    else int(np.prod([mesh.shape[a] for a in ((name,) if isinstance(name, str) else name)]))
+  )
   return qs, ks, ids, shards(heads)
 
 
-def splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, offset: int, memory=None, *,
-                           chunk_len: int = 64, interpret: bool = False):
+def splash_joint_attention(
+  q_BxTxHxD,
+  k_BxSxKxD,
+  v_BxSxKxD,
+  offset: int,
+  memory=None,
+  *,
+  chunk_len: int = 64,
+  interpret: bool = False,
+):
   """Joint attention (same result as ``joint_attention`` with a ``Causal(offset)`` mask)."""
   b, t, h, d = q_BxTxHxD.shape
   s_ctx = k_BxSxKxD.shape[1]
@@ -111,7 +128,7 @@ def splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, offset: int, memory=
     values = jnp.concatenate([values, flat(mem_v).astype(values.dtype)], axis=1)
     mem_mask_BxN = mem_mask_BxCxRxM.reshape(b, chunks * per_chunk)
   tp, sp = _round_up(t, BLOCK), _round_up(keys.shape[1], BLOCK)
-  q = jnp.pad(q_BxTxHxD * (d ** -0.5), [(0, 0), (0, tp - t), (0, 0), (0, 0)])
+  q = jnp.pad(q_BxTxHxD * (d**-0.5), [(0, 0), (0, tp - t), (0, 0), (0, 0)])
   widen = lambda x: jnp.pad(x, [(0, 0), (0, sp - x.shape[1]), (0, 0), (0, 0)])
   q_BxHxTxD = q.transpose(0, 2, 1, 3)
   k_BxKxSxD, v_BxKxSxD = widen(keys).transpose(0, 2, 1, 3), widen(values).transpose(0, 2, 1, 3)
@@ -119,9 +136,11 @@ def splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, offset: int, memory=
 
   def attend(q, k, v, q_ids, kv_ids, heads):
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel
+
     kern = _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret)
-    one = lambda q, k, v, qi, ki: kern(q, k, v,
-                                       segment_ids=splash_attention_kernel.SegmentIds(qi, ki))
+    one = lambda q, k, v, qi, ki: kern(
+      q, k, v, segment_ids=splash_attention_kernel.SegmentIds(qi, ki)
+    )
     return jax.vmap(one)(q, k, v, q_ids, kv_ids)
 
   mesh = jax.sharding.get_abstract_mesh()
@@ -129,7 +148,11 @@ def splash_joint_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, offset: int, memory=
     out = attend(q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, q_ids, kv_ids, h)
   else:
     qs, ks, ids, head_shards = _mesh_specs(mesh)
-    out = jax.shard_map(functools.partial(attend, heads=h // head_shards), mesh=mesh,
-                        in_specs=(qs, ks, ks, ids, ids), out_specs=qs, check_vma=False)(
-                            q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, q_ids, kv_ids)
+    out = jax.shard_map(
+      functools.partial(attend, heads=h // head_shards),
+      mesh=mesh,
+      in_specs=(qs, ks, ks, ids, ids),
+      out_specs=qs,
+      check_vma=False,
+    )(q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, q_ids, kv_ids)
   return out.transpose(0, 2, 1, 3)[:, :t].astype(q_BxTxHxD.dtype)

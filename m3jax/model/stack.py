@@ -61,11 +61,10 @@ def stack_name(start: int, stop: int) -> str:
 def remat_policy(name: str):
   """``(use_checkpoint, policy)`` for ``jax.checkpoint`` (see the module docstring)."""
   policies = {
-      "none": (False, None),
-      "full": (True, None),
-      "dots": (True, jax.checkpoint_policies.checkpoint_dots),
-      "dots_except_attention": (True,
-                                jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
+    "none": (False, None),
+    "full": (True, None),
+    "dots": (True, jax.checkpoint_policies.checkpoint_dots),
+    "dots_except_attention": (True, jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
   }
   if name not in policies:
     raise ValueError(f"model.remat_policy={name!r} is not one of {sorted(policies)}")
@@ -78,13 +77,17 @@ def _is_box(x) -> bool:
 
 def stacked_init(cfg: ModelConfig, length: int):
   """Param initializer for ``length`` stacked Blocks; logical axis ``layers`` in front."""
+
   def init(rng):
     x = jnp.zeros((1, 1, cfg.embed_dim), cfg.dtype)
     one = lambda key: layers.Block(cfg, parent=None).init(key, x, method="init_all")["params"]
     boxed = jax.vmap(one)(jax.random.split(rng, length))
     return jax.tree_util.tree_map(
-        lambda b: b.add_axis(0, {nn.PARTITION_NAME: axes.LAYERS}) if _is_box(b) else b,
-        boxed, is_leaf=_is_box)
+      lambda b: b.add_axis(0, {nn.PARTITION_NAME: axes.LAYERS}) if _is_box(b) else b,
+      boxed,
+      is_leaf=_is_box,
+    )
+
   return init
 
 
@@ -102,8 +105,10 @@ def scan_params(params: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
   """Unrolled (``layer_{i}``) -> scanned (``layers_{a}_to_{b}``) parameters. Pure."""
   missing = [f"layer_{i}" for i in range(cfg.num_layers) if f"layer_{i}" not in params]
   if missing:
-    raise ValueError(f"scan_params needs unrolled parameters; missing {missing[:3]}… "
-                     "(already scanned? see m3jax.model.stack.to_layout)")
+    raise ValueError(
+      f"scan_params needs unrolled parameters; missing {missing[:3]}… "
+      "(already scanned? see m3jax.model.stack.to_layout)"
+    )
   out = {k: v for k, v in params.items() if not _LAYER_NAME.match(k)}
   for start, stop, _ in layer_runs(cfg):
     group = [params[f"layer_{i}"] for i in range(start, stop)]
@@ -117,8 +122,9 @@ def unscan_params(params: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
   names = [stack_name(a, b) for a, b, _ in runs]
   missing = [n for n in names if n not in params]
   if missing:
-    raise ValueError(f"unscan_params needs the stacks {names} of this model's layout; "
-                     f"missing {missing}")
+    raise ValueError(
+      f"unscan_params needs the stacks {names} of this model's layout; missing {missing}"
+    )
   out = {k: v for k, v in params.items() if not _STACK_NAME.match(k)}
   for (start, stop, _), name in zip(runs, names):
     for i in range(start, stop):

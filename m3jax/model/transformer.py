@@ -40,7 +40,7 @@ class Cache:
 
   k_LxBxSxKxD: jax.Array
   v_LxBxSxKxD: jax.Array
-  end_index_B: jax.Array   # context tokens written so far, per row
+  end_index_B: jax.Array  # context tokens written so far, per row
   mem_mask_BxN: jax.Array  # which resident memory slots hold a real token
 
   @property
@@ -60,6 +60,7 @@ class EncodedLayers:
   v_LxBxNxKxD: values.
   q_raw_LxBxNxHxD, k_raw_LxBxNxKxD: projections without RoPE, for selection scores.
   """
+
   k_LxBxNxKxD: jax.Array
   v_LxBxNxKxD: jax.Array
   q_raw_LxBxNxHxD: jax.Array
@@ -73,16 +74,20 @@ class Transformer(nn.Module):
     c = self.cfg
     self.embed = layers.Embed(c)
     if c.scan_layers:
-      self.stacks = [self.param(stack.stack_name(a, b), stack.stacked_init(c, b - a))
-                     for a, b, _ in stack.layer_runs(c)]
+      self.stacks = [
+        self.param(stack.stack_name(a, b), stack.stacked_init(c, b - a))
+        for a, b, _ in stack.layer_runs(c)
+      ]
     else:
       self.blocks = [layers.Block(c, name=f"layer_{i}") for i in range(c.num_layers)]
     self.final_norm = layers.RMSNorm(c.norm_eps, c.param_dtype)
     if not c.tie_embeddings:
       self.lm_head = self.param(
-          "lm_head", nn.with_logical_partitioning(nn.initializers.normal(c.init_std),
-                                                  (axes.EMBED, axes.VOCAB)),
-          (c.embed_dim, c.vocab_size), c.param_dtype)
+        "lm_head",
+        nn.with_logical_partitioning(nn.initializers.normal(c.init_std), (axes.EMBED, axes.VOCAB)),
+        (c.embed_dim, c.vocab_size),
+        c.param_dtype,
+      )
 
   # ----------------------------------------------------------------------------- helpers
   def _logits(self, x_BxTxE):
@@ -91,16 +96,19 @@ class Transformer(nn.Module):
       logits = self.embed.attend(x)
     else:
       logits = x @ self.lm_head.astype(self.cfg.dtype)
-    return nn.with_logical_constraint(logits.astype(jnp.float32),
-                                      (axes.BATCH, axes.LENGTH, axes.VOCAB))
+    return nn.with_logical_constraint(
+      logits.astype(jnp.float32), (axes.BATCH, axes.LENGTH, axes.VOCAB)
+    )
 
   def _memory_slice(self, memory: MemoryKV | None, start: int, stop: int):
     """(keys, values) of memory layers start..stop-1 (a run of memory layers), or None."""
     if memory is None:
       return None
     j = self.cfg.memory.memory_layers.index(start)
-    return (memory.keys_LxBxCxRxKxMxD[j:j + stop - start],
-            memory.values_LxBxCxRxKxMxD[j:j + stop - start])
+    return (
+      memory.keys_LxBxCxRxKxMxD[j : j + stop - start],
+      memory.values_LxBxCxRxKxMxD[j : j + stop - start],
+    )
 
   def _block(self, layer: int):
     """The Block of one layer (in a stack: bound to its slice of the stacked params)."""
@@ -108,12 +116,12 @@ class Transformer(nn.Module):
       return self.blocks[layer]
     for r, (a, b, _) in enumerate(stack.layer_runs(self.cfg)):
       if a <= layer < b:
-        return stack.bind_block(self.cfg, jax.tree_util.tree_map(
-            lambda w, row=layer - a: w[row], self.stacks[r]))
+        return stack.bind_block(
+          self.cfg, jax.tree_util.tree_map(lambda w, row=layer - a: w[row], self.stacks[r])
+        )
     raise IndexError(layer)
 
-  def _run_layers(self, body, carry, layer_xs, *, stop: int | None = None,
-                  remat: bool = False):
+  def _run_layers(self, body, carry, layer_xs, *, stop: int | None = None, remat: bool = False):
     """Runs ``body(block, carry, xs_i, is_memory=…) -> (carry, y_i)`` over layers [0, stop).
 
     ``layer_xs(start, stop, is_memory)`` gives a run's per-layer inputs stacked on a
@@ -136,6 +144,7 @@ class Transformer(nn.Module):
 
         def scan_body(carry, p_and_x, fn=fn):
           return fn(stack.bind_block(c, p_and_x[0]), carry, p_and_x[1])
+
         if use_ckpt:
           scan_body = jax.checkpoint(scan_body, policy=policy, prevent_cse=False)
         carry, ys = jax.lax.scan(scan_body, carry, (params, xs))
@@ -143,8 +152,9 @@ class Transformer(nn.Module):
         layer_fn = nn.remat(fn, policy=policy) if use_ckpt else fn
         ys = []
         for i in range(a, b):
-          carry, y = layer_fn(self.blocks[i], carry,
-                              jax.tree_util.tree_map(lambda v, j=i - a: v[j], xs))
+          carry, y = layer_fn(
+            self.blocks[i], carry, jax.tree_util.tree_map(lambda v, j=i - a: v[j], xs)
+          )
           ys.append(y)
         ys = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *ys)
       outs.append(ys)
@@ -172,8 +182,9 @@ class Transformer(nn.Module):
     return jnp.concatenate(ks), jnp.concatenate(vs)
 
   # ----------------------------------------------------------------------------- forward
-  def __call__(self, tokens_BxT, memory: MemoryKV | None = None, *,
-               return_memory_mass: bool = False):
+  def __call__(
+    self, tokens_BxT, memory: MemoryKV | None = None, *, return_memory_mass: bool = False
+  ):
     """Full forward of a context that starts at context index 0 (training / scoring).
 
     Returns logits_BxTxV, and with ``return_memory_mass`` also the attention mass on
@@ -202,12 +213,12 @@ class Transformer(nn.Module):
       v = jnp.concatenate([jnp.broadcast_to(sv, (b, 1) + v.shape[2:]).astype(v.dtype), v], 1)
       mem = None if mem_kv is None else (*mem_kv, mem_mask)
       mass = None
-      if return_memory_mass and mem is not None:   # the mass needs the dense softmax
-        o, mass = joint_attention(q, k, v, mask, mem, chunk_len=c.memory.chunk_len,
-                                  return_memory_mass=True)
+      if return_memory_mass and mem is not None:  # the mass needs the dense softmax
+        o, mass = joint_attention(
+          q, k, v, mask, mem, chunk_len=c.memory.chunk_len, return_memory_mass=True
+        )
       else:
-        o = joint_attention(q, k, v, mask, mem, chunk_len=c.memory.chunk_len,
-                            impl=c.attention_impl)
+        o = joint_attention(q, k, v, mask, mem, chunk_len=c.memory.chunk_len, impl=c.attention_impl)
       del is_memory
       return block.finish(x, o), mass
 
@@ -238,17 +249,19 @@ class Transformer(nn.Module):
     c = self.cfg
     lm, b, chunks, r, kv, m, d = memory.keys_LxBxCxRxKxMxD.shape
     if chunks != 1 or r * m != cache.memory_slots:
-      raise ValueError(f"load_memory takes one chunk of {cache.memory_slots} slots, got "
-                       f"{chunks} chunks of {r}x{m}")
+      raise ValueError(
+        f"load_memory takes one chunk of {cache.memory_slots} slots, got {chunks} chunks of {r}x{m}"
+      )
     flat = lambda x: x[:, :, 0].transpose(0, 1, 2, 4, 3, 5).reshape(lm, b, r * m, kv, d)
     layers_L = jnp.asarray(c.memory.memory_layers)
-    put = lambda buf, x: buf.at[layers_L, :, 1:1 + r * m].set(flat(x).astype(buf.dtype))
-    return cache.replace(k_LxBxSxKxD=put(cache.k_LxBxSxKxD, memory.keys_LxBxCxRxKxMxD),
-                         v_LxBxSxKxD=put(cache.v_LxBxSxKxD, memory.values_LxBxCxRxKxMxD),
-                         mem_mask_BxN=memory.mask_BxCxRxM[:, 0].reshape(b, r * m))
+    put = lambda buf, x: buf.at[layers_L, :, 1 : 1 + r * m].set(flat(x).astype(buf.dtype))
+    return cache.replace(
+      k_LxBxSxKxD=put(cache.k_LxBxSxKxD, memory.keys_LxBxCxRxKxMxD),
+      v_LxBxSxKxD=put(cache.v_LxBxSxKxD, memory.values_LxBxCxRxKxMxD),
+      mem_mask_BxN=memory.mask_BxCxRxM[:, 0].reshape(b, r * m),
+    )
 
-  def step(self, tokens_BxT, cache: Cache, memory: MemoryKV | None = None, *,
-           lengths_B=None):
+  def step(self, tokens_BxT, cache: Cache, memory: MemoryKV | None = None, *, lengths_B=None):
     """Prefill (T > 1) or decode (T == 1) from each row's ``end_index``.
 
     ``memory`` chunk c serves tokens c*chunk_len… of this call (C == 1: all of them), so
@@ -269,8 +282,9 @@ class Transformer(nn.Module):
     is_mem_S = (jnp.arange(s) >= 1) & (jnp.arange(s) < 1 + n)
     mask_BxTxS = key_idx_S[None, None, :] <= idx_BxT[:, :, None]
     plain_BxTxS = mask_BxTxS & ~is_mem_S
-    mem_pad_BxS = jnp.concatenate([jnp.ones((b, 1), bool), cache.mem_mask_BxN,
-                                   jnp.ones((b, s - 1 - n), bool)], axis=1)
+    mem_pad_BxS = jnp.concatenate(
+      [jnp.ones((b, 1), bool), cache.mem_mask_BxN, jnp.ones((b, s - 1 - n), bool)], axis=1
+    )
     resident_BxTxS = mask_BxTxS & mem_pad_BxS[:, None, :]
     # Scatter the new K/V into the full [L, B, S, K, D] buffers (carried through the
     # layers): with the cache donated, XLA updates them in place.
@@ -292,10 +306,15 @@ class Transformer(nn.Module):
       k_cache = k_cache.at[i, rows_Bx1, slot_BxT].set(k.astype(k_cache.dtype), mode="drop")
       v_cache = v_cache.at[i, rows_Bx1, slot_BxT].set(v.astype(v_cache.dtype), mode="drop")
       reads_resident = memory is None and is_memory
-      o = joint_attention(q, k_cache[i], v_cache[i],
-                          resident_BxTxS if reads_resident else plain_BxTxS,
-                          None if mem_kv is None else (*mem_kv, mem_mask),
-                          chunk_len=c.memory.chunk_len, impl=impl)
+      o = joint_attention(
+        q,
+        k_cache[i],
+        v_cache[i],
+        resident_BxTxS if reads_resident else plain_BxTxS,
+        None if mem_kv is None else (*mem_kv, mem_mask),
+        chunk_len=c.memory.chunk_len,
+        impl=impl,
+      )
       return (block.finish(x, o), k_cache, v_cache), None
 
     carry = (self.embed(tokens_BxT), cache.k_LxBxSxKxD, cache.v_LxBxSxKxD)
@@ -329,8 +348,9 @@ class Transformer(nn.Module):
       o = joint_attention(q, k, v, Causal(offset=0), impl=c.attention_impl)
       return block.finish(x, o), kept if is_memory else None
 
-    x, outs = self._run_layers(body, self.embed(tokens), lambda a, b, m: None,
-                               stop=depth - 1, remat=True)
+    x, outs = self._run_layers(
+      body, self.embed(tokens), lambda a, b, m: None, stop=depth - 1, remat=True
+    )
     *_, last = projections(self._block(depth - 1), x)
     parts = [o for o in outs if o is not None] + [jax.tree_util.tree_map(lambda a: a[None], last)]
     return EncodedLayers(*[jnp.concatenate(p) for p in zip(*parts)])

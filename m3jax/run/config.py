@@ -35,6 +35,7 @@ def _plain(value):
     return tuple(_plain(v) for v in value)
   if isinstance(value, type) or type(value).__module__.startswith(("numpy", "jax", "ml_dtypes")):
     import numpy as np
+
     return np.dtype(value).name
   return value
 
@@ -64,8 +65,11 @@ def section_of(cls, values: Mapping[str, Any] | None = None) -> ml_collections.C
       out[f.name] = section_of(type(value), _plain(value))
     elif isinstance(value, Mapping) and not isinstance(value, ml_collections.ConfigDict):
       nested = f.default if dataclasses.is_dataclass(f.default) else None
-      out[f.name] = (section_of(type(nested), value) if nested is not None
-                     else ml_collections.ConfigDict(dict(value)))
+      out[f.name] = (
+        section_of(type(nested), value)
+        if nested is not None
+        else ml_collections.ConfigDict(dict(value))
+      )
     else:
       out[f.name] = _plain(value)
   return out
@@ -76,15 +80,14 @@ def _flag_values(spec, argv: list[str]):
   """absl flags holding ``--config``: a file spec, or a ConfigDict (a saved run's)."""
   from absl import flags
   from ml_collections import config_flags
+
   fv = flags.FlagValues()
   if isinstance(spec, str):
     full = ["m3jax", f"--config={spec}"] + argv
-    config_flags.DEFINE_config_file("config", spec, flag_values=fv, lock_config=True,
-                                    sys_argv=full)
+    config_flags.DEFINE_config_file("config", spec, flag_values=fv, lock_config=True, sys_argv=full)
   else:
     full = ["m3jax"] + argv
-    config_flags.DEFINE_config_dict("config", spec, flag_values=fv, lock_config=True,
-                                    sys_argv=full)
+    config_flags.DEFINE_config_dict("config", spec, flag_values=fv, lock_config=True, sys_argv=full)
   return fv, full
 
 
@@ -107,14 +110,16 @@ def _resolve_key(config, key: str) -> str:
     if part not in keys:
       close = difflib.get_close_matches(part, keys, n=3, cutoff=0.5)
       hint = f"; did you mean {close}?" if close else ""
-      raise ConfigError(f"--config.{'.'.join(parts[:i + 1])}: unknown config key{hint} "
-                        f"(valid here: {sorted(keys)})")
+      raise ConfigError(
+        f"--config.{'.'.join(parts[: i + 1])}: unknown config key{hint} "
+        f"(valid here: {sorted(keys)})"
+      )
     node = node[part]
   return ".".join(parts)
 
 
 def _split(text: str) -> tuple[str, str | None]:
-  body = text[len(_PREFIX):] if text.startswith(_PREFIX) else text
+  body = text[len(_PREFIX) :] if text.startswith(_PREFIX) else text
   key, sep, raw = body.partition("=")
   return key, (raw if sep else None)
 
@@ -125,15 +130,16 @@ def _load_module_config(spec: str):
   return fv.config
 
 
-def load_config(spec, overrides: Iterable[str] | Mapping[str, Any] = ()
-                ) -> ml_collections.ConfigDict:
+def load_config(
+  spec, overrides: Iterable[str] | Mapping[str, Any] = ()
+) -> ml_collections.ConfigDict:
   """``get_config(arg)`` of ``path.py:arg`` (or a ConfigDict), overridden, locked.
 
   ``overrides``: CLI strings (``--config.a.b=v``; a value may also follow as the next
   string) parsed by ``config_flags``, or a mapping ``{"a.b": value}`` (sweeps).
   """
   if not isinstance(spec, str):
-    spec = from_json(to_json(spec))   # a private, locked copy
+    spec = from_json(to_json(spec))  # a private, locked copy
   if isinstance(overrides, Mapping):
     base = _load_module_config(spec) if isinstance(spec, str) else spec
     return apply_overrides(base, overrides)
@@ -141,8 +147,9 @@ def load_config(spec, overrides: Iterable[str] | Mapping[str, Any] = ()
   try:
     base = _load_module_config(spec) if isinstance(spec, str) else spec
   except OSError as e:
-    raise ConfigError(f"--config {spec}: cannot load it ({e}); the form is "
-                      "configs/memory3.py:small") from None
+    raise ConfigError(
+      f"--config {spec}: cannot load it ({e}); the form is configs/memory3.py:small"
+    ) from None
   if not args:
     return base
   argv, i = [], 0
@@ -159,7 +166,7 @@ def load_config(spec, overrides: Iterable[str] | Mapping[str, Any] = ()
   try:
     fv(full)
     return fv.config
-  except Exception as e:   # absl wraps parse errors: one line naming key, value, type
+  except Exception as e:  # absl wraps parse errors: one line naming key, value, type
     msg = str(e).splitlines()[0]
     m = re.match(r"flag --config\.([\w.]+)=(.*?): (.*)", msg)
     if m:
@@ -196,6 +203,7 @@ def apply_overrides(config, overrides: Iterable[str] | Mapping[str, Any]):
   (``train.stages``) may be replaced by a mapping.
   """
   import ast
+
   items = []
   if isinstance(overrides, Mapping):
     items = list(overrides.items())
@@ -221,10 +229,12 @@ def apply_overrides(config, overrides: Iterable[str] | Mapping[str, Any]):
       with node.ignore_type():
         node[last] = value
       continue
-    if (isinstance(old, bool) != isinstance(value, bool)
-        or (isinstance(old, int) and not isinstance(old, bool) and not isinstance(value, int))
-        or (isinstance(old, float) and not isinstance(value, (int, float)))
-        or (isinstance(old, str) and not isinstance(value, str))):
+    if (
+      isinstance(old, bool) != isinstance(value, bool)
+      or (isinstance(old, int) and not isinstance(old, bool) and not isinstance(value, int))
+      or (isinstance(old, float) and not isinstance(value, (int, float)))
+      or (isinstance(old, str) and not isinstance(value, str))
+    ):
       raise ConfigError(f"--config.{key}={value!r}: expected {_kind(old)}")
     node[last] = float(value) if isinstance(old, float) else value
   return config
@@ -236,12 +246,14 @@ def to_json(config) -> str:
 
 def from_json(text: str) -> ml_collections.ConfigDict:
   """A locked config from :func:`to_json` (a workdir's ``config.json``)."""
+
   def tuples(x):
     if isinstance(x, list):
       return tuple(tuples(v) for v in x)
     if isinstance(x, dict):
       return {k: tuples(v) for k, v in x.items()}
     return x
+
   config = ml_collections.ConfigDict(tuples(json.loads(text)))
   config.lock()
   return config
@@ -251,6 +263,7 @@ def from_json(text: str) -> ml_collections.ConfigDict:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Every section of a run config, frozen and validated."""
+
   model: Any
   data: Any
   bank: Any
@@ -269,19 +282,29 @@ def build(config) -> RunConfig:
   from m3jax.evaluate.report import EvalConfig, eval_config_from
   from m3jax.memory.build import BankConfig, bank_config_from
   from m3jax.model.config import model_config_from
+
   tc = validate(config)
   sections = {}
-  for name, cls, fn in (("bank", BankConfig, bank_config_from),
-                        ("eval", EvalConfig, eval_config_from)):
+  for name, cls, fn in (
+    ("bank", BankConfig, bank_config_from),
+    ("eval", EvalConfig, eval_config_from),
+  ):
     values = config.get(name)
-    values = {} if values is None else (values.to_dict() if hasattr(values, "to_dict")
-                                        else dict(values))
+    values = (
+      {} if values is None else (values.to_dict() if hasattr(values, "to_dict") else dict(values))
+    )
     check_fields(cls, values, f"config.{name}")
     try:
       sections[name] = fn(values)
     except ValueError as e:
       raise ConfigError(str(e).splitlines()[0]) from None
   data = data_config_from(config.data) if "data" in config else None
-  return RunConfig(model=model_config_from(config.model), data=data, bank=sections["bank"],
-                   train=tc, eval=sections["eval"], seed=int(config.get("seed", 0)),
-                   variant=str(config.get("variant", "")))
+  return RunConfig(
+    model=model_config_from(config.model),
+    data=data,
+    bank=sections["bank"],
+    train=tc,
+    eval=sections["eval"],
+    seed=int(config.get("seed", 0)),
+    variant=str(config.get("variant", "")),
+  )

@@ -15,11 +15,11 @@ import time
 from m3jax.run.loading import build_bank_for, kb_references, load_trained_params
 
 QUICK = {
-    # ``--quick``: a shortened run that still exercises every step.
-    "train_steps": (40, 20),
-    "num_questions": 48,
-    "perplexity_sequences": 8,
-    "speed": (8, 64, 64, 2),
+  # ``--quick``: a shortened run that still exercises every step.
+  "train_steps": (40, 20),
+  "num_questions": 48,
+  "perplexity_sequences": 8,
+  "speed": (8, 64, 64, 2),
 }
 
 
@@ -28,6 +28,7 @@ def apply_quick(config, quick: bool):
   if not quick:
     return config
   from m3jax.train.stages import resize_stage
+
   for name, steps in zip(config.train.stage_order, QUICK["train_steps"]):
     stage = config.train.stages[name]
     resize_stage(stage, min(int(stage["steps"]), steps))
@@ -41,9 +42,17 @@ def apply_quick(config, quick: bool):
   return config
 
 
-def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | None = None,
-             plot_dir: str | None = None, skip_train: bool = False,
-             progress: bool = True, allow_stale_bank: bool = False) -> dict:
+def run_demo(
+  config,
+  workdir: str,
+  *,
+  quick: bool = False,
+  results_path: str | None = None,
+  plot_dir: str | None = None,
+  skip_train: bool = False,
+  progress: bool = True,
+  allow_stale_bank: bool = False,
+) -> dict:
   """Runs everything; returns the results dict (also written as JSON)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
@@ -51,9 +60,10 @@ def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | N
   from m3jax.model.config import model_config_from
   from m3jax.run.config import build
   from m3jax.train.workdir import content_addressed
+
   t0 = time.perf_counter()
   config = apply_quick(config, quick)
-  build(config)   # every section validated before any work
+  build(config)  # every section validated before any work
   content_addressed(config)
   cfg = model_config_from(config.model)
   ev = report.eval_config_from(config.get("eval"))
@@ -73,25 +83,43 @@ def run_demo(config, workdir: str, *, quick: bool = False, results_path: str | N
   summary = None
   if not skip_train:
     from m3jax.train.loop import train
+
     summary = train(config, workdir)
   t = lap("train", t)
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
-  bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
-                                             progress, vocab=vocab,
-                                             allow_stale=allow_stale_bank)
+  bank, embedder, retriever = build_bank_for(
+    config, cfg, params, refs, workdir, step, progress, vocab=vocab, allow_stale=allow_stale_bank
+  )
   t = lap("build_bank", t)
-  res = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever,
-                                ev, plot_dir=plot_dir, progress=progress,
-                                metrics_jsonl=os.path.join(workdir, "metrics.jsonl"))
+  res = evaluation.evaluate_all(
+    cfg,
+    params,
+    vocab,
+    paths,
+    refs,
+    bank,
+    embedder,
+    retriever,
+    ev,
+    plot_dir=plot_dir,
+    progress=progress,
+    metrics_jsonl=os.path.join(workdir, "metrics.jsonl"),
+  )
   lap("evaluate", t)
-  res.update({
-      "config": config.get("variant", ""), "quick": quick, "workdir": os.path.abspath(workdir),
-      "checkpoint_step": step, "num_references": len(refs),
+  res.update(
+    {
+      "config": config.get("variant", ""),
+      "quick": quick,
+      "workdir": os.path.abspath(workdir),
+      "checkpoint_step": step,
+      "num_references": len(refs),
       "train_final_losses": (summary or {}).get("final_losses"),
-      "timings_s": timings, "machine": report.machine(),
+      "timings_s": timings,
+      "machine": report.machine(),
       "wall_seconds": round(time.perf_counter() - t0, 1),
-  })
+    }
+  )
   report.write_json(results_path, res)
   report.write_html(os.path.splitext(results_path)[0] + ".html", res, f"m3jax demo {workdir}")
   print(report.table(res))

@@ -18,6 +18,7 @@ import numpy as np
 @dataclasses.dataclass
 class TrainedRun:
   """A trained workdir ready to evaluate: its data, last params, and their bank + index."""
+
   cfg: Any
   paths: Any
   vocab: Any
@@ -33,6 +34,7 @@ def last_stage_dir(config, workdir: str) -> str:
   from m3jax.model.config import model_config_from
   from m3jax.train.config import train_config_from
   from m3jax.train.loop import stage_dir
+
   cfg = model_config_from(config.model)
   tc = train_config_from(config.train, has_memory_layers=bool(cfg.memory.memory_layers))
   return stage_dir(workdir, tc.stages[-1])
@@ -42,27 +44,45 @@ def load_trained_params(config, workdir: str):
   """(params, step) of the last stage's latest checkpoint of ``workdir``."""
   from m3jax.model.config import model_config_from
   from m3jax.train.checkpoint import restore_params
+
   directory = last_stage_dir(config, workdir)
   if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
-    raise FileNotFoundError(f"no checkpoint in {directory}; train first (python -m m3jax "
-                            "train) or run the demo without --skip-train")
+    raise FileNotFoundError(
+      f"no checkpoint in {directory}; train first (python -m m3jax "
+      "train) or run the demo without --skip-train"
+    )
   return restore_params(directory, model_config_from(config.model))
 
 
-def load_trained_run(config, workdir: str, progress: bool = True,
-                     bank_url: str | None = None, allow_stale: bool = False) -> TrainedRun:
+def load_trained_run(
+  config,
+  workdir: str,
+  progress: bool = True,
+  bank_url: str | None = None,
+  allow_stale: bool = False,
+) -> TrainedRun:
   """Data, last params and bank of ``workdir`` (``bank_url``: an existing bank to use)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
   from m3jax.model.config import model_config_from
+
   cfg = model_config_from(config.model)
   paths = prepare_data(config.data)
   vocab = load_vocab(data_config_from(config.data), paths)
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
-  bank, embedder, retriever = build_bank_for(config, cfg, params, refs, workdir, step,
-                                             progress, url=bank_url, vocab=vocab,
-                                             allow_stale=allow_stale)
+  bank, embedder, retriever = build_bank_for(
+    config,
+    cfg,
+    params,
+    refs,
+    workdir,
+    step,
+    progress,
+    url=bank_url,
+    vocab=vocab,
+    allow_stale=allow_stale,
+  )
   return TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
 
 
@@ -73,30 +93,46 @@ def kb_references(paths, vocab, ref_len: int):
   lines gets a one-line warning naming the fix (``model.memory.ref_len``)."""
   from m3jax.data.references import Reference
   from m3jax.data.sources import read_jsonl
+
   records = read_jsonl(paths.references, "references")
   flat, offsets = np.load(paths.ref_tokens), np.load(paths.ref_offsets)
   if len(offsets) - 1 != len(records):
-    raise ValueError(f"{paths.ref_tokens} does not match {paths.references}; re-run "
-                     "prepare_data")
+    raise ValueError(f"{paths.ref_tokens} does not match {paths.references}; re-run prepare_data")
   lengths = np.diff(offsets)
   over = float(np.mean(lengths > ref_len)) if len(lengths) else 0.0
   if over > 0.05:
-    print(f"[m3jax] warning: {over:.0%} of the {len(records)} references are longer than "
-          f"model.memory.ref_len={ref_len} tokens (median {int(np.median(lengths))}, 95th "
-          f"percentile {int(np.percentile(lengths, 95))}) and lose their end; raise "
-          "--config.model.memory.ref_len or shorten them")
-  return [Reference(r["id"], r["text"], tuple(int(t) for t in
-                                              flat[offsets[i]:min(offsets[i + 1],
-                                                                  offsets[i] + ref_len)]))
-          for i, r in enumerate(records)]
+    print(
+      f"[m3jax] warning: {over:.0%} of the {len(records)} references are longer than "
+      f"model.memory.ref_len={ref_len} tokens (median {int(np.median(lengths))}, 95th "
+      f"percentile {int(np.percentile(lengths, 95))}) and lose their end; raise "
+      "--config.model.memory.ref_len or shorten them"
+    )
+  return [
+    Reference(
+      r["id"],
+      r["text"],
+      tuple(int(t) for t in flat[offsets[i] : min(offsets[i + 1], offsets[i] + ref_len)]),
+    )
+    for i, r in enumerate(records)
+  ]
 
 
 def default_bank_url(workdir: str, step: int) -> str:
   return os.path.join(os.path.abspath(workdir), f"bank-step{step}")
 
 
-def build_bank_for(config, cfg, params, refs, workdir, step, progress=True, url=None,
-                   vocab=None, allow_stale: bool = False):
+def build_bank_for(
+  config,
+  cfg,
+  params,
+  refs,
+  workdir,
+  step,
+  progress=True,
+  url=None,
+  vocab=None,
+  allow_stale: bool = False,
+):
   """The bank of this checkpoint (built when missing) and its index.
 
   ``url``: an explicit bank (``--bank``), opened as is (it must exist); default
@@ -106,23 +142,43 @@ def build_bank_for(config, cfg, params, refs, workdir, step, progress=True, url=
   from m3jax.memory.build import bank_config_from, build_bank, load_index
   from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
   from m3jax.memory.store import MemoryBank, read_manifest
+
   bank_cfg = bank_config_from(config.get("bank"))
   explicit = url is not None
   url = url or bank_cfg.url or default_bank_url(workdir, step)
-  complete = (MemoryBank.exists(url) and read_manifest(url).get("complete")
-              and os.path.exists(os.path.join(url, "index", "index.json")))
+  complete = (
+    MemoryBank.exists(url)
+    and read_manifest(url).get("complete")
+    and os.path.exists(os.path.join(url, "index", "index.json"))
+  )
   if complete:
     bank = MemoryBank.open(
-        url, model_cfg=cfg, checkpoint_step=step, params_fingerprint=params_fingerprint(params),
-        tokenizer_fingerprint=tokenizer_fingerprint(vocab) if vocab is not None else None,
-        allow_stale=allow_stale, pq_subspaces=bank_cfg.pq_subspaces,
-        cache_size=bank_cfg.cache_size)
+      url,
+      model_cfg=cfg,
+      checkpoint_step=step,
+      params_fingerprint=params_fingerprint(params),
+      tokenizer_fingerprint=tokenizer_fingerprint(vocab) if vocab is not None else None,
+      allow_stale=allow_stale,
+      pq_subspaces=bank_cfg.pq_subspaces,
+      cache_size=bank_cfg.cache_size,
+    )
     embedder, retriever = load_index(os.path.join(url, "index"), bank)
     return bank, embedder, retriever
   if explicit:
-    raise FileNotFoundError(f"--bank {url}: no complete bank there (build it with "
-                            "python -m m3jax build-memory --workdir W --bank URL)")
-  bank = build_bank(params, cfg, refs, url, bank_cfg=bank_cfg, checkpoint_step=step,
-                    tokenizer=vocab, allow_stale=allow_stale, progress=progress)
+    raise FileNotFoundError(
+      f"--bank {url}: no complete bank there (build it with "
+      "python -m m3jax build-memory --workdir W --bank URL)"
+    )
+  bank = build_bank(
+    params,
+    cfg,
+    refs,
+    url,
+    bank_cfg=bank_cfg,
+    checkpoint_step=step,
+    tokenizer=vocab,
+    allow_stale=allow_stale,
+    progress=progress,
+  )
   embedder, retriever = bank.index
   return bank, embedder, retriever

@@ -32,10 +32,12 @@ def plan(config: ml_collections.ConfigDict, scale: float) -> dict[str, ml_collec
   """{run name: config}: two-stage with the memory stage scaled, and memory from scratch
   for the same total number of steps (so the same tokens)."""
   from m3jax.train.stages import resize_stage
+
   order = list(config.train.stage_order)
   if len(order) != 2:
-    raise ValueError(f"reproduce needs a two-stage config (warmup, continual); "
-                     f"config.train.stage_order is {order}")
+    raise ValueError(
+      f"reproduce needs a two-stage config (warmup, continual); config.train.stage_order is {order}"
+    )
   warm_name, cont_name = order
   two = ml_collections.ConfigDict(config.to_dict())
   cont = dict(two.train.stages[cont_name].to_dict())
@@ -44,8 +46,9 @@ def plan(config: ml_collections.ConfigDict, scale: float) -> dict[str, ml_collec
   warm = two.train.stages[warm_name].to_dict()
   total = int(warm["steps"]) + int(cont["steps"])
   scratch_cfg = ml_collections.ConfigDict(config.to_dict())
-  scratch = dict(cont, init_from="", steps=total, peak_lr=warm["peak_lr"],
-                 warmup_steps=warm["warmup_steps"])
+  scratch = dict(
+    cont, init_from="", steps=total, peak_lr=warm["peak_lr"], warmup_steps=warm["warmup_steps"]
+  )
   scratch_cfg.train.stages = ml_collections.ConfigDict({"scratch": scratch})
   scratch_cfg.train.stage_order = ("scratch",)
   return {"two_stage": two, "from_scratch": scratch_cfg}
@@ -56,6 +59,7 @@ def _checkpoints(config, workdir: str) -> list[tuple[str, int, int]]:
   from m3jax.run.config import build
   from m3jax.train.checkpoint import Checkpointer
   from m3jax.train.loop import stage_dir
+
   out, offset = [], 0
   for stage in build(config).train.stages:
     ckpt = Checkpointer(stage_dir(workdir, stage), async_save=False)
@@ -67,11 +71,13 @@ def _checkpoints(config, workdir: str) -> list[tuple[str, int, int]]:
 
 def _read_rows(path: str) -> list[dict]:
   from m3jax.train.metrics import read_jsonl
+
   return read_jsonl(path)
 
 
-def evaluate_checkpoint(config, workdir: str, stage: str, step: int, ev, scratch_dir: str,
-                        progress: bool = False) -> dict:
+def evaluate_checkpoint(
+  config, workdir: str, stage: str, step: int, ev, scratch_dir: str, progress: bool = False
+) -> dict:
   """QA of one checkpoint through its own freshly built bank (deleted afterwards)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import DataPaths, load_vocab
@@ -80,6 +86,7 @@ def evaluate_checkpoint(config, workdir: str, stage: str, step: int, ev, scratch
   from m3jax.model.config import model_config_from
   from m3jax.run.loading import kb_references
   from m3jax.train.checkpoint import restore_params
+
   cfg = model_config_from(config.model)
   data_cfg = data_config_from(config.data)
   paths = DataPaths(data_cfg.data_dir)
@@ -88,38 +95,70 @@ def evaluate_checkpoint(config, workdir: str, stage: str, step: int, ev, scratch
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
   url = os.path.join(scratch_dir, f"{stage}-{step}")
   if os.path.exists(url):
-    shutil.rmtree(url)      # a bank of ours that a killed run left half-built
+    shutil.rmtree(url)  # a bank of ours that a killed run left half-built
   try:
-    bank = build_bank(params, cfg, refs, url, bank_cfg=bank_config_from(config.get("bank")),
-                      checkpoint_step=step, tokenizer=vocab, progress=progress)
+    bank = build_bank(
+      params,
+      cfg,
+      refs,
+      url,
+      bank_cfg=bank_config_from(config.get("bank")),
+      checkpoint_step=step,
+      tokenizer=vocab,
+      progress=progress,
+    )
     embedder, retriever = bank.index
-    res = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, embedder, retriever,
-                                  ev, plot_dir=os.path.join(scratch_dir, "plots"),
-                                  progress=progress, only=("qa",))
+    res = evaluation.evaluate_all(
+      cfg,
+      params,
+      vocab,
+      paths,
+      refs,
+      bank,
+      embedder,
+      retriever,
+      ev,
+      plot_dir=os.path.join(scratch_dir, "plots"),
+      progress=progress,
+      only=("qa",),
+    )
   finally:
     if os.path.exists(url):
       shutil.rmtree(url)
-  return {k: res.get(k) for k in ("qa_exact_match", "qa_multiple_choice", "qa_by_kind",
-                                  "num_questions", "mc_chance")}
+  return {
+    k: res.get(k)
+    for k in ("qa_exact_match", "qa_multiple_choice", "qa_by_kind", "num_questions", "mc_chance")
+  }
 
 
-def reproduce(config, workdir: str, out_dir: str, *, scale: float = 3.0,
-              eval_every: int = 300, num_questions: int = 256,
-              progress: bool = True) -> dict:
+def reproduce(
+  config,
+  workdir: str,
+  out_dir: str,
+  *,
+  scale: float = 3.0,
+  eval_every: int = 300,
+  num_questions: int = 256,
+  progress: bool = True,
+) -> dict:
   """Trains both runs (resuming), evaluates every kept checkpoint, plots, summarizes."""
   from m3jax.evaluate import plots, report
   from m3jax.run.config import from_json
   from m3jax.train.loop import train
+
   t0 = time.perf_counter()
   os.makedirs(out_dir, exist_ok=True)
   curves_path = os.path.join(out_dir, "curves.jsonl")
   done = {(r["run"], r["stage"], r["step"]) for r in _read_rows(curves_path)}
   base_ev = report.eval_config_from(config.get("eval"))
-  ev = dataclasses.replace(base_ev, num_questions=num_questions,
-                           conditions=tuple(c for c in CONDITIONS if c in base_ev.conditions))
+  ev = dataclasses.replace(
+    base_ev,
+    num_questions=num_questions,
+    conditions=tuple(c for c in CONDITIONS if c in base_ev.conditions),
+  )
   for name, run_config in plan(config, scale).items():
     run_config.train.checkpoint_every = eval_every
-    run_config.train.max_to_keep = 10_000        # every checkpoint is a point of the curve
+    run_config.train.max_to_keep = 10_000  # every checkpoint is a point of the curve
     run_dir = os.path.join(workdir, name)
     train(run_config, run_dir)
     # train() made data_dir content-addressed in place; the saved config says where.
@@ -129,20 +168,33 @@ def reproduce(config, workdir: str, out_dir: str, *, scale: float = 3.0,
     for stage, step, global_step in _checkpoints(saved, run_dir):
       if (name, stage, step) in done:
         continue
-      row = evaluate_checkpoint(saved, run_dir, stage, step, ev,
-                                os.path.join(run_dir, "curve-banks"), progress)
-      row.update(run=name, stage=stage, step=step, global_step=global_step,
-                 tokens=global_step * tokens_per_step)
+      row = evaluate_checkpoint(
+        saved, run_dir, stage, step, ev, os.path.join(run_dir, "curve-banks"), progress
+      )
+      row.update(
+        run=name,
+        stage=stage,
+        step=step,
+        global_step=global_step,
+        tokens=global_step * tokens_per_step,
+      )
       with open(curves_path, "a") as f:
         f.write(json.dumps(row) + "\n")
       if progress:
-        print(f"[reproduce] {name} {stage}/{step}: EM {row['qa_exact_match']} "
-              f"MC {row['qa_multiple_choice']}")
+        print(
+          f"[reproduce] {name} {stage}/{step}: EM {row['qa_exact_match']} "
+          f"MC {row['qa_multiple_choice']}"
+        )
   rows = _read_rows(curves_path)
   png = plots.learning_curves(rows, os.path.join(out_dir, "learning_curves.png"))
   summary = summarize(rows)
-  summary.update(plot=png, wall_seconds=round(time.perf_counter() - t0, 1), scale=scale,
-                 eval_every=eval_every, machine=report.machine())
+  summary.update(
+    plot=png,
+    wall_seconds=round(time.perf_counter() - t0, 1),
+    scale=scale,
+    eval_every=eval_every,
+    machine=report.machine(),
+  )
   report.write_json(os.path.join(out_dir, "summary.json"), summary)
   return summary
 
@@ -153,15 +205,23 @@ def summarize(rows: list[dict]) -> dict:
   for r in rows:
     if r["run"] not in last or r["global_step"] > last[r["run"]]["global_step"]:
       last[r["run"]] = r
-  out = {"final": {run: {k: r[k] for k in ("tokens", "qa_exact_match", "qa_multiple_choice",
-                                           "qa_by_kind")}
-                   for run, r in last.items()}}
+  out = {
+    "final": {
+      run: {k: r[k] for k in ("tokens", "qa_exact_match", "qa_multiple_choice", "qa_by_kind")}
+      for run, r in last.items()
+    }
+  }
   if {"two_stage", "from_scratch"} <= set(last):
     a, b = last["two_stage"], last["from_scratch"]
     out["fig11_equal_tokens"] = {
-        "tokens": [a["tokens"], b["tokens"]],
-        "memory_exact_match": {"two_stage": a["qa_exact_match"]["memory"],
-                               "from_scratch": b["qa_exact_match"]["memory"]},
-        "memory_multiple_choice": {"two_stage": a["qa_multiple_choice"]["memory"],
-                                   "from_scratch": b["qa_multiple_choice"]["memory"]}}
+      "tokens": [a["tokens"], b["tokens"]],
+      "memory_exact_match": {
+        "two_stage": a["qa_exact_match"]["memory"],
+        "from_scratch": b["qa_exact_match"]["memory"],
+      },
+      "memory_multiple_choice": {
+        "two_stage": a["qa_multiple_choice"]["memory"],
+        "from_scratch": b["qa_multiple_choice"]["memory"],
+      },
+    }
   return out

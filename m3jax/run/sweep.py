@@ -33,18 +33,23 @@ def point_name(overrides: dict[str, Any]) -> str:
     return str(overrides["_name"])
   parts = []
   for k, v in overrides.items():
-    v = "x".join(map(str, v)) if isinstance(v, (list, tuple)) and all(
-        isinstance(e, (int, float, str)) for e in v) else v
+    v = (
+      "x".join(map(str, v))
+      if isinstance(v, (list, tuple)) and all(isinstance(e, (int, float, str)) for e in v)
+      else v
+    )
     parts.append(f"{k.split('.')[-1]}={v}")
   return re.sub(r"[^A-Za-z0-9=_.,+-]", "", ",".join(parts))[:120] or "default"
 
 
 def _module(path: str):
   if not os.path.exists(path):
-    raise FileNotFoundError(f"sweep file {path!r} not found (form: "
-                            "experiments/sweep_tokens_per_head.py:tiny)")
+    raise FileNotFoundError(
+      f"sweep file {path!r} not found (form: experiments/sweep_tokens_per_head.py:tiny)"
+    )
   spec = importlib.util.spec_from_file_location(
-      "_m3jax_sweep_" + os.path.splitext(os.path.basename(path))[0], path)
+    "_m3jax_sweep_" + os.path.splitext(os.path.basename(path))[0], path
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -59,7 +64,7 @@ def sweep_points(spec: str, extra_overrides=()) -> list[tuple[str, Any]]:
       raise ValueError(f"{spec}: a sweep file must define get_config(arg) and get_sweep()")
   takes_arg = bool(inspect.signature(module.get_sweep).parameters)
   points = []
-  for overrides in (module.get_sweep(arg or None) if takes_arg else module.get_sweep()):
+  for overrides in module.get_sweep(arg or None) if takes_arg else module.get_sweep():
     overrides = dict(overrides)
     name = point_name(overrides)
     overrides.pop("_name", None)
@@ -67,8 +72,10 @@ def sweep_points(spec: str, extra_overrides=()) -> list[tuple[str, Any]]:
     points.append((name, apply_overrides(config, overrides)))
   names = [n for n, _ in points]
   if len(set(names)) != len(names):
-    raise ValueError(f"{spec}: sweep points must have distinct names, got {names}; "
-                     "add a '_name' key to each override dict")
+    raise ValueError(
+      f"{spec}: sweep points must have distinct names, got {names}; "
+      "add a '_name' key to each override dict"
+    )
   return points
 
 
@@ -76,13 +83,14 @@ def first_stage_key(config) -> str:
   """A hash of everything the first stage's training depends on."""
   d = config.to_dict()
   first = stage_dicts(d["train"])[0]
-  d["train"] = {k: v for k, v in d["train"].items()
-                if k not in ("stages", "stage_order", "total_steps")}
+  d["train"] = {
+    k: v for k, v in d["train"].items() if k not in ("stages", "stage_order", "total_steps")
+  }
   d["train"]["first_stage"] = first
   for k in ("eval", "bank", "variant"):
     d.pop(k, None)
   if not first.get("use_memory"):
-    d["model"].pop("memory", None)   # a memory-free stage never reads the layout
+    d["model"].pop("memory", None)  # a memory-free stage never reads the layout
   blob = json.dumps(d, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -95,8 +103,8 @@ def _reuse_first_stage(source: str, target: str, stage: str) -> bool:
     return False
   shutil.copytree(src, dst)
   from m3jax.train.metrics import METRICS_FILE, read_jsonl
-  records = [r for r in read_jsonl(os.path.join(source, METRICS_FILE))
-             if r.get("stage") == stage]
+
+  records = [r for r in read_jsonl(os.path.join(source, METRICS_FILE)) if r.get("stage") == stage]
   with open(os.path.join(target, METRICS_FILE), "a") as f:
     for r in records:
       f.write(json.dumps(r) + "\n")
@@ -107,21 +115,41 @@ def evaluate_point(config, workdir: str) -> dict:
   """Held-out QA of a trained point (``eval --only qa``), saved in <point>/eval/eval.json."""
   from m3jax.evaluate import evaluation, report
   from m3jax.run.loading import load_trained_run
+
   ev = report.eval_config_from(config.get("eval"))
   t = load_trained_run(config, workdir, progress=False)
-  res = evaluation.evaluate_all(t.cfg, t.params, t.vocab, t.paths, t.refs, t.bank, t.embedder,
-                                t.retriever, ev, plot_dir=os.path.join(workdir, "eval", "plots"),
-                                progress=False, only=("qa",))
+  res = evaluation.evaluate_all(
+    t.cfg,
+    t.params,
+    t.vocab,
+    t.paths,
+    t.refs,
+    t.bank,
+    t.embedder,
+    t.retriever,
+    ev,
+    plot_dir=os.path.join(workdir, "eval", "plots"),
+    progress=False,
+    only=("qa",),
+  )
   report.write_json(os.path.join(workdir, "eval", "eval.json"), res)
-  return {k: res.get(k) for k in ("qa_exact_match", "qa_multiple_choice", "num_questions",
-                                  "mc_chance")}
+  return {
+    k: res.get(k) for k in ("qa_exact_match", "qa_multiple_choice", "num_questions", "mc_chance")
+  }
 
 
-def run_sweep(spec: str, workdir: str, *, extra_overrides=(),
-              train_fn: Callable | None = None, evaluate: bool = True,
-              eval_fn: Callable | None = None) -> dict:
+def run_sweep(
+  spec: str,
+  workdir: str,
+  *,
+  extra_overrides=(),
+  train_fn: Callable | None = None,
+  evaluate: bool = True,
+  eval_fn: Callable | None = None,
+) -> dict:
   """Trains (and evaluates) every point in its own workdir; writes the summary; returns it."""
   from m3jax.train.loop import train
+
   train_fn = train_fn or train
   os.makedirs(workdir, exist_ok=True)
   rows, trained_first = [], {}
@@ -137,8 +165,12 @@ def run_sweep(spec: str, workdir: str, *, extra_overrides=(),
     print(f"[sweep] {name}" + (f" (stage {stage!r} reused from {shared})" if shared else ""))
     summary = train_fn(config, point_dir)
     trained_first.setdefault(key, point_dir)
-    row = {"point": name, "final_losses": summary["final_losses"],
-           "workdir": summary["workdir"], "first_stage_from": shared}
+    row = {
+      "point": name,
+      "final_losses": summary["final_losses"],
+      "workdir": summary["workdir"],
+      "first_stage_from": shared,
+    }
     if evaluate:
       row["qa"] = (eval_fn or evaluate_point)(config, point_dir)
     rows.append(row)
@@ -157,23 +189,33 @@ def summary_markdown(result: dict) -> str:
   """Final loss per stage, then exact match / multiple choice per QA condition."""
   pts = result["points"]
   stages = list(dict.fromkeys(s for r in pts for s in r["final_losses"]))
-  conds = list(dict.fromkeys(c for r in pts for c in ((r.get("qa") or {}).get(
-      "qa_multiple_choice") or {})))
-  head = ([f"final loss ({s})" for s in stages] + [f"EM {c}" for c in conds]
-          + [f"MC {c}" for c in conds])
-  lines = [f"# Sweep {result['sweep']}", "", "| point | " + " | ".join(head) + " |",
-           "|---|" + "---|" * len(head)]
+  conds = list(
+    dict.fromkeys(c for r in pts for c in ((r.get("qa") or {}).get("qa_multiple_choice") or {}))
+  )
+  head = (
+    [f"final loss ({s})" for s in stages] + [f"EM {c}" for c in conds] + [f"MC {c}" for c in conds]
+  )
+  lines = [
+    f"# Sweep {result['sweep']}",
+    "",
+    "| point | " + " | ".join(head) + " |",
+    "|---|" + "---|" * len(head),
+  ]
   fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"
   for r in pts:
     qa = r.get("qa") or {}
-    cells = ([fmt(r["final_losses"].get(s)) for s in stages]
-             + [fmt((qa.get("qa_exact_match") or {}).get(c)) for c in conds]
-             + [fmt((qa.get("qa_multiple_choice") or {}).get(c)) for c in conds])
+    cells = (
+      [fmt(r["final_losses"].get(s)) for s in stages]
+      + [fmt((qa.get("qa_exact_match") or {}).get(c)) for c in conds]
+      + [fmt((qa.get("qa_multiple_choice") or {}).get(c)) for c in conds]
+    )
     lines.append(f"| {r['point']} | " + " | ".join(cells) + " |")
   n = [(r.get("qa") or {}).get("num_questions") for r in pts if r.get("qa")]
   if n:
-    lines += ["", f"QA on n = {n[0]} held-out questions per point (EM exact match, MC "
-              "multiple choice)."]
+    lines += [
+      "",
+      f"QA on n = {n[0]} held-out questions per point (EM exact match, MC multiple choice).",
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -184,6 +226,7 @@ def plot_accuracy(rows: list[dict], path: str) -> str | None:
   if not rows:
     return None
   from m3jax.evaluate import plots
+
   plt = plots._plt()
   fig, ax = plt.subplots(figsize=(7, 3.8))
   conds = list(dict.fromkeys(c for r in rows for c in r["qa"]["qa_multiple_choice"]))
@@ -191,9 +234,14 @@ def plot_accuracy(rows: list[dict], path: str) -> str | None:
   for c in conds:
     ys = [r["qa"]["qa_multiple_choice"].get(c) or 0.0 for r in rows]
     ci = [plots.wilson(y, int(r["qa"].get("num_questions") or 0)) for y, r in zip(ys, rows)]
-    ax.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _) in zip(ys, ci)],
-                              [hi - y for y, (_, hi) in zip(ys, ci)]],
-                marker="o", capsize=3, label=c)
+    ax.errorbar(
+      xs,
+      ys,
+      yerr=[[y - lo for y, (lo, _) in zip(ys, ci)], [hi - y for y, (_, hi) in zip(ys, ci)]],
+      marker="o",
+      capsize=3,
+      label=c,
+    )
   chance = rows[0]["qa"].get("mc_chance")
   if chance:
     ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")

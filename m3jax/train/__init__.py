@@ -2,7 +2,9 @@
 
 from m3jax.lazy_exports import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(
+  __name__,
+  {
     "StageSpec": "m3jax.train.stages",
     "stages_from": "m3jax.train.stages",
     "make_optimizer": "m3jax.train.optimizer",
@@ -11,4 +13,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "train": "m3jax.train.loop",
     "Checkpointer": "m3jax.train.checkpoint",
     "restore_params": "m3jax.train.checkpoint",
-})
+  },
+)

@@ -29,32 +29,38 @@ def check_divides(batch: int, microbatches: int, data_parallel: int = 1) -> int:
   if microbatches < 1:
     raise ValueError(f"config.train.microbatches must be >= 1, got {microbatches}")
   if batch % microbatches:
-    raise ValueError(f"config.train.batch_size={batch} is not divisible by "
-                     f"config.train.microbatches={microbatches}")
+    raise ValueError(
+      f"config.train.batch_size={batch} is not divisible by "
+      f"config.train.microbatches={microbatches}"
+    )
   micro = batch // microbatches
   if micro % data_parallel:
-    raise ValueError(f"a microbatch of {micro} sequences (batch {batch} / {microbatches} "
-                     f"microbatches) does not divide over the {data_parallel} data×fsdp "
-                     "devices; lower config.train.microbatches or change the mesh")
+    raise ValueError(
+      f"a microbatch of {micro} sequences (batch {batch} / {microbatches} "
+      f"microbatches) does not divide over the {data_parallel} data×fsdp "
+      "devices; lower config.train.microbatches or change the mesh"
+    )
   return micro
 
 
 def split_microbatches(batch: dict, microbatches: int, shardings: dict | None = None) -> dict:
   """[B, …] leaves -> [n, B/n, …]; microbatch j holds rows j, j+n, … (see module doc)."""
+
   def split(key, x):
     b = x.shape[0]
     check_divides(b, microbatches)
     x = x.reshape((b // microbatches, microbatches) + x.shape[1:]).swapaxes(0, 1)
     if shardings is not None and key in shardings:
       sh = shardings[key]
-      x = jax.lax.with_sharding_constraint(
-          x, NamedSharding(sh.mesh, PartitionSpec(None, *sh.spec)))
+      x = jax.lax.with_sharding_constraint(x, NamedSharding(sh.mesh, PartitionSpec(None, *sh.spec)))
     return x
+
   return {k: split(k, v) for k, v in batch.items()}
 
 
-def value_and_grad(loss_fn: Callable, microbatches: int = 1, *, batch_shardings=None,
-                   grad_shardings=None) -> Callable:
+def value_and_grad(
+  loss_fn: Callable, microbatches: int = 1, *, batch_shardings=None, grad_shardings=None
+) -> Callable:
   """``fn(params, batch, rng) -> ((loss, aux), grads)`` over ``microbatches`` pieces.
 
   ``loss_fn(params, batch, rng) -> (loss, aux)`` must be a mean over the counted tokens
@@ -81,17 +87,16 @@ def value_and_grad(loss_fn: Callable, microbatches: int = 1, *, batch_shardings=
       loss_acc, aux_acc, grad_acc = carry
       mb, w, j = xs
       (loss, aux), g = grad_fn(params, mb, jax.random.fold_in(rng, j))
-      grad_acc = jax.tree.map(lambda a, x: a + (w * x.astype(jnp.float32)).astype(a.dtype),
-                              grad_acc, g)
+      grad_acc = jax.tree.map(
+        lambda a, x: a + (w * x.astype(jnp.float32)).astype(a.dtype), grad_acc, g
+      )
       if grad_shardings is not None:
         grad_acc = jax.lax.with_sharding_constraint(grad_acc, grad_shardings)
-      aux_acc = {k: aux_acc[k] + (aux[k] if k in SUMMED_AUX else w * aux[k])
-                 for k in aux_acc}
+      aux_acc = {k: aux_acc[k] + (aux[k] if k in SUMMED_AUX else w * aux[k]) for k in aux_acc}
       return (loss_acc + w * loss, aux_acc, grad_acc), None
 
     init = (jnp.zeros((), jnp.float32), zeros(aux_shape), grads0)
-    (loss, aux, grads), _ = jax.lax.scan(
-        body, init, (micro, weight_n, jnp.arange(microbatches)))
+    (loss, aux, grads), _ = jax.lax.scan(body, init, (micro, weight_n, jnp.arange(microbatches)))
     return (loss, aux), grads
 
   return fn

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import re
 
-GiB = 1024 ** 3
-COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all",
-               "collective-permute")
+GiB = 1024**3
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 _OP = re.compile(r"\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
 
 
@@ -38,48 +37,73 @@ def count_collectives(hlo_text: str) -> dict[str, int]:
 
 def memory_bytes(executable) -> dict[str, int]:
   ma = executable.memory_analysis()
-  out = {"argument_bytes": int(ma.argument_size_in_bytes),
-         "output_bytes": int(ma.output_size_in_bytes),
-         "alias_bytes": int(ma.alias_size_in_bytes),
-         "temp_bytes": int(ma.temp_size_in_bytes),
-         "code_bytes": int(ma.generated_code_size_in_bytes)}
-  out["total_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
-                        + out["temp_bytes"] + out["code_bytes"])
+  out = {
+    "argument_bytes": int(ma.argument_size_in_bytes),
+    "output_bytes": int(ma.output_size_in_bytes),
+    "alias_bytes": int(ma.alias_size_in_bytes),
+    "temp_bytes": int(ma.temp_size_in_bytes),
+    "code_bytes": int(ma.generated_code_size_in_bytes),
+  }
+  out["total_bytes"] = (
+    out["argument_bytes"]
+    + out["output_bytes"]
+    - out["alias_bytes"]
+    + out["temp_bytes"]
+    + out["code_bytes"]
+  )
   return out
 
 
 def compiled_cost(executable) -> dict[str, float]:
   cost = executable.cost_analysis()
-  if isinstance(cost, (list, tuple)):   # older jax: one dict per device program
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per device program
     cost = cost[0]
-  return {"flops": float(cost.get("flops", 0.0)),
-          "transcendentals": float(cost.get("transcendentals", 0.0)),
-          "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
+  return {
+    "flops": float(cost.get("flops", 0.0)),
+    "transcendentals": float(cost.get("transcendentals", 0.0)),
+    "bytes_accessed": float(cost.get("bytes accessed", 0.0)),
+  }
 
 
 def fit(memory: dict[str, int], hbm_bytes: int) -> dict:
   total = memory["total_bytes"]
-  return {"hbm_bytes_per_device": hbm_bytes, "fits": total <= hbm_bytes,
-          "used_fraction": total / hbm_bytes, "headroom_fraction": 1.0 - total / hbm_bytes,
-          "over_bytes": max(0, total - hbm_bytes)}
+  return {
+    "hbm_bytes_per_device": hbm_bytes,
+    "fits": total <= hbm_bytes,
+    "used_fraction": total / hbm_bytes,
+    "headroom_fraction": 1.0 - total / hbm_bytes,
+    "over_bytes": max(0, total - hbm_bytes),
+  }
 
 
-def knobs(memory: dict[str, int], *, remat_policy: str | None, per_device_batch: int | None,
-          mesh_shape: dict) -> list[str]:
+def knobs(
+  memory: dict[str, int],
+  *,
+  remat_policy: str | None,
+  per_device_batch: int | None,
+  mesh_shape: dict,
+) -> list[str]:
   """What would shrink the largest parts of the footprint, biggest part first."""
   temp, args = memory["temp_bytes"], memory["argument_bytes"] + memory["output_bytes"]
   temp_advice = []
   if remat_policy in (None, "none"):
-    temp_advice.append("rematerialize the layers (--config.model.remat_policy=full, with "
-                       "--config.model.scan_layers=True)")
+    temp_advice.append(
+      "rematerialize the layers (--config.model.remat_policy=full, with "
+      "--config.model.scan_layers=True)"
+    )
   if per_device_batch and per_device_batch > 1:
-    temp_advice.append(f"microbatch: lower --per-device-batch (now {per_device_batch}; "
-                       "more microbatches per step)")
+    temp_advice.append(
+      f"microbatch: lower --per-device-batch (now {per_device_batch}; more microbatches per step)"
+    )
   fsdp = mesh_shape.get("fsdp", 1)
-  arg_advice = [f"shard the state over more devices: raise fsdp in --mesh (now "
-                f"{'x'.join(str(v) for v in mesh_shape.values())}, fsdp={fsdp})"]
-  parts = [(temp, f"temporaries {temp / GiB:.1f} GiB", temp_advice),
-           (args, f"arguments+outputs {args / GiB:.1f} GiB", arg_advice)]
+  arg_advice = [
+    f"shard the state over more devices: raise fsdp in --mesh (now "
+    f"{'x'.join(str(v) for v in mesh_shape.values())}, fsdp={fsdp})"
+  ]
+  parts = [
+    (temp, f"temporaries {temp / GiB:.1f} GiB", temp_advice),
+    (args, f"arguments+outputs {args / GiB:.1f} GiB", arg_advice),
+  ]
   parts.sort(key=lambda p: -p[0])
   return [f"{label}: " + "; or ".join(advice) for _, label, advice in parts if advice]
 
@@ -91,21 +115,28 @@ def check_fit(memory: dict[str, int], hbm_bytes: int, chip: str, **knob_args) ->
     return
   advice = knobs(memory, **knob_args)
   raise DoesNotFitError(
-      f"does not fit: needs {memory['total_bytes']:,} bytes "
-      f"({memory['total_bytes'] / GiB:.2f} GiB) per device, {over:,} bytes "
-      f"({over / GiB:.2f} GiB) over the {hbm_bytes / GiB:.0f} GiB HBM of a {chip} device. "
-      + " | ".join(advice))
+    f"does not fit: needs {memory['total_bytes']:,} bytes "
+    f"({memory['total_bytes'] / GiB:.2f} GiB) per device, {over:,} bytes "
+    f"({over / GiB:.2f} GiB) over the {hbm_bytes / GiB:.0f} GiB HBM of a {chip} device. "
+    + " | ".join(advice)
+  )
 
 
 def summarize(executable, *, model_flops_per_device: float, hbm_bytes: int) -> dict:
   """Memory, fit, FLOPs against the formula, and collective counts of one executable."""
   memory = memory_bytes(executable)
   cost = compiled_cost(executable)
-  return {"memory": memory, "fit": fit(memory, hbm_bytes),
-          "flops": {"compiled_per_device": cost["flops"],
-                    "formula_per_device": model_flops_per_device,
-                    "compiled_over_formula": cost["flops"] / model_flops_per_device
-                    if model_flops_per_device else None,
-                    "transcendentals_per_device": cost["transcendentals"],
-                    "bytes_accessed_per_device": cost["bytes_accessed"]},
-          "collectives": count_collectives(executable.as_text())}
+  return {
+    "memory": memory,
+    "fit": fit(memory, hbm_bytes),
+    "flops": {
+      "compiled_per_device": cost["flops"],
+      "formula_per_device": model_flops_per_device,
+      "compiled_over_formula": cost["flops"] / model_flops_per_device
+      if model_flops_per_device
+      else None,
+      "transcendentals_per_device": cost["transcendentals"],
+      "bytes_accessed_per_device": cost["bytes_accessed"],
+    },
+    "collectives": count_collectives(executable.as_text()),
+  }

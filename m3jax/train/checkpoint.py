@@ -36,11 +36,13 @@ class Checkpointer:
   """A stage's checkpoint directory."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
-    self.directory = paths.absolute(directory)   # gs://… stays a bucket path
+    self.directory = paths.absolute(directory)  # gs://… stays a bucket path
     self._mngr = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=async_save))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+      ),
+    )
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -49,19 +51,29 @@ class Checkpointer:
     return list(self._mngr.all_steps())
 
   def save(self, step: int, state, data_state: dict, meta: dict) -> None:
-    self._mngr.save(step, args=ocp.args.Composite(
+    self._mngr.save(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+        meta=ocp.args.JsonSave(meta),
+      ),
+      force=True,
+    )
 
   def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict, dict]:
     """(state, data_state, meta) at ``step`` (default: latest), laid out like the target."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    out = self._mngr.restore(step, args=ocp.args.Composite(
+    out = self._mngr.restore(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
     return out["state"], out["data"], out["meta"]
 
   def read_meta(self, step: int | None = None) -> dict:
@@ -69,7 +81,7 @@ class Checkpointer:
     return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def step_path(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))   # posix join: also right for gs://
+    return os.path.join(self.directory, str(step))  # posix join: also right for gs://
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()
@@ -122,12 +134,17 @@ def _resolve_step_dir(path: str) -> str:
   stages_root = os.path.join(path, "checkpoints")
   if os.path.isdir(stages_root):
     # The stage trained last: the one whose latest step directory is newest.
-    cands = [_resolve_step_dir(os.path.join(stages_root, s)) for s in os.listdir(stages_root)
-             if any(d.isdigit() for d in os.listdir(os.path.join(stages_root, s)))]
+    cands = [
+      _resolve_step_dir(os.path.join(stages_root, s))
+      for s in os.listdir(stages_root)
+      if any(d.isdigit() for d in os.listdir(os.path.join(stages_root, s)))
+    ]
     if cands:
       return max(cands, key=lambda p: os.path.getmtime(p))
-  raise FileNotFoundError(f"no m3jax checkpoint under {path} (give a workdir, "
-                          "<workdir>/checkpoints/<stage>, or a step directory)")
+  raise FileNotFoundError(
+    f"no m3jax checkpoint under {path} (give a workdir, "
+    "<workdir>/checkpoints/<stage>, or a step directory)"
+  )
 
 
 def restore_params(path: str, model_cfg: ModelConfig | None = None):
@@ -142,6 +159,7 @@ def restore_params(path: str, model_cfg: ModelConfig | None = None):
   memory bank manifest records).
   """
   import numpy as np
+
   step_dir = _resolve_step_dir(path)
   state_dir = os.path.join(step_dir, "state")
   reader = ocp.PyTreeCheckpointer()
@@ -158,17 +176,22 @@ def restore_params(path: str, model_cfg: ModelConfig | None = None):
 def _check_shapes(params, model_cfg: ModelConfig, where: str) -> None:
   import jax.numpy as jnp
   from m3jax.model.transformer import Transformer
-  boxed = jax.eval_shape(Transformer(model_cfg).init, jax.random.key(0),
-                         jnp.zeros((1, 8), jnp.int32))["params"]
+
+  boxed = jax.eval_shape(
+    Transformer(model_cfg).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32)
+  )["params"]
   is_box = lambda x: hasattr(x, "unbox")
-  want = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, boxed,
-                      is_leaf=is_box)
-  got = {jax.tree_util.keystr(k): v.shape for k, v in
-         jax.tree_util.tree_flatten_with_path(params)[0]}
-  exp = {jax.tree_util.keystr(k): v.shape for k, v in
-         jax.tree_util.tree_flatten_with_path(want)[0]}
+  want = jax.tree.map(
+    lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, boxed, is_leaf=is_box
+  )
+  got = {
+    jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_flatten_with_path(params)[0]
+  }
+  exp = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_flatten_with_path(want)[0]}
   bad = sorted(k for k in set(got) | set(exp) if got.get(k) != exp.get(k))
   if bad:
-    raise ValueError(f"{where} holds parameters of another model ({len(bad)} differ, e.g. "
-                     f"{bad[0]}: checkpoint {got.get(bad[0])} vs config {exp.get(bad[0])}); "
-                     "load it with the config it was trained with (its workdir's config.json)")
+    raise ValueError(
+      f"{where} holds parameters of another model ({len(bad)} differ, e.g. "
+      f"{bad[0]}: checkpoint {got.get(bad[0])} vs config {exp.get(bad[0])}); "
+      "load it with the config it was trained with (its workdir's config.json)"
+    )

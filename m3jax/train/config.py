@@ -34,8 +34,13 @@ def _describe(tp) -> str:
     return f"a tuple of {_describe(args[0])}" if args else "a tuple"
   if dataclasses.is_dataclass(tp):
     return "a section"
-  return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
-          type(None): "None"}.get(tp, getattr(tp, "__name__", str(tp)))
+  return {
+    int: "an integer",
+    float: "a number",
+    bool: "true/false",
+    str: "a string",
+    type(None): "None",
+  }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _matches(value, tp) -> bool:
@@ -92,10 +97,11 @@ def require(ok: bool, key: str, value, allowed: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Frozen ``config.train`` (configs/sections/train.py says what each field means)."""
+
   stages: tuple[StageSpec, ...]
   batch_size: int = 8
-  total_steps: int = 0            # > 0: every stage rescaled so their steps sum to this
-  fallback_seq_len: int = 64      # only when the config has no data section
+  total_steps: int = 0  # > 0: every stage rescaled so their steps sum to this
+  fallback_seq_len: int = 64  # only when the config has no data section
   data_source: str = "pipeline"
   weight_decay: float = 0.1
   b1: float = 0.9
@@ -110,8 +116,8 @@ class TrainConfig:
   max_to_keep: int = 3
   async_checkpoint: bool = True
   log_every: int = 10
-  eval_every: int = 0             # > 0: held-out loss with/without memory every N steps
-  eval_batches: int = 2           # validation batches of that held-out loss
+  eval_every: int = 0  # > 0: held-out loss with/without memory every N steps
+  eval_batches: int = 2  # validation batches of that held-out loss
   nan_guard: bool = True
   tensorboard: bool = True
   plot: bool = True
@@ -120,15 +126,31 @@ class TrainConfig:
 
   def __post_init__(self):
     w = "config.train"
-    for name in ("batch_size", "checkpoint_every", "max_to_keep", "log_every",
-                 "fallback_seq_len", "eval_batches", "microbatches"):
-      require(getattr(self, name) >= 1, f"{w}.{name}", getattr(self, name),
-              "a positive integer (>= 1)")
+    for name in (
+      "batch_size",
+      "checkpoint_every",
+      "max_to_keep",
+      "log_every",
+      "fallback_seq_len",
+      "eval_batches",
+      "microbatches",
+    ):
+      require(
+        getattr(self, name) >= 1, f"{w}.{name}", getattr(self, name), "a positive integer (>= 1)"
+      )
     require(self.eval_every >= 0, f"{w}.eval_every", self.eval_every, ">= 0 (0: off)")
-    require(self.total_steps >= 0, f"{w}.total_steps", self.total_steps,
-            ">= 0 (0 keeps each stage's steps)")
-    require(self.data_source in DATA_SOURCES, f"{w}.data_source", self.data_source,
-            f"one of {DATA_SOURCES}")
+    require(
+      self.total_steps >= 0,
+      f"{w}.total_steps",
+      self.total_steps,
+      ">= 0 (0 keeps each stage's steps)",
+    )
+    require(
+      self.data_source in DATA_SOURCES,
+      f"{w}.data_source",
+      self.data_source,
+      f"one of {DATA_SOURCES}",
+    )
     for name in ("weight_decay", "grad_clip", "eps", "z_loss"):
       require(getattr(self, name) >= 0, f"{w}.{name}", getattr(self, name), ">= 0")
     for name in ("b1", "b2"):
@@ -154,14 +176,18 @@ def stage_dicts(section) -> list[dict]:
   order = tuple(section.get("stage_order", ()) or ())
   names = list(stages.keys())
   if sorted(order) != sorted(names):
-    raise ConfigError(f"config.train.stage_order={order!r}: must list each stage of "
-                      f"config.train.stages exactly once ({sorted(names)})")
+    raise ConfigError(
+      f"config.train.stage_order={order!r}: must list each stage of "
+      f"config.train.stages exactly once ({sorted(names)})"
+    )
   out = []
   for name in order:
     values = dict(stages[name])
     if values.get("name", name) != name:
-      raise ConfigError(f"config.train.stages.{name}.name={values['name']!r}: must equal "
-                        f"its key {name!r} (or be absent)")
+      raise ConfigError(
+        f"config.train.stages.{name}.name={values['name']!r}: must equal "
+        f"its key {name!r} (or be absent)"
+      )
     out.append({**values, "name": name})
   return out
 
@@ -169,8 +195,9 @@ def stage_dicts(section) -> list[dict]:
 def _scaled(stages: list[dict], total: int) -> list[dict]:
   """Stage lengths rescaled proportionally to sum to ``total`` (each >= 1)."""
   if total < len(stages):
-    raise ConfigError(f"config.train.total_steps={total}: must be >= the number of stages "
-                      f"({len(stages)})")
+    raise ConfigError(
+      f"config.train.total_steps={total}: must be >= the number of stages ({len(stages)})"
+    )
   old = [int(s["steps"]) for s in stages]
   new = [max(1, round(total * n / sum(old))) for n in old]
   new[-1] = max(1, total - sum(new[:-1]))
@@ -187,13 +214,12 @@ def train_config_from(section, *, has_memory_layers: bool = True) -> TrainConfig
     check_fields(StageSpec, s, f"config.train.stages.{s.get('name', '?')}")
   values.pop("stage_order", None)
   values.pop("stages")
-  if "seq_len" in values and values["seq_len"] is None:   # older configs: None = data's
+  if "seq_len" in values and values["seq_len"] is None:  # older configs: None = data's
     values.pop("seq_len")
   check_fields(TrainConfig, values, "config.train")
   if values.get("total_steps"):
     stages = _scaled(stages, int(values["total_steps"]))
-  return TrainConfig(stages=stages_from(stages, has_memory_layers=has_memory_layers),
-                     **values)
+  return TrainConfig(stages=stages_from(stages, has_memory_layers=has_memory_layers), **values)
 
 
 def validate(config) -> TrainConfig:
@@ -205,8 +231,8 @@ def validate(config) -> TrainConfig:
   import jax
 
   from m3jax.model.config import MemoryConfig, ModelConfig, model_config_from
-  model_values = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(
-      config.model)
+
+  model_values = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
   model_values = {k: v for k, v in model_values.items() if k not in ("dtype", "param_dtype")}
   check_fields(ModelConfig, model_values, "config.model")
   check_fields(MemoryConfig, model_values.get("memory", {}), "config.model.memory")
@@ -218,19 +244,27 @@ def validate(config) -> TrainConfig:
   seq_len = tc.fallback_seq_len
   if "data" in config and tc.data_source == "pipeline":
     from m3jax.data.config import DataConfig, data_config_from
-    data_values = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(
-        config.data)
+
+    data_values = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
     check_fields(DataConfig, data_values, "config.data")
     data_cfg = data_config_from(config.data)
     seq_len = data_cfg.seq_len
-    require(data_cfg.vocab_size <= cfg.vocab_size, "config.data.vocab_size",
-            data_cfg.vocab_size, f"<= config.model.vocab_size ({cfg.vocab_size})")
+    require(
+      data_cfg.vocab_size <= cfg.vocab_size,
+      "config.data.vocab_size",
+      data_cfg.vocab_size,
+      f"<= config.model.vocab_size ({cfg.vocab_size})",
+    )
   elif "data" in config:
     seq_len = int(config.data.seq_len)
   if any(s.use_memory for s in tc.stages):
-    require(seq_len % cfg.memory.chunk_len == 0, "config.data.seq_len", seq_len,
-            f"a multiple of config.model.memory.chunk_len ({cfg.memory.chunk_len}) when "
-            "a stage uses memory")
+    require(
+      seq_len % cfg.memory.chunk_len == 0,
+      "config.data.seq_len",
+      seq_len,
+      f"a multiple of config.model.memory.chunk_len ({cfg.memory.chunk_len}) when "
+      "a stage uses memory",
+    )
   shape = tuple(int(x) for x in config.sharding.mesh_shape)
   devices = jax.device_count()
   known = 1
@@ -238,7 +272,11 @@ def validate(config) -> TrainConfig:
     known *= x if x > 0 else 1
   sizes = [x if x > 0 else devices // max(known, 1) for x in shape]
   dp = sizes[0] * (sizes[1] if len(sizes) > 1 else 1)
-  require(dp >= 1 and tc.batch_size % dp == 0, "config.train.batch_size", tc.batch_size,
-          f"divisible by the data x fsdp mesh size {dp} (config.sharding.mesh_shape="
-          f"{shape} on {devices} devices)")
+  require(
+    dp >= 1 and tc.batch_size % dp == 0,
+    "config.train.batch_size",
+    tc.batch_size,
+    f"divisible by the data x fsdp mesh size {dp} (config.sharding.mesh_shape="
+    f"{shape} on {devices} devices)",
+  )
   return tc

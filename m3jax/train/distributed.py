@@ -12,8 +12,11 @@ import os
 import jax
 import numpy as np
 
-_COORDINATOR_VARS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
-                    "MEGASCALE_COORDINATOR_ADDRESS")
+_COORDINATOR_VARS = (
+  "JAX_COORDINATOR_ADDRESS",
+  "COORDINATOR_ADDRESS",
+  "MEGASCALE_COORDINATOR_ADDRESS",
+)
 _SIZE_VARS = ("SLURM_JOB_NUM_NODES", "OMPI_COMM_WORLD_SIZE")
 
 
@@ -23,8 +26,11 @@ def _wanted(multihost: bool) -> bool:
     return True
   if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     return True
-  return any(os.environ.get(k, "1").strip().isdigit() and int(os.environ[k]) > 1
-             for k in _SIZE_VARS if k in os.environ)
+  return any(
+    os.environ.get(k, "1").strip().isdigit() and int(os.environ[k]) > 1
+    for k in _SIZE_VARS
+    if k in os.environ
+  )
 
 
 _initialized = False
@@ -37,7 +43,7 @@ def maybe_initialize(multihost: bool = False) -> bool:
   """
   global _initialized
   if not _initialized and _wanted(multihost):
-    jax.distributed.initialize()   # reads coordinator/process ids from env or TPU metadata
+    jax.distributed.initialize()  # reads coordinator/process ids from env or TPU metadata
     _initialized = True
   return jax.process_count() > 1
 
@@ -45,8 +51,9 @@ def maybe_initialize(multihost: bool = False) -> bool:
 def local_batch_size(global_batch: int) -> int:
   n = jax.process_count()
   if global_batch % n:
-    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by the "
-                     f"{n} processes")
+    raise ValueError(
+      f"config.train.batch_size={global_batch} is not divisible by the {n} processes"
+    )
   return global_batch // n
 
 
@@ -56,8 +63,10 @@ def global_batch(local: dict[str, np.ndarray], shardings: dict) -> dict[str, jax
   n = jax.process_count()
   for key, sh in shardings.items():
     if key not in local:
-      raise KeyError(f"the data iterator's batch lacks {key!r} (has {sorted(local)}); "
-                     "memory stages need ref_tokens and ref_lengths")
+      raise KeyError(
+        f"the data iterator's batch lacks {key!r} (has {sorted(local)}); "
+        "memory stages need ref_tokens and ref_lengths"
+      )
     x = np.asarray(local[key])
     out[key] = jax.make_array_from_process_local_data(sh, x, (x.shape[0] * n,) + x.shape[1:])
   return out

@@ -46,22 +46,32 @@ def flops_stage1(c: ModelConfig, t: int) -> float:
 def flops_memory_read(c: ModelConfig, t: int) -> float:
   """Extra train FLOPs (fwd+bwd) of one sequence's memory layers attending memories."""
   m = c.memory
-  return 6 * m.num_memory_layers * 2 * t * (m.refs_per_chunk * m.tokens_per_head) * (
-      c.num_heads * c.head_dim)
+  return (
+    6
+    * m.num_memory_layers
+    * 2
+    * t
+    * (m.refs_per_chunk * m.tokens_per_head)
+    * (c.num_heads * c.head_dim)
+  )
 
 
 def flops_encode(c: ModelConfig, t: int, grad: bool) -> float:
   """FLOPs of encoding one sequence's T/chunk references live (×3 with gradients)."""
   m, d, hd = c.memory, c.embed_dim, c.num_heads * c.head_dim
   n, depth = m.ref_len, m.encode_depth
-  per_ref = 2 * (depth * n * (2 * d * hd + 2 * d * c.head_dim * c.num_kv_heads)
-                 + depth * 2 * (n * n / 2) * hd + (depth - 1) * n * 3 * d * c.mlp_dim
-                 + m.num_memory_layers * n * n * hd)
+  per_ref = 2 * (
+    depth * n * (2 * d * hd + 2 * d * c.head_dim * c.num_kv_heads)
+    + depth * 2 * (n * n / 2) * hd
+    + (depth - 1) * n * 3 * d * c.mlp_dim
+    + m.num_memory_layers * n * n * hd
+  )
   return (t // m.chunk_len) * per_ref * (3 if grad else 1)
 
 
-def train_step_flops(c: ModelConfig, t: int, batch: int, *, use_memory: bool,
-                     encode_grad: bool = True) -> dict[str, float]:
+def train_step_flops(
+  c: ModelConfig, t: int, batch: int, *, use_memory: bool, encode_grad: bool = True
+) -> dict[str, float]:
   """{"model", "encode", "total"} FLOPs of one train step over ``batch`` sequences."""
   model = flops_stage1(c, t) * batch
   enc = 0.0
@@ -78,8 +88,9 @@ def decode_step_flops(c: ModelConfig, batch: int, key_slots: int) -> float:
   return 2 * batch * (c.num_layers * per_layer + c.vocab_size * c.embed_dim)
 
 
-def dense_attention_extra(c: ModelConfig, t: int, batch: int, *, use_memory: bool,
-                          encode_grad: bool = True) -> float:
+def dense_attention_extra(
+  c: ModelConfig, t: int, batch: int, *, use_memory: bool, encode_grad: bool = True
+) -> float:
   """FLOPs a dense (masked) attention computes beyond App. A's causal count.
 
   App. A counts T·(T/2) query-key pairs per layer; the dense kernel computes all
@@ -105,6 +116,8 @@ def remat_extra(c: ModelConfig, t: int, batch: int, policy: str | None) -> float
   """
   hd = c.num_heads * c.head_dim
   attention = 4 * t * (t + 1) * hd
-  per_layer = {"full": 2 * t * _linear_per_token(c) + attention,
-               "dots_except_attention": attention}.get(policy or "none", 0.0)
+  per_layer = {
+    "full": 2 * t * _linear_per_token(c) + attention,
+    "dots_except_attention": attention,
+  }.get(policy or "none", 0.0)
   return c.num_layers * per_layer * batch

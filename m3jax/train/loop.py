@@ -68,13 +68,17 @@ def stage_dir(workdir: str, stage: StageSpec) -> str:
 
 def _check_shapes(cfg: ModelConfig, stage: StageSpec, seq_len: int, batch: int, mesh):
   if stage.use_memory and seq_len % cfg.memory.chunk_len:
-    raise ValueError(f"stage {stage.name!r} uses memory: seq_len={seq_len} must be a "
-                     f"multiple of model.memory.chunk_len={cfg.memory.chunk_len}")
+    raise ValueError(
+      f"stage {stage.name!r} uses memory: seq_len={seq_len} must be a "
+      f"multiple of model.memory.chunk_len={cfg.memory.chunk_len}"
+    )
   dp = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
   if batch % dp:
-    raise ValueError(f"config.train.batch_size={batch} is not divisible by the "
-                     f"data×fsdp mesh size {dp}; fix config.train.batch_size or "
-                     "config.sharding.mesh_shape")
+    raise ValueError(
+      f"config.train.batch_size={batch} is not divisible by the "
+      f"data×fsdp mesh size {dp}; fix config.train.batch_size or "
+      "config.sharding.mesh_shape"
+    )
 
 
 class _Run:
@@ -82,7 +86,7 @@ class _Run:
 
   def __init__(self, config, workdir, hooks, data_factory):
     self.config, self.workdir, self.hooks = config, paths.absolute(workdir), tuple(hooks)
-    self.tc = validate(config)   # every type and range, before any work
+    self.tc = validate(config)  # every type and range, before any work
     self.cfg = model_config_from(config.model)
     self.stages = self.tc.stages
     self.seq_len = resolve_seq_len(config)
@@ -93,10 +97,14 @@ class _Run:
     self.data_factory = data_factory or make_iterator
     self.offsets = np.cumsum([0] + [s.steps for s in self.stages]).tolist()
     paths.makedirs(self.workdir)
-    lead = jax.process_index() == 0   # one host writes metrics and shows progress
-    self.logger = MetricsLogger(self.workdir, tensorboard=bool(self.tc.tensorboard) and lead,
-                                progress_bar=bool(self.tc.progress_bar) and lead,
-                                hparams=_hparams(config), enabled=lead)
+    lead = jax.process_index() == 0  # one host writes metrics and shows progress
+    self.logger = MetricsLogger(
+      self.workdir,
+      tensorboard=bool(self.tc.tensorboard) and lead,
+      progress_bar=bool(self.tc.progress_bar) and lead,
+      hparams=_hparams(config),
+      enabled=lead,
+    )
     self._held_out = None
 
   # ------------------------------------------------------------------------- state init
@@ -110,13 +118,17 @@ class _Run:
       rng = jax.random.key(int(self.config.seed))
       state, _ = create_train_state(self.cfg, tx, self.mesh, self.rules, rng)
       return state, None
-    source = (stage_dir(self.workdir, self.stages[index - 1])
-              if stage.init_from == "previous" else stage.init_from)
+    source = (
+      stage_dir(self.workdir, self.stages[index - 1])
+      if stage.init_from == "previous"
+      else stage.init_from
+    )
     src = Checkpointer(source, async_save=False)
     try:
       if src.latest_step() is None:
-        raise FileNotFoundError(f"stage {stage.name!r}: init_from={stage.init_from!r} but "
-                                f"{source} holds no checkpoint")
+        raise FileNotFoundError(
+          f"stage {stage.name!r}: init_from={stage.init_from!r} but {source} holds no checkpoint"
+        )
       prev, data_state, _ = src.restore(abstract_state(self.cfg, tx, self.mesh, self.rules))
     finally:
       src.close()
@@ -131,17 +143,28 @@ class _Run:
     batch = int(tc.batch_size)
     hyper = (tuple((k, getattr(tc, k)) for k in _OPT_KEYS), int(self.config.seed))
     step_fn, tx, shardings = cached_train_step(cfg, stage, hyper, self.mesh, self.rules)
-    ckpt = Checkpointer(stage_dir(self.workdir, stage), max_to_keep=int(tc.max_to_keep),
-                        async_save=bool(tc.async_checkpoint))
-    distributed.local_batch_size(batch)   # validates divisibility by the process count
-    iterator = self.data_factory(self.config, stage, batch_size=batch, seq_len=self.seq_len,
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count())
-    meta = {"model": model_config_json(cfg), "stage": stage.name,
-            "stage_spec": {k: getattr(stage, k) for k in stage.__dataclass_fields__},
-            "seq_len": self.seq_len}
+    ckpt = Checkpointer(
+      stage_dir(self.workdir, stage),
+      max_to_keep=int(tc.max_to_keep),
+      async_save=bool(tc.async_checkpoint),
+    )
+    distributed.local_batch_size(batch)  # validates divisibility by the process count
+    iterator = self.data_factory(
+      self.config,
+      stage,
+      batch_size=batch,
+      seq_len=self.seq_len,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    meta = {
+      "model": model_config_json(cfg),
+      "stage": stage.name,
+      "stage_spec": {k: getattr(stage, k) for k in stage.__dataclass_fields__},
+      "seq_len": self.seq_len,
+    }
     start = ckpt.latest_step()
-    later = {s.name for s in self.stages[index + 1:]}
+    later = {s.name for s in self.stages[index + 1 :]}
     if start is not None:
       state, data_state, _ = ckpt.restore(abstract_state(cfg, tx, self.mesh, self.rules))
       iterator.restore(data_state)
@@ -152,8 +175,9 @@ class _Run:
         iterator.restore(carried)
     if start < stage.steps:
       # Forget metrics of steps this run will redo (after the restored checkpoint).
-      self.logger.rewind(lambda r: r["stage"] not in later and
-                         (r["stage"] != stage.name or r["step"] <= start))
+      self.logger.rewind(
+        lambda r: r["stage"] not in later and (r["stage"] != stage.name or r["step"] <= start)
+      )
     result = {"checkpoint_dir": ckpt.directory, "steps": stage.steps, "preempted": False}
     try:
       if start < stage.steps:
@@ -199,8 +223,10 @@ class _Run:
             ckpt.wait()
             result["preempted"] = True
             if jax.process_index() == 0:
-              print(f"[m3jax.train] SIGTERM: saved step {step} of stage {stage.name!r} to "
-                    f"{ckpt.directory}; re-run the same command to resume")
+              print(
+                f"[m3jax.train] SIGTERM: saved step {step} of stage {stage.name!r} to "
+                f"{ckpt.directory}; re-run the same command to resume"
+              )
             return
       finally:
         self.logger.end_stage()
@@ -211,17 +237,27 @@ class _Run:
       return
     if self._held_out is None:
       from m3jax.train.periodic_eval import HeldOutLoss
-      self._held_out = HeldOutLoss(self.config, self.cfg, seq_len=self.seq_len,
-                                   batch_size=int(self.tc.batch_size),
-                                   num_batches=int(self.tc.eval_batches))
-    self.logger.write_eval({"stage": stage.name, "step": step,
-                            "global_step": self.offsets[index] + step,
-                            **self._held_out(params)})
+
+      self._held_out = HeldOutLoss(
+        self.config,
+        self.cfg,
+        seq_len=self.seq_len,
+        batch_size=int(self.tc.batch_size),
+        num_batches=int(self.tc.eval_batches),
+      )
+    self.logger.write_eval(
+      {
+        "stage": stage.name,
+        "step": step,
+        "global_step": self.offsets[index] + step,
+        **self._held_out(params),
+      }
+    )
+
   def _memory_mass(self, stage, state, batch):
     if not stage.use_memory:
       return np.zeros((0,), np.float32)
-    probe = cached_memory_mass_probe(self.cfg, stage, self.mesh, self.rules,
-                                     int(self.config.seed))
+    probe = cached_memory_mass_probe(self.cfg, stage, self.mesh, self.rules, int(self.config.seed))
     return probe(state, batch)
 
   def _flush(self, stage, index, pending, t_last) -> float:
@@ -234,27 +270,40 @@ class _Run:
     bad = None
     for (step, _), m in zip(pending, fetched):
       loss = float(m["loss"])
-      records.append({"stage": stage.name, "step": step,
-                      "global_step": self.offsets[index] + step, "loss": loss,
-                      "ce": float(m["ce"]), "grad_norm": float(m["grad_norm"]),
-                      "lr": float(m["lr"]), "tokens_per_s": tok_s})
-      if "memory_mass" in m:    # logging steps only
+      records.append(
+        {
+          "stage": stage.name,
+          "step": step,
+          "global_step": self.offsets[index] + step,
+          "loss": loss,
+          "ce": float(m["ce"]),
+          "grad_norm": float(m["grad_norm"]),
+          "lr": float(m["lr"]),
+          "tokens_per_s": tok_s,
+        }
+      )
+      if "memory_mass" in m:  # logging steps only
         records[-1]["memory_mass"] = np.asarray(m["memory_mass"]).tolist()
       if bad is None and not np.isfinite(loss):
         bad = (step, loss)
     self.logger.write(records)
     if bad is not None and self.tc.nan_guard:
       raise NonFiniteLossError(
-          f"stage {stage.name!r}: loss is {bad[1]} at step {bad[0]}; training stopped and "
-          f"the last good checkpoint is kept in {stage_dir(self.workdir, stage)}. Resume "
-          "from it with a smaller peak_lr (config.train.stages.<name>.peak_lr) or stronger "
-          "clipping (config.train.grad_clip).")
+        f"stage {stage.name!r}: loss is {bad[1]} at step {bad[0]}; training stopped and "
+        f"the last good checkpoint is kept in {stage_dir(self.workdir, stage)}. Resume "
+        "from it with a smaller peak_lr (config.train.stages.<name>.peak_lr) or stronger "
+        "clipping (config.train.grad_clip)."
+      )
     return now
 
   # ------------------------------------------------------------------------- all stages
   def run(self) -> dict:
-    summary = {"workdir": self.workdir, "metrics": self.logger.path, "stages": {},
-               "preempted": False}
+    summary = {
+      "workdir": self.workdir,
+      "metrics": self.logger.path,
+      "stages": {},
+      "preempted": False,
+    }
     try:
       with PreemptionGuard() as guard:
         for i, stage in enumerate(self.stages):
@@ -276,7 +325,7 @@ def _hparams(config) -> dict:
   flat = {}
 
   def walk(node, prefix):
-    for k, v in (node.items() if hasattr(node, "items") else []):
+    for k, v in node.items() if hasattr(node, "items") else []:
       key = f"{prefix}{k}"
       if hasattr(v, "items"):
         walk(v, key + ".")
@@ -284,12 +333,19 @@ def _hparams(config) -> dict:
         flat[key] = v
       elif isinstance(v, tuple) and all(isinstance(e, (int, float, str)) for e in v):
         flat[key] = str(v)
+
   walk(config, "")
   return flat
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *,
-          hooks: Sequence[Hook] = (), data_factory=None, force: bool = False) -> dict:
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  hooks: Sequence[Hook] = (),
+  data_factory=None,
+  force: bool = False,
+) -> dict:
   """Runs (or resumes) every stage of ``config.train.stages`` in ``workdir``.
 
   Returns {"final_losses": {stage: loss}, "stages": {stage: {"checkpoint_dir",

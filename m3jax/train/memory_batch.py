@@ -36,8 +36,9 @@ def chunk_windows(ref_lengths_BxC, refs_per_chunk: int):
   return ids_BxCxR, present_BxCxR & in_range_CxR[None]
 
 
-def memory_from_batch(params, cfg: ModelConfig, ref_tokens_BxCxN, ref_lengths_BxC, *,
-                      encode_grad: bool = True, rng=None) -> MemoryKV:
+def memory_from_batch(
+  params, cfg: ModelConfig, ref_tokens_BxCxN, ref_lengths_BxC, *, encode_grad: bool = True, rng=None
+) -> MemoryKV:
   """Live-encoded MemoryKV [Lm, B, C, R, K, M, D] for a batch's references.
 
   encode_grad=False puts the encoded memories under stop_gradient (the cheaper
@@ -45,8 +46,9 @@ def memory_from_batch(params, cfg: ModelConfig, ref_tokens_BxCxN, ref_lengths_Bx
   selection indices are already under stop_gradient in sparsify).
   """
   b, c, n = ref_tokens_BxCxN.shape
-  enc = encode_references(params, cfg, ref_tokens_BxCxN.reshape(b * c, n),
-                          ref_lengths_BxC.reshape(b * c), rng=rng)
+  enc = encode_references(
+    params, cfg, ref_tokens_BxCxN.reshape(b * c, n), ref_lengths_BxC.reshape(b * c), rng=rng
+  )
   if not encode_grad:
     enc = jax.lax.stop_gradient(enc)
   ids, mask = chunk_windows(ref_lengths_BxC, cfg.memory.refs_per_chunk)

@@ -33,8 +33,10 @@ def read_jsonl(path: str) -> list[dict]:
       records.append(json.loads(line))
     except json.JSONDecodeError:
       if i != len(lines) - 1:
-        raise ValueError(f"{path}: line {i + 1} is not JSON (only a torn last line is "
-                         "tolerated); fix or delete the file") from None
+        raise ValueError(
+          f"{path}: line {i + 1} is not JSON (only a torn last line is "
+          "tolerated); fix or delete the file"
+        ) from None
   return records
 
 
@@ -52,18 +54,27 @@ class MetricsLogger:
   ``enabled=False`` (every host but process 0 of a pod) writes nothing.
   """
 
-  def __init__(self, workdir: str, *, tensorboard: bool = False, progress_bar: bool = True,
-               hparams: dict | None = None, enabled: bool = True):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    tensorboard: bool = False,
+    progress_bar: bool = True,
+    hparams: dict | None = None,
+    enabled: bool = True,
+  ):
     self.workdir, self.enabled = workdir, enabled
     self.path = os.path.join(workdir, METRICS_FILE)
     if enabled and paths.exists(self.path):
-      self.rewind(lambda r: True)   # drops a torn last line before appending
+      self.rewind(lambda r: True)  # drops a torn last line before appending
     self._tb = None
     if tensorboard:
       try:
         from clu import metric_writers  # lazy: TensorFlow
+
         self._tb = metric_writers.create_default_writer(
-            os.path.join(workdir, "tensorboard"), just_logging=False, asynchronous=True)
+          os.path.join(workdir, "tensorboard"), just_logging=False, asynchronous=True
+        )
       except Exception as e:  # noqa: BLE001 - TensorBoard is optional
         print(f"[m3jax.train] TensorBoard disabled ({type(e).__name__}: {e}); JSONL only")
     if self._tb is not None and hparams:
@@ -82,8 +93,10 @@ class MetricsLogger:
   def start_stage(self, name: str, total: int, initial: int) -> None:
     if self._progress:
       from tqdm.auto import tqdm
-      self._bar = tqdm(total=total, initial=initial, desc=f"train/{name}", unit="step",
-                       dynamic_ncols=True)
+
+      self._bar = tqdm(
+        total=total, initial=initial, desc=f"train/{name}", unit="step", dynamic_ncols=True
+      )
 
   def write(self, records: Iterable[dict]) -> None:
     records = [{k: _json_value(v) for k, v in r.items()} for r in records]
@@ -95,28 +108,41 @@ class MetricsLogger:
     if self._tb is not None:
       # One tag namespace across stages (x = global step), so curves continue.
       for r in records:
-        scalars = {f"train/{k}": v for k, v in r.items()
-                   if isinstance(v, (int, float)) and k not in ("step", "global_step")}
+        scalars = {
+          f"train/{k}": v
+          for k, v in r.items()
+          if isinstance(v, (int, float)) and k not in ("step", "global_step")
+        }
         for i, m in enumerate(r.get("memory_mass", [])):
           scalars[f"train/memory_mass_{i}"] = m
         self._tb.write_scalars(r["global_step"], scalars)
     if self._bar is not None:
       self._bar.update(last["step"] - self._bar.n)
-      self._bar.set_postfix(loss=f"{last['loss']:.4f}" if isinstance(last["loss"], float)
-                            else last["loss"], lr=f"{last['lr']:.2e}")
+      self._bar.set_postfix(
+        loss=f"{last['loss']:.4f}" if isinstance(last["loss"], float) else last["loss"],
+        lr=f"{last['lr']:.2e}",
+      )
 
   def write_eval(self, record: dict) -> None:
     """An evaluation-during-training record: eval_metrics.jsonl and TensorBoard ``eval/``."""
     if self.enabled:
-      paths.append_text(os.path.join(self.workdir, "eval_metrics.jsonl"),
-                        json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+      paths.append_text(
+        os.path.join(self.workdir, "eval_metrics.jsonl"),
+        json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n",
+      )
     if self._tb is not None:
-      self._tb.write_scalars(record["global_step"], {
-          f"eval/{k}": v for k, v in record.items()
-          if isinstance(v, float) and k not in ("step", "global_step")})
+      self._tb.write_scalars(
+        record["global_step"],
+        {
+          f"eval/{k}": v
+          for k, v in record.items()
+          if isinstance(v, float) and k not in ("step", "global_step")
+        },
+      )
     if self._bar is not None:
-      self._bar.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in record.items()))
+      self._bar.write(
+        "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+      )
 
   def end_stage(self) -> None:
     if self._bar is not None:
@@ -136,8 +162,10 @@ def plot_losses(jsonl_path: str, png_path: str) -> str | None:
   if not records:
     return None
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(7, 4))
   stages = list(dict.fromkeys(r["stage"] for r in records))
   for name in stages:
@@ -150,6 +178,7 @@ def plot_losses(jsonl_path: str, png_path: str) -> str | None:
   fig.tight_layout()
   if paths.is_remote(png_path):
     import io
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     paths.write_bytes(png_path, buf.getvalue())

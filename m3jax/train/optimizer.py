@@ -26,8 +26,7 @@ def schedule(stage: StageSpec) -> optax.Schedule:
   if stage.schedule == "constant":
     rest = optax.constant_schedule(peak)
   elif stage.schedule == "cosine":
-    rest = optax.cosine_decay_schedule(peak, max(steps - warm, 1),
-                                       alpha=stage.final_lr_fraction)
+    rest = optax.cosine_decay_schedule(peak, max(steps - warm, 1), alpha=stage.final_lr_fraction)
   else:  # wsd
     decay = max(int(round(steps * stage.decay_fraction)), 1 if stage.decay_fraction else 0)
     stable = max(steps - warm - decay, 0)
@@ -44,9 +43,11 @@ def schedule(stage: StageSpec) -> optax.Schedule:
 
 def _decay_mask(params):
   """True for leaves that get weight decay: everything but norm scales and embeddings."""
+
   def keep(path, _):
     names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
     return not any(n == "scale" or n.startswith("embed") for n in names)
+
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
@@ -64,8 +65,9 @@ def make_optimizer(train_cfg, legacy_train_cfg=None) -> optax.GradientTransforma
   parts = []
   if train_cfg.grad_clip and train_cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(train_cfg.grad_clip))
-  parts.append(optax.scale_by_adam(b1=train_cfg.b1, b2=train_cfg.b2, eps=train_cfg.eps,
-                                   mu_dtype=jnp.float32))
+  parts.append(
+    optax.scale_by_adam(b1=train_cfg.b1, b2=train_cfg.b2, eps=train_cfg.eps, mu_dtype=jnp.float32)
+  )
   if train_cfg.weight_decay:
     parts.append(optax.add_decayed_weights(train_cfg.weight_decay, mask=_decay_mask))
   return optax.chain(*parts)

@@ -33,15 +33,29 @@ class HeldOutLoss:
     use_memory = bool(cfg.memory.memory_layers) and seq_len % cfg.memory.chunk_len == 0
     if config.train.data_source == "synthetic":
       from m3jax.train.synthetic import SyntheticIterator
-      it = SyntheticIterator(batch_size=batch_size, seq_len=seq_len, vocab_size=cfg.vocab_size,
-                             chunk_len=cfg.memory.chunk_len, ref_len=cfg.memory.ref_len,
-                             bos_id=cfg.bos_id, with_refs=use_memory,
-                             seed=int(config.seed) + 1)
+
+      it = SyntheticIterator(
+        batch_size=batch_size,
+        seq_len=seq_len,
+        vocab_size=cfg.vocab_size,
+        chunk_len=cfg.memory.chunk_len,
+        ref_len=cfg.memory.ref_len,
+        bos_id=cfg.bos_id,
+        with_refs=use_memory,
+        seed=int(config.seed) + 1,
+      )
     else:
       from m3jax.data import pipeline
-      it = pipeline.make_train_iterator(config.data, cfg, split="valid", batch_size=batch_size,
-                                        seq_len=seq_len, with_references=use_memory,
-                                        shuffle=False)
+
+      it = pipeline.make_train_iterator(
+        config.data,
+        cfg,
+        split="valid",
+        batch_size=batch_size,
+        seq_len=seq_len,
+        with_references=use_memory,
+        shuffle=False,
+      )
     self.batches = [next(it) for _ in range(num_batches)]
     kinds = {"no_memory": StageSpec("held_out", 1, 0.0)}
     if use_memory:

@@ -42,8 +42,8 @@ class StageSpec:
   peak_lr: float
   schedule: str = "wsd"
   warmup_steps: int = 0
-  decay_fraction: float = 0.1       # WSD: decay over the last 10% of steps
-  final_lr_fraction: float = 0.01   # ... to 1% of the peak ("near zero")
+  decay_fraction: float = 0.1  # WSD: decay over the last 10% of steps
+  final_lr_fraction: float = 0.01  # ... to 1% of the peak ("near zero")
   init_from: str = ""
   reset_optimizer: bool = True
   use_memory: bool = False
@@ -72,16 +72,19 @@ def stage_from(values: Mapping[str, Any]) -> StageSpec:
   names = [f.name for f in dataclasses.fields(StageSpec)]
   unknown = sorted(set(values) - set(names))
   if unknown:
-    raise ValueError(f"config.train.stages[{values.get('name', '?')!r}]: unknown keys "
-                     f"{unknown}; valid keys: {names}")
+    raise ValueError(
+      f"config.train.stages[{values.get('name', '?')!r}]: unknown keys "
+      f"{unknown}; valid keys: {names}"
+    )
   missing = [n for n in ("name", "steps", "peak_lr") if n not in values]
   if missing:
     raise ValueError(f"config.train.stages: a stage is missing {missing}")
   return StageSpec(**values)
 
 
-def stages_from(values: Iterable[Mapping[str, Any]], *, has_memory_layers: bool = True
-                ) -> tuple[StageSpec, ...]:
+def stages_from(
+  values: Iterable[Mapping[str, Any]], *, has_memory_layers: bool = True
+) -> tuple[StageSpec, ...]:
   """Validated stages from ``config.train.stages`` (a list of dicts)."""
   stages = tuple(stage_from(v) for v in values)
   if not stages:
@@ -90,10 +93,13 @@ def stages_from(values: Iterable[Mapping[str, Any]], *, has_memory_layers: bool 
   if len(set(names)) != len(names):
     raise ValueError(f"config.train.stages: stage names must be unique, got {names}")
   if stages[0].init_from == "previous":
-    raise ValueError(f"config.train.stages[{names[0]!r}]: the first stage cannot "
-                     "init_from='previous'")
+    raise ValueError(
+      f"config.train.stages[{names[0]!r}]: the first stage cannot init_from='previous'"
+    )
   for s in stages:
     if s.use_memory and not has_memory_layers:
-      raise ValueError(f"config.train.stages[{s.name!r}] uses memory but "
-                       "config.model.memory.memory_layers is empty; set use_memory=False")
+      raise ValueError(
+        f"config.train.stages[{s.name!r}] uses memory but "
+        "config.model.memory.memory_layers is empty; set use_memory=False"
+      )
   return stages

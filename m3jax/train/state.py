@@ -22,7 +22,7 @@ from m3jax.model.transformer import Transformer
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array          # int32 scalar: steps taken in the current stage
+  step: jax.Array  # int32 scalar: steps taken in the current stage
   params: Any
   opt_state: Any
 
@@ -32,6 +32,7 @@ def _init_fn(cfg: ModelConfig, tx: optax.GradientTransformation):
     # Parameter shapes do not depend on the length: init on a short dummy context.
     params = Transformer(cfg).init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
   return init
 
 
@@ -42,7 +43,7 @@ def create_train_state(cfg: ModelConfig, tx, mesh, rules, rng):
 
 def state_shardings(cfg: ModelConfig, tx, mesh, rules):
   """Shardings of the state, from shapes only (nothing is computed)."""
-  key = jax.random.key(0)   # concrete, so made outside the mesh (it may be an AOT topology's)
+  key = jax.random.key(0)  # concrete, so made outside the mesh (it may be an AOT topology's)
   with sharding.activate(mesh, rules):
     abstract = jax.eval_shape(_init_fn(cfg, tx), key)
     return sharding.logical_to_sharding(nn.get_partition_spec(abstract), mesh, rules)
@@ -55,10 +56,12 @@ def abstract_state(cfg: ModelConfig, tx, mesh, rules):
     boxed = jax.eval_shape(_init_fn(cfg, tx), key)
   is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
   abstract = jax.tree_util.tree_map(
-      lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, boxed, is_leaf=is_box)
+    lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, boxed, is_leaf=is_box
+  )
   shardings = state_shardings(cfg, tx, mesh, rules)
   return jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
 
 
 def fresh_state_from_params(params, tx, shardings):

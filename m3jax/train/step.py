@@ -33,11 +33,11 @@ TEXT_KEYS = ("inputs", "targets", "loss_mask")
 MEMORY_KEYS = ("ref_tokens", "ref_lengths")
 
 _BATCH_AXES = {
-    "inputs": (axes.BATCH, axes.LENGTH),
-    "targets": (axes.BATCH, axes.LENGTH),
-    "loss_mask": (axes.BATCH, axes.LENGTH),
-    "ref_tokens": (axes.BATCH, axes.MEM_CHUNKS, None),
-    "ref_lengths": (axes.BATCH, axes.MEM_CHUNKS),
+  "inputs": (axes.BATCH, axes.LENGTH),
+  "targets": (axes.BATCH, axes.LENGTH),
+  "loss_mask": (axes.BATCH, axes.LENGTH),
+  "ref_tokens": (axes.BATCH, axes.MEM_CHUNKS, None),
+  "ref_lengths": (axes.BATCH, axes.MEM_CHUNKS),
 }
 
 
@@ -52,16 +52,22 @@ def batch_shardings(stage: StageSpec, mesh, rules) -> dict[str, NamedSharding]:
 def _batch_memory(cfg: ModelConfig, stage: StageSpec, params, batch, rng, mem_sharding):
   if not stage.use_memory:
     return None
-  memory = memory_from_batch(params, cfg, batch["ref_tokens"], batch["ref_lengths"],
-                             encode_grad=stage.encode_grad,
-                             rng=rng if cfg.memory.selection == "random" else None)
+  memory = memory_from_batch(
+    params,
+    cfg,
+    batch["ref_tokens"],
+    batch["ref_lengths"],
+    encode_grad=stage.encode_grad,
+    rng=rng if cfg.memory.selection == "random" else None,
+  )
   if mem_sharding is not None:
     memory = jax.lax.with_sharding_constraint(memory, mem_sharding)
   return memory
 
 
-def make_loss_fn(cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0,
-                 mem_sharding=None) -> Callable:
+def make_loss_fn(
+  cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0, mem_sharding=None
+) -> Callable:
   """``loss_fn(params, batch, rng, enc_params=None) -> (loss, aux)``.
 
   ``enc_params`` (default: ``params``) encodes the references; passing a separate copy
@@ -70,8 +76,9 @@ def make_loss_fn(cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0,
   model = Transformer(cfg)
 
   def loss_fn(params, batch, rng, enc_params=None):
-    memory = _batch_memory(cfg, stage, params if enc_params is None else enc_params, batch,
-                           rng, mem_sharding)
+    memory = _batch_memory(
+      cfg, stage, params if enc_params is None else enc_params, batch, rng, mem_sharding
+    )
     logits = model.apply({"params": params}, batch["inputs"], memory)
     return cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
 
@@ -88,18 +95,29 @@ def memory_mass_fn(cfg: ModelConfig, stage: StageSpec, mem_sharding=None) -> Cal
     if not stage.use_memory:
       return jnp.zeros((0,), jnp.float32)
     memory = _batch_memory(cfg, stage, params, batch, rng, mem_sharding)
-    _, mass_LmxBxTxH = model.apply({"params": params}, batch["inputs"], memory,
-                                   return_memory_mass=True)
+    _, mass_LmxBxTxH = model.apply(
+      {"params": params}, batch["inputs"], memory, return_memory_mass=True
+    )
     w_BxT = batch["loss_mask"].astype(jnp.float32)
-    return (jnp.einsum("lbth,bt->l", mass_LmxBxTxH.astype(jnp.float32), w_BxT)
-            / (jnp.maximum(jnp.sum(w_BxT), 1.0) * mass_LmxBxTxH.shape[-1]))
+    return jnp.einsum("lbth,bt->l", mass_LmxBxTxH.astype(jnp.float32), w_BxT) / (
+      jnp.maximum(jnp.sum(w_BxT), 1.0) * mass_LmxBxTxH.shape[-1]
+    )
 
   return mass_fn
 
 
-def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransformation,
-                    *, mesh, rules, state_shardings, z_loss: float = 0.0, seed: int = 0,
-                    microbatches: int = 1):
+def make_train_step(
+  cfg: ModelConfig,
+  stage: StageSpec,
+  tx: optax.GradientTransformation,
+  *,
+  mesh,
+  rules,
+  state_shardings,
+  z_loss: float = 0.0,
+  seed: int = 0,
+  microbatches: int = 1,
+):
   """``train_step(state, batch, lr) -> (state, metrics)``, jitted with explicit shardings.
 
   ``lr`` is the stage schedule's value at ``state.step`` (a float32 scalar computed on
@@ -114,27 +132,34 @@ def make_train_step(cfg: ModelConfig, stage: StageSpec, tx: optax.GradientTransf
   loss_fn = make_loss_fn(cfg, stage, z_loss, mem_sh)
   base_rng = jax.random.key(seed)
   b_sh = batch_shardings(stage, mesh, rules)
-  grad_fn = accumulate.value_and_grad(loss_fn, microbatches, batch_shardings=b_sh,
-                                      grad_shardings=state_shardings.params)
+  grad_fn = accumulate.value_and_grad(
+    loss_fn, microbatches, batch_shardings=b_sh, grad_shardings=state_shardings.params
+  )
 
   def train_step(state: TrainState, batch, lr):
     rng = jax.random.fold_in(base_rng, state.step)
     (loss, aux), grads = grad_fn(state.params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, apply_lr(updates, lr))
-    metrics = {"loss": loss, "ce": aux["ce"], "tokens": aux["tokens"],
-               "grad_norm": optax.global_norm(grads), "lr": lr}
+    metrics = {
+      "loss": loss,
+      "ce": aux["ce"],
+      "tokens": aux["tokens"],
+      "grad_norm": optax.global_norm(grads),
+      "lr": lr,
+    }
     return TrainState(state.step + 1, params, opt_state), metrics
 
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(train_step,
-                 in_shardings=(state_shardings, b_sh, replicated),
-                 out_shardings=(state_shardings, replicated),
-                 donate_argnums=(0,))
+  return jax.jit(
+    train_step,
+    in_shardings=(state_shardings, b_sh, replicated),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,),
+  )
 
 
-def make_memory_mass_probe(cfg: ModelConfig, stage: StageSpec, *, mesh, rules,
-                           seed: int = 0):
+def make_memory_mass_probe(cfg: ModelConfig, stage: StageSpec, *, mesh, rules, seed: int = 0):
   """``probe(state, batch) -> mass [Lm]``, jitted: the memory mass of the forward the
   train step would run on ``batch`` from ``state`` (same live memories, same selection
   rng). Never donates: call it before the step at the steps you log. Inputs keep the
@@ -149,16 +174,16 @@ def make_memory_mass_probe(cfg: ModelConfig, stage: StageSpec, *, mesh, rules,
   return jax.jit(probe, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
-def cached_memory_mass_probe(cfg: ModelConfig, stage: StageSpec, mesh, rules: tuple,
-                             seed: int = 0):
+def cached_memory_mass_probe(cfg: ModelConfig, stage: StageSpec, mesh, rules: tuple, seed: int = 0):
   """``make_memory_mass_probe`` memoized like ``cached_train_step``."""
   return _cached_probe(cfg, stage.use_memory, stage.encode_grad, mesh, rules, seed)
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_probe(cfg, use_memory, encode_grad, mesh, rules, seed):
-  stage = StageSpec(name="probe", steps=1, peak_lr=0.0, use_memory=use_memory,
-                    encode_grad=encode_grad)
+  stage = StageSpec(
+    name="probe", steps=1, peak_lr=0.0, use_memory=use_memory, encode_grad=encode_grad
+  )
   return make_memory_mass_probe(cfg, stage, mesh=mesh, rules=rules, seed=seed)
 
 
@@ -178,13 +203,23 @@ def _cached_train_step(cfg, use_memory, encode_grad, hyper, mesh, rules):
   import ml_collections
   from m3jax.train.optimizer import make_optimizer
   from m3jax.train.state import state_shardings
+
   train_items, seed = hyper
   tc = ml_collections.ConfigDict(dict(train_items))
-  stage = StageSpec(name="step", steps=1, peak_lr=0.0, use_memory=use_memory,
-                    encode_grad=encode_grad)
+  stage = StageSpec(
+    name="step", steps=1, peak_lr=0.0, use_memory=use_memory, encode_grad=encode_grad
+  )
   tx = make_optimizer(tc)
   shardings = state_shardings(cfg, tx, mesh, rules)
-  step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules, state_shardings=shardings,
-                         z_loss=float(tc.z_loss), seed=seed,
-                         microbatches=int(tc.get("microbatches", 1)))
+  step = make_train_step(
+    cfg,
+    stage,
+    tx,
+    mesh=mesh,
+    rules=rules,
+    state_shardings=shardings,
+    z_loss=float(tc.z_loss),
+    seed=seed,
+    microbatches=int(tc.get("microbatches", 1)),
+  )
   return step, tx, shardings

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_FIRST_REGULAR_ID = 5   # ids below are specials (pad, eos, ..., <s>, <ref>)
+_FIRST_REGULAR_ID = 5  # ids below are specials (pad, eos, ..., <s>, <ref>)
 
 
 class SyntheticIterator:
@@ -20,9 +20,19 @@ class SyntheticIterator:
   reference is drawn from the same motifs, so memories carry signal.
   """
 
-  def __init__(self, *, batch_size: int, seq_len: int, vocab_size: int, chunk_len: int,
-               ref_len: int, bos_id: int, with_refs: bool = True, seed: int = 0,
-               process_index: int = 0):
+  def __init__(
+    self,
+    *,
+    batch_size: int,
+    seq_len: int,
+    vocab_size: int,
+    chunk_len: int,
+    ref_len: int,
+    bos_id: int,
+    with_refs: bool = True,
+    seed: int = 0,
+    process_index: int = 0,
+  ):
     self.batch_size, self.seq_len, self.vocab_size = batch_size, seq_len, vocab_size
     self.chunk_len, self.ref_len, self.bos_id = chunk_len, ref_len, bos_id
     self.with_refs, self.seed, self.process_index = with_refs, seed, process_index
@@ -42,8 +52,11 @@ class SyntheticIterator:
     motifs = rng.integers(_FIRST_REGULAR_ID, self.vocab_size, size=(16, 8))
     seq = np.stack([self._row(rng, motifs, t + 1) for _ in range(b)]).astype(np.int32)
     seq[:, 0] = self.bos_id
-    batch = {"inputs": seq[:, :-1].copy(), "targets": seq[:, 1:].copy(),
-             "loss_mask": np.ones((b, t), np.float32)}
+    batch = {
+      "inputs": seq[:, :-1].copy(),
+      "targets": seq[:, 1:].copy(),
+      "loss_mask": np.ones((b, t), np.float32),
+    }
     if self.with_refs:
       c, n = t // self.chunk_len, self.ref_len
       lengths = rng.integers(0, n + 1, size=(b, c)).astype(np.int32)

@@ -22,8 +22,17 @@ import ml_collections
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 # train keys whose change makes a resumed run a different run (stages: once started).
-_TRAIN_KEYS = ("batch_size", "data_source", "weight_decay", "b1", "b2", "eps", "grad_clip",
-               "z_loss", "fallback_seq_len")
+_TRAIN_KEYS = (
+  "batch_size",
+  "data_source",
+  "weight_decay",
+  "b1",
+  "b2",
+  "eps",
+  "grad_clip",
+  "z_loss",
+  "fallback_seq_len",
+)
 
 
 def _tuples(x):
@@ -64,17 +73,20 @@ def diff_keys(a, b, prefix: str) -> list[str]:
 def check_same_model(saved, config, workdir: str) -> None:
   keys = diff_keys(saved.model, config.model, "model")
   if keys:
-    raise ValueError(f"{workdir} was trained with another model: {', '.join(keys)} differ "
-                     "from its config.json; drop those overrides (the workdir's config is "
-                     "used when --config is not given)")
+    raise ValueError(
+      f"{workdir} was trained with another model: {', '.join(keys)} differ "
+      "from its config.json; drop those overrides (the workdir's config is "
+      "used when --config is not given)"
+    )
 
 
 def started_stages(workdir: str) -> list[str]:
   root = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(root):
     return []
-  return [s for s in os.listdir(root)
-          if any(d.isdigit() for d in os.listdir(os.path.join(root, s)))]
+  return [
+    s for s in os.listdir(root) if any(d.isdigit() for d in os.listdir(os.path.join(root, s)))
+  ]
 
 
 def resume_conflicts(saved, config, workdir: str) -> list[str]:
@@ -85,6 +97,7 @@ def resume_conflicts(saved, config, workdir: str) -> list[str]:
   for k in _TRAIN_KEYS:
     keys += diff_keys(saved.train.get(k), config.train.get(k), f"train.{k}")
   from m3jax.train.config import stage_dicts
+
   old = {s["name"]: s for s in stage_dicts(saved.train)}
   new = {s["name"]: s for s in stage_dicts(config.train)}
   for name in started_stages(workdir):
@@ -106,9 +119,11 @@ def start_run(workdir: str, config, *, force: bool = False) -> None:
   elif saved is not None:
     keys = resume_conflicts(saved, config, workdir)
     if keys:
-      raise ValueError(f"{workdir} holds a run with another config: {', '.join(keys)} "
-                       "differ; resume with its config (drop those overrides), use another "
-                       "--workdir, or --force to start a new run here")
+      raise ValueError(
+        f"{workdir} holds a run with another config: {', '.join(keys)} "
+        "differ; resume with its config (drop those overrides), use another "
+        "--workdir, or --force to start a new run here"
+      )
   os.makedirs(workdir, exist_ok=True)
   _atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=1))
 
@@ -116,15 +131,16 @@ def start_run(workdir: str, config, *, force: bool = False) -> None:
 def record_run(workdir: str, config) -> dict:
   """Writes ``run.json``: package version, data hash, vocabulary hash (when prepared)."""
   from importlib import metadata
+
   try:
     version = metadata.version("m3jax")
   except metadata.PackageNotFoundError:
     version = "unknown"
-  rec = {"m3jax_version": version, "data_hash": None, "vocab_hash": None,
-         "data_dir": None}
+  rec = {"m3jax_version": version, "data_hash": None, "vocab_hash": None, "data_dir": None}
   if "data" in config and config.train.data_source == "pipeline":
     from m3jax.data.config import data_config_from
     from m3jax.data.prepare import DataPaths, sources_key
+
     cfg = data_config_from(config.data)
     rec["data_hash"], rec["data_dir"] = sources_key(cfg), cfg.data_dir
     vocab = DataPaths(cfg.data_dir).vocab_model
@@ -142,8 +158,9 @@ def content_addressed(config):
     return config
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import sources_key
+
   key = sources_key(data_config_from(config.data))
-  root = os.path.abspath(str(config.data.data_dir))   # config.json works from any cwd
+  root = os.path.abspath(str(config.data.data_dir))  # config.json works from any cwd
   if os.path.basename(root.rstrip("/")) != key:
     root = os.path.join(root, key)
   config.data.data_dir = root

@@ -9,7 +9,7 @@ from m3jax.model.config import model_config_from
 def tiny_data_cfg(data_dir, **overrides):
   cfg = get_config("tiny").data
   cfg.data_dir = str(data_dir)
-  for key, value in overrides.items():   # "a.b" names a nested field
+  for key, value in overrides.items():  # "a.b" names a nested field
     *parents, leaf = key.split(".")
     node = cfg
     for part in parents:
@@ -26,5 +26,6 @@ def tiny_model_cfg():
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
   from m3jax.data.prepare import prepare_data
+
   cfg = tiny_data_cfg(tmp_path_factory.mktemp("tiny_data"))
   return cfg, prepare_data(cfg)

@@ -22,11 +22,18 @@ def test_batch_contract(tiny_data, tiny_model_cfg):
   cfg, _ = tiny_data
   it = _it(cfg, tiny_model_cfg)
   batch = next(it)
-  T, C, N = cfg.seq_len, cfg.seq_len // tiny_model_cfg.memory.chunk_len, \
-      tiny_model_cfg.memory.ref_len
-  want = dict(inputs=((B, T), np.int32), targets=((B, T), np.int32),
-              loss_mask=((B, T), np.float32), ref_tokens=((B, C, N), np.int32),
-              ref_lengths=((B, C), np.int32))
+  T, C, N = (
+    cfg.seq_len,
+    cfg.seq_len // tiny_model_cfg.memory.chunk_len,
+    tiny_model_cfg.memory.ref_len,
+  )
+  want = dict(
+    inputs=((B, T), np.int32),
+    targets=((B, T), np.int32),
+    loss_mask=((B, T), np.float32),
+    ref_tokens=((B, C, N), np.int32),
+    ref_lengths=((B, C), np.int32),
+  )
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == want
   assert (batch["inputs"][:, 0] == tiny_model_cfg.bos_id).all()
   np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
@@ -56,8 +63,8 @@ def test_no_reference_leaks(tmp_path, tiny_data, tiny_model_cfg, query):
 def test_leak_filter_skips_to_next_candidate():
   seq = np.arange(10, 60)
   refs = np.zeros((3, 8), np.int32)
-  refs[0, :5] = [20, 21, 22, 23, 24]           # fully inside the sequence: leaks
-  refs[1, :4] = [1, 2, 20, 3]                  # 1/4 overlap: fine
+  refs[0, :5] = [20, 21, 22, 23, 24]  # fully inside the sequence: leaks
+  refs[1, :4] = [1, 2, 20, 3]  # 1/4 overlap: fine
   lengths = np.array([5, 4, 0])
   got = pretrieval.filter_leaks(seq, np.array([[0, 1], [0, 0], [2, 1]]), refs, lengths, 0.9)
   assert got.tolist() == [1, -1, 1]
@@ -66,12 +73,12 @@ def test_leak_filter_skips_to_next_candidate():
 def test_resume_reproduces_stream(tiny_data, tiny_model_cfg):
   cfg, _ = tiny_data
   it = _it(cfg, tiny_model_cfg)
-  steps = it.steps_per_epoch + 3          # crosses an epoch boundary
+  steps = it.steps_per_epoch + 3  # crosses an epoch boundary
   ref = [next(it) for _ in range(steps)]
   fresh = _it(cfg, tiny_model_cfg)
   for _ in range(5):
     next(fresh)
-  saved = json.loads(json.dumps(fresh.state()))   # survives a JSON checkpoint
+  saved = json.loads(json.dumps(fresh.state()))  # survives a JSON checkpoint
   resumed = _it(cfg, tiny_model_cfg)
   resumed.restore(saved)
   for want in ref[5:]:
@@ -85,8 +92,9 @@ def test_resume_reproduces_stream(tiny_data, tiny_model_cfg):
 def test_host_shards_partition_global_batch(tiny_data, tiny_model_cfg):
   cfg, _ = tiny_data
   whole = next(_it(cfg, tiny_model_cfg, batch_size=8))
-  parts = [next(_it(cfg, tiny_model_cfg, batch_size=8, process_index=p, process_count=4))
-           for p in range(4)]
+  parts = [
+    next(_it(cfg, tiny_model_cfg, batch_size=8, process_index=p, process_count=4)) for p in range(4)
+  ]
   for k in whole:
     np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
   with pytest.raises(ValueError, match="divisible"):
@@ -108,12 +116,22 @@ def _write(path, lines):
 
 
 def test_bring_your_own_files(tmp_path, tiny_model_cfg):
-  refs = [json.dumps({"id": f"u{i}", "text": f"Widget{i} | color = {c} | size = {i}"})
-          for i, c in enumerate(["red", "blue", "green", "gold"] * 3)]
-  text = [json.dumps({"text": f"The Widget{i} is painted in a nice shade. It is size {i}."
-                      " " * 2 + "Nothing else is known about it at all."}) for i in range(12)]
-  qa = [json.dumps({"question": "What color is Widget1?", "answer": "blue",
-                    "choices": ["red", "blue"]})]
+  refs = [
+    json.dumps({"id": f"u{i}", "text": f"Widget{i} | color = {c} | size = {i}"})
+    for i, c in enumerate(["red", "blue", "green", "gold"] * 3)
+  ]
+  text = [
+    json.dumps(
+      {
+        "text": f"The Widget{i} is painted in a nice shade. It is size {i}."
+        " " * 2 + "Nothing else is known about it at all."
+      }
+    )
+    for i in range(12)
+  ]
+  qa = [
+    json.dumps({"question": "What color is Widget1?", "answer": "blue", "choices": ["red", "blue"]})
+  ]
   cfg = tiny_data_cfg(tmp_path / "d", synthetic=False, real_text=False, vocab_kind="byte")
   cfg.user_files.references = _write(tmp_path / "refs.jsonl", refs)
   cfg.user_files.train_text = _write(tmp_path / "text.jsonl", text * 8)
@@ -132,8 +150,9 @@ def test_bad_user_files_name_file_and_line(tmp_path, tiny_model_cfg):
   cfg.user_files.train_text = _write(tmp_path / "t.jsonl", ['{"text": "ok"}'])
   with pytest.raises(FileNotFoundError, match="missing.jsonl"):
     pipeline.prepare_data(cfg)
-  cfg.user_files.references = _write(tmp_path / "r.jsonl", ['{"id": "a", "text": "x"}',
-                                                            '{"id": "b", "text": '])
+  cfg.user_files.references = _write(
+    tmp_path / "r.jsonl", ['{"id": "a", "text": "x"}', '{"id": "b", "text": ']
+  )
   with pytest.raises(ValueError, match=r"r\.jsonl:2: malformed JSON"):
     pipeline.prepare_data(cfg)
   cfg.user_files.references = _write(tmp_path / "r2.jsonl", ['{"id": "a"}'])
@@ -147,6 +166,7 @@ def test_bad_user_files_name_file_and_line(tmp_path, tiny_model_cfg):
 def test_config_rejects_unknown_keys_and_small_model_vocab(tiny_data, tiny_model_cfg):
   import dataclasses
   from m3jax.data.config import data_config_from
+
   cfg, _ = tiny_data
   bad = cfg.to_dict()
   bad["vocab_sise"] = 3
@@ -168,20 +188,23 @@ def test_query_ranges_match_inputs_and_are_causal(tiny_data, tiny_model_cfg):
   for s in range(2):
     for c in range(T // L):
       a, b = own[s, c]
-      chunk = batch["inputs"][s, c * L:(c + 1) * L]
+      chunk = batch["inputs"][s, c * L : (c + 1) * L]
       np.testing.assert_array_equal(stream[a:b], chunk[1:] if c == 0 else chunk)
       pa, pb = prev[s, c]
-      assert pb <= a + (c == 0) and pb - pa <= L   # strictly before the chunk's tokens
-  assert prev[0, 0, 1] - prev[0, 0, 0] == 0          # the very first chunk has no query
+      assert pb <= a + (c == 0) and pb - pa <= L  # strictly before the chunk's tokens
+  assert prev[0, 0, 1] - prev[0, 0, 0] == 0  # the very first chunk has no query
 
 
 def test_prepare_and_pretrieval_are_cached(tiny_data, tiny_model_cfg):
   import glob
   import os
+
   cfg, paths = tiny_data
   _it(cfg, tiny_model_cfg)
-  stamps = {p: os.path.getmtime(p) for p in
-            [paths.manifest, paths.vocab_model] + glob.glob(paths.data_dir + "/pretrieval-*")}
+  stamps = {
+    p: os.path.getmtime(p)
+    for p in [paths.manifest, paths.vocab_model] + glob.glob(paths.data_dir + "/pretrieval-*")
+  }
   pipeline.prepare_for_training(cfg, tiny_model_cfg)
   _it(cfg, tiny_model_cfg)
   assert {p: os.path.getmtime(p) for p in stamps} == stamps
@@ -189,7 +212,11 @@ def test_prepare_and_pretrieval_are_cached(tiny_data, tiny_model_cfg):
 
 def test_memory_module_embedder_also_works(tmp_path, tiny_model_cfg):
   """Any m3jax.memory.embedders name plugs in (here the projected TF-IDF)."""
-  cfg = tiny_data_cfg(tmp_path / "d", embedder="tfidf", real_text=False,
-                      **{"world.num_entities": 40, "world.filler_docs": 5})
+  cfg = tiny_data_cfg(
+    tmp_path / "d",
+    embedder="tfidf",
+    real_text=False,
+    **{"world.num_entities": 40, "world.filler_docs": 5},
+  )
   batch = next(_it(cfg, tiny_model_cfg, batch_size=2))
   assert (batch["ref_lengths"] > 0).any()

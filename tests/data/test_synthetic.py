@@ -28,7 +28,7 @@ def test_heldout_names_absent_from_training_text():
   held_ids = {e.ref_id for e in held}
   assert {q["gold_ref_id"] for q in w.heldout_qa} == held_ids
   ref_text = {r["id"]: r["text"] for r in w.references}
-  for q in w.heldout_qa:   # the answer is in (and only needs) the gold reference
+  for q in w.heldout_qa:  # the answer is in (and only needs) the gold reference
     assert q["entity"] in ref_text[q["gold_ref_id"]]
     assert f"= {q['answer']}" in ref_text[q["gold_ref_id"]]
 

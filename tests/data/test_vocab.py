@@ -11,8 +11,12 @@ def test_special_ids_match_model(tiny_data, tiny_model_cfg):
   _, paths = tiny_data
   for v in (vocab_lib.SentencePieceVocab(paths.vocab_model), vocab_lib.ByteVocab()):
     assert (v.pad_id, v.eos_id, v.unk_id, v.bos_id, v.ref_id) == (0, 1, 2, 3, 4)
-    assert (tiny_model_cfg.pad_id, tiny_model_cfg.eos_id, tiny_model_cfg.bos_id,
-            tiny_model_cfg.ref_id) == (v.pad_id, v.eos_id, v.bos_id, v.ref_id)
+    assert (
+      tiny_model_cfg.pad_id,
+      tiny_model_cfg.eos_id,
+      tiny_model_cfg.bos_id,
+      tiny_model_cfg.ref_id,
+    ) == (v.pad_id, v.eos_id, v.bos_id, v.ref_id)
     assert v.vocab_size <= tiny_model_cfg.vocab_size
     text = "Zorblat was born in Quenby in 1734."
     ids = v.encode(text)
@@ -29,7 +33,7 @@ def test_sentencepiece_cache(tmp_path):
   assert v.vocab_size <= 64
   stamp = os.path.getmtime(path)
   vocab_lib.train_sentencepiece(corpus, path, 64)
-  assert os.path.getmtime(path) == stamp            # same corpus: reused
+  assert os.path.getmtime(path) == stamp  # same corpus: reused
   vocab_lib.train_sentencepiece(corpus + ["a new line of text"], path, 64)
   assert open(path + ".hash").read() != ""
   assert vocab_lib.corpus_hash(corpus, 64) != open(path + ".hash").read()  # re-trained

@@ -11,16 +11,26 @@ from tests.inference.fakes import FakeBank, tiny_model
 def test_reference_mass_sums_to_model_memory_mass():
   cfg, params = tiny_model()
   bank = FakeBank(cfg)
-  m = bank.memory_for_ids(np.array([[0, 1, 2, 3, -1], [4, 5, 6, 7, 8]]))   # [L, C=2, 1, …]
-  mem = MemoryKV(jnp.swapaxes(m.keys_LxBxCxRxKxMxD, 1, 2),
-                 jnp.swapaxes(m.values_LxBxCxRxKxMxD, 1, 2), jnp.swapaxes(m.mask_BxCxRxM, 0, 1))
+  m = bank.memory_for_ids(np.array([[0, 1, 2, 3, -1], [4, 5, 6, 7, 8]]))  # [L, C=2, 1, …]
+  mem = MemoryKV(
+    jnp.swapaxes(m.keys_LxBxCxRxKxMxD, 1, 2),
+    jnp.swapaxes(m.values_LxBxCxRxKxMxD, 1, 2),
+    jnp.swapaxes(m.mask_BxCxRxM, 0, 1),
+  )
   tokens = jnp.asarray(np.random.default_rng(0).integers(5, 500, (1, 27)), jnp.int32)
   per_ref, total = reference_mass(cfg, params, tokens, mem)
   # float32 softmax probabilities: sums agree to ~1e-6.
   np.testing.assert_allclose(per_ref.sum(-1), total, atol=2e-5)
-  assert float(per_ref[:, 0, :16, :, 4].max()) == 0.0      # the empty slot gets nothing
-  out = attribute(cfg, params, np.asarray(tokens[0, :20]), np.asarray(tokens[0, 20:]), mem,
-                  ["a", "b", "c", "d", "e"])
+  assert float(per_ref[:, 0, :16, :, 4].max()) == 0.0  # the empty slot gets nothing
+  out = attribute(
+    cfg,
+    params,
+    np.asarray(tokens[0, :20]),
+    np.asarray(tokens[0, 20:]),
+    mem,
+    ["a", "b", "c", "d", "e"],
+  )
   assert len(out["mass_by_layer"]) == cfg.memory.num_memory_layers
-  assert [s for _, s in out["references"]] == sorted((s for _, s in out["references"]),
-                                                     reverse=True)
+  assert [s for _, s in out["references"]] == sorted(
+    (s for _, s in out["references"]), reverse=True
+  )

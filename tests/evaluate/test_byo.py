@@ -25,16 +25,36 @@ def live(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("byo")
   cfg, params = tiny_model()
   from m3jax.data.vocab import ByteVocab
+
   vocab = ByteVocab()
-  kb = _write(tmp / "kb.jsonl", [{"id": f"u{i}", "text": f"{n} | job = {world.JOBS[i % 6]}"}
-                                 for i, n in enumerate(world.NAMES)])
-  refs = [Reference(r["id"], r["text"], tuple(vocab.encode(r["text"])[:cfg.memory.ref_len]))
-          for r in read_jsonl(kb, "references")]
+  kb = _write(
+    tmp / "kb.jsonl",
+    [
+      {"id": f"u{i}", "text": f"{n} | job = {world.JOBS[i % 6]}"} for i, n in enumerate(world.NAMES)
+    ],
+  )
+  refs = [
+    Reference(r["id"], r["text"], tuple(vocab.encode(r["text"])[: cfg.memory.ref_len]))
+    for r in read_jsonl(kb, "references")
+  ]
   bank_cfg = BankConfig(index_kind="numpy", encode_batch_size=8, embedding_dim=256)
   bank = build_bank(params, cfg, refs, str(tmp / "bank"), bank_cfg=bank_cfg, progress=False)
   emb, ret = bank.index
-  return cfg, vocab, LiveKnowledge(cfg, params, bank, emb, ret, {r.id: r.text for r in refs},
-                                   vocab, bank_cfg=bank_cfg, encode_batch_size=8)
+  return (
+    cfg,
+    vocab,
+    LiveKnowledge(
+      cfg,
+      params,
+      bank,
+      emb,
+      ret,
+      {r.id: r.text for r in refs},
+      vocab,
+      bank_cfg=bank_cfg,
+      encode_batch_size=8,
+    ),
+  )
 
 
 def _memory_ids(cfg, vocab, knowledge, question):
@@ -55,10 +75,12 @@ def test_insert_then_delete_changes_retrieval_and_qa_inputs(live):
   assert after[0] == "new-1"
   # The QA inputs (memory K/V attended by the question) now hold the new reference.
   mem, ids = memory_sources.RetrievedMemory(kn.feeder(), vocab)(
-      [qa.ChunkQuery(0, 0, qa.encode_prompt(vocab, qa.qa_prompt(question)))])
+    [qa.ChunkQuery(0, 0, qa.encode_prompt(vocab, qa.qa_prompt(question)))]
+  )
   row = kn.bank.read(["new-1"])
-  np.testing.assert_allclose(np.asarray(mem.keys_LxBxCxRxKxMxD[:, 0, 0, 0]),
-                             np.asarray(row.keys[0], np.float32), atol=1e-2)
+  np.testing.assert_allclose(
+    np.asarray(mem.keys_LxBxCxRxKxMxD[:, 0, 0, 0]), np.asarray(row.keys[0], np.float32), atol=1e-2
+  )
   kn.delete(["new-1"])
   assert "new-1" not in kn.bank
   assert "new-1" not in _memory_ids(cfg, vocab, kn, question)
@@ -84,14 +106,28 @@ def test_bad_inputs_give_clear_errors(tmp_path, live):
 
 def test_insertion_roundtrip_reports_three_states(live, tmp_path):
   from m3jax.evaluate.insertion import insertion_roundtrip
+
   cfg, vocab, kn = live
   # ByteVocab + chunk_len 16: the entity name must sit in the first 16-token chunk.
-  items = [dict(question="Wembril job?", answer="juggler",
-                choices=["juggler", "baker", "poet"], gold_ref_id="new-2")]
+  items = [
+    dict(
+      question="Wembril job?",
+      answer="juggler",
+      choices=["juggler", "baker", "poet"],
+      gold_ref_id="new-2",
+    )
+  ]
   params = kn.params
-  out = insertion_roundtrip(kn, cfg, params, vocab, items,
-                            [{"id": "new-2", "text": "Wembril | job = juggler"}],
-                            max_new_tokens=2, batch_size=2)
+  out = insertion_roundtrip(
+    kn,
+    cfg,
+    params,
+    vocab,
+    items,
+    [{"id": "new-2", "text": "Wembril | job = juggler"}],
+    max_new_tokens=2,
+    batch_size=2,
+  )
   assert out["before"]["gold_retrieved"] == 0.0
   assert out["after_insert"]["gold_retrieved"] == 1.0
   assert out["after_delete"]["gold_retrieved"] == 0.0

@@ -17,19 +17,47 @@ from tests.inference.fakes import tiny_model
 def test_evaluate_all_smoke(tmp_path):
   config = get_config("tiny")
   config.data.data_dir = str(tmp_path / "data")
-  ev = report.eval_config_from(dict(
-      config.eval.to_dict(), num_questions=4, qa_batch_size=4, max_new_tokens=2,
-      perplexity_sequences=2, speed_batch=2, speed_prompt_tokens=16, speed_new_tokens=4,
-      speed_runs=2, attribution_examples=1, insertion_examples=2))
+  ev = report.eval_config_from(
+    dict(
+      config.eval.to_dict(),
+      num_questions=4,
+      qa_batch_size=4,
+      max_new_tokens=2,
+      perplexity_sequences=2,
+      speed_batch=2,
+      speed_prompt_tokens=16,
+      speed_new_tokens=4,
+      speed_runs=2,
+      attribution_examples=1,
+      insertion_examples=2,
+    )
+  )
   paths = prepare_data(config.data)
   vocab = load_vocab(data_config_from(config.data), paths)
   cfg, params = tiny_model(init_std=0.02)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
-  bank = build_bank(params, cfg, refs, str(tmp_path / "bank"), progress=False,
-                    bank_cfg=BankConfig(index_kind="numpy", encode_batch_size=16))
+  bank = build_bank(
+    params,
+    cfg,
+    refs,
+    str(tmp_path / "bank"),
+    progress=False,
+    bank_cfg=BankConfig(index_kind="numpy", encode_batch_size=16),
+  )
   emb, ret = bank.index
-  out = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, emb, ret, ev,
-                                plot_dir=str(tmp_path / "plots"), progress=False)
+  out = evaluation.evaluate_all(
+    cfg,
+    params,
+    vocab,
+    paths,
+    refs,
+    bank,
+    emb,
+    ret,
+    ev,
+    plot_dir=str(tmp_path / "plots"),
+    progress=False,
+  )
   for key in ("qa_exact_match", "qa_multiple_choice"):
     assert set(out[key]) == set(ev.conditions)
   assert set(out["decode_tokens_per_s"]) == {"no_memory", "memory", "memory_warm", "rag"}
@@ -39,7 +67,7 @@ def test_evaluate_all_smoke(tmp_path):
   assert 0 <= out["retrieval"]["gold_recall_at_R"] <= 1
   ki = out["knowledge_insertion"]
   assert ki["after_insert"]["gold_retrieved"] >= ki["after_delete"]["gold_retrieved"] == 0.0
-  assert len(bank) == len(refs)                       # the bank is restored afterwards
+  assert len(bank) == len(refs)  # the bank is restored afterwards
   assert os.path.exists(out["plots"]["accuracy"])
   # The synthetic world's QA carries attributes: a per-attribute breakdown and its plot.
   by_attr = out["qa_multiple_choice_by_attribute"]["memory"]
@@ -52,10 +80,12 @@ def test_evaluate_all_smoke(tmp_path):
 
 def test_accuracy_by_attribute_plot(tmp_path):
   from m3jax.evaluate import plots
+
   assert plots.accuracy_by_attribute({"no_memory": {}}, str(tmp_path / "none.png")) is None
-  by = {"no_memory": {"year": {"accuracy": 0.25, "count": 4}},
-        "memory": {"year": {"accuracy": 0.75, "count": 4}, "city": {"accuracy": 1.0,
-                                                                      "count": 2}}}
+  by = {
+    "no_memory": {"year": {"accuracy": 0.25, "count": 4}},
+    "memory": {"year": {"accuracy": 0.75, "count": 4}, "city": {"accuracy": 1.0, "count": 2}},
+  }
   path = plots.accuracy_by_attribute(by, str(tmp_path / "p" / "by_attr.png"))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -64,27 +94,62 @@ def test_accuracy_by_attribute_plot(tmp_path):
 def test_only_qa_on_a_corpus_too_small_for_perplexity(tmp_path):
   """A part that cannot run is skipped with its reason; the others are kept."""
   import numpy as np
+
   config = get_config("tiny")
   config.data.data_dir = str(tmp_path / "data")
-  ev = report.eval_config_from(dict(
-      config.eval.to_dict(), num_questions=4, qa_batch_size=4, max_new_tokens=2,
-      conditions=("no_memory", "memory")))
+  ev = report.eval_config_from(
+    dict(
+      config.eval.to_dict(),
+      num_questions=4,
+      qa_batch_size=4,
+      max_new_tokens=2,
+      conditions=("no_memory", "memory"),
+    )
+  )
   paths = prepare_data(config.data)
-  np.save(paths.tokens("valid"), np.arange(5, 10, dtype=np.int32))   # 5 held-out tokens
+  np.save(paths.tokens("valid"), np.arange(5, 10, dtype=np.int32))  # 5 held-out tokens
   vocab = load_vocab(data_config_from(config.data), paths)
   cfg, params = tiny_model(init_std=0.02)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)
-  bank = build_bank(params, cfg, refs, str(tmp_path / "bank"), progress=False,
-                    bank_cfg=BankConfig(index_kind="numpy", encode_batch_size=16))
+  bank = build_bank(
+    params,
+    cfg,
+    refs,
+    str(tmp_path / "bank"),
+    progress=False,
+    bank_cfg=BankConfig(index_kind="numpy", encode_batch_size=16),
+  )
   emb, ret = bank.index
-  out = evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, emb, ret, ev,
-                                plot_dir=str(tmp_path / "plots"), progress=False,
-                                only=("qa", "perplexity"))
+  out = evaluation.evaluate_all(
+    cfg,
+    params,
+    vocab,
+    paths,
+    refs,
+    bank,
+    emb,
+    ret,
+    ev,
+    plot_dir=str(tmp_path / "plots"),
+    progress=False,
+    only=("qa", "perplexity"),
+  )
   assert set(out["qa_multiple_choice"]) == {"no_memory", "memory"}
   assert "perplexity" not in out and "shorter than one sequence" in out["skipped"]["perplexity"]
   assert out["skipped"]["speed"] == "not selected (--only)"
   table = report.table(out)
   assert "retrieval: gold_recall_at_R" in table and "skipped perplexity" in table
   with pytest.raises(ValueError, match="unknown part"):
-    evaluation.evaluate_all(cfg, params, vocab, paths, refs, bank, emb, ret, ev,
-                            plot_dir=str(tmp_path / "plots"), only=("qa", "ppl"))
+    evaluation.evaluate_all(
+      cfg,
+      params,
+      vocab,
+      paths,
+      refs,
+      bank,
+      emb,
+      ret,
+      ev,
+      plot_dir=str(tmp_path / "plots"),
+      only=("qa", "ppl"),
+    )

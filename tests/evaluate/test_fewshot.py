@@ -39,8 +39,13 @@ def test_few_shot_prompts_keep_the_question_retrieval(setup):
   items = world.qa_items()[:6]
   source = memory_sources.RetrievedMemory(feeder, vocab)
   text_of = {r.id: r.text for r in refs}
-  kw = dict(retrieved=source, feeder=feeder, ref_text=text_of.__getitem__,
-            ref_pool=list(text_of), names=["memory", "rag"])
+  kw = dict(
+    retrieved=source,
+    feeder=feeder,
+    ref_text=text_of.__getitem__,
+    ref_pool=list(text_of),
+    names=["memory", "rag"],
+  )
   demos = lambda batch: fewshot.demonstrations(batch, world.qa_items(), 4)
   few = qa.make_conditions(vocab, cfg.memory.chunk_len, demos=demos, **kw)
   f_texts, f_fn, f_ids = few["memory"](items)
@@ -50,15 +55,19 @@ def test_few_shot_prompts_keep_the_question_retrieval(setup):
     assert f == d + q
     assert len(qa.encode_prompt(vocab, f)) > cfg.memory.chunk_len
   # The ids are those of one query made of the whole question (not of any demonstration).
-  z_ids = source.retrieve_ids([ChunkQuery(i, 0, qa.encode_prompt(vocab, q))
-                               for i, q in enumerate(questions)])
+  z_ids = source.retrieve_ids(
+    [ChunkQuery(i, 0, qa.encode_prompt(vocab, q)) for i, q in enumerate(questions)]
+  )
   assert [row[0] for row in z_ids] == [it["gold_ref_id"] for it in items]
   np.testing.assert_array_equal(f_ids, z_ids)
   # Every chunk of the prompt (and any decoded chunk) retrieves what the question does.
   toks = [qa.encode_prompt(vocab, t) for t in f_texts]
   L = cfg.memory.chunk_len
-  queries = [ChunkQuery(i, c, chunk_query_tokens(t, len(t), c, L))
-             for i, t in enumerate(toks) for c in range(-(-len(t) // L))]
+  queries = [
+    ChunkQuery(i, c, chunk_query_tokens(t, len(t), c, L))
+    for i, t in enumerate(toks)
+    for c in range(-(-len(t) // L))
+  ]
   _, ids = f_fn(queries)
   np.testing.assert_array_equal(ids, z_ids[[q.row for q in queries]])
   # RAG: header1 + refs + header2 + demonstrations + question, with the same ids.

@@ -34,7 +34,7 @@ def test_causal_perplexity_never_retrieves_with_scored_tokens():
     rows, pos = zip(*(where[int(t)] for t in q.tokens))
     assert set(rows) == {q.row}
     assert max(pos) < q.chunk * L, (q.row, q.chunk, max(pos))
-    assert list(pos) == list(range((q.chunk - 1) * L, q.chunk * L))   # all of chunk c-1
+    assert list(pos) == list(range((q.chunk - 1) * L, q.chunk * L))  # all of chunk c-1
 
 
 def test_own_text_oracle_reads_the_scored_chunk_and_differs():
@@ -45,7 +45,7 @@ def test_own_text_oracle_reads_the_scored_chunk_and_differs():
   oracle = ppl.perplexity(cfg, params, seqs, bank, retrieval="own_text")
   q = [q for call in bank.calls for q in call]
   assert {(x.row, x.chunk) for x in q} == {(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)}
-  assert all(np.array_equal(x.tokens, seqs[x.row][x.chunk * L:(x.chunk + 1) * L]) for x in q)
+  assert all(np.array_equal(x.tokens, seqs[x.row][x.chunk * L : (x.chunk + 1) * L]) for x in q)
   causal = ppl.perplexity(cfg, params, seqs, FakeBank(cfg))
   plain = ppl.perplexity(cfg, params, seqs)
   assert len({round(oracle, 6), round(causal, 6), round(plain, 6)}) == 3
@@ -59,4 +59,5 @@ def test_causal_memory_only_changes_chunks_after_the_first():
   L = cfg.memory.chunk_len
   one_chunk = _sequences(cfg, [L, L - 7])
   assert ppl.perplexity(cfg, params, one_chunk, FakeBank(cfg)) == pytest.approx(
-      ppl.perplexity(cfg, params, one_chunk), rel=1e-6)
+    ppl.perplexity(cfg, params, one_chunk), rel=1e-6
+  )

@@ -27,14 +27,22 @@ def _naive_ll(cfg, params, prompt, answer, bank):
   n_prompt = -(-len(prompt) // L)
   mem = None
   if bank is not None:
-    ids = [bank.ids_for(chunk_query_tokens(prompt, len(prompt), min(c, n_prompt - 1), L))
-           for c in range(-(-len(seq) // L))]
+    ids = [
+      bank.ids_for(chunk_query_tokens(prompt, len(prompt), min(c, n_prompt - 1), L))
+      for c in range(-(-len(seq) // L))
+    ]
     m = bank.memory_for_ids(np.stack(ids))
-    mem = MemoryKV(jnp.swapaxes(m.keys_LxBxCxRxKxMxD, 1, 2),
-                   jnp.swapaxes(m.values_LxBxCxRxKxMxD, 1, 2), jnp.swapaxes(m.mask_BxCxRxM, 0, 1))
+    mem = MemoryKV(
+      jnp.swapaxes(m.keys_LxBxCxRxKxMxD, 1, 2),
+      jnp.swapaxes(m.values_LxBxCxRxKxMxD, 1, 2),
+      jnp.swapaxes(m.mask_BxCxRxM, 0, 1),
+    )
   logits = Transformer(cfg).apply({"params": params}, jnp.asarray(seq[None]), mem)[0]
-  logp = np.asarray(logits - jnp.log(jnp.sum(jnp.exp(logits - logits.max(-1, keepdims=True)),
-                                             -1, keepdims=True)) - logits.max(-1, keepdims=True))
+  logp = np.asarray(
+    logits
+    - jnp.log(jnp.sum(jnp.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True))
+    - logits.max(-1, keepdims=True)
+  )
   return sum(logp[t - 1, seq[t]] for t in range(len(prompt), len(seq)))
 
 
@@ -43,8 +51,10 @@ def test_choice_scores_equal_naive_loop(with_memory):
   cfg, params = tiny_model()
   rng = np.random.default_rng(0)
   prompts = [np.array([cfg.bos_id] + list(rng.integers(5, 500, n)), np.int32) for n in (6, 20)]
-  choices = [[rng.integers(5, 500, k).astype(np.int32) for k in (1, 3, 12)],
-             [rng.integers(5, 500, k).astype(np.int32) for k in (2, 5)]]
+  choices = [
+    [rng.integers(5, 500, k).astype(np.int32) for k in (1, 3, 12)],
+    [rng.integers(5, 500, k).astype(np.int32) for k in (2, 5)],
+  ]
   bank = FakeBank(cfg) if with_memory else None
   got = qa.choice_log_likelihoods(cfg, params, prompts, choices, bank, batch_size=3)
   for q in range(2):
@@ -58,33 +68,49 @@ def test_rag_and_memory_use_the_same_ids_and_rag_format(setup):
   source = memory_sources.RetrievedMemory(feeder, vocab)
   items = world.qa_items()[:4]
   text_of = {r.id: r.text for r in refs}
-  conds = qa.make_conditions(vocab, cfg.memory.chunk_len, retrieved=source, feeder=feeder,
-                             ref_text=text_of.__getitem__, ref_pool=list(text_of),
-                             names=["memory", "rag"])
+  conds = qa.make_conditions(
+    vocab,
+    cfg.memory.chunk_len,
+    retrieved=source,
+    feeder=feeder,
+    ref_text=text_of.__getitem__,
+    ref_pool=list(text_of),
+    names=["memory", "rag"],
+  )
   m_texts, m_fn, m_ids = conds["memory"](items)
   r_texts, r_fn, r_ids = conds["rag"](items)
   assert r_fn is None and m_fn is source
   np.testing.assert_array_equal(m_ids, r_ids)
   # The generator's own retrieval for the prompt's first chunk returns those ids too.
   toks = [qa.encode_prompt(vocab, t) for t in m_texts]
-  _, ids = source([ChunkQuery(i, 0, chunk_query_tokens(t, len(t), 0, cfg.memory.chunk_len))
-                   for i, t in enumerate(toks)])
+  _, ids = source(
+    [
+      ChunkQuery(i, 0, chunk_query_tokens(t, len(t), 0, cfg.memory.chunk_len))
+      for i, t in enumerate(toks)
+    ]
+  )
   np.testing.assert_array_equal(ids, m_ids)
   lines = r_texts[0].split("\n")
   kept = [i for i in r_ids[0] if i is not None]
   assert lines[0] == rag.HEADER_REFERENCES and lines[-2] == rag.HEADER_QUESTION
   assert lines[1:-2] == [text_of[i] for i in kept] and lines[-1] == m_texts[0]
-  assert items[0]["gold_ref_id"] in kept          # the retrieval itself works
+  assert items[0]["gold_ref_id"] in kept  # the retrieval itself works
 
 
 def test_evaluate_qa_runs_every_condition(setup):
   cfg, params, vocab, refs, bank, feeder = setup
   source = memory_sources.RetrievedMemory(feeder, vocab)
-  conds = qa.make_conditions(vocab, cfg.memory.chunk_len, retrieved=source, feeder=feeder,
-                             ref_text={r.id: r.text for r in refs}.__getitem__,
-                             ref_pool=[r.id for r in refs])
-  out = qa.evaluate_qa(cfg, params, vocab, world.qa_items()[:5], conds, max_new_tokens=4,
-                       batch_size=4, progress=False)
+  conds = qa.make_conditions(
+    vocab,
+    cfg.memory.chunk_len,
+    retrieved=source,
+    feeder=feeder,
+    ref_text={r.id: r.text for r in refs}.__getitem__,
+    ref_pool=[r.id for r in refs],
+  )
+  out = qa.evaluate_qa(
+    cfg, params, vocab, world.qa_items()[:5], conds, max_new_tokens=4, batch_size=4, progress=False
+  )
   assert set(out["exact_match"]) == set(qa.CONDITIONS) == set(out["multiple_choice"])
   for v in out["multiple_choice"].values():
     assert 0.0 <= v <= 1.0
@@ -93,17 +119,29 @@ def test_evaluate_qa_runs_every_condition(setup):
     assert set(by_attr) == {"job"}
     n = sum(v["count"] for v in by_attr.values())
     mean = sum(v["accuracy"] * v["count"] for v in by_attr.values()) / n
-    assert abs(mean - out["multiple_choice"][cond]) < 1e-9   # a partition of the items
+    assert abs(mean - out["multiple_choice"][cond]) < 1e-9  # a partition of the items
   assert out["retrieved_ids"]["memory"] == out["retrieved_ids"]["rag"]
 
 
 def test_by_attribute_groups_mc_hits_and_skips_items_without_one():
-  items = [{"attribute": "color"}, {"attribute": "year"}, {"attribute": "color"},
-           {"question": "no attribute"}, {"attribute": "color"}]
-  preds = [{"mc_correct": True}, {"mc_correct": False}, {"mc_correct": False},
-           {"mc_correct": True}, {}]                 # the last has no choices
-  assert qa.by_attribute(items, preds) == {"color": {"accuracy": 0.5, "count": 2},
-                                           "year": {"accuracy": 0.0, "count": 1}}
+  items = [
+    {"attribute": "color"},
+    {"attribute": "year"},
+    {"attribute": "color"},
+    {"question": "no attribute"},
+    {"attribute": "color"},
+  ]
+  preds = [
+    {"mc_correct": True},
+    {"mc_correct": False},
+    {"mc_correct": False},
+    {"mc_correct": True},
+    {},
+  ]  # the last has no choices
+  assert qa.by_attribute(items, preds) == {
+    "color": {"accuracy": 0.5, "count": 2},
+    "year": {"accuracy": 0.0, "count": 1},
+  }
   assert qa.by_attribute(items[3:4], preds[3:4]) == {}
 
 
@@ -111,6 +149,7 @@ def test_answer_normalization_and_errors():
   assert qa.normalize_answer("  The Baker. ") == "baker"
   assert qa.first_answer(" baker\nQ: next") == " baker"
   from m3jax.data.vocab import ByteVocab
+
   with pytest.raises(ValueError, match="exceeds the context budget"):
     qa.encode_prompt(ByteVocab(), "x" * 100, max_len=50)
   with pytest.raises(ValueError, match="no QA items"):

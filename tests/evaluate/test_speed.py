@@ -13,8 +13,8 @@ def test_unique_ids_replaces_repeats_and_empty_slots():
   got = speed.unique_ids(ids, ["a", "b", "c", "d", "e", "f"])
   flat = got.reshape(-1).tolist()
   assert len(set(flat)) == 6 and None not in flat
-  assert got[0].tolist() == ["a", "b"] and got[2, 1] == "c"     # first uses are kept
-  assert ids[1, 1] is None                                        # input untouched
+  assert got[0].tolist() == ["a", "b"] and got[2, 1] == "c"  # first uses are kept
+  assert ids[1, 1] is None  # input untouched
   with pytest.raises(ValueError, match="pool of 3 ids is too small"):
     speed.unique_ids(ids, ["a", "b", "c"])
 
@@ -30,6 +30,7 @@ class _Feeder:
 
 class _Source:
   """Every query retrieves the same two ids: a warm cache would serve all but two."""
+
   def __init__(self):
     self.feeder = _Feeder()
 
@@ -48,6 +49,7 @@ def test_cold_memory_reads_distinct_rows():
 def test_cache_off_restores_the_cache():
   class Bank:
     cache = LRUCache(7)
+
   bank = Bank()
   saved = bank.cache
   with speed.cache_off(bank):

@@ -18,8 +18,9 @@ def tiny_model(seed: int = 0, init_std: float = 0.3):
   """Random tiny model; a large init_std makes logits peaked so greedy ties are rare."""
   cfg = dataclasses.replace(model_config_from(get_config("tiny").model), init_std=init_std)
   params = Transformer(cfg).init(jax.random.key(seed), jnp.ones((1, 4), jnp.int32))["params"]
-  params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params,
-                        is_leaf=lambda x: hasattr(x, "unbox"))
+  params = jax.tree.map(
+    lambda x: x.unbox() if hasattr(x, "unbox") else x, params, is_leaf=lambda x: hasattr(x, "unbox")
+  )
   return cfg, params
 
 
@@ -41,13 +42,13 @@ class FakeBank:
   def ids_for(self, tokens) -> np.ndarray:
     h = int(np.sum((np.asarray(tokens, np.int64) + 7) * (np.arange(len(tokens)) + 13)))
     ids = (h + 5 * np.arange(self.R)) % self.num
-    ids[-1] = -1 if h % 2 else ids[-1]    # sometimes fewer than R memories
+    ids[-1] = -1 if h % 2 else ids[-1]  # sometimes fewer than R memories
     return ids
 
   def memory_for_ids(self, ids_NxR) -> MemoryKV:
     ids = np.asarray(ids_NxR)
     safe = np.where(ids >= 0, ids, 0)
-    k = np.moveaxis(self.keys[safe], 2, 0)[:, :, None]   # [L, N, 1, R, K, M, D]
+    k = np.moveaxis(self.keys[safe], 2, 0)[:, :, None]  # [L, N, 1, R, K, M, D]
     v = np.moveaxis(self.values[safe], 2, 0)[:, :, None]
     mask = (self.mask[safe] & (ids >= 0)[..., None])[:, None]
     return MemoryKV(jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask))

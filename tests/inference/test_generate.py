@@ -38,12 +38,14 @@ def _naive_greedy(cfg, params, prompt, max_new, bank):
       ids = np.full((t_max // L, bank.R), -1)
       for c in range(-(-len(ctx) // L)):
         ids[c] = used[c] = bank.ids_for(_query_by_rule(ctx, p_len, c, L))
-      m = bank.memory_for_ids(ids)              # [L, C, 1, …] -> one row with C chunks
-      mem = MemoryKV(jnp.swapaxes(m.keys_LxBxCxRxKxMxD, 1, 2),
-                     jnp.swapaxes(m.values_LxBxCxRxKxMxD, 1, 2),
-                     jnp.swapaxes(m.mask_BxCxRxM, 0, 1))
+      m = bank.memory_for_ids(ids)  # [L, C, 1, …] -> one row with C chunks
+      mem = MemoryKV(
+        jnp.swapaxes(m.keys_LxBxCxRxKxMxD, 1, 2),
+        jnp.swapaxes(m.values_LxBxCxRxKxMxD, 1, 2),
+        jnp.swapaxes(m.mask_BxCxRxM, 0, 1),
+      )
     tokens = np.zeros((1, t_max), np.int32)
-    tokens[0, :len(ctx)] = ctx
+    tokens[0, : len(ctx)] = ctx
     logits = forward(params, jnp.asarray(tokens), mem)
     ctx.append(int(jnp.argmax(logits[0, len(ctx) - 1])))
   return ctx[p_len:], used
@@ -61,12 +63,12 @@ def _prompts(cfg, lengths, seed=0):
 
 def test_cached_memory_generation_matches_full_forward(model):
   cfg, params = model
-  L = cfg.memory.chunk_len                     # 16 in the tiny config
-  prompts = _prompts(cfg, [5, 16, 23, 40])     # partial, exact and multi-chunk prompts
-  max_new = 2 * L + 7                          # crosses two or three boundaries per row
+  L = cfg.memory.chunk_len  # 16 in the tiny config
+  prompts = _prompts(cfg, [5, 16, 23, 40])  # partial, exact and multi-chunk prompts
+  max_new = 2 * L + 7  # crosses two or three boundaries per row
   bank = FakeBank(cfg)
   res = Generator(cfg, params, memory_fn=bank, stop_at_eos=False).generate(prompts, max_new)
-  assert res.num_swaps >= 3                    # rows swap at different steps
+  assert res.num_swaps >= 3  # rows swap at different steps
   for r, p in enumerate(prompts):
     want, used = _naive_greedy(cfg, params, p, max_new, bank)
     np.testing.assert_array_equal(res.tokens[r], want, err_msg=f"row {r}")
@@ -82,7 +84,8 @@ def test_no_memory_generation_matches_full_forward_and_memory_matters(model):
   for r, p in enumerate(prompts):
     np.testing.assert_array_equal(res.tokens[r], _naive_greedy(cfg, params, p, 12, None)[0])
   with_mem = Generator(cfg, params, memory_fn=FakeBank(cfg), stop_at_eos=False).generate(
-      prompts, 12)
+    prompts, 12
+  )
   assert any(not np.array_equal(a, b) for a, b in zip(res.tokens, with_mem.tokens))
 
 
@@ -91,9 +94,10 @@ def test_first_decoded_chunk_inherits_last_prompt_chunk(model):
   L = cfg.memory.chunk_len
   bank = FakeBank(cfg)
   res = Generator(cfg, params, memory_fn=bank, stop_at_eos=False).generate(
-      _prompts(cfg, [L, L + 3]), L - 4)            # no boundary crossed after the prompt
+    _prompts(cfg, [L, L + 3]), L - 4
+  )  # no boundary crossed after the prompt
   assert res.num_swaps == 0
-  assert len(bank.calls) == 1                       # one batched call for all prompt chunks
+  assert len(bank.calls) == 1  # one batched call for all prompt chunks
   assert [(q.row, q.chunk) for q in bank.calls[0]] == [(0, 0), (1, 0), (1, 1)]
 
 
@@ -118,9 +122,13 @@ def test_sampling_topk_stays_in_topk_and_greedy_is_argmax():
 
 def test_sampled_generation_runs_with_memory(model):
   cfg, params = model
-  res = Generator(cfg, params, memory_fn=FakeBank(cfg), stop_at_eos=False,
-                  sampling=SamplingConfig(temperature=0.8, top_k=5)).generate(
-      _prompts(cfg, [6, 30]), 20, rng=jax.random.key(3))
+  res = Generator(
+    cfg,
+    params,
+    memory_fn=FakeBank(cfg),
+    stop_at_eos=False,
+    sampling=SamplingConfig(temperature=0.8, top_k=5),
+  ).generate(_prompts(cfg, [6, 30]), 20, rng=jax.random.key(3))
   assert [len(t) for t in res.tokens] == [20, 20]
 
 

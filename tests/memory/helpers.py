@@ -27,8 +27,10 @@ class WordTokenizer:
 def write_kb(path, num_docs=12):
   with open(path, "w") as f:
     for i in range(num_docs):
-      text = (f"Fact {i}. The capital of land{i} is town{i} on river{i % 3}. "
-              f"Town{i} has {i * 7} bridges and a tower of {i + 40} metres. "
-              f"Visitors of land{i} eat dish{i} every winter.")
+      text = (
+        f"Fact {i}. The capital of land{i} is town{i} on river{i % 3}. "
+        f"Town{i} has {i * 7} bridges and a tower of {i + 40} metres. "
+        f"Visitors of land{i} eat dish{i} every winter."
+      )
       f.write(json.dumps({"id": f"doc{i}", "text": text}) + "\n")
   return str(path)

@@ -11,8 +11,10 @@ from m3jax.memory.store import MemoryBank
 from tests.memory.helpers import WordTokenizer, write_kb
 
 SPARSE = BankConfig(encode_batch_size=8, embedder="sparse_tfidf")
-NEW = [{"id": "new0", "text": "Zorblax is the capital of Quuxland on the river Frobnitz."},
-       {"id": "new1", "text": "Quuxland exports glimmerfruit every winter."}]
+NEW = [
+  {"id": "new0", "text": "Zorblax is the capital of Quuxland on the river Frobnitz."},
+  {"id": "new1", "text": "Quuxland exports glimmerfruit every winter."},
+]
 
 
 @pytest.fixture
@@ -25,8 +27,16 @@ def live(tmp_path, tiny_cfg, tiny_params):
   def open_live():
     bank = MemoryBank.open(url, model_cfg=tiny_cfg, require_complete=True)
     emb, ret = load_index(f"{url}/index", bank)
-    return LiveKnowledge(tiny_cfg, tiny_params, bank, emb, ret,
-                         dict(zip(bank.ids, bank.texts(bank.ids))), tok, bank_cfg=SPARSE)
+    return LiveKnowledge(
+      tiny_cfg,
+      tiny_params,
+      bank,
+      emb,
+      ret,
+      dict(zip(bank.ids, bank.texts(bank.ids))),
+      tok,
+      bank_cfg=SPARSE,
+    )
 
   return url, refs, open_live
 
@@ -45,7 +55,7 @@ def test_insert_reopen_retrieve_finds_the_inserted_ids(live, refit):
   queries = ["capital of Quuxland Zorblax", "glimmerfruit winter", refs[0].text, refs[3].text]
   before = _top(kn, queries)
   assert before[0][0] == "new0" and before[1][0] == "new1" and refs[0].id not in before[2]
-  again = open_live()                                  # a restart
+  again = open_live()  # a restart
   assert _top(again, queries) == before
   assert again.bank.texts(["new0"]) == [NEW[0]["text"]] and refs[0].id not in again.bank
   np.testing.assert_array_equal(again.bank.read(["new1"]).keys, kn.bank.read(["new1"]).keys)
@@ -56,10 +66,12 @@ def test_delete_with_duplicate_ids_leaves_bank_and_index_unchanged(live):
   kn = open_live()
   ids, n = kn.bank.ids, len(kn.retriever)
   manifest = dict(kn.bank.manifest)
-  for call in (lambda: kn.delete([refs[1].id, refs[1].id], refit_index=False),
-               lambda: kn.bank.delete([refs[1].id, refs[1].id]),
-               lambda: kn.retriever.delete([refs[1].id, refs[1].id]),
-               lambda: kn.insert([NEW[0], NEW[0]], refit_index=False)):
+  for call in (
+    lambda: kn.delete([refs[1].id, refs[1].id], refit_index=False),
+    lambda: kn.bank.delete([refs[1].id, refs[1].id]),
+    lambda: kn.retriever.delete([refs[1].id, refs[1].id]),
+    lambda: kn.insert([NEW[0], NEW[0]], refit_index=False),
+  ):
     with pytest.raises((ValueError, KeyError), match="nothing was"):
       call()
   assert kn.bank.manifest == manifest and len(kn.retriever) == n
@@ -67,10 +79,10 @@ def test_delete_with_duplicate_ids_leaves_bank_and_index_unchanged(live):
   assert again.bank.ids == ids and len(again.retriever) == n
 
 
-def test_killed_insertion_demo_leaves_the_bank_as_it_was(live, tiny_cfg, tiny_params,
-                                                          monkeypatch):
+def test_killed_insertion_demo_leaves_the_bank_as_it_was(live, tiny_cfg, tiny_params, monkeypatch):
   from m3jax.evaluate import evaluation
   from m3jax.inference import knowledge
+
   url, refs, open_live = live
   kn = open_live()
   ids_before = kn.bank.ids
@@ -80,31 +92,44 @@ def test_killed_insertion_demo_leaves_the_bank_as_it_was(live, tiny_cfg, tiny_pa
     raise SystemExit("killed mid-demo")
 
   monkeypatch.setattr(knowledge, "insertion_roundtrip", killed)
-  monkeypatch.setattr(knowledge.LiveKnowledge, "insert", killed)   # the restore dies too
+  monkeypatch.setattr(knowledge.LiveKnowledge, "insert", killed)  # the restore dies too
   with pytest.raises(SystemExit):
-    evaluation.insertion_demo(tiny_cfg, tiny_params, WordTokenizer(), refs, kn.bank,
-                              kn.embedder, kn.retriever, items, None, None)
+    evaluation.insertion_demo(
+      tiny_cfg,
+      tiny_params,
+      WordTokenizer(),
+      refs,
+      kn.bank,
+      kn.embedder,
+      kn.retriever,
+      items,
+      None,
+      None,
+    )
   assert MemoryBank.open(url).ids == ids_before
 
 
 def test_a_long_reference_becomes_ten_references_seen_everywhere(live, tiny_cfg):
   from m3jax.inference.rag import rag_text
   from m3jax.memory.feeder import MemoryFeeder
+
   url, refs, open_live = live
   kn = open_live()
   ref_len = tiny_cfg.memory.ref_len
-  sentences = [" ".join([f"Sentence {i} names"] + [f"w{i}x{j}" for j in range(ref_len - 4)]
-                        + ["end."]) for i in range(10)]   # ref_len words: one reference each
+  sentences = [
+    " ".join([f"Sentence {i} names"] + [f"w{i}x{j}" for j in range(ref_len - 4)] + ["end."])
+    for i in range(10)
+  ]  # ref_len words: one reference each
   text = " ".join(sentences)
   assert len(kn.tokenizer.encode(text)) == 10 * ref_len
-  got = kn.insert([{"id": "long", "text": text}])      # refit: the new words are indexed
+  got = kn.insert([{"id": "long", "text": text}])  # refit: the new words are indexed
   assert got == [f"long#{i}" for i in range(10)]
-  assert kn.bank.texts(got) == sentences                 # nothing truncated
+  assert kn.bank.texts(got) == sentences  # nothing truncated
   feeder = MemoryFeeder(kn.embedder, kn.retriever, kn.bank, 1)
   for i, piece in enumerate(got):
     ids = feeder.retrieve([f"w{i}x3 w{i}x4 w{i}x5"])
     assert ids[0, 0] == piece
     assert sentences[i] in rag_text(kn.bank.texts([ids[0, 0]]), "question")
     assert kn.bank.read([piece]).keys.shape[0] == 1
-  kn.delete(["long"], refit_index=False)                 # the document id deletes every piece
+  kn.delete(["long"], refit_index=False)  # the document id deletes every piece
   assert not any(kn.bank.contains(got))

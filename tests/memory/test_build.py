@@ -19,16 +19,22 @@ from m3jax.memory.store import MemoryBank
 from m3jax.model.transformer import Transformer
 from tests.memory.helpers import write_kb
 
-BANK = BankConfig(encode_batch_size=8, embedding_dim=32, pq_bytes_per_vector=4,
-                  pq_iters=5, index_kind="scann" if scann_available() else "numpy")
+BANK = BankConfig(
+  encode_batch_size=8,
+  embedding_dim=32,
+  pq_bytes_per_vector=4,
+  pq_iters=5,
+  index_kind="scann" if scann_available() else "numpy",
+)
 
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory):
   from tests.memory.helpers import WordTokenizer
+
   tok = WordTokenizer()
   path = write_kb(tmp_path_factory.mktemp("kb") / "kb.jsonl", 12)
-  return tok, load_references(path, tok, ref_len=12)   # ~3 references per document
+  return tok, load_references(path, tok, ref_len=12)  # ~3 references per document
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,8 @@ def test_round_trip_equals_in_memory_forward(kb, built, tiny_cfg, tiny_params):
   mem, ids = feeder.get()
   assert ids.shape == (1, 2, 5) and (ids != None).all()  # noqa: E711
   exact, _ = NumpyRetriever([r.id for r in refs], embedder.embed([r.text for r in refs])).search(
-      embedder.embed(queries[0]), 5)
+    embedder.embed(queries[0]), 5
+  )
   assert (ids[0] == exact).all()
   assert any(i.startswith("doc3#") for i in ids[0, 0])
   assert any(i.startswith("doc7#") for i in ids[0, 1])
@@ -61,11 +68,12 @@ def test_round_trip_equals_in_memory_forward(kb, built, tiny_cfg, tiny_params):
   pos = {r.id: j for j, r in enumerate(refs)}
   idx = jnp.asarray([[[pos[i] for i in row] for row in ids[0]]])
   direct = to_memory_kv(enc, idx, jnp.ones(idx.shape, bool))
-  ctx = jnp.asarray(np.random.default_rng(0).integers(8, 200, (1, 2 * cfg.memory.chunk_len)),
-                    jnp.int32)
+  ctx = jnp.asarray(
+    np.random.default_rng(0).integers(8, 200, (1, 2 * cfg.memory.chunk_len)), jnp.int32
+  )
   fwd = jax.jit(lambda mem: Transformer(cfg).apply({"params": tiny_params}, ctx, mem))
   np.testing.assert_array_equal(fwd(mem), fwd(direct))
-  assert bank.cache.misses == len(set(ids.reshape(-1)))   # one read per unique memory
+  assert bank.cache.misses == len(set(ids.reshape(-1)))  # one read per unique memory
   feeder.close()
 
 
@@ -80,16 +88,39 @@ def test_killed_build_resumes_identically(kb, tiny_cfg, tiny_params, tmp_path, q
 
   url = str(tmp_path / "resumed")
   with pytest.raises(KeyboardInterrupt):
-    build_bank(tiny_params, tiny_cfg, refs, url, bank_cfg=cfg, progress=False,
-               build_index=False, after_batch=kill_after_two)
+    build_bank(
+      tiny_params,
+      tiny_cfg,
+      refs,
+      url,
+      bank_cfg=cfg,
+      progress=False,
+      build_index=False,
+      after_batch=kill_after_two,
+    )
   half = MemoryBank.open(url)
   assert half.count == 16 and not half.complete
   seen = []
-  resumed = build_bank(tiny_params, tiny_cfg, refs, url, bank_cfg=cfg, progress=False,
-                       build_index=False, after_batch=lambda b, n: seen.append(n))
-  assert seen[0] == 24 and seen[-1] == len(refs)        # no batch encoded twice
-  clean = build_bank(tiny_params, tiny_cfg, refs, str(tmp_path / "clean"), bank_cfg=cfg,
-                     progress=False, build_index=False)
+  resumed = build_bank(
+    tiny_params,
+    tiny_cfg,
+    refs,
+    url,
+    bank_cfg=cfg,
+    progress=False,
+    build_index=False,
+    after_batch=lambda b, n: seen.append(n),
+  )
+  assert seen[0] == 24 and seen[-1] == len(refs)  # no batch encoded twice
+  clean = build_bank(
+    tiny_params,
+    tiny_cfg,
+    refs,
+    str(tmp_path / "clean"),
+    bank_cfg=cfg,
+    progress=False,
+    build_index=False,
+  )
   assert resumed.ids == clean.ids == [r.id for r in refs]
   assert resumed.complete and clean.complete
   a, b = resumed.read_arrays(), clean.read_arrays()
@@ -106,13 +137,13 @@ def test_insert_then_delete_through_bank_and_index(kb, built, tiny_cfg, tiny_par
   bank = MemoryBank.open(built, model_cfg=tiny_cfg)
   embedder, retriever = load_index(f"{built}/index")
   feeder = MemoryFeeder(embedder, retriever, bank, 5)
-  text = "dish2 metres town5 river1 bridges land9 dish2."   # words the embedder knows
+  text = "dish2 metres town5 river1 bridges land9 dish2."  # words the embedder knows
   new = dataclasses.replace(refs[0], id="new#0", text=text, tokens=tuple(tok.encode(text)))
   bank.insert([new.id], *make_encoder(tiny_params, tiny_cfg, 8)([new]))
   retriever.insert([new.id], embedder.embed([new.text]))
   _, ids = feeder.fetch([[text]])
   assert ids[0, 0, 0] == "new#0"
-  bank.delete(["new#0"])            # bank only: the feeder already skips it
+  bank.delete(["new#0"])  # bank only: the feeder already skips it
   assert "new#0" not in feeder.fetch([[text]])[1]
   retriever.delete(["new#0"])
   assert "new#0" not in retriever.search(embedder.embed([new.text]), 50)[0]

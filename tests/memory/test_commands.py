@@ -13,8 +13,19 @@ def test_build_memory_cli_pq_then_feed(tmp_path, capsys, tiny_cfg):
   pytest.importorskip("seqio")
   kb = write_kb(tmp_path / "kb.jsonl", 6)
   bank_dir = str(tmp_path / "bank")
-  argv = ["build-memory", "--config", "configs/memory3.py:tiny", "--kb", kb, "--bank", bank_dir,
-          "--quantization", "pq", "--config.bank.pq_iters=3", "--config.bank.embedding_dim=32"]
+  argv = [
+    "build-memory",
+    "--config",
+    "configs/memory3.py:tiny",
+    "--kb",
+    kb,
+    "--bank",
+    bank_dir,
+    "--quantization",
+    "pq",
+    "--config.bank.pq_iters=3",
+    "--config.bank.embedding_dim=32",
+  ]
   assert cli.main(argv) == 0
   out = capsys.readouterr().out
   assert "RANDOM parameters" in out and "bank complete" in out
@@ -25,7 +36,7 @@ def test_build_memory_cli_pq_then_feed(tmp_path, capsys, tiny_cfg):
   mem, ids = MemoryFeeder(embedder, retriever, bank, 5).fetch([["town3 bridges", "dish1"]])
   assert mem.keys_LxBxCxRxKxMxD.shape == (2, 1, 2, 5, 2, 4, 16)
   assert mem.mask_BxCxRxM.any()
-  assert cli.main(argv) == 0          # rerun: resumes a complete bank, encodes nothing
+  assert cli.main(argv) == 0  # rerun: resumes a complete bank, encodes nothing
   assert MemoryBank.open(bank_dir).ids == bank.ids
 
 
@@ -36,6 +47,7 @@ def test_build_memory_cli_refuses_a_non_empty_folder(tmp_path):
   (folder / "keys").mkdir(parents=True)
   (folder / "keys" / "mine.txt").write_text("precious")
   with pytest.raises(SystemExit, match="non-empty folder"):
-    cli.main(["build-memory", "--config", "configs/memory3.py:tiny", "--kb", kb,
-              "--bank", str(folder)])
+    cli.main(
+      ["build-memory", "--config", "configs/memory3.py:tiny", "--kb", kb, "--bank", str(folder)]
+    )
   assert (folder / "keys" / "mine.txt").read_text() == "precious"

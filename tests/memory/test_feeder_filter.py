@@ -9,15 +9,15 @@ import numpy as np
 
 from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
 
-Q = list(range(100, 109))                      # a 9-token question
+Q = list(range(100, 109))  # a 9-token question
 
 REFS = {
-    "quotes_question": [1, 2] + Q + [3, 4, 5, 6, 7, 8] * 4,   # contains all of it: 9/9
-    "short_fact": [103, 104],                  # inside the question, but only 2/9 of it
-    "two_thirds": Q[:6] + [50] * 10,           # 6/9 = threshold: kept (strictly greater drops)
-    "seven_ninths": Q[:7] + [51] * 3,          # 7/9 > 2/3: dropped
-    "scattered": [100, 60, 101, 61, 102, 62, 103, 63, 104, 64, 105, 65, 106],  # 7/9 in span
-    "unrelated": [7, 8, 9, 10],
+  "quotes_question": [1, 2] + Q + [3, 4, 5, 6, 7, 8] * 4,  # contains all of it: 9/9
+  "short_fact": [103, 104],  # inside the question, but only 2/9 of it
+  "two_thirds": Q[:6] + [50] * 10,  # 6/9 = threshold: kept (strictly greater drops)
+  "seven_ninths": Q[:7] + [51] * 3,  # 7/9 > 2/3: dropped
+  "scattered": [100, 60, 101, 61, 102, 62, 103, 63, 104, 64, 105, 65, 106],  # 7/9 in span
+  "unrelated": [7, 8, 9, 10],
 }
 
 
@@ -28,6 +28,7 @@ class _Embedder:
 
 class _Retriever:
   """Returns every reference, in REFS order, whatever the query."""
+
   def search(self, emb, k):
     return [list(REFS)[:k] for _ in range(len(emb))], None
 
@@ -42,8 +43,9 @@ class _Bank(set):
 
 def _kept(threshold=2 / 3, r=None):
   r = len(REFS) if r is None else r
-  feeder = MemoryFeeder(_Embedder(), _Retriever(), _Bank(REFS), r,
-                        keep=anti_copy_filter(REFS.__getitem__, threshold))
+  feeder = MemoryFeeder(
+    _Embedder(), _Retriever(), _Bank(REFS), r, keep=anti_copy_filter(REFS.__getitem__, threshold)
+  )
   ids = feeder.retrieve(["q"], [Q])[0]
   feeder.close()
   return [i for i in ids if i is not None]
@@ -54,8 +56,13 @@ def test_eval_filter_drops_what_contains_the_question():
 
 
 def test_threshold_is_configurable():
-  assert _kept(threshold=0.8) == ["short_fact", "two_thirds", "seven_ninths", "scattered",
-                                  "unrelated"]
+  assert _kept(threshold=0.8) == [
+    "short_fact",
+    "two_thirds",
+    "seven_ninths",
+    "scattered",
+    "unrelated",
+  ]
   assert _kept(threshold=1.0) == list(REFS)
 
 

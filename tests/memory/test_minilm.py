@@ -23,8 +23,11 @@ def numpy_bert(w, ids, mask):
 
   e = "embeddings."
   t = ids.shape[1]
-  x = (f(w[e + "word_embeddings.weight"])[ids] + f(w[e + "position_embeddings.weight"])[:t]
-       + f(w[e + "token_type_embeddings.weight"])[0])
+  x = (
+    f(w[e + "word_embeddings.weight"])[ids]
+    + f(w[e + "position_embeddings.weight"])[:t]
+    + f(w[e + "token_type_embeddings.weight"])[0]
+  )
   x = ln(x, e + "LayerNorm")
   erf = np.vectorize(math.erf)
   for i in range(6):
@@ -50,7 +53,7 @@ def test_flax_minilm_matches_numpy_reference():
   ids, mask = minilm.tokenize(minilm.load_tokenizer(), texts)
   want = numpy_bert(minilm.load_weights(), ids, mask)
   assert got.shape == (3, 384)
-  np.testing.assert_allclose(got, want, atol=2e-5)   # float32 vs float64, 6 layers
+  np.testing.assert_allclose(got, want, atol=2e-5)  # float32 vs float64, 6 layers
   np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
   # Semantics sanity: a paraphrase is closer than an unrelated sentence.
   para = emb.embed(["Paris is France's capital city."])[0]

@@ -16,8 +16,7 @@ def brute_overlap(t, r, factor=2):
   for n in range(min(len(t), len(r)), 0, -1):
     for js in itertools.combinations(range(len(r)), n):
       for is_ in itertools.combinations(range(len(t)), n):
-        if is_[-1] - is_[0] <= factor * len(r) and all(
-            t[i] == r[j] for i, j in zip(is_, js)):
+        if is_[-1] - is_[0] <= factor * len(r) and all(t[i] == r[j] for i, j in zip(is_, js)):
           return n / len(r)
   return 0.0
 
@@ -64,7 +63,7 @@ def test_windowed_dp_long_multiword():
   for m in (63, 64, 65, 130):
     r = rng.integers(0, 6, m)
     t = rng.integers(0, 6, 3 * m)
-    want = max(lcs(t[s:s + 2 * m + 1], r) for s in range(len(t))) / m
+    want = max(lcs(t[s : s + 2 * m + 1], r) for s in range(len(t))) / m
     got = ov.overlap_many(t, [r, r[: m // 2]])
     assert got[0] == pytest.approx(want)
     assert got[1] == pytest.approx(ov.overlap(t, r[: m // 2]))
@@ -88,6 +87,7 @@ def test_filters():
 
 def test_speed_paper_size():
   import time
+
   rng = np.random.default_rng(0)
   t = rng.integers(0, 500, 2048)
   r = rng.integers(0, 500, 128)
@@ -110,9 +110,9 @@ def test_divides_by_the_second_argument(seed):
 def test_training_filter_drops_what_its_rule_says():
   """leaks(sequence, reference): overlap normalized by the reference, > 0.9 drops."""
   seq = list(range(100, 200))
-  assert ov.leaks(seq, seq[40:50])                          # copied verbatim: 10/10
-  assert not ov.leaks(seq, seq[40:49] + [7])                # 9/10 = 0.9: kept
-  assert ov.leaks(seq, seq[40:59] + [7])                    # 19/20 = 0.95: dropped
-  assert not ov.leaks(seq, seq[0:30:3])                     # spread over 28 > 2·10 tokens
-  assert not ov.leaks(seq[:20], list(range(100, 200)))      # holds the sequence: 20/100
+  assert ov.leaks(seq, seq[40:50])  # copied verbatim: 10/10
+  assert not ov.leaks(seq, seq[40:49] + [7])  # 9/10 = 0.9: kept
+  assert ov.leaks(seq, seq[40:59] + [7])  # 19/20 = 0.95: dropped
+  assert not ov.leaks(seq, seq[0:30:3])  # spread over 28 > 2·10 tokens
+  assert not ov.leaks(seq[:20], list(range(100, 200)))  # holds the sequence: 20/100
   assert ov.leaks(seq, seq[40:49] + [7], threshold=0.85)

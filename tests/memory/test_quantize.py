@@ -12,7 +12,7 @@ from m3jax.model.transformer import Transformer
 
 
 def test_uneven_split_layout_round_trips():
-  lay = quantize.SubspaceLayout(80, 14)       # the paper's 14 bytes per 80-dim vector
+  lay = quantize.SubspaceLayout(80, 14)  # the paper's 14 bytes per 80-dim vector
   assert sorted(lay.widths) == [5] * 4 + [6] * 10 and sum(lay.widths) == 80
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 80)), jnp.float32)
   parts = quantize.split(x, lay)
@@ -24,7 +24,7 @@ def test_uneven_split_layout_round_trips():
 
 def test_vectors_on_centroids_decode_exactly_and_decode_jits():
   rng = np.random.default_rng(0)
-  d, s = 10, 3                                  # uneven: widths 4, 3, 3
+  d, s = 10, 3  # uneven: widths 4, 3, 3
   lay = quantize.SubspaceLayout(d, s)
   cb = np.zeros((s, 256, lay.width), np.float32)
   for j, w in enumerate(lay.widths):
@@ -65,8 +65,9 @@ def test_dequantized_memories_barely_change_logits(tiny_cfg, tiny_params):
   kc, vc = quantize.encode_memories(k, v, cb)
   kh = quantize.decode_memories(jnp.asarray(kc), jnp.asarray(cb[0]), cfg.head_dim, 1)
   vh = quantize.decode_memories(jnp.asarray(vc), jnp.asarray(cb[1]), cfg.head_dim, 1)
-  rel = quantize.relative_mse(valid_vectors(k, v, mask),
-                              valid_vectors(np.asarray(kh), np.asarray(vh), mask))
+  rel = quantize.relative_mse(
+    valid_vectors(k, v, mask), valid_vectors(np.asarray(kh), np.asarray(vh), mask)
+  )
   assert rel < 0.2
   ids = jnp.arange(10).reshape(1, 2, 5)
   ref_mask = jnp.ones((1, 2, 5), bool)

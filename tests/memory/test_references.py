@@ -58,13 +58,16 @@ def test_explicit_reference_kept_whole_or_rejected(tmp_path, word_tok):
     load_references(str(p), word_tok, ref_len=3, explicit=True)
 
 
-@pytest.mark.parametrize("content,match", [
+@pytest.mark.parametrize(
+  "content,match",
+  [
     ("", "empty"),
     ("\n   \n", "empty"),
     ('{"id": "a", "text": "ok."}\n{"id": "b", "text": broken}\n', r"kb.jsonl:2: malformed JSONL"),
     ('{"id": "a"}\n', r"kb.jsonl:1: expected an object"),
     ('{"id": "a", "text": "x."}\n{"id": "a", "text": "y."}\n', "duplicate document id"),
-])
+  ],
+)
 def test_bad_knowledge_base_errors(tmp_path, word_tok, content, match):
   p = tmp_path / "kb.jsonl"
   p.write_text(content)

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from m3jax.memory.retriever import (NumpyRetriever, ScannRetriever, load_retriever,
-                                    make_retriever, scann_available)
+from m3jax.memory.retriever import (
+  NumpyRetriever,
+  ScannRetriever,
+  load_retriever,
+  make_retriever,
+  scann_available,
+)
 
 needs_scann = pytest.mark.skipif(not scann_available(), reason="scann not installed")
 
@@ -22,7 +27,7 @@ def test_numpy_search_is_exact():
   want = np.argsort(-(q @ emb.T), axis=1)[:, :5]
   assert (got == np.asarray(ids, object)[want]).all()
   np.testing.assert_allclose(scores, np.take_along_axis(q @ emb.T, want, 1), rtol=1e-6)
-  few, s = NumpyRetriever(ids[:2], emb[:2]).search(q, 4)     # k > n: None/-inf padded
+  few, s = NumpyRetriever(ids[:2], emb[:2]).search(q, 4)  # k > n: None/-inf padded
   assert (few[:, 2:] == None).all() and np.isneginf(s[:, 2:]).all()  # noqa: E711
 
 
@@ -55,24 +60,27 @@ def test_scann_brute_force_equals_exact_and_tree_ah_recalls():
   exact, _ = NumpyRetriever(ids, emb).search(q, 5)
   small = ScannRetriever(ids[:3000], emb[:3000])
   assert small.mode == "brute_force"
-  np.testing.assert_array_equal(small.search(q, 5)[0],
-                                NumpyRetriever(ids[:3000], emb[:3000]).search(q, 5)[0])
+  np.testing.assert_array_equal(
+    small.search(q, 5)[0], NumpyRetriever(ids[:3000], emb[:3000]).search(q, 5)[0]
+  )
   big = ScannRetriever(ids, emb, brute_force_max=1000)
   assert big.mode == "tree_ah"
   got, _ = big.search(q, 5)
   recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, exact)])
-  assert recall >= 0.9     # 10% of leaves searched, then exact reorder
+  assert recall >= 0.9  # 10% of leaves searched, then exact reorder
 
 
 def test_sparse_tfidf_retriever_finds_exact_names_and_round_trips(tmp_path):
   from m3jax.memory.embedders import make_embedder
   from m3jax.memory.retriever import SparseRetriever, load_retriever
+
   texts = [f"Entity{i} | occupation = job{i % 7} | born = {1700 + i}" for i in range(300)]
   emb = make_embedder("sparse_tfidf").fit(texts)
   ids = [f"e{i}" for i in range(300)]
   ret = SparseRetriever(ids, emb.embed_sparse(texts))
-  got, scores = ret.search(emb.embed_sparse([f"What is the occupation of Entity{i}?"
-                                             for i in range(0, 300, 7)]), 3)
+  got, scores = ret.search(
+    emb.embed_sparse([f"What is the occupation of Entity{i}?" for i in range(0, 300, 7)]), 3
+  )
   assert [g[0] for g in got] == [f"e{i}" for i in range(0, 300, 7)]
   assert np.all(np.diff(scores, axis=1) <= 0)
   # Dense queries give the same answer; delete removes, insert restores.

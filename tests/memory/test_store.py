@@ -20,8 +20,12 @@ def rows(n, seed=0, layout=LAYOUT):
   shape = (n, layout.num_layers, layout.kv_heads, layout.tokens, layout.head_dim)
   mask = np.ones((n, layout.tokens), bool)
   mask[0, -1] = False
-  return (rng.normal(size=shape).astype(np.float32), rng.normal(size=shape).astype(np.float32),
-          mask, rng.integers(0, 32, shape[:-1]).astype(np.int32))
+  return (
+    rng.normal(size=shape).astype(np.float32),
+    rng.normal(size=shape).astype(np.float32),
+    mask,
+    rng.integers(0, 32, shape[:-1]).astype(np.int32),
+  )
 
 
 @pytest.fixture(params=["file", "memory", "sharded"])
@@ -44,8 +48,9 @@ def test_append_read_round_trip(bank_url, tiny_cfg):
   np.testing.assert_array_equal(got.mask, m[[4, 0, 4]])
   np.testing.assert_array_equal(got.token_idx, t[[4, 0, 4]])
   bank.finalize()
-  again = MemoryBank.open(url, model_cfg=tiny_cfg, checkpoint_step=7, require_complete=True,
-                          context=bank.context)
+  again = MemoryBank.open(
+    url, model_cfg=tiny_cfg, checkpoint_step=7, require_complete=True, context=bank.context
+  )
   assert again.ids == [f"r{i}" for i in range(5)] and again.complete
   np.testing.assert_array_equal(again.read(["r1"]).keys, k[[1]].astype(ml_dtypes.bfloat16))
   with pytest.raises(ValueError, match="already exists"):
@@ -58,7 +63,7 @@ def test_lru_counts_hits_and_can_be_disabled(tmp_path):
   bank.read(["a", "b"])
   bank.read(["a", "b"])
   assert (bank.cache.hits, bank.cache.misses) == (2, 2)
-  bank.read(["c"])                       # evicts the least recently used ("a")
+  bank.read(["c"])  # evicts the least recently used ("a")
   bank.read(["a"])
   assert bank.cache.stats()["hit_rate"] == pytest.approx(2 / 6)
   off = MemoryBank.open(str(tmp_path / "b"), cache_size=0)
@@ -73,7 +78,7 @@ def test_insert_delete_tombstones(tmp_path):
   bank = MemoryBank.create(url, LAYOUT)
   k, v, m, t = rows(3)
   bank.append(["a", "b"], k[:2], v[:2], m[:2], t[:2])
-  bank.read(["a"])                                   # cached
+  bank.read(["a"])  # cached
   bank.delete(["a"])
   assert "a" not in bank and bank.ids == ["b"]
   with pytest.raises(KeyError, match="deleted"):
@@ -82,7 +87,7 @@ def test_insert_delete_tombstones(tmp_path):
   assert reopened.ids == ["b"] and "a" not in reopened
   with pytest.raises(ValueError, match="already in the bank"):
     bank.insert(["b"], k[2:], v[2:], m[2:], t[2:])
-  bank.insert(["a"], k[2:], v[2:], m[2:], t[2:])     # re-insert gets the new row
+  bank.insert(["a"], k[2:], v[2:], m[2:], t[2:])  # re-insert gets the new row
   np.testing.assert_array_equal(bank.read(["a"]).keys, k[2:].astype(ml_dtypes.bfloat16))
   assert MemoryBank.open(url).ids == ["b", "a"]
 
@@ -125,8 +130,9 @@ def test_mismatched_bank_refused_unless_stale_allowed(tmp_path, tiny_cfg):
   MemoryBank.create(url, BankLayout.from_model(tiny_cfg), model_cfg=tiny_cfg, checkpoint_step=3)
   with pytest.raises(ValueError, match=r"checkpoint step 3 .* step 9.*allow_stale=True"):
     MemoryBank.open(url, model_cfg=tiny_cfg, checkpoint_step=9)
-  other = dataclasses.replace(tiny_cfg, memory=dataclasses.replace(tiny_cfg.memory,
-                                                                   tokens_per_head=8))
+  other = dataclasses.replace(
+    tiny_cfg, memory=dataclasses.replace(tiny_cfg.memory, tokens_per_head=8)
+  )
   with pytest.raises(ValueError, match=r"tokens=4.*tokens=8.*allow_stale=True"):
     MemoryBank.open(url, model_cfg=other)
   rope = dataclasses.replace(tiny_cfg, rope_base=500.0)
@@ -137,11 +143,14 @@ def test_mismatched_bank_refused_unless_stale_allowed(tmp_path, tiny_cfg):
     MemoryBank.open(url, require_complete=True)
 
 
-@pytest.mark.parametrize("content,match", [
+@pytest.mark.parametrize(
+  "content,match",
+  [
     (b"{not json", "corrupt"),
     (b'{"spec_version": 2}', "missing fields"),
     (b"\xff\xfe", "corrupt"),
-])
+  ],
+)
 def test_corrupt_manifest_is_a_clear_error(tmp_path, content, match):
   url = str(tmp_path / "b")
   MemoryBank.create(url, LAYOUT)
@@ -160,7 +169,7 @@ def test_manifest_is_written_after_the_arrays(tmp_path):
   bank.append(["a"], *[x[:1] for x in rows(2)])
   committed = json.load(open(os.path.join(url, "manifest.json")))
   bank.append(["b"], *[x[1:] for x in rows(2)])
-  with open(os.path.join(url, "manifest.json"), "w") as f:   # "crash": old manifest
+  with open(os.path.join(url, "manifest.json"), "w") as f:  # "crash": old manifest
     json.dump(committed, f)
   again = MemoryBank.open(url)
   assert again.ids == ["a"] and again.count == 1

@@ -28,7 +28,7 @@ def _close(a, b, what):
 def _inputs(t, chunks, offset, seed=0):
   ks = jax.random.split(jax.random.key(seed), 6)
   s = t + offset
-  q = jax.random.normal(ks[0], (B, t, H, D)) * 2.0      # peaked softmax
+  q = jax.random.normal(ks[0], (B, t, H, D)) * 2.0  # peaked softmax
   k = jax.random.normal(ks[1], (B, s, KV, D))
   v = jax.random.normal(ks[2], (B, s, KV, D))
   if not chunks:
@@ -36,7 +36,7 @@ def _inputs(t, chunks, offset, seed=0):
   mk = jax.random.normal(ks[3], (B, chunks, R, KV, M, D))
   mv = jax.random.normal(ks[4], (B, chunks, R, KV, M, D))
   mask = jax.random.bernoulli(ks[5], 0.7, (B, chunks, R, M))
-  mask = mask.at[0, -1].set(False)          # one chunk with no valid memory at all
+  mask = mask.at[0, -1].set(False)  # one chunk with no valid memory at all
   return q, k, v, (mk, mv, mask)
 
 
@@ -50,7 +50,7 @@ def _reference_mask(t, s_ctx, offset, mem_mask):
   own = np.zeros((B, t, c * R * M), bool)
   for i in range(t):
     ci = 0 if c == 1 else i // CHUNK
-    own[:, i, ci * R * M:(ci + 1) * R * M] = np.asarray(mem_mask[:, ci]).reshape(B, R * M)
+    own[:, i, ci * R * M : (ci + 1) * R * M] = np.asarray(mem_mask[:, ci]).reshape(B, R * M)
   return np.concatenate([ctx, own], -1)
 
 
@@ -64,8 +64,8 @@ def test_splash_mask_encodes_the_reference_mask(t, chunks, offset):
   q_ids, kv_ids = splash.segment_ids(B, t, s_ctx, mem_mask, static.shape)
   dense = np.asarray(splash.dense_equivalent(static, q_ids, kv_ids))
   ref = _reference_mask(t, s_ctx, offset, None if mem is None else mem[2])
-  np.testing.assert_array_equal(dense[:, :t, :ref.shape[2]], ref)
-  assert not dense[:, :, ref.shape[2]:].any(), "padding keys must be masked"
+  np.testing.assert_array_equal(dense[:, :t, : ref.shape[2]], ref)
+  assert not dense[:, :, ref.shape[2] :].any(), "padding keys must be masked"
   assert dense.any(-1).all(), "every (padded) query row needs a visible key"
 
 
@@ -75,8 +75,9 @@ def _attend(impl, q, k, v, offset, mem):
 
 def _check(impl, t, chunks, offset, grads=True):
   q, k, v, mem = _inputs(t, chunks, offset)
-  _close(_attend(impl, q, k, v, offset, mem), _attend("dense", q, k, v, offset, mem),
-         f"{impl} forward")
+  _close(
+    _attend(impl, q, k, v, offset, mem), _attend("dense", q, k, v, offset, mem), f"{impl} forward"
+  )
   if not grads:
     return
   w = jax.random.normal(jax.random.key(7), q.shape)
@@ -86,6 +87,7 @@ def _check(impl, t, chunks, offset, grads=True):
     def f(q, k, v, mem_kv):
       memory = None if mem_kv is None else (*mem_kv, mem_mask)
       return jnp.sum(_attend(impl, q, k, v, offset, memory) * w)
+
     return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
 
   args = (q, k, v, None if mem is None else mem[:2])
@@ -109,7 +111,7 @@ def test_splash_kernel_encoding_layout_forward():
 
 
 def test_impls_resolve_and_splash_needs_a_causal_layout():
-  assert resolve_impl("auto") == "flat"           # CPU
+  assert resolve_impl("auto") == "flat"  # CPU
   q, k, v, _ = _inputs(4, 0, 1)
   with pytest.raises(ValueError, match="Causal"):
     joint_attention(q, k, v, jnp.ones((B, 4, 5), bool), impl="splash")

@@ -22,10 +22,19 @@ from m3jax.model.transformer import Transformer
 TOL = 1e-5
 # Memory layers 1, 2 of 4: three runs (plain, memory, plain), the middle one scanned
 # over 2 layers; init_std is large so that attention is far from uniform.
-CFG = ModelConfig(vocab_size=97, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=8,
-                  embed_dim=32, mlp_dim=64, init_std=0.3,
-                  memory=MemoryConfig(memory_layers=(1, 2), tokens_per_head=3,
-                                      refs_per_chunk=2, chunk_len=4, ref_len=6))
+CFG = ModelConfig(
+  vocab_size=97,
+  num_layers=4,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=8,
+  embed_dim=32,
+  mlp_dim=64,
+  init_std=0.3,
+  memory=MemoryConfig(
+    memory_layers=(1, 2), tokens_per_head=3, refs_per_chunk=2, chunk_len=4, ref_len=6
+  ),
+)
 SCAN = dataclasses.replace(CFG, scan_layers=True)
 
 
@@ -50,9 +59,9 @@ def _tokens(shape, seed=2):
 
 def test_layer_runs_split_memory_from_plain_layers():
   assert stack.layer_runs(CFG) == ((0, 1, False), (1, 3, True), (3, 4, False))
-  paper = dataclasses.replace(CFG, num_layers=44,
-                              memory=dataclasses.replace(CFG.memory,
-                                                         memory_layers=tuple(range(22))))
+  paper = dataclasses.replace(
+    CFG, num_layers=44, memory=dataclasses.replace(CFG.memory, memory_layers=tuple(range(22)))
+  )
   assert stack.layer_runs(paper) == ((0, 22, True), (22, 44, False))
   gaps = dataclasses.replace(CFG, memory=dataclasses.replace(CFG.memory, memory_layers=(0, 2)))
   assert stack.layer_runs(gaps) == ((0, 1, True), (1, 2, False), (2, 3, True), (3, 4, False))
@@ -60,9 +69,10 @@ def test_layer_runs_split_memory_from_plain_layers():
 
 def test_conversion_round_trips_and_matches_scanned_init():
   params, scanned = _params()
-  init = nn.meta.unbox(Transformer(SCAN).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-                       ["params"])
-  assert (jax.tree_util.tree_structure(scanned) == jax.tree_util.tree_structure(init))
+  init = nn.meta.unbox(
+    Transformer(SCAN).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+  )
+  assert jax.tree_util.tree_structure(scanned) == jax.tree_util.tree_structure(init)
   assert jax.tree_util.tree_map(jnp.shape, scanned) == jax.tree_util.tree_map(jnp.shape, init)
   assert scanned["layers_1_to_2"]["mlp"]["up"].shape == (2, CFG.embed_dim, CFG.mlp_dim)
   back = stack.unscan_params(scanned, SCAN)
@@ -75,8 +85,9 @@ def test_conversion_round_trips_and_matches_scanned_init():
 
 
 def test_scanned_params_carry_the_layers_axis():
-  boxed = jax.eval_shape(lambda: Transformer(SCAN).init(jax.random.key(0),
-                                                        jnp.zeros((1, 8), jnp.int32)))
+  boxed = jax.eval_shape(
+    lambda: Transformer(SCAN).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  )
   spec = nn.get_partition_spec(boxed)["params"]["layers_1_to_2"]["attn"]["q"]
   assert tuple(spec) == ("layers", "embed", "heads", "head_dim")
 
@@ -98,6 +109,7 @@ def _loss(cfg, tokens, use_memory):
   def loss(params):
     memory = _memory(params, cfg, tokens.shape[0], 3) if use_memory else None
     return jnp.sum(Transformer(cfg).apply({"params": params}, tokens, memory) * w)
+
   return loss
 
 
@@ -121,8 +133,11 @@ def test_scanned_encoding_and_sink_equal_unrolled():
   enc_s = Transformer(SCAN).apply({"params": scanned}, refs, method=Transformer.encode)
   assert enc_s.k_LxBxNxKxD.shape[0] == 2
   _close(enc_s, enc_u, "encoded layers")
-  _close(Transformer(SCAN).apply({"params": scanned}, method=Transformer.sink_kv),
-         Transformer(CFG).apply({"params": params}, method=Transformer.sink_kv), "sink")
+  _close(
+    Transformer(SCAN).apply({"params": scanned}, method=Transformer.sink_kv),
+    Transformer(CFG).apply({"params": params}, method=Transformer.sink_kv),
+    "sink",
+  )
 
 
 def _decode(cfg, params, tokens, memory):
@@ -134,7 +149,7 @@ def _decode(cfg, params, tokens, memory):
   outs = [out]
   cache = apply(cache, memory.chunk(1), method=Transformer.load_memory)
   for i in range(4, tokens.shape[1]):
-    out, cache = apply(tokens[:, i:i + 1], cache, method=Transformer.step)
+    out, cache = apply(tokens[:, i : i + 1], cache, method=Transformer.step)
     outs.append(out)
   return jnp.concatenate(outs, 1), cache
 
@@ -142,13 +157,16 @@ def _decode(cfg, params, tokens, memory):
 def test_scanned_decoding_equals_unrolled():
   params, scanned = _params()
   tokens = _tokens((2, 7), seed=6)
-  (lu, cu), (ls, cs) = (_decode(CFG, params, tokens, _memory(params, CFG, 2, 2)),
-                        _decode(SCAN, scanned, tokens, _memory(scanned, SCAN, 2, 2)))
+  (lu, cu), (ls, cs) = (
+    _decode(CFG, params, tokens, _memory(params, CFG, 2, 2)),
+    _decode(SCAN, scanned, tokens, _memory(scanned, SCAN, 2, 2)),
+  )
   _close(ls, lu, "decode logits")
   _close(cs.k_LxBxSxKxD, cu.k_LxBxSxKxD, "cache keys")
   # and decoding agrees with the full forward of the same layout
-  full = Transformer(SCAN).apply({"params": scanned}, tokens[:, :4],
-                                 _memory(scanned, SCAN, 2, 2).chunk(0))
+  full = Transformer(SCAN).apply(
+    {"params": scanned}, tokens[:, :4], _memory(scanned, SCAN, 2, 2).chunk(0)
+  )
   _close(ls[:, :4], full, "prefill vs forward")
 
 
@@ -156,15 +174,17 @@ def test_scanned_decoding_equals_unrolled():
 def _stage2_grads(scan_layers: bool, policy: str):
   params, scanned = _params()
   cfg = dataclasses.replace(SCAN if scan_layers else CFG, remat_policy=policy)
-  return jax.jit(jax.grad(_loss(cfg, _tokens((2, 10)), True)))(
-      scanned if scan_layers else params)
+  return jax.jit(jax.grad(_loss(cfg, _tokens((2, 10)), True)))(scanned if scan_layers else params)
 
 
 @pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention"])
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 def test_every_remat_policy_gives_the_same_gradients(policy, scan_layers):
-  _close(_stage2_grads(scan_layers, policy), _stage2_grads(scan_layers, "none"),
-         f"{policy} (scan_layers={scan_layers})")
+  _close(
+    _stage2_grads(scan_layers, policy),
+    _stage2_grads(scan_layers, "none"),
+    f"{policy} (scan_layers={scan_layers})",
+  )
 
 
 def _residual_bytes(cfg, params, tokens):
@@ -178,6 +198,8 @@ def _residual_bytes(cfg, params, tokens):
 def test_remat_policies_keep_less_in_the_documented_order():
   _, scanned = _params()
   tokens = _tokens((2, 32))
-  kept = {pol: _residual_bytes(dataclasses.replace(SCAN, remat_policy=pol), scanned, tokens)
-          for pol in ("none", "dots", "dots_except_attention", "full")}
+  kept = {
+    pol: _residual_bytes(dataclasses.replace(SCAN, remat_policy=pol), scanned, tokens)
+    for pol in ("none", "dots", "dots_except_attention", "full")
+  }
   assert kept["full"] < kept["dots_except_attention"] < kept["dots"] <= kept["none"], kept

@@ -14,10 +14,18 @@ from m3jax.model.config import MemoryConfig, ModelConfig
 from m3jax.model import layers
 from m3jax.model.transformer import Transformer
 
-CFG = ModelConfig(vocab_size=97, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
-                  embed_dim=32, mlp_dim=64,
-                  memory=MemoryConfig(memory_layers=(0, 1), tokens_per_head=3, refs_per_chunk=2,
-                                      chunk_len=4, ref_len=6))
+CFG = ModelConfig(
+  vocab_size=97,
+  num_layers=3,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=8,
+  embed_dim=32,
+  mlp_dim=64,
+  memory=MemoryConfig(
+    memory_layers=(0, 1), tokens_per_head=3, refs_per_chunk=2, chunk_len=4, ref_len=6
+  ),
+)
 
 
 @functools.cache
@@ -50,12 +58,16 @@ def test_no_memory_and_fully_masked_memory_are_bitwise_plain():
   tokens = jax.random.randint(jax.random.key(2), (2, 10), 5, cfg.vocab_size)
   plain = _forward(params, cfg, tokens)
   mem = _memory(params, cfg, 2, 3)
-  masked = MemoryKV(mem.keys_LxBxCxRxKxMxD, mem.values_LxBxCxRxKxMxD,
-                    jnp.zeros_like(mem.mask_BxCxRxM))
-  np.testing.assert_array_equal(np.asarray(plain), np.asarray(_forward(params, cfg, tokens, masked)))
+  masked = MemoryKV(
+    mem.keys_LxBxCxRxKxMxD, mem.values_LxBxCxRxKxMxD, jnp.zeros_like(mem.mask_BxCxRxM)
+  )
+  np.testing.assert_array_equal(
+    np.asarray(plain), np.asarray(_forward(params, cfg, tokens, masked))
+  )
   with_mem = _forward(params, cfg, tokens, mem)
-  assert not np.allclose(np.asarray(plain), np.asarray(with_mem), atol=1e-4), \
-      "valid memories must change the output"
+  assert not np.allclose(np.asarray(plain), np.asarray(with_mem), atol=1e-4), (
+    "valid memories must change the output"
+  )
 
 
 def test_memory_only_reaches_its_chunk():
@@ -65,8 +77,9 @@ def test_memory_only_reaches_its_chunk():
   base = _forward(params, cfg, tokens, mem)
   # Remove chunk 2's memories: only tokens 8..11 may change.
   mask = mem.mask_BxCxRxM.at[:, 2].set(False)
-  changed = _forward(params, cfg, tokens, MemoryKV(mem.keys_LxBxCxRxKxMxD,
-                                                   mem.values_LxBxCxRxKxMxD, mask))
+  changed = _forward(
+    params, cfg, tokens, MemoryKV(mem.keys_LxBxCxRxKxMxD, mem.values_LxBxCxRxKxMxD, mask)
+  )
   np.testing.assert_array_equal(np.asarray(base[:, :8]), np.asarray(changed[:, :8]))
   assert not np.allclose(np.asarray(base[:, 8:]), np.asarray(changed[:, 8:]))
 
@@ -81,10 +94,14 @@ def test_causality_with_memory_attached():
     # Add a differentiable perturbation to the context embeddings (not the 1-token sink).
     def interceptor(next_fun, args, kwargs, context):
       out = next_fun(*args, **kwargs)
-      if isinstance(context.module, layers.Embed) and context.method_name == "__call__" \
-          and out.shape[1] == t:
+      if (
+        isinstance(context.module, layers.Embed)
+        and context.method_name == "__call__"
+        and out.shape[1] == t
+      ):
         out = out + delta_TxE[None]
       return out
+
     with nn.intercept_methods(interceptor):
       return Transformer(cfg).apply({"params": params}, tokens, mem)[0]
 
@@ -92,7 +109,7 @@ def test_causality_with_memory_attached():
   jac = jax.jacrev(lambda dl: logits_from_delta(dl).sum(-1))(delta)  # [T_out, T_in, E]
   jac = np.abs(np.asarray(jac)).sum(-1)
   for t_out in range(t):
-    assert np.all(jac[t_out, t_out + 1:] == 0), f"position {t_out} sees the future"
+    assert np.all(jac[t_out, t_out + 1 :] == 0), f"position {t_out} sees the future"
     assert jac[t_out, t_out] > 0
 
 
@@ -101,7 +118,7 @@ def test_prefill_and_decode_with_memory_swaps_equal_full_forward(resident):
   """Decode steps take the chunk's memory explicitly, or read it resident in the cache
   (loaded once per chunk with load_memory); both equal the full forward."""
   params, cfg = _params()
-  b, t, prompt = 2, 13, 5   # prompt ends mid-chunk; decode crosses two chunk boundaries
+  b, t, prompt = 2, 13, 5  # prompt ends mid-chunk; decode crosses two chunk boundaries
   tokens = jax.random.randint(jax.random.key(5), (b, t), 5, cfg.vocab_size)
   chunks = -(-t // cfg.memory.chunk_len)
   mem = _memory(params, cfg, b, chunks, mask_prob=0.2)
@@ -110,24 +127,28 @@ def test_prefill_and_decode_with_memory_swaps_equal_full_forward(resident):
   model = Transformer(cfg)
   cache = model.apply({"params": params}, b, 16, method=Transformer.init_cache)
   prefill_chunks = -(-prompt // cfg.memory.chunk_len)
-  pre_mem = MemoryKV(mem.keys_LxBxCxRxKxMxD[:, :, :prefill_chunks],
-                     mem.values_LxBxCxRxKxMxD[:, :, :prefill_chunks],
-                     mem.mask_BxCxRxM[:, :prefill_chunks])
-  logits, cache = model.apply({"params": params}, tokens[:, :prompt], cache, pre_mem,
-                              method=Transformer.step)
+  pre_mem = MemoryKV(
+    mem.keys_LxBxCxRxKxMxD[:, :, :prefill_chunks],
+    mem.values_LxBxCxRxKxMxD[:, :, :prefill_chunks],
+    mem.mask_BxCxRxM[:, :prefill_chunks],
+  )
+  logits, cache = model.apply(
+    {"params": params}, tokens[:, :prompt], cache, pre_mem, method=Transformer.step
+  )
   outs = [logits]
-  step = jax.jit(lambda p, tok, c, m: model.apply({"params": p}, tok, c, m,
-                                                  method=Transformer.step))
+  step = jax.jit(
+    lambda p, tok, c, m: model.apply({"params": p}, tok, c, m, method=Transformer.step)
+  )
   load = jax.jit(lambda p, c, m: model.apply({"params": p}, c, m, method=Transformer.load_memory))
   loaded = None
   for i in range(prompt, t):
     chunk = i // cfg.memory.chunk_len
     if resident:
-      if chunk != loaded:   # a memory swap at the chunk boundary
+      if chunk != loaded:  # a memory swap at the chunk boundary
         cache, loaded = load(params, cache, mem.chunk(chunk)), chunk
-      logits, cache = step(params, tokens[:, i:i + 1], cache, None)
+      logits, cache = step(params, tokens[:, i : i + 1], cache, None)
     else:
-      logits, cache = step(params, tokens[:, i:i + 1], cache, mem.chunk(chunk))
+      logits, cache = step(params, tokens[:, i : i + 1], cache, mem.chunk(chunk))
     outs.append(logits)
   cached = jnp.concatenate(outs, axis=1)
   # Same float32 math in a different association order (cache buffers, padding): 1e-5.
@@ -141,16 +162,21 @@ def test_prefill_of_ragged_prompts_and_per_row_decode():
   model = Transformer(cfg)
   cache = model.apply({"params": params}, 2, 12, method=Transformer.init_cache)
   padded = jnp.where(jnp.arange(6)[None] < lengths[:, None], tokens[:, :6], 0)
-  _, cache = model.apply({"params": params}, padded, cache, lengths_B=lengths,
-                         method=Transformer.step)
+  _, cache = model.apply(
+    {"params": params}, padded, cache, lengths_B=lengths, method=Transformer.step
+  )
   np.testing.assert_array_equal(np.asarray(cache.end_index_B), [6, 3])
   # Row 1 continues with its own token 3; its logits must equal its full forward at 3.
   nxt = jnp.stack([tokens[0, 6], tokens[1, 3]])[:, None]
   logits, cache = model.apply({"params": params}, nxt, cache, method=Transformer.step)
   full0 = _forward(params, cfg, tokens[:1, :7])
   full1 = _forward(params, cfg, tokens[1:, :4])
-  np.testing.assert_allclose(np.asarray(logits[0, 0]), np.asarray(full0[0, 6]), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(logits[1, 0]), np.asarray(full1[0, 3]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(logits[0, 0]), np.asarray(full0[0, 6]), rtol=1e-5, atol=1e-5
+  )
+  np.testing.assert_allclose(
+    np.asarray(logits[1, 0]), np.asarray(full1[0, 3]), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_sink_is_constant_and_matches_reference_encoding():
@@ -164,8 +190,9 @@ def test_sink_is_constant_and_matches_reference_encoding():
   model = Transformer(cfg)
   sink_k, sink_v = model.apply({"params": params}, method=Transformer.sink_kv)
   assert sink_k.shape == (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
-  refs = jnp.asarray(np.random.default_rng(3).integers(5, cfg.vocab_size, (2, cfg.memory.ref_len)),
-                     jnp.int32)
+  refs = jnp.asarray(
+    np.random.default_rng(3).integers(5, cfg.vocab_size, (2, cfg.memory.ref_len)), jnp.int32
+  )
   seen = []
 
   def record(next_fun, args, kwargs, context):
@@ -181,11 +208,13 @@ def test_sink_is_constant_and_matches_reference_encoding():
   pos0 = jnp.zeros((2, 1), jnp.int32)
   for layer, (_, k, v) in enumerate(seen):
     k0 = layers.apply_rope(k[:, :1], pos0, cfg.rope_base)[:, 0]
-    for row in range(2):   # the same for both references: a function of the params only
-      np.testing.assert_allclose(np.asarray(k0[row]), np.asarray(sink_k[layer]),
-                                 rtol=1e-6, atol=1e-6)
-      np.testing.assert_allclose(np.asarray(v[row, 0]), np.asarray(sink_v[layer]),
-                                 rtol=1e-6, atol=1e-6)
+    for row in range(2):  # the same for both references: a function of the params only
+      np.testing.assert_allclose(
+        np.asarray(k0[row]), np.asarray(sink_k[layer]), rtol=1e-6, atol=1e-6
+      )
+      np.testing.assert_allclose(
+        np.asarray(v[row, 0]), np.asarray(sink_v[layer]), rtol=1e-6, atol=1e-6
+      )
   cache = model.apply({"params": params}, 1, 4, method=Transformer.init_cache)
   np.testing.assert_array_equal(np.asarray(cache.k_LxBxSxKxD[:, 0, 0]), np.asarray(sink_k))
 
@@ -210,16 +239,27 @@ def test_memory_positions_match_an_explicit_sequence():
   attend causally among ``[<ref>, r]``, as ``encode`` runs them.
   """
   n, t = 6, 8
-  cfg = ModelConfig(vocab_size=97, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
-                    embed_dim=32, mlp_dim=64, init_std=0.3,
-                    memory=MemoryConfig(memory_layers=(0, 2), tokens_per_head=n,
-                                        refs_per_chunk=1, chunk_len=4, ref_len=n))
-  params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(5), jnp.zeros((1, t), jnp.int32))
-                         ["params"])
+  cfg = ModelConfig(
+    vocab_size=97,
+    num_layers=3,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    embed_dim=32,
+    mlp_dim=64,
+    init_std=0.3,
+    memory=MemoryConfig(
+      memory_layers=(0, 2), tokens_per_head=n, refs_per_chunk=1, chunk_len=4, ref_len=n
+    ),
+  )
+  params = nn.meta.unbox(
+    Transformer(cfg).init(jax.random.key(5), jnp.zeros((1, t), jnp.int32))["params"]
+  )
   rng = np.random.default_rng(11)
   ref = jnp.asarray(rng.integers(5, cfg.vocab_size, (1, n)), jnp.int32)
-  ctx = jnp.asarray(np.concatenate([[cfg.bos_id], rng.integers(5, cfg.vocab_size, t - 1)])[None],
-                    jnp.int32)
+  ctx = jnp.asarray(
+    np.concatenate([[cfg.bos_id], rng.integers(5, cfg.vocab_size, t - 1)])[None], jnp.int32
+  )
   chunks = t // cfg.memory.chunk_len
   enc = encode_references(params, cfg, ref, jnp.asarray([n], jnp.int32))
   memory = to_memory_kv(enc, jnp.zeros((1, chunks, 1), jnp.int32), jnp.ones((1, chunks, 1), bool))
@@ -229,7 +269,8 @@ def test_memory_positions_match_an_explicit_sequence():
   pos = jnp.asarray(np.concatenate([np.arange(n + 1), cfg.memory.ref_len + 1 + np.arange(t)])[None])
   causal = np.tril(np.ones((1 + n + t, 1 + n + t), bool))
   blind = causal.copy()
-  blind[1 + n:, 1:1 + n] = False       # plain layers: the context does not see r
+  blind[1 + n :, 1 : 1 + n] = False  # plain layers: the context does not see r
+
   def hand_forward(model):
     x = model.embed(seq)
     for i, block in enumerate(model.blocks):
@@ -238,7 +279,7 @@ def test_memory_positions_match_an_explicit_sequence():
       k = layers.apply_rope(k, pos, cfg.rope_base)
       mask = causal if cfg.is_memory_layer(i) else blind
       x = block.finish(x, _plain_attention(q, k, v, jnp.asarray(mask)))
-    return model._logits(x)[:, 1 + n:]
+    return model._logits(x)[:, 1 + n :]
 
   want = Transformer(cfg).apply({"params": params}, method=hand_forward)
   # float32; the model splits the softmax into memory and context parts (reassociation).
@@ -252,5 +293,9 @@ def test_flat_attention_impl_gives_the_same_model():
   flat_cfg = cfg.__class__(**{**cfg.__dict__, "attention_impl": "flat"})
   tokens = jax.random.randint(jax.random.key(7), (2, 10), 5, cfg.vocab_size)
   mem = _memory(params, cfg, 2, 3)
-  np.testing.assert_allclose(np.asarray(_forward(params, flat_cfg, tokens, mem)),
-                             np.asarray(_forward(params, cfg, tokens, mem)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(_forward(params, flat_cfg, tokens, mem)),
+    np.asarray(_forward(params, cfg, tokens, mem)),
+    rtol=1e-5,
+    atol=1e-5,
+  )

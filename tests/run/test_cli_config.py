@@ -12,25 +12,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SPEC = os.path.join(ROOT, "configs/memory3.py:tiny")
 
 BAD = [  # (override, the key the error must name, what it must say is allowed)
-    ("--config.model.num_layers=2.5", "model.num_layers", "integer"),
-    ("--config.train.stages.1.steps=3e0", "train.stages.continual.steps", "integer"),
-    ("--config.train.batch_size=0", "train.batch_size", "positive"),
-    ("--config.train.stages.warmup.steps=0", "steps", "positive"),
-    ("--config.model.memory.memory_layers=(0,9)", "memory_layers", "subset"),
-    ("--config.data.seq_len=40", "data.seq_len", "multiple of"),
-    ("--config.train.nan_guard=3", "train.nan_guard", "true or false"),
+  ("--config.model.num_layers=2.5", "model.num_layers", "integer"),
+  ("--config.train.stages.1.steps=3e0", "train.stages.continual.steps", "integer"),
+  ("--config.train.batch_size=0", "train.batch_size", "positive"),
+  ("--config.train.stages.warmup.steps=0", "steps", "positive"),
+  ("--config.model.memory.memory_layers=(0,9)", "memory_layers", "subset"),
+  ("--config.data.seq_len=40", "data.seq_len", "multiple of"),
+  ("--config.train.nan_guard=3", "train.nan_guard", "true or false"),
 ]
 
 
 @pytest.mark.parametrize("override,key,allowed", BAD, ids=[b[0] for b in BAD])
-def test_bad_value_is_one_line_cli_error_before_any_step(override, key, allowed, tmp_path,
-                                                         capsys, monkeypatch):
+def test_bad_value_is_one_line_cli_error_before_any_step(
+  override, key, allowed, tmp_path, capsys, monkeypatch
+):
   steps = []
   import m3jax.train.loop as loop
-  monkeypatch.setattr(loop._Run, "run", lambda self: steps.append(1))   # must not be reached
+
+  monkeypatch.setattr(loop._Run, "run", lambda self: steps.append(1))  # must not be reached
   workdir = tmp_path / "w"
-  rc = cli.main(["train", "--config", SPEC, override, "--workdir", str(workdir),
-                 "--config.train.data_source=synthetic"])
+  rc = cli.main(
+    [
+      "train",
+      "--config",
+      SPEC,
+      override,
+      "--workdir",
+      str(workdir),
+      "--config.train.data_source=synthetic",
+    ]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2 and not steps
   assert len(err.splitlines()) == 1, err
@@ -41,8 +52,17 @@ def test_bad_value_is_one_line_cli_error_before_any_step(override, key, allowed,
 
 def test_debug_shows_the_traceback(tmp_path):
   with pytest.raises(ConfigError, match="model.num_layers"):
-    cli.main(["train", "--debug", "--config", SPEC, "--config.model.num_layers=2.5",
-              "--workdir", str(tmp_path)])
+    cli.main(
+      [
+        "train",
+        "--debug",
+        "--config",
+        SPEC,
+        "--config.model.num_layers=2.5",
+        "--workdir",
+        str(tmp_path),
+      ]
+    )
 
 
 def test_python_set_wrong_type_is_caught_by_build():
@@ -72,8 +92,9 @@ def test_defaults_live_in_the_dataclasses():
   """Config sections are built from the dataclass defaults; only variant sizes differ."""
   from m3jax.evaluate.report import EvalConfig
   from m3jax.memory.build import BankConfig
+
   c = load_config(SPEC)
   assert c.bank.embedder == BankConfig().embedder == "sparse_tfidf"
   assert c.eval.max_new_tokens == EvalConfig().max_new_tokens
   assert "anti_copy_threshold" not in c.bank and "eval_overlap_threshold" not in c.data
-  assert c.train.tensorboard and c.train.plot and c.train.progress_bar   # on in tiny too
+  assert c.train.tensorboard and c.train.plot and c.train.progress_bar  # on in tiny too

@@ -17,15 +17,24 @@ def test_resume_with_changed_model_is_refused_listing_keys(tmp_path, capsys):
   w = str(tmp_path / "w")
   wd.start_run(w, load_config(SPEC))
   saved = wd.saved_config(w)
-  assert saved.model.num_layers == 4 and tuple(saved.train.stage_order) == (
-      "warmup", "continual")
-  rc = cli.main(["train", "--config", SPEC, "--workdir", w, "--config.model.num_layers=2",
-                 "--config.model.embed_dim=32"])
+  assert saved.model.num_layers == 4 and tuple(saved.train.stage_order) == ("warmup", "continual")
+  rc = cli.main(
+    [
+      "train",
+      "--config",
+      SPEC,
+      "--workdir",
+      w,
+      "--config.model.num_layers=2",
+      "--config.model.embed_dim=32",
+    ]
+  )
   err = capsys.readouterr().err
   assert rc == 2 and "model.num_layers" in err and "model.embed_dim" in err and "--force" in err
   # A changed later, not yet started stage or an eval setting is a legitimate resume.
-  c = load_config(SPEC, ["--config.train.stages.continual.steps=9",
-                         "--config.eval.num_questions=3"])
+  c = load_config(
+    SPEC, ["--config.train.stages.continual.steps=9", "--config.eval.num_questions=3"]
+  )
   wd.start_run(w, c)
   assert wd.saved_config(w).train.stages.continual.steps == 9
   # Once a stage has a checkpoint, changing it is refused too.
@@ -40,8 +49,11 @@ def test_resume_with_changed_model_is_refused_listing_keys(tmp_path, capsys):
 
 def test_torn_metrics_line_is_dropped_and_logging_resumes(tmp_path):
   path = tmp_path / "metrics.jsonl"
-  path.write_text(json.dumps({"stage": "warmup", "step": 1, "loss": 2.0}) + "\n"
-                  + '{"stage": "warmup", "step": 2, "lo')
+  path.write_text(
+    json.dumps({"stage": "warmup", "step": 1, "loss": 2.0})
+    + "\n"
+    + '{"stage": "warmup", "step": 2, "lo'
+  )
   assert [r["step"] for r in read_jsonl(str(path))] == [1]
   logger = MetricsLogger(str(tmp_path), progress_bar=False)
   logger.write([{"stage": "warmup", "step": 2, "global_step": 2, "loss": 1.5, "lr": 0.1}])
@@ -51,6 +63,7 @@ def test_torn_metrics_line_is_dropped_and_logging_resumes(tmp_path):
 
 def _vocab_hash(config):
   from m3jax.data.prepare import DataPaths, prepare_data
+
   paths = prepare_data(config.data)
   with open(DataPaths(config.data.data_dir).vocab_model, "rb") as f:
     return paths, hashlib.sha256(f.read()).hexdigest()
@@ -63,15 +76,20 @@ def test_byo_run_leaves_the_first_runs_vocabulary_unchanged(tmp_path):
   assert os.path.dirname(first.data.data_dir) == root
   _, before = _vocab_hash(first)
   refs = tmp_path / "kb.jsonl"
-  refs.write_text("\n".join(json.dumps({"id": f"byo{i}", "text": f"Zorblat {i} is a "
-                                        f"glimmering quasar of kind {i * 7}."})
-                            for i in range(30)) + "\n")
-  second = load_config(SPEC, [f"--config.data.data_dir={root}",
-                              f"--config.data.user_files.references={refs}"])
+  refs.write_text(
+    "\n".join(
+      json.dumps({"id": f"byo{i}", "text": f"Zorblat {i} is a glimmering quasar of kind {i * 7}."})
+      for i in range(30)
+    )
+    + "\n"
+  )
+  second = load_config(
+    SPEC, [f"--config.data.data_dir={root}", f"--config.data.user_files.references={refs}"]
+  )
   wd.content_addressed(second)
   assert second.data.data_dir != first.data.data_dir
   _vocab_hash(second)
   _, after = _vocab_hash(first)
   assert after == before
   dirs = wd.content_addressed(first).data.data_dir
-  assert dirs == first.data.data_dir   # idempotent
+  assert dirs == first.data.data_dir  # idempotent

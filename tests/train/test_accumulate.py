@@ -19,16 +19,24 @@ from tests.train.conftest import tiny_config
 def _setup(mesh_shape=(2, 2, 1)):
   config = tiny_config(shallow=True)
   cfg = model_config_from(config.model)
-  stage = stages_from(config.train.stages)[1]          # continual: memory + encode_grad
-  mesh = sharding.make_mesh(mesh_shape, devices=jax.devices()[:int(np.prod(mesh_shape))])
+  stage = stages_from(config.train.stages)[1]  # continual: memory + encode_grad
+  mesh = sharding.make_mesh(mesh_shape, devices=jax.devices()[: int(np.prod(mesh_shape))])
   rules = sharding.normalize_rules(config.sharding.rules)
-  it = SyntheticIterator(batch_size=8, seq_len=64, vocab_size=cfg.vocab_size,
-                         chunk_len=cfg.memory.chunk_len, ref_len=cfg.memory.ref_len,
-                         bos_id=cfg.bos_id, with_refs=True, seed=0)
+  it = SyntheticIterator(
+    batch_size=8,
+    seq_len=64,
+    vocab_size=cfg.vocab_size,
+    chunk_len=cfg.memory.chunk_len,
+    ref_len=cfg.memory.ref_len,
+    bos_id=cfg.bos_id,
+    with_refs=True,
+    seed=0,
+  )
   batch = next(it)
   # Uneven counted tokens per row, so a mean of microbatch means would be wrong.
-  keep = np.random.default_rng(0).random(batch["loss_mask"].shape) < np.linspace(
-      0.1, 1.0, 8)[:, None]
+  keep = (
+    np.random.default_rng(0).random(batch["loss_mask"].shape) < np.linspace(0.1, 1.0, 8)[:, None]
+  )
   batch["loss_mask"] = (batch["loss_mask"] * keep).astype(np.float32)
   return config, cfg, stage, mesh, rules, batch
 
@@ -42,10 +50,10 @@ def test_microbatched_grads_equal_whole_batch():
     batch = {k: jax.device_put(batch[k], b_sh[k]) for k in b_sh}
     loss_fn = make_loss_fn(cfg, stage, z_loss=1e-3)
     rng = jax.random.key(1)
-    (loss1, aux1), g1 = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-        state.params, batch, rng)
-    fn = accumulate.value_and_grad(loss_fn, 4, batch_shardings=b_sh,
-                                   grad_shardings=shardings.params)
+    (loss1, aux1), g1 = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(state.params, batch, rng)
+    fn = accumulate.value_and_grad(
+      loss_fn, 4, batch_shardings=b_sh, grad_shardings=shardings.params
+    )
     (loss4, aux4), g4 = jax.jit(fn)(state.params, batch, rng)
   # float32, the same terms summed in another order: relative error ~1e-6.
   np.testing.assert_allclose(loss4, loss1, rtol=1e-5)
@@ -64,8 +72,9 @@ def test_train_step_with_microbatches_matches_one_batch():
   for n in (1, 2):
     with sharding.activate(mesh, rules):
       state, shardings = create_train_state(cfg, tx, mesh, rules, jax.random.key(0))
-      step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules,
-                             state_shardings=shardings, microbatches=n)
+      step = make_train_step(
+        cfg, stage, tx, mesh=mesh, rules=rules, state_shardings=shardings, microbatches=n
+      )
       _, metrics[n] = step(state, batch, np.float32(1e-3))
   for key in ("loss", "ce", "grad_norm", "tokens"):
     np.testing.assert_allclose(metrics[2][key], metrics[1][key], rtol=1e-5, err_msg=key)
@@ -80,11 +89,14 @@ def test_split_keeps_each_devices_rows():
   np.testing.assert_array_equal(micro[:, 1], x[4:])
 
 
-@pytest.mark.parametrize("batch,n,dp,msg", [
+@pytest.mark.parametrize(
+  "batch,n,dp,msg",
+  [
     (8, 3, 1, "not divisible by config.train.microbatches=3"),
     (8, 4, 4, "does not divide over the 4 data×fsdp devices"),
     (8, 0, 1, "must be >= 1"),
-])
+  ],
+)
 def test_bad_microbatch_counts(batch, n, dp, msg):
   with pytest.raises(ValueError, match=msg):
     accumulate.check_divides(batch, n, dp)
@@ -108,7 +120,8 @@ def test_toy_loss_accumulates_to_the_token_weighted_mean():
   # Closed form over the whole batch: mean over counted tokens of (x·w - 1)², and its gradient.
   err = np.asarray(x) @ np.asarray(w) - 1.0
   m = np.asarray(mask)
-  np.testing.assert_allclose(loss, (err ** 2 * m).sum() / m.sum(), rtol=1e-5)
-  np.testing.assert_allclose(grad, np.einsum("bt,btd->d", 2 * err * m, np.asarray(x)) / m.sum(),
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(loss, (err**2 * m).sum() / m.sum(), rtol=1e-5)
+  np.testing.assert_allclose(
+    grad, np.einsum("bt,btd->d", 2 * err * m, np.asarray(x)) / m.sum(), rtol=1e-4, atol=1e-6
+  )
   assert float(aux["tokens"]) == m.sum()

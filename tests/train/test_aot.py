@@ -26,8 +26,10 @@ TPU_PYTHON = os.path.join(ROOT, ".venv-tpu", "bin", "python")
 
 def _tpu_python() -> str:
   if not os.path.exists(TPU_PYTHON):
-    pytest.skip(f"no TPU virtualenv at {TPU_PYTHON}: `make tpu-venv` did not install "
-                "jax[tpu]/libtpu here (libtpu wheels exist for Linux x86_64/aarch64 only)")
+    pytest.skip(
+      f"no TPU virtualenv at {TPU_PYTHON}: `make tpu-venv` did not install "
+      "jax[tpu]/libtpu here (libtpu wheels exist for Linux x86_64/aarch64 only)"
+    )
   probe = subprocess.run([TPU_PYTHON, "-c", "import libtpu"], capture_output=True, text=True)
   if probe.returncode:
     pytest.skip(f"libtpu does not import in {TPU_PYTHON}: {probe.stderr.strip()[-300:]}")
@@ -37,13 +39,27 @@ def _tpu_python() -> str:
 def _compile(*args, timeout=600):
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
   env["PYTHONPATH"] = ROOT
-  return subprocess.run([_tpu_python(), "-m", "m3jax", "compile", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [_tpu_python(), "-m", "m3jax", "compile", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
-  proc = _compile("--config", "configs/memory3.py:tiny", "--topology", "v5e:2x2",
-                  "--stage", "continual", "--out-dir", str(tmp_path))
+  proc = _compile(
+    "--config",
+    "configs/memory3.py:tiny",
+    "--topology",
+    "v5e:2x2",
+    "--stage",
+    "continual",
+    "--out-dir",
+    str(tmp_path),
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr
   with open(tmp_path / "aot_v5e_2x2_continual.json") as f:
     result = json.load(f)
@@ -62,17 +78,21 @@ def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
   assert result["flops"]["accounted_per_device"] == pytest.approx(expected + extra)
   assert abs(compiled / (expected + extra) - 1) < 0.05, (compiled, expected + extra)
   mem = result["memory"]
-  assert mem["total_bytes"] == (mem["argument_bytes"] + mem["output_bytes"]
-                                - mem["alias_bytes"] + mem["temp_bytes"] + mem["code_bytes"])
-  assert mem["alias_bytes"] > 0            # the train state is donated
-  assert result["fit"]["fits"] and result["hbm_bytes_per_device"] == 16 * 1024 ** 3
-  assert result["collectives"]["all-gather"] > 0   # FSDP gathers the sharded params
+  assert mem["total_bytes"] == (
+    mem["argument_bytes"]
+    + mem["output_bytes"]
+    - mem["alias_bytes"]
+    + mem["temp_bytes"]
+    + mem["code_bytes"]
+  )
+  assert mem["alias_bytes"] > 0  # the train state is donated
+  assert result["fit"]["fits"] and result["hbm_bytes_per_device"] == 16 * 1024**3
+  assert result["collectives"]["all-gather"] > 0  # FSDP gathers the sharded params
   assert "compiled in" in proc.stdout
 
 
 def test_topology_libtpu_rejects_is_a_clear_error():
-  proc = _compile("--config", "configs/memory3.py:tiny", "--topology", "v5e:3x3",
-                  timeout=300)
+  proc = _compile("--config", "configs/memory3.py:tiny", "--topology", "v5e:3x3", timeout=300)
   assert proc.returncode == 2
   assert "libtpu does not know the TPU topology 'v5e:3x3'" in proc.stderr
   assert "Traceback" not in proc.stderr
@@ -102,7 +122,7 @@ def test_mesh_that_does_not_divide_devices():
 def test_batch_that_does_not_divide_the_mesh():
   mesh = sharding.make_mesh((2, 4, 1))
   assert aot.microbatches_for(2048, mesh, None) == 1
-  assert aot.microbatches_for(2048, mesh, 4) == 64          # 2048 / (4 x 8)
+  assert aot.microbatches_for(2048, mesh, 4) == 64  # 2048 / (4 x 8)
   with pytest.raises(ValueError, match="batch_size=12 does not divide over the 8"):
     aot.microbatches_for(12, mesh, None)
   with pytest.raises(ValueError, match="--per-device-batch 3 .* pick a divisor of 256"):
@@ -112,7 +132,7 @@ def test_batch_that_does_not_divide_the_mesh():
 def test_default_meshes_for_the_paper_shape():
   cfg = model_config_from(memory3.get_config("paper_2p4b").model)
   assert aot.default_train_mesh(cfg, 64) == (1, 64, 1)
-  assert aot.default_train_mesh(cfg, 256) == (2, 128, 1)   # 3200 is not a multiple of 256
+  assert aot.default_train_mesh(cfg, 256) == (2, 128, 1)  # 3200 is not a multiple of 256
   assert aot.default_decode_mesh(cfg, 64, 32) == (8, 1, 8)
   assert aot.default_decode_mesh(cfg, 256, 32) == (32, 1, 8)
 
@@ -135,18 +155,35 @@ def test_count_collectives():
 
 def test_fit_verdict_names_bytes_and_knobs():
   gib = aot_report.GiB
-  memory = {"argument_bytes": 30 * gib, "output_bytes": 30 * gib, "alias_bytes": 30 * gib,
-            "temp_bytes": 80 * gib, "code_bytes": 0}
+  memory = {
+    "argument_bytes": 30 * gib,
+    "output_bytes": 30 * gib,
+    "alias_bytes": 30 * gib,
+    "temp_bytes": 80 * gib,
+    "code_bytes": 0,
+  }
   memory["total_bytes"] = 110 * gib
   with pytest.raises(aot_report.DoesNotFitError) as err:
-    aot_report.check_fit(memory, 95 * gib, "TPU v5p", remat_policy="none",
-                         per_device_batch=8, mesh_shape={"data": 1, "fsdp": 64, "tensor": 1})
+    aot_report.check_fit(
+      memory,
+      95 * gib,
+      "TPU v5p",
+      remat_policy="none",
+      per_device_batch=8,
+      mesh_shape={"data": 1, "fsdp": 64, "tensor": 1},
+    )
   msg = str(err.value)
   assert f"{15 * gib:,} bytes" in msg and "(15.00 GiB) over the 95 GiB" in msg
   assert "remat_policy=full" in msg and "--per-device-batch (now 8" in msg
-  assert msg.index("temporaries") < msg.index("raise fsdp")   # the biggest part first
-  aot_report.check_fit({**memory, "total_bytes": 94 * gib}, 95 * gib, "TPU v5p",
-                       remat_policy="none", per_device_batch=8, mesh_shape={})
+  assert msg.index("temporaries") < msg.index("raise fsdp")  # the biggest part first
+  aot_report.check_fit(
+    {**memory, "total_bytes": 94 * gib},
+    95 * gib,
+    "TPU v5p",
+    remat_policy="none",
+    per_device_batch=8,
+    mesh_shape={},
+  )
   verdict = aot_report.fit({**memory, "total_bytes": 76 * gib}, 95 * gib)
   assert verdict["fits"] and verdict["headroom_fraction"] == pytest.approx(0.2)
 
@@ -157,8 +194,7 @@ def test_decode_formula_agrees_with_xla_on_cpu():
   model = Transformer(cfg)
   params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
   batch, max_len = 4, 256
-  cache = model.apply({"params": params}, batch, max_len,
-                      method=Transformer.init_cache)
+  cache = model.apply({"params": params}, batch, max_len, method=Transformer.init_cache)
   step = jax.jit(lambda p, t, c: model.apply({"params": p}, t, c, method=Transformer.step))
   cost = step.lower(params, jnp.zeros((batch, 1), jnp.int32), cache).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost

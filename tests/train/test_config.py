@@ -21,15 +21,22 @@ SPEC = os.path.join(ROOT, "configs/memory3.py:tiny")
 
 
 def test_overrides_are_parsed_and_typed():
-  c = load_config(SPEC, ["--config.model.num_layers=8", "--config.train.nan_guard=false",
-                         "--config.train.stages.1.peak_lr=2e-4",
-                         "--config.train.stages.warmup.steps", "9",
-                         "--config.model.memory.memory_layers=(0, 1, 2)"])
+  c = load_config(
+    SPEC,
+    [
+      "--config.model.num_layers=8",
+      "--config.train.nan_guard=false",
+      "--config.train.stages.1.peak_lr=2e-4",
+      "--config.train.stages.warmup.steps",
+      "9",
+      "--config.model.memory.memory_layers=(0, 1, 2)",
+    ],
+  )
   assert c.model.num_layers == 8 and c.train.nan_guard is False
-  assert c.train.stages.continual.peak_lr == 2e-4     # index 1 = the second stage by name
+  assert c.train.stages.continual.peak_lr == 2e-4  # index 1 = the second stage by name
   assert c.train.stages.warmup.steps == 9
   assert c.model.memory.memory_layers == (0, 1, 2)
-  model_config_from(c.model)   # still a valid model
+  model_config_from(c.model)  # still a valid model
 
 
 def test_unknown_key_lists_close_matches():
@@ -64,7 +71,7 @@ def test_wsd_schedule_shape():
   s = stage_from(dict(name="s", steps=100, peak_lr=1.0, warmup_steps=10))
   lr = schedule(s)
   assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(1.0)
-  assert float(lr(89)) == pytest.approx(1.0)        # flat until the last 10%
+  assert float(lr(89)) == pytest.approx(1.0)  # flat until the last 10%
   assert float(lr(99)) < 0.2 and float(lr(100)) == pytest.approx(0.01)
   cos = schedule(stage_from(dict(name="c", steps=100, peak_lr=1.0, schedule="cosine")))
   assert float(cos(0)) == pytest.approx(1.0) and float(cos(100)) == pytest.approx(0.01)
@@ -72,9 +79,11 @@ def test_wsd_schedule_shape():
 
 def test_weight_decay_mask_skips_norms_and_embeddings():
   from m3jax.train.optimizer import _decay_mask
+
   c = load_config(SPEC)
-  params = jax.eval_shape(Transformer(model_config_from(c.model)).init, jax.random.key(0),
-                          jnp.zeros((1, 8), jnp.int32))["params"]
+  params = jax.eval_shape(
+    Transformer(model_config_from(c.model)).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32)
+  )["params"]
   mask = _decay_mask(params)
   flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(mask)}
   assert not any(v for k, v in flat.items() if "scale" in k or "embed" in k)
@@ -96,12 +105,14 @@ def test_every_sweep_point_builds(path, variant):
   assert len(points) >= 2
   for name, config in points:
     cfg = model_config_from(config.model)
-    stages = train_config_from(config.train,
-                               has_memory_layers=bool(cfg.memory.memory_layers)).stages
+    stages = train_config_from(
+      config.train, has_memory_layers=bool(cfg.memory.memory_layers)
+    ).stages
     for stage in stages:
       make_optimizer(config.train)
-    shapes = jax.eval_shape(Transformer(cfg).init, jax.random.key(0),
-                            jnp.zeros((1, resolve_seq_len(config)), jnp.int32))
+    shapes = jax.eval_shape(
+      Transformer(cfg).init, jax.random.key(0), jnp.zeros((1, resolve_seq_len(config)), jnp.int32)
+    )
     assert shapes["params"]["lm_head"].value.shape[-1] == cfg.vocab_size, name
 
 

@@ -16,6 +16,7 @@ class Crash(RuntimeError):
 
 def _recording(log):
   """make_iterator, recording (stage, inputs) of every batch the loop draws."""
+
   def factory(config, stage, **kw):
     it = make_iterator(config, stage, **kw)
 
@@ -27,16 +28,23 @@ def _recording(log):
         batch = next(it)
         log.append((stage.name, batch["inputs"].copy()))
         return batch
+
       state, restore = it.state, it.restore
+
     return Recorded()
+
   return factory
 
 
 def _stream(config, n):
   """The first n batches of one uninterrupted iterator (stage 2's kind)."""
   stage = stages_from(config.train.stages)[1]
-  it = make_iterator(config, stage, batch_size=int(config.train.batch_size),
-                     seq_len=int(config.train.fallback_seq_len))
+  it = make_iterator(
+    config,
+    stage,
+    batch_size=int(config.train.batch_size),
+    seq_len=int(config.train.fallback_seq_len),
+  )
   return [next(it)["inputs"] for _ in range(n)]
 
 
@@ -61,6 +69,7 @@ def test_stage_two_and_resumes_continue_the_stream(tmp_path):
     def hook(name, s):
       if (name, s) == (stage_name, step):
         raise Crash()
+
     return hook
 
   for where in (("continual", 1), ("continual", 3)):
@@ -85,11 +94,18 @@ def test_train_iterator_state_moves_between_with_and_without_references():
   stream = np.arange(1000, dtype=np.int32) % 97
   refs = np.zeros((1000 // 20, 2), np.int32)
   plain = TrainIterator(stream, 20, 4, seed=3, bos_id=1)
-  full = TrainIterator(stream, 20, 4, seed=3, bos_id=1, ref_index_SxC=refs,
-                       ref_tokens_NxL=np.ones((1, 8), np.int32),
-                       ref_lengths_N=np.array([8]))
+  full = TrainIterator(
+    stream,
+    20,
+    4,
+    seed=3,
+    bos_id=1,
+    ref_index_SxC=refs,
+    ref_tokens_NxL=np.ones((1, 8), np.int32),
+    ref_lengths_N=np.array([8]),
+  )
   straight = TrainIterator(stream, 20, 4, seed=3, bos_id=1)
-  want = [next(straight)["targets"] for _ in range(17)]     # crosses an epoch (12 steps)
+  want = [next(straight)["targets"] for _ in range(17)]  # crosses an epoch (12 steps)
   for _ in range(14):
     next(plain)
   full.restore(plain.state())

@@ -25,12 +25,14 @@ def crash_at(stage_name, step):
   def hook(name, s):
     if (name, s) == (stage_name, step):
       raise Crash(f"simulated crash at {name}:{s}")
+
   return hook
 
 
 def losses(workdir):
-  return [(r["stage"], r["step"], r["loss"]) for r in read_jsonl(os.path.join(workdir,
-                                                                              "metrics.jsonl"))]
+  return [
+    (r["stage"], r["step"], r["loss"]) for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  ]
 
 
 @pytest.mark.integration
@@ -39,12 +41,13 @@ def test_resume_after_kill_is_bitwise(tmp_path):
   reference = train(config, str(tmp_path / "straight"))
   expected = losses(str(tmp_path / "straight"))
   assert [(n, s) for n, s, _ in expected] == (
-      [("warmup", i) for i in range(1, 7)] + [("continual", i) for i in range(1, 7)])
+    [("warmup", i) for i in range(1, 7)] + [("continual", i) for i in range(1, 7)]
+  )
 
   crashed = str(tmp_path / "crashed")
-  with pytest.raises(Crash):          # mid stage 1, between checkpoints 4 and 6
+  with pytest.raises(Crash):  # mid stage 1, between checkpoints 4 and 6
     train(config, crashed, hooks=[crash_at("warmup", 5)])
-  with pytest.raises(Crash):          # mid stage 2
+  with pytest.raises(Crash):  # mid stage 2
     train(config, crashed, hooks=[crash_at("continual", 3)])
   summary = train(config, crashed)
   got = losses(crashed)
@@ -55,18 +58,24 @@ def test_resume_after_kill_is_bitwise(tmp_path):
 
 def _nan_factory(bad_step):
   """The synthetic source, with a NaN loss mask in batch ``bad_step`` of stage 1."""
+
   def factory(config, stage, **kw):
     it = make_iterator(config, stage, **kw)
+
     class Poisoned:
       def __iter__(self):
         return self
+
       def __next__(self):
         batch = next(it)
         if stage.name == "warmup" and it.index == bad_step:
           batch["loss_mask"] = batch["loss_mask"] * np.nan
         return batch
+
       state, restore = it.state, it.restore
+
     return Poisoned()
+
   return factory
 
 
@@ -81,11 +90,13 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   cfg = model_config_from(config.model)
   mesh, rules = make_mesh_from(config)
   state, data_state, meta = ckpt.restore(
-      abstract_state(cfg, make_optimizer(config.train), mesh, rules))
+    abstract_state(cfg, make_optimizer(config.train), mesh, rules)
+  )
   ckpt.close()
   assert data_state == {"index": 4} and meta["stage"] == "warmup" and meta["step"] == 4
-  assert all(bool(np.isfinite(np.asarray(x)).all())
-             for x in jax.tree_util.tree_leaves(state.params))
+  assert all(
+    bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree_util.tree_leaves(state.params)
+  )
   assert not (tmp_path / "checkpoints" / "continual").exists()
 
 
@@ -94,7 +105,7 @@ def test_stage_handoff_loads_params_and_resets_optimizer(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=100)
   config.train.stages.warmup["steps"] = 4
   config.train.stages.continual["steps"] = 2
-  config.train.stages.continual["peak_lr"] = 0.0     # stage 2 leaves params untouched ...
+  config.train.stages.continual["peak_lr"] = 0.0  # stage 2 leaves params untouched ...
   train(config, str(tmp_path))
   cfg = model_config_from(config.model)
   mesh, rules = make_mesh_from(config)
@@ -102,32 +113,36 @@ def test_stage_handoff_loads_params_and_resets_optimizer(tmp_path):
   out = {}
   for stage in stages:
     ckpt = Checkpointer(str(tmp_path / "checkpoints" / stage.name), async_save=False)
-    out[stage.name] = ckpt.restore(abstract_state(
-        cfg, make_optimizer(config.train), mesh, rules))
+    out[stage.name] = ckpt.restore(abstract_state(cfg, make_optimizer(config.train), mesh, rules))
     ckpt.close()
   warm, cont = out["warmup"][0], out["continual"][0]
   # ... so its params are exactly stage 1's last checkpoint,
   jax.tree_util.tree_map(np.testing.assert_array_equal, cont.params, warm.params)
   # while its optimizer restarted: Adam's step count is 2 (not 4 + 2), its step is 2.
-  counts = lambda s: sorted({int(x) for x in jax.tree_util.tree_leaves(s.opt_state)
-                             if np.ndim(x) == 0})
+  counts = lambda s: sorted(
+    {int(x) for x in jax.tree_util.tree_leaves(s.opt_state) if np.ndim(x) == 0}
+  )
   assert counts(warm) == [4] and counts(cont) == [2]
   assert int(cont.step) == 2 and out["continual"][2]["stage"] == "continual"
   # Stage 2's records carry the memory mass of each memory layer; stage 1's none.
   recs = read_jsonl(str(tmp_path / "metrics.jsonl"))
-  assert all(len(r["memory_mass"]) == len(cfg.memory.memory_layers)
-             for r in recs if r["stage"] == "continual")
+  assert all(
+    len(r["memory_mass"]) == len(cfg.memory.memory_layers)
+    for r in recs
+    if r["stage"] == "continual"
+  )
   assert all(r["memory_mass"] == [] for r in recs if r["stage"] == "warmup")
 
 
 @pytest.mark.integration
 def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
   import signal
+
   config = tiny_config(shallow=True, checkpoint_every=2)
 
   def preempt(name, step):
     if (name, step) == ("warmup", 3):
-      os.kill(os.getpid(), signal.SIGTERM)    # what a preempting scheduler sends
+      os.kill(os.getpid(), signal.SIGTERM)  # what a preempting scheduler sends
 
   summary = train(config, str(tmp_path), hooks=[preempt])
   assert summary["preempted"] and summary["stages"]["warmup"]["preempted"]
@@ -136,4 +151,5 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
   resumed = train(config, str(tmp_path))
   assert not resumed["preempted"]
   assert [(n, s) for n, s, _ in losses(str(tmp_path))] == (
-      [("warmup", i) for i in range(1, 7)] + [("continual", i) for i in range(1, 7)])
+    [("warmup", i) for i in range(1, 7)] + [("continual", i) for i in range(1, 7)]
+  )

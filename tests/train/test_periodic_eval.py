@@ -16,7 +16,10 @@ def test_eval_every_logs_held_out_loss_with_and_without_memory(tmp_path):
   lines = (tmp_path / "eval_metrics.jsonl").read_text().splitlines()
   recs = [json.loads(line) for line in lines]
   assert [(r["stage"], r["step"], r["global_step"]) for r in recs] == [
-      ("warmup", 2, 2), ("continual", 2, 4), ("continual", 4, 6)]
+    ("warmup", 2, 2),
+    ("continual", 2, 4),
+    ("continual", 4, 6),
+  ]
   for r in recs:
     assert np.isfinite(r["held_out_loss_no_memory"]) and np.isfinite(r["held_out_loss_memory"])
   # The same rows each time: the no-memory loss changes only because the params do.

@@ -27,17 +27,23 @@ from tests.train.conftest import tiny_config
 # and paste the printed dict here.
 GOLDEN_STEPS, GOLDEN_INIT_STD, GOLDEN_LR = 8, 0.3, 3e-3
 GOLDEN = {
-    "warmup": [9.058538, 9.034141, 8.898029, 8.671168, 8.807816, 8.618055, 8.566341, 8.505378],
-    "continual": [8.882587, 8.909496, 9.026719, 8.817307, 8.680552, 8.916651, 8.722774,
-                  8.633408],
+  "warmup": [9.058538, 9.034141, 8.898029, 8.671168, 8.807816, 8.618055, 8.566341, 8.505378],
+  "continual": [8.882587, 8.909496, 9.026719, 8.817307, 8.680552, 8.916651, 8.722774, 8.633408],
 }
 
 
 def _batch_iter(config, stage, batch_size=8):
   cfg = model_config_from(config.model)
-  return SyntheticIterator(batch_size=batch_size, seq_len=64, vocab_size=cfg.vocab_size,
-                           chunk_len=cfg.memory.chunk_len, ref_len=cfg.memory.ref_len,
-                           bos_id=cfg.bos_id, with_refs=stage.use_memory, seed=0)
+  return SyntheticIterator(
+    batch_size=batch_size,
+    seq_len=64,
+    vocab_size=cfg.vocab_size,
+    chunk_len=cfg.memory.chunk_len,
+    ref_len=cfg.memory.ref_len,
+    bos_id=cfg.bos_id,
+    with_refs=stage.use_memory,
+    seed=0,
+  )
 
 
 def two_step_losses(config, mesh_shape=(1, 1, 1), devices=1, stages=(0, 1), steps=2, lr=None):
@@ -52,8 +58,7 @@ def two_step_losses(config, mesh_shape=(1, 1, 1), devices=1, stages=(0, 1), step
     tx = make_optimizer(config.train)
     with sharding.activate(mesh, rules):
       state, shardings = create_train_state(cfg, tx, mesh, rules, jax.random.key(0))
-      step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules,
-                             state_shardings=shardings)
+      step = make_train_step(cfg, stage, tx, mesh=mesh, rules=rules, state_shardings=shardings)
       it = _batch_iter(config, stage)
       lr_at = schedule(stage) if lr is None else (lambda _: lr)
       losses = []
@@ -74,19 +79,23 @@ def golden_losses():
 def test_golden_losses():
   got = golden_losses()
   vocab = model_config_from(tiny_config().model).vocab_size
-  for name, losses in got.items():   # what makes the goldens worth pinning
+  for name, losses in got.items():  # what makes the goldens worth pinning
     assert abs(losses[0] - np.log(vocab)) > 0.5, f"{name}: the init is trivial: {losses[0]}"
     assert losses[-1] < losses[0] - 0.2, f"{name}: {GOLDEN_STEPS} steps barely train: {losses}"
-  assert np.abs(np.subtract(got["continual"], got["warmup"])).min() > 1e-3, \
-      "the memory stage must differ from the memory-free one at every step"
+  assert np.abs(np.subtract(got["continual"], got["warmup"])).min() > 1e-3, (
+    "the memory stage must differ from the memory-free one at every step"
+  )
   for name, expected in GOLDEN.items():
     # float32 on CPU, one device: deterministic up to XLA version changes (~1e-6 rel per
     # step, compounding over the steps; 1e-4 is still far below any real change).
     np.testing.assert_allclose(
-        got[name], expected, rtol=1e-4,
-        err_msg=f"stage {name!r} losses changed: got {got[name]}. If intended, regenerate "
-                "GOLDEN with `.venv/bin/python -m tests.train.test_step` (see the comment "
-                "above GOLDEN in tests/train/test_step.py)")
+      got[name],
+      expected,
+      rtol=1e-4,
+      err_msg=f"stage {name!r} losses changed: got {got[name]}. If intended, regenerate "
+      "GOLDEN with `.venv/bin/python -m tests.train.test_step` (see the comment "
+      "above GOLDEN in tests/train/test_step.py)",
+    )
 
 
 def test_chunk_windows_match_naive():
@@ -108,8 +117,9 @@ def _params_and_batch(config):
   cfg = model_config_from(config.model)
   stage = train_config_from(config.train).stages[1]
   params = Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
-  params = jax.tree_util.tree_map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params,
-                                  is_leaf=lambda x: hasattr(x, "unbox"))
+  params = jax.tree_util.tree_map(
+    lambda x: x.unbox() if hasattr(x, "unbox") else x, params, is_leaf=lambda x: hasattr(x, "unbox")
+  )
   batch = {k: jnp.asarray(v) for k, v in next(_batch_iter(config, stage, 2)).items()}
   return cfg, stage, params, batch
 
@@ -138,8 +148,9 @@ def test_absent_references_equal_no_memory():
   cfg, stage, params, batch = _params_and_batch(config)
   batch = {**batch, "ref_lengths": jnp.zeros_like(batch["ref_lengths"])}
   plain = train_config_from(config.train).stages[0]
-  (with_mem, _), grads = jax.jit(jax.value_and_grad(
-      lambda p: make_loss_fn(cfg, stage)(p, batch, None), has_aux=True))(params)
+  (with_mem, _), grads = jax.jit(
+    jax.value_and_grad(lambda p: make_loss_fn(cfg, stage)(p, batch, None), has_aux=True)
+  )(params)
   without, _ = jax.jit(lambda p: make_loss_fn(cfg, plain)(p, batch, None))(params)
   # Masked slots get exactly zero weight: equal up to float32 summation order.
   np.testing.assert_allclose(float(with_mem), float(without), rtol=1e-6)
@@ -158,11 +169,14 @@ def test_memory_mass_is_a_separate_probe_not_part_of_the_train_step():
     probe = make_memory_mass_probe(cfg, stage, mesh=mesh, rules=rules)
     mass = np.asarray(probe(TrainState(jnp.zeros((), jnp.int32), params, None), batch))
   memory = memory_from_batch(params, cfg, batch["ref_tokens"], batch["ref_lengths"])
-  _, per_token = Transformer(cfg).apply({"params": params}, batch["inputs"], memory,
-                                        return_memory_mass=True)
+  _, per_token = Transformer(cfg).apply(
+    {"params": params}, batch["inputs"], memory, return_memory_mass=True
+  )
   w = np.asarray(batch["loss_mask"], np.float64)
-  naive = [(np.asarray(per_token[l]).mean(-1) * w).sum() / w.sum()
-           for l in range(cfg.memory.num_memory_layers)]
+  naive = [
+    (np.asarray(per_token[l]).mean(-1) * w).sum() / w.sum()
+    for l in range(cfg.memory.num_memory_layers)
+  ]
   np.testing.assert_allclose(mass, naive, rtol=1e-5)
   assert mass.shape == (cfg.memory.num_memory_layers,) and (mass > 0).all()
   _, aux = make_loss_fn(cfg, stage)(params, batch, None)
@@ -175,32 +189,46 @@ def test_memory_shape():
   mem = memory_from_batch(params, cfg, batch["ref_tokens"], batch["ref_lengths"])
   m = cfg.memory
   b, c = batch["ref_lengths"].shape
-  assert mem.keys_LxBxCxRxKxMxD.shape == (m.num_memory_layers, b, c, m.refs_per_chunk,
-                                          cfg.num_kv_heads, m.tokens_per_head, cfg.head_dim)
+  assert mem.keys_LxBxCxRxKxMxD.shape == (
+    m.num_memory_layers,
+    b,
+    c,
+    m.refs_per_chunk,
+    cfg.num_kv_heads,
+    m.tokens_per_head,
+    cfg.head_dim,
+  )
   assert mem.mask_BxCxRxM.shape == (b, c, m.refs_per_chunk, m.tokens_per_head)
 
 
 def test_sharded_step_on_2x4_mesh():
   config = tiny_config()
   # The memory stage (the one with the most sharding constraints), one step.
-  _, state, shardings = two_step_losses(config, mesh_shape=(2, 4, 1), devices=8, stages=(1,),
-                                        steps=1)
+  _, state, shardings = two_step_losses(
+    config, mesh_shape=(2, 4, 1), devices=8, stages=(1,), steps=1
+  )
   rules = config.sharding.rules
   # Every param carries the PartitionSpec its logical axes map to under the rules.
   from flax import linen as nn
+
   cfg = model_config_from(config.model)
   boxed = jax.eval_shape(Transformer(cfg).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
   logical = nn.get_partition_spec(boxed)["params"]
-  expected = jax.tree_util.tree_map(lambda spec: sharding.spec_for(tuple(spec), rules), logical,
-                                    is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  expected = jax.tree_util.tree_map(
+    lambda spec: sharding.spec_for(tuple(spec), rules),
+    logical,
+    is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec),
+  )
   got = jax.tree_util.tree_map(lambda x: x.sharding.spec, state.params)
   assert got == expected
   assert state.params["embed"]["embedding"].sharding.spec == jax.sharding.PartitionSpec(
-      "tensor", "fsdp")
+    "tensor", "fsdp"
+  )
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(state.params))
 
 
 if __name__ == "__main__":
   import os
+
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   print({k: [round(v, 6) for v in vs] for k, vs in golden_losses().items()})

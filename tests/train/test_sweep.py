@@ -8,12 +8,18 @@ import pytest
 from tests.train.test_config import ROOT
 from m3jax.run.sweep import run_sweep
 
-FAST = ["--config.train.data_source=synthetic", "--config.train.tensorboard=false",
-        "--config.train.plot=false", "--config.train.progress_bar=false",
-        "--config.train.stages.warmup.steps=2", "--config.train.stages.continual.steps=2",
-        "--config.train.stages.warmup.warmup_steps=1",
-        "--config.train.stages.continual.warmup_steps=1",
-        "--config.train.checkpoint_every=2", "--config.model.num_layers=2"]
+FAST = [
+  "--config.train.data_source=synthetic",
+  "--config.train.tensorboard=false",
+  "--config.train.plot=false",
+  "--config.train.progress_bar=false",
+  "--config.train.stages.warmup.steps=2",
+  "--config.train.stages.continual.steps=2",
+  "--config.train.stages.warmup.warmup_steps=1",
+  "--config.train.stages.continual.warmup_steps=1",
+  "--config.train.checkpoint_every=2",
+  "--config.model.num_layers=2",
+]
 
 
 @pytest.mark.integration
@@ -44,14 +50,16 @@ def test_three_point_sweep_trains_the_shared_first_stage_once(tmp_path):
 
   def counting_train(config, workdir):
     from m3jax.train.loop import train
+
     hook = lambda stage, step: trained.append((os.path.basename(workdir), stage, step))
     return train(config, workdir, hooks=[hook])
 
-  result = run_sweep(spec, str(tmp_path), extra_overrides=FAST, train_fn=counting_train,
-                     evaluate=False)
+  result = run_sweep(
+    spec, str(tmp_path), extra_overrides=FAST, train_fn=counting_train, evaluate=False
+  )
   assert len(result["points"]) == 3
   warm = [t for t in trained if t[1] == "warmup"]
-  assert {t[0] for t in warm} == {result["points"][0]["point"]}   # stage 1 once
+  assert {t[0] for t in warm} == {result["points"][0]["point"]}  # stage 1 once
   assert len([t for t in trained if t[1] == "continual"]) == 3 * 2  # stage 2 per point
   losses = [p["final_losses"]["warmup"] for p in result["points"]]
   assert losses[0] == losses[1] == losses[2]
@@ -60,10 +68,13 @@ def test_three_point_sweep_trains_the_shared_first_stage_once(tmp_path):
 @pytest.mark.slow
 def test_sweep_summary_has_qa_per_condition_and_a_knob_plot(tmp_path):
   spec = os.path.join(ROOT, "experiments/sweep_tokens_per_head.py:tiny")
-  small_eval = [f"--config.data.data_dir={tmp_path / 'data'}",
-                "--config.eval.num_questions=4", "--config.eval.qa_batch_size=4",
-                "--config.eval.max_new_tokens=2",
-                "--config.eval.conditions=('no_memory', 'memory')"]
+  small_eval = [
+    f"--config.data.data_dir={tmp_path / 'data'}",
+    "--config.eval.num_questions=4",
+    "--config.eval.qa_batch_size=4",
+    "--config.eval.max_new_tokens=2",
+    "--config.eval.conditions=('no_memory', 'memory')",
+  ]
   result = run_sweep(spec, str(tmp_path / "sweep"), extra_overrides=FAST + small_eval)
   for p in result["points"]:
     assert set(p["qa"]["qa_multiple_choice"]) == {"no_memory", "memory"}

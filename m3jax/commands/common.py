@@ -26,6 +26,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None) -
   parser.set_defaults(default_config=default, config_overrides=[])
 
 
+def add_bank_arguments(parser: argparse.ArgumentParser, *, bank: bool = True) -> None:
+  """``--bank`` (an existing bank to use) and ``--allow-stale-bank``, for the commands that
+  open a trained workdir's bank."""
+  if bank:
+    parser.add_argument(
+      "--bank",
+      default=None,
+      help="an existing bank (directory or TensorStore URL); default: the "
+      "workdir's bank of its last checkpoint, built when missing",
+    )
+  parser.add_argument(
+    "--allow-stale-bank",
+    action="store_true",
+    help="use a bank built with other weights or another tokenizer "
+    "(its memories are stale; normally refused)",
+  )
+
+
 def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = False):
   """The locked config of this command (see the module doc).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from m3jax.commands.common import add_config_arguments, config_from_args
+from m3jax.commands.common import add_bank_arguments, add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,12 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--workdir", default=None, help="run directory (default: artifacts/demo/<variant>)"
   )
-  parser.add_argument(
-    "--allow-stale-bank",
-    action="store_true",
-    help="use a bank built with other weights or another tokenizer "
-    "(its memories are stale; normally refused)",
-  )
+  add_bank_arguments(parser, bank=False)
   parser.add_argument(
     "--quick", action="store_true", help="shortened training and evaluation (every step still runs)"
   )

@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from m3jax.commands.common import add_config_arguments, config_from_args
+from m3jax.commands.common import add_bank_arguments, add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_config_arguments(parser, default=None)
   parser.add_argument("--workdir", required=True, help="trained workdir (python -m m3jax train)")
-  parser.add_argument(
-    "--bank",
-    default=None,
-    help="an existing bank (directory or TensorStore URL); default: the "
-    "workdir's bank of its last checkpoint, built when missing",
-  )
-  parser.add_argument(
-    "--allow-stale-bank",
-    action="store_true",
-    help="use a bank built with other weights or another tokenizer "
-    "(its memories are stale; normally refused)",
-  )
+  add_bank_arguments(parser)
   parser.add_argument(
     "--prompt", action="append", required=True, help="prompt text (repeat for a batch)"
   )

@@ -21,7 +21,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  from m3jax.config_loading import add_config_arguments
+  from m3jax.commands.common import add_config_arguments
 
   add_config_arguments(parser, default="configs/memory3.py:paper_2p4b")
   parser.add_argument(
@@ -204,7 +204,7 @@ def compile_and_report(config, args) -> dict:
 def run(args) -> int:
   # Host-side arrays (PRNG keys, constants) go to the CPU; only the compile targets TPU.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  from m3jax.config_loading import config_from_args
+  from m3jax.commands.common import config_from_args
   from m3jax.train import aot_report
 
   try:

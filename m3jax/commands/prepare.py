@@ -9,13 +9,13 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-  from m3jax.config_loading import add_config_arguments
+  from m3jax.commands.common import add_config_arguments
 
   add_config_arguments(parser, default="configs/memory3.py:small")
 
 
 def run(args) -> int:
-  from m3jax.config_loading import config_from_args
+  from m3jax.commands.common import config_from_args
   from m3jax.data.pipeline import prepare_for_training
   from m3jax.model.config import model_config_from
 

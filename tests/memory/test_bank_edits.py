@@ -81,6 +81,7 @@ def test_delete_with_duplicate_ids_leaves_bank_and_index_unchanged(live):
 
 def test_killed_insertion_demo_leaves_the_bank_as_it_was(live, tiny_cfg, tiny_params, monkeypatch):
   from m3jax.evaluate import evaluation
+  from m3jax.evaluate import insertion
   from m3jax.inference import knowledge
 
   url, refs, open_live = live
@@ -91,7 +92,7 @@ def test_killed_insertion_demo_leaves_the_bank_as_it_was(live, tiny_cfg, tiny_pa
   def killed(*a, **k):
     raise SystemExit("killed mid-demo")
 
-  monkeypatch.setattr(knowledge, "insertion_roundtrip", killed)
+  monkeypatch.setattr(insertion, "insertion_roundtrip", killed)
   monkeypatch.setattr(knowledge.LiveKnowledge, "insert", killed)  # the restore dies too
   with pytest.raises(SystemExit):
     evaluation.insertion_demo(

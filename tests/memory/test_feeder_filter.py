@@ -36,6 +36,9 @@ class _Retriever:
 class _Bank(set):
   layout = None
 
+  def contains(self, ids):
+    return [i in self for i in ids]
+
   @staticmethod
   def dequantize(k, v):
     return k, v

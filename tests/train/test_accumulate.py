@@ -9,7 +9,7 @@ from m3jax import sharding
 from m3jax.model.config import model_config_from
 from m3jax.train import accumulate
 from m3jax.train.optimizer import make_optimizer
-from m3jax.train.stages import stages_from
+from m3jax.train.config import train_config_from
 from m3jax.train.state import create_train_state
 from m3jax.train.step import batch_shardings, make_loss_fn, make_train_step
 from m3jax.train.synthetic import SyntheticIterator
@@ -19,7 +19,7 @@ from tests.train.conftest import tiny_config
 def _setup(mesh_shape=(2, 2, 1)):
   config = tiny_config(shallow=True)
   cfg = model_config_from(config.model)
-  stage = stages_from(config.train.stages)[1]  # continual: memory + encode_grad
+  stage = train_config_from(config.train).stages[1]  # continual: memory + encode_grad
   mesh = sharding.make_mesh(mesh_shape, devices=jax.devices()[: int(np.prod(mesh_shape))])
   rules = sharding.normalize_rules(config.sharding.rules)
   it = SyntheticIterator(

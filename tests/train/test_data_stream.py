@@ -6,7 +6,7 @@ import pytest
 from m3jax.data.pipeline import TrainIterator
 from m3jax.train.data_source import make_iterator
 from m3jax.train.loop import train
-from m3jax.train.stages import stages_from
+from m3jax.train.config import train_config_from
 from tests.train.conftest import tiny_config
 
 
@@ -38,7 +38,7 @@ def _recording(log):
 
 def _stream(config, n):
   """The first n batches of one uninterrupted iterator (stage 2's kind)."""
-  stage = stages_from(config.train.stages)[1]
+  stage = train_config_from(config.train).stages[1]
   it = make_iterator(
     config,
     stage,
@@ -50,8 +50,8 @@ def _stream(config, n):
 
 def _config():
   config = tiny_config(shallow=True, checkpoint_every=2)
-  config.train.stages[0]["steps"] = 3
-  config.train.stages[1]["steps"] = 4
+  config.train.stages.warmup["steps"] = 3
+  config.train.stages.continual["steps"] = 4
   return config
 
 

@@ -113,7 +113,7 @@ def compile_and_report(config, args) -> dict:
   from m3jax.model.config import model_config_from
   from m3jax.train import aot, aot_report, flops
   from m3jax.train.loop import resolve_seq_len
-  from m3jax.train.stages import stages_from
+  from m3jax.train.config import train_config_from
 
   cfg = model_config_from(config.model)
   topo = aot.tpu_topology(args.topology)
@@ -121,7 +121,9 @@ def compile_and_report(config, args) -> dict:
   seq_len = resolve_seq_len(config)
   stages = {
     s.name: s
-    for s in stages_from(config.train.stages, has_memory_layers=bool(cfg.memory.memory_layers))
+    for s in train_config_from(
+      config.train, has_memory_layers=bool(cfg.memory.memory_layers)
+    ).stages
   }
   stage_name = args.stage or list(stages)[-1]
   if stage_name != "decode" and stage_name not in stages:

@@ -58,7 +58,6 @@ def test_microbatched_grads_equal_whole_batch():
   # float32, the same terms summed in another order: relative error ~1e-6.
   np.testing.assert_allclose(loss4, loss1, rtol=1e-5)
   np.testing.assert_allclose(aux4["ce"], aux1["ce"], rtol=1e-5)
-  np.testing.assert_allclose(aux4["memory_mass"], aux1["memory_mass"], rtol=1e-4, atol=1e-7)
   assert float(aux4["tokens"]) == float(aux1["tokens"]) == float(batch["loss_mask"].sum())
   scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g1))
   for a, b in zip(jax.tree.leaves(g4), jax.tree.leaves(g1)):

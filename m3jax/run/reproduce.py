@@ -69,12 +69,6 @@ def _checkpoints(config, workdir: str) -> list[tuple[str, int, int]]:
   return out
 
 
-def _read_rows(path: str) -> list[dict]:
-  from m3jax.train.metrics import read_jsonl
-
-  return read_jsonl(path)
-
-
 def evaluate_checkpoint(
   config, workdir: str, stage: str, step: int, ev, scratch_dir: str, progress: bool = False
 ) -> dict:
@@ -144,12 +138,13 @@ def reproduce(
   """Trains both runs (resuming), evaluates every kept checkpoint, plots, summarizes."""
   from m3jax.evaluate import plots, report
   from m3jax.run.config import from_json
+  from m3jax.train.metrics import read_jsonl
   from m3jax.train.loop import train
 
   t0 = time.perf_counter()
   os.makedirs(out_dir, exist_ok=True)
   curves_path = os.path.join(out_dir, "curves.jsonl")
-  done = {(r["run"], r["stage"], r["step"]) for r in _read_rows(curves_path)}
+  done = {(r["run"], r["stage"], r["step"]) for r in read_jsonl(curves_path)}
   base_ev = report.eval_config_from(config.get("eval"))
   ev = dataclasses.replace(
     base_ev,
@@ -185,7 +180,7 @@ def reproduce(
           f"[reproduce] {name} {stage}/{step}: EM {row['qa_exact_match']} "
           f"MC {row['qa_multiple_choice']}"
         )
-  rows = _read_rows(curves_path)
+  rows = read_jsonl(curves_path)
   png = plots.learning_curves(rows, os.path.join(out_dir, "learning_curves.png"))
   summary = summarize(rows)
   summary.update(

@@ -35,6 +35,12 @@ class DataConfig:
   retrieval_candidates: int = 8
   embedder: str = "sparse_tfidf"
   embedding_dim: int = 256
+  # Counterfactual memory augmentation (m3jax.data.counterfactual): in memory stages, each
+  # token a training row shares with its references (minus the knowledge base's
+  # `memory_swap_stop_tokens` most frequent tokens) is swapped, with this probability, for a
+  # fresh token in the row and its references alike, so only memory can predict it.
+  memory_swap_rate: float = 0.0
+  memory_swap_stop_tokens: int = 64
   user_files: UserFiles = UserFiles()
 
   def __post_init__(self):
@@ -51,6 +57,10 @@ class DataConfig:
       raise ValueError(f"data.seq_len={self.seq_len} must be >= 2")
     if not 0 <= self.world.heldout_fraction < 1:
       raise ValueError("data.world.heldout_fraction must be in [0, 1)")
+    if not 0.0 <= self.memory_swap_rate <= 1.0:
+      raise ValueError(f"data.memory_swap_rate={self.memory_swap_rate} must be in [0, 1]")
+    if self.memory_swap_stop_tokens < 0:
+      raise ValueError("data.memory_swap_stop_tokens must be >= 0")
     if self.retrieval_candidates < 1:
       raise ValueError("data.retrieval_candidates must be >= 1")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from m3jax.data import pretrieval
+from m3jax.data import counterfactual, pretrieval
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 
@@ -42,6 +42,8 @@ class TrainIterator:
     process_index: int = 0,
     process_count: int = 1,
     shuffle: bool = True,
+    swap_rate: float = 0.0,
+    swap_stop_tokens: int = 64,
   ):
     if batch_size % process_count:
       raise ValueError(
@@ -66,6 +68,18 @@ class TrainIterator:
     self.epoch, self.step = 0, 0
     self._perm_epoch: int | None = None
     self._perm = np.arange(0)
+    self.swap_rate = float(swap_rate)
+    if self.swap_rate and self._refs is not None:
+      assert self._ref_tokens is not None and self._ref_lengths is not None
+      vocab_size = int(max(stream.max(), self._ref_tokens.max())) + 1
+      self._stop_V = counterfactual.stop_token_mask(
+        self._ref_tokens, self._ref_lengths, vocab_size, swap_stop_tokens
+      )
+      self._swap_weights_V = counterfactual.replacement_weights(
+        self._ref_tokens, self._ref_lengths, self._stop_V
+      )
+    else:
+      self.swap_rate = 0.0
 
   # -- checkpointing ------------------------------------------------------------------------
   def state(self) -> dict:
@@ -96,8 +110,16 @@ class TrainIterator:
       self.epoch, self.step = self.epoch + 1, 0
     start = self.step * self.batch_size + self._lo
     rows = self._permutation()[start : start + self.local_batch]
+    position = [self.seed, self.epoch, self.step, self._lo, 7]
     self.step += 1
-    return self.batch(rows)
+    out = self.batch(rows)
+    if self.swap_rate:
+      # Seeded by the position, so a resumed run swaps exactly as the original did.
+      rng = np.random.default_rng(position)
+      out = counterfactual.swap_batch(
+        out, self._stop_V, self._swap_weights_V, self.swap_rate, rng, self.bos_id
+      )
+    return out
 
   def batch(self, rows: np.ndarray) -> dict:
     """The contract dict for the given packed-sequence rows."""
@@ -181,6 +203,9 @@ def make_train_iterator(
     process_index,
     process_count,
     shuffle,
+    # Counterfactual memory augmentation (m3jax.data.counterfactual): training only.
+    swap_rate=cfg.memory_swap_rate if split == "train" else 0.0,
+    swap_stop_tokens=cfg.memory_swap_stop_tokens,
   )
 
 

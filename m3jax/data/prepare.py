@@ -76,6 +76,8 @@ def sources_key(cfg: DataConfig) -> str:
     "train_overlap_threshold",
     "max_span_factor",
     "retrieval_candidates",
+    "memory_swap_rate",  # training-time augmentation, not data
+    "memory_swap_stop_tokens",
   ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():

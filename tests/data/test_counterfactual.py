@@ -1,0 +1,136 @@
+"""Counterfactual memory augmentation: swaps are consistent, injective, fresh and resumable."""
+
+import numpy as np
+import pytest
+
+from m3jax.data import counterfactual
+from m3jax.data.vocab import NUM_SPECIAL
+
+V = 64
+
+
+def _world():
+  # Row: "<s> 10 11 20 30 40 41" ; refs of its two chunks hold 20, 30 (shared) and 50.
+  targets_T = np.array([10, 11, 20, 30, 40, 41, 10, 20], np.int32)
+  refs_CxN = np.array([[4, 10, 20, 30, 0, 0], [4, 10, 50, 20, 99 % V, 0]], np.int32)
+  lengths_C = np.array([4, 5], np.int32)
+  return targets_T, refs_CxN, lengths_C
+
+
+def test_stop_mask_holds_specials_and_most_frequent_reference_tokens():
+  refs = np.array([[7, 7, 7, 8, 9, 0], [7, 8, 12, 0, 0, 0]], np.int32)
+  lengths = np.array([5, 3], np.int32)
+  stop = counterfactual.stop_token_mask(refs, lengths, V, num_stop=2)
+  assert stop[:NUM_SPECIAL].all()
+  # counted by hand: 7 x4, 8 x2, 9 x1, 12 x1 (padding zeros beyond the lengths ignored)
+  assert stop[7] and stop[8] and not stop[9] and not stop[12]
+  w = counterfactual.replacement_weights(refs, lengths, stop)
+  np.testing.assert_allclose(w[[9, 12]], [0.5, 0.5])
+  assert w.sum() == pytest.approx(1.0)
+
+
+def test_rate_one_swaps_every_shared_token_consistently_in_row_and_references():
+  targets, refs, lengths = _world()
+  stop = np.zeros(V, bool)
+  stop[:NUM_SPECIAL] = True
+  weights = np.ones(V) / (V - NUM_SPECIAL)
+  weights[:NUM_SPECIAL] = 0
+  new_t, new_r = counterfactual.swap_row(
+    targets, refs, lengths, stop, weights, 1.0, np.random.default_rng(0)
+  )
+  shared = {10, 20, 30}  # in the row and in a reference; 11, 40, 41 are row-only, 50 ref-only
+  mapping = {}
+  for old, new in zip(targets, new_t):
+    mapping.setdefault(int(old), int(new))
+    assert mapping[int(old)] == int(new), "a token must map to one replacement everywhere"
+  for c in range(2):
+    for old, new in zip(refs[c, : lengths[c]], new_r[c, : lengths[c]]):
+      if int(old) in mapping:
+        assert mapping[int(old)] == int(new), "the reference must swap as the row does"
+      else:
+        assert int(old) == int(new)
+  for tok in shared:
+    assert mapping[tok] != tok
+  for tok in (11, 40, 41):
+    assert mapping[tok] == tok
+  assert new_r[1, 2] == 50 and new_r[0, 0] == 4  # ref-only and special untouched
+  np.testing.assert_array_equal(new_r[0, 4:], refs[0, 4:])  # padding untouched
+  fresh = [mapping[t] for t in shared]
+  assert len(set(fresh)) == len(fresh), "injective"
+  old_tokens = set(targets.tolist()) | set(refs[refs > 0].tolist())
+  assert not set(fresh) & old_tokens, "replacements are tokens the row and refs do not hold"
+  assert min(fresh) >= NUM_SPECIAL
+
+
+def test_rate_zero_and_stop_tokens_leave_the_row_alone():
+  targets, refs, lengths = _world()
+  stop = np.zeros(V, bool)
+  stop[:NUM_SPECIAL] = True
+  weights = np.ones(V) / V
+  t0, r0 = counterfactual.swap_row(
+    targets, refs, lengths, stop, weights, 0.0, np.random.default_rng(0)
+  )
+  np.testing.assert_array_equal(t0, targets)
+  np.testing.assert_array_equal(r0, refs)
+  stop[[10, 20, 30]] = True
+  t1, r1 = counterfactual.swap_row(
+    targets, refs, lengths, stop, weights, 1.0, np.random.default_rng(0)
+  )
+  np.testing.assert_array_equal(t1, targets)
+  np.testing.assert_array_equal(r1, refs)
+
+
+def test_swap_batch_rebuilds_inputs_from_swapped_targets():
+  targets, refs, lengths = _world()
+  batch = dict(
+    inputs=np.concatenate([[3], targets[:-1]])[None].astype(np.int32),
+    targets=targets[None],
+    loss_mask=np.ones((1, targets.size), np.float32),
+    ref_tokens=refs[None],
+    ref_lengths=lengths[None],
+  )
+  stop = np.zeros(V, bool)
+  stop[:NUM_SPECIAL] = True
+  weights = np.where(stop, 0.0, 1.0)
+  out = counterfactual.swap_batch(
+    batch, stop, weights / weights.sum(), 1.0, np.random.default_rng(1), 3
+  )
+  assert out["inputs"][0, 0] == 3
+  np.testing.assert_array_equal(out["inputs"][0, 1:], out["targets"][0, :-1])
+  assert not np.array_equal(out["targets"], batch["targets"])
+  np.testing.assert_array_equal(batch["targets"][0], targets)  # caller's batch not mutated
+
+
+def test_pipeline_swaps_training_rows_deterministically_and_resumes(tiny_data, tiny_model_cfg):
+  from m3jax.data.pipeline import make_train_iterator
+  from tests.data.conftest import tiny_data_cfg
+
+  base_cfg, _ = tiny_data
+
+  def make(rate, split="train"):
+    cfg = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=rate)
+    return make_train_iterator(cfg, tiny_model_cfg, split=split, batch_size=4, with_references=True)
+
+  plain, swapped = make(0.0), make(1.0)
+  b0, b1 = next(plain), next(swapped)
+  assert not np.array_equal(b0["targets"], b1["targets"]), "rate 1 must change some tokens"
+  np.testing.assert_array_equal(b0["ref_lengths"], b1["ref_lengths"])
+  np.testing.assert_array_equal(b1["inputs"][:, 1:], b1["targets"][:, :-1])
+  # Resume: the second batch of a fresh iterator restored to step 1 equals the original's.
+  expected = next(swapped)
+  again = make(1.0)
+  again.restore({"epoch": 0, "step": 1})
+  got = next(again)
+  for key in ("targets", "ref_tokens"):
+    np.testing.assert_array_equal(got[key], expected[key])
+  # Held-out text is never swapped.
+  v0, v1 = next(make(0.0, "valid")), next(make(1.0, "valid"))
+  np.testing.assert_array_equal(v0["targets"], v1["targets"])
+
+
+def test_config_rejects_rates_outside_unit_interval():
+  from m3jax.data.config import data_config_from
+  from tests.data.conftest import tiny_data_cfg
+
+  with pytest.raises(ValueError, match="memory_swap_rate"):
+    data_config_from(tiny_data_cfg("/tmp/x", memory_swap_rate=1.5))

@@ -28,12 +28,13 @@ demo: $(STAMP)
 	$(PY) -m m3jax demo --results experiments/results/demo.json --plots experiments/results/plots
 
 # Unit and property tests (pyproject's default marker filter): <= 3 minutes on 2 cores.
-# tpu-venv-or-skip installs .venv-tpu (libtpu) for the AOT compile test.
-test: $(STAMP) tpu-venv-or-skip
+test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
-# End-to-end jobs: the demo, the sweep, the probes, trainings, the GPU script (CPU run).
-test-integration: $(STAMP)
+# End-to-end jobs: the demo, the sweep, the probes, trainings, the GPU script (CPU run), and
+# the tests that compile many programs (scan, remat, sharding, fused kernels in interpret
+# mode). tpu-venv-or-skip installs .venv-tpu (libtpu) for the AOT compile test.
+test-integration: $(STAMP) tpu-venv-or-skip
 	$(PY) -m pytest -n 2 --dist loadfile -q -m "integration or slow" $(PYTEST_ARGS)
 
 # The longest of them only (the full demo, the notebook).

@@ -29,6 +29,7 @@ def _setup(mesh_shape, **model_overrides):
     ((2, 1, 4), {"num_heads": 8, "num_kv_heads": 4}),  # data x tensor
   ],
 )
+@pytest.mark.integration
 def test_sharded_forward_and_grad_step(mesh_shape, overrides):
   assert len(jax.devices()) == 8, "tests/conftest.py must force 8 CPU devices"
   config, cfg, mesh = _setup(mesh_shape, **overrides)

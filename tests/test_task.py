@@ -27,6 +27,7 @@ def test_gather_memory_retrieves_each_distinct_query_once():
   assert task.gather_memory(bank, [[None, None]]) is None
 
 
+@pytest.mark.integration
 def test_span_logprob_and_loss_against_a_float64_reference():
   cfg, params = tiny_model(init_std=0.02)
   rng = np.random.default_rng(0)

@@ -1,5 +1,6 @@
 """Per-reference attention mass sums to the model's own memory mass."""
 
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -8,6 +9,7 @@ from m3jax.model.memory_kv import MemoryKV
 from tests.inference.fakes import FakeBank, tiny_model
 
 
+@pytest.mark.integration
 def test_reference_mass_sums_to_model_memory_mass():
   cfg, params = tiny_model()
   bank = FakeBank(cfg)

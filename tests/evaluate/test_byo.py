@@ -104,6 +104,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, live):
     build_bank(None, cfg, [], str(tmp_path / "empty"))
 
 
+@pytest.mark.integration
 def test_insertion_roundtrip_reports_three_states(live, tmp_path):
   from m3jax.evaluate.insertion import insertion_roundtrip
 

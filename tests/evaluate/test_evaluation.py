@@ -14,6 +14,7 @@ from m3jax.memory.build import BankConfig, build_bank
 from tests.inference.fakes import tiny_model
 
 
+@pytest.mark.integration
 def test_evaluate_all_smoke(tmp_path):
   config = get_config("tiny")
   config.data.data_dir = str(tmp_path / "data")
@@ -91,6 +92,7 @@ def test_accuracy_by_attribute_plot(tmp_path):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration
 def test_only_qa_on_a_corpus_too_small_for_perplexity(tmp_path):
   """A part that cannot run is skipped with its reason; the others are kept."""
   import numpy as np

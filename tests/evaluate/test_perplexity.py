@@ -18,6 +18,7 @@ def _sequences(cfg, lengths):
   return seqs
 
 
+@pytest.mark.integration
 def test_causal_perplexity_never_retrieves_with_scored_tokens():
   cfg, params = tiny_model(init_std=0.02)
   L = cfg.memory.chunk_len
@@ -37,6 +38,7 @@ def test_causal_perplexity_never_retrieves_with_scored_tokens():
     assert list(pos) == list(range((q.chunk - 1) * L, q.chunk * L))  # all of chunk c-1
 
 
+@pytest.mark.integration
 def test_own_text_oracle_reads_the_scored_chunk_and_differs():
   cfg, params = tiny_model(init_std=0.02)
   L = cfg.memory.chunk_len

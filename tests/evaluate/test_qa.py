@@ -46,6 +46,7 @@ def _naive_ll(cfg, params, prompt, answer, bank):
   return sum(logp[t - 1, seq[t]] for t in range(len(prompt), len(seq)))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("with_memory", [False, True])
 def test_choice_scores_equal_naive_loop(with_memory):
   cfg, params = tiny_model()
@@ -97,6 +98,7 @@ def test_rag_and_memory_use_the_same_ids_and_rag_format(setup):
   assert items[0]["gold_ref_id"] in kept  # the retrieval itself works
 
 
+@pytest.mark.integration
 def test_evaluate_qa_runs_every_condition(setup):
   cfg, params, vocab, refs, bank, feeder = setup
   source = memory_sources.RetrievedMemory(feeder, vocab)

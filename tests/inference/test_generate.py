@@ -61,6 +61,7 @@ def _prompts(cfg, lengths, seed=0):
   return [[cfg.bos_id] + list(rng.integers(5, cfg.vocab_size, n - 1)) for n in lengths]
 
 
+@pytest.mark.integration
 def test_cached_memory_generation_matches_full_forward(model):
   cfg, params = model
   L = cfg.memory.chunk_len  # 16 in the tiny config
@@ -77,6 +78,7 @@ def test_cached_memory_generation_matches_full_forward(model):
       np.testing.assert_array_equal(res.memory_ids[r][c], used[c])
 
 
+@pytest.mark.integration
 def test_no_memory_generation_matches_full_forward_and_memory_matters(model):
   cfg, params = model
   prompts = _prompts(cfg, [3, 20], seed=1)
@@ -89,6 +91,7 @@ def test_no_memory_generation_matches_full_forward_and_memory_matters(model):
   assert any(not np.array_equal(a, b) for a, b in zip(res.tokens, with_mem.tokens))
 
 
+@pytest.mark.integration
 def test_first_decoded_chunk_inherits_last_prompt_chunk(model):
   cfg, params = model
   L = cfg.memory.chunk_len
@@ -101,6 +104,7 @@ def test_first_decoded_chunk_inherits_last_prompt_chunk(model):
   assert [(q.row, q.chunk) for q in bank.calls[0]] == [(0, 0), (1, 0), (1, 1)]
 
 
+@pytest.mark.integration
 def test_eos_stops_rows(model):
   cfg, params = model
   prompts = _prompts(cfg, [4, 9], seed=2)
@@ -120,6 +124,7 @@ def test_sampling_topk_stays_in_topk_and_greedy_is_argmax():
     SamplingConfig(temperature=-1.0)
 
 
+@pytest.mark.integration
 def test_sampled_generation_runs_with_memory(model):
   cfg, params = model
   res = Generator(

@@ -44,6 +44,7 @@ def built(kb, tiny_cfg, tiny_params, tmp_path_factory):
   return url
 
 
+@pytest.mark.integration
 def test_round_trip_equals_in_memory_forward(kb, built, tiny_cfg, tiny_params):
   tok, refs = kb
   cfg = tiny_cfg
@@ -83,6 +84,7 @@ def test_round_trip_equals_in_memory_forward(kb, built, tiny_cfg, tiny_params):
   feeder.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("quantization", ["none", "pq"])
 def test_killed_build_resumes_identically(kb, tiny_cfg, tiny_params, tmp_path, quantization):
   refs = kb[1]

@@ -9,6 +9,7 @@ from m3jax.memory.store import MemoryBank
 from tests.memory.helpers import write_kb
 
 
+@pytest.mark.integration
 def test_build_memory_cli_pq_then_feed(tmp_path, capsys, tiny_cfg):
   pytest.importorskip("seqio")
   kb = write_kb(tmp_path / "kb.jsonl", 6)
@@ -40,6 +41,7 @@ def test_build_memory_cli_pq_then_feed(tmp_path, capsys, tiny_cfg):
   assert MemoryBank.open(bank_dir).ids == bank.ids
 
 
+@pytest.mark.integration
 def test_build_memory_cli_refuses_a_non_empty_folder(tmp_path):
   pytest.importorskip("seqio")
   kb = write_kb(tmp_path / "kb.jsonl", 2)

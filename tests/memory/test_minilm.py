@@ -46,6 +46,7 @@ def numpy_bert(w, ids, mask):
   return pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
 
 
+@pytest.mark.integration
 def test_flax_minilm_matches_numpy_reference():
   texts = ["The capital of France is Paris.", "Bridges span rivers.", "tiny"]
   emb = make_embedder("minilm")

@@ -50,6 +50,7 @@ def test_gaussian_error_within_twice_the_rate_distortion_bound():
   assert shannon < err < 2 * shannon
 
 
+@pytest.mark.integration
 def test_dequantized_memories_barely_change_logits(tiny_cfg, tiny_params):
   """PQ keeps most of what memory does to the logits: the logit change from quantizing
   is under a third of the change from removing the memories altogether (4 bytes per

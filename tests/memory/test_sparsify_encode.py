@@ -56,6 +56,7 @@ def test_selection_matches_naive_numpy(selection):
       assert sorted(idx[bi, kh, :m].tolist()) == sorted(best.tolist())
 
 
+@pytest.mark.integration
 def test_k_equal_reference_length_is_the_dense_memory(tiny_cfg, tiny_params):
   """Keeping every token and attending to it == attending to the full reference K/V."""
   cfg = tiny_cfg

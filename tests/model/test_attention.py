@@ -126,6 +126,7 @@ def test_wrong_chunk_count_is_rejected():
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("t,chunk_len,h,kv,chunks", [(11, 4, 6, 2, 3), (5, 8, 4, 1, 1)])
 def test_flat_fused_attention_equals_dense(t, chunk_len, h, kv, chunks):
   """The single-call formulation (cuDNN-ready) computes the same function (XLA here)."""

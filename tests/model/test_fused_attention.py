@@ -54,6 +54,7 @@ def _reference_mask(t, s_ctx, offset, mem_mask):
   return np.concatenate([ctx, own], -1)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("t,chunks,offset", [(20, 1, 1), (130, 17, 1)])
 def test_splash_mask_encodes_the_reference_mask(t, chunks, offset):
   _, k, _, mem = _inputs(t, chunks, offset)
@@ -97,19 +98,23 @@ def _check(impl, t, chunks, offset, grads=True):
     _close(a, b, f"{impl} d/d{name}")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("t,chunks,offset", [(20, 3, 1), (20, 1, 1), (12, 0, 0)])
 def test_flat_xla_attention_equals_dense_forward_and_gradients(t, chunks, offset):
   _check("flat", t, chunks, offset)
 
 
+@pytest.mark.integration
 def test_splash_kernel_equals_dense_forward_and_gradients():
   _check("splash_interpret", 20, 3, 1)
 
 
+@pytest.mark.integration
 def test_splash_kernel_encoding_layout_forward():
   _check("splash_interpret", 9, 0, 0, grads=False)
 
 
+@pytest.mark.integration
 def test_impls_resolve_and_splash_needs_a_causal_layout():
   assert resolve_impl("auto") == "flat"  # CPU
   q, k, v, _ = _inputs(4, 0, 1)

@@ -67,6 +67,7 @@ def test_layer_runs_split_memory_from_plain_layers():
   assert stack.layer_runs(gaps) == ((0, 1, True), (1, 2, False), (2, 3, True), (3, 4, False))
 
 
+@pytest.mark.integration
 def test_conversion_round_trips_and_matches_scanned_init():
   params, scanned = _params()
   init = nn.meta.unbox(
@@ -113,6 +114,7 @@ def _loss(cfg, tokens, use_memory):
   return loss
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("use_memory", [False, True], ids=["stage1", "stage2"])
 def test_scanned_forward_and_gradients_equal_unrolled(use_memory):
   params, scanned = _params()
@@ -126,6 +128,7 @@ def test_scanned_forward_and_gradients_equal_unrolled(use_memory):
   _close(g_scan, stack.scan_params(g_ref, SCAN), "gradients")
 
 
+@pytest.mark.integration
 def test_scanned_encoding_and_sink_equal_unrolled():
   params, scanned = _params()
   refs = _tokens((3, 6), seed=5)
@@ -154,6 +157,7 @@ def _decode(cfg, params, tokens, memory):
   return jnp.concatenate(outs, 1), cache
 
 
+@pytest.mark.integration
 def test_scanned_decoding_equals_unrolled():
   params, scanned = _params()
   tokens = _tokens((2, 7), seed=6)
@@ -177,6 +181,7 @@ def _stage2_grads(scan_layers: bool, policy: str):
   return jax.jit(jax.grad(_loss(cfg, _tokens((2, 10)), True)))(scanned if scan_layers else params)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention"])
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 def test_every_remat_policy_gives_the_same_gradients(policy, scan_layers):
@@ -195,6 +200,7 @@ def _residual_bytes(cfg, params, tokens):
   return sum(x.nbytes for x in jax.tree_util.tree_leaves(vjp)) - param_bytes
 
 
+@pytest.mark.integration
 def test_remat_policies_keep_less_in_the_documented_order():
   _, scanned = _params()
   tokens = _tokens((2, 32))

@@ -53,6 +53,7 @@ def _forward(params, cfg, tokens, memory=None):
   return Transformer(cfg).apply({"params": params}, tokens, memory)
 
 
+@pytest.mark.integration
 def test_no_memory_and_fully_masked_memory_are_bitwise_plain():
   params, cfg = _params()
   tokens = jax.random.randint(jax.random.key(2), (2, 10), 5, cfg.vocab_size)
@@ -70,6 +71,7 @@ def test_no_memory_and_fully_masked_memory_are_bitwise_plain():
   )
 
 
+@pytest.mark.integration
 def test_memory_only_reaches_its_chunk():
   params, cfg = _params()
   tokens = jax.random.randint(jax.random.key(3), (1, 12), 5, cfg.vocab_size)
@@ -84,6 +86,7 @@ def test_memory_only_reaches_its_chunk():
   assert not np.allclose(np.asarray(base[:, 8:]), np.asarray(changed[:, 8:]))
 
 
+@pytest.mark.integration
 def test_causality_with_memory_attached():
   params, cfg = _params()
   t = 11
@@ -113,6 +116,7 @@ def test_causality_with_memory_attached():
     assert jac[t_out, t_out] > 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("resident", [False, True])
 def test_prefill_and_decode_with_memory_swaps_equal_full_forward(resident):
   """Decode steps take the chunk's memory explicitly, or read it resident in the cache
@@ -155,6 +159,7 @@ def test_prefill_and_decode_with_memory_swaps_equal_full_forward(resident):
   np.testing.assert_allclose(np.asarray(cached), np.asarray(full), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_prefill_of_ragged_prompts_and_per_row_decode():
   params, cfg = _params()
   tokens = jax.random.randint(jax.random.key(6), (2, 9), 5, cfg.vocab_size)
@@ -179,6 +184,7 @@ def test_prefill_of_ragged_prompts_and_per_row_decode():
   )
 
 
+@pytest.mark.integration
 def test_sink_is_constant_and_matches_reference_encoding():
   """The <ref> sink's K/V equals slot 0 of every reference encoding run by ``encode``.
 
@@ -229,6 +235,7 @@ def _plain_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_TxS):
   return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(logits, axis=-1), v)
 
 
+@pytest.mark.integration
 def test_memory_positions_match_an_explicit_sequence():
   """``[<ref>, r_1..r_n, <s>, x_1, …]`` at positions ``[0, 1..n, ref_len+1, …]`` run as ONE
   plain causal sequence equals the model reading r as its memory (DESIGN.md §2).

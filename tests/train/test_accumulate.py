@@ -41,6 +41,7 @@ def _setup(mesh_shape=(2, 2, 1)):
   return config, cfg, stage, mesh, rules, batch
 
 
+@pytest.mark.integration
 def test_microbatched_grads_equal_whole_batch():
   config, cfg, stage, mesh, rules, batch = _setup()
   tx = make_optimizer(config.train)
@@ -64,6 +65,7 @@ def test_microbatched_grads_equal_whole_batch():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.integration
 def test_train_step_with_microbatches_matches_one_batch():
   config, cfg, stage, mesh, rules, batch = _setup((1, 2, 1))
   tx = make_optimizer(config.train)

@@ -49,6 +49,7 @@ def _compile(*args, timeout=600):
   )
 
 
+@pytest.mark.integration
 def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
   proc = _compile(
     "--config",
@@ -188,6 +189,7 @@ def test_fit_verdict_names_bytes_and_knobs():
   assert verdict["fits"] and verdict["headroom_fraction"] == pytest.approx(0.2)
 
 
+@pytest.mark.integration
 def test_decode_formula_agrees_with_xla_on_cpu():
   """decode_step_flops against XLA:CPU's count of the real decode step (tiny shape)."""
   cfg = model_config_from(memory3.get_config("tiny").model)

@@ -55,6 +55,7 @@ def _config():
   return config
 
 
+@pytest.mark.integration
 def test_stage_two_and_resumes_continue_the_stream(tmp_path):
   """Stage 2's first batch is the stream's 4th (not stage 1's first), also after crashes
   right after the hand-off (before any stage-2 checkpoint) and mid stage 2.

@@ -1,5 +1,6 @@
 """Evaluation during training: held-out loss with and without memory every eval_every steps."""
 
+import pytest
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ from m3jax.train.loop import train
 from tests.train.conftest import tiny_config
 
 
+@pytest.mark.integration
 def test_eval_every_logs_held_out_loss_with_and_without_memory(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=100, eval_every=2, eval_batches=1)
   config.train.stages.warmup["steps"] = 2

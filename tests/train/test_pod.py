@@ -84,6 +84,7 @@ def test_multislice_puts_slices_on_the_data_axis():
     sharding.device_grid((1, 8, 1), devices)
 
 
+@pytest.mark.integration
 def test_preemption_agreed_across_hosts_saves_that_step_and_exits_143(tmp_path, monkeypatch):
   """The sync point JAX's preemption service reports (here: step 3) decides the save."""
   monkeypatch.setattr(

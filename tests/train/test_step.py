@@ -76,6 +76,7 @@ def golden_losses():
   return got
 
 
+@pytest.mark.integration
 def test_golden_losses():
   got = golden_losses()
   vocab = model_config_from(tiny_config().model).vocab_size
@@ -124,6 +125,7 @@ def _params_and_batch(config):
   return cfg, stage, params, batch
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("encode_grad", [True, False])
 def test_encode_grad_controls_memory_path_gradient(encode_grad):
   config = tiny_config()
@@ -142,6 +144,7 @@ def test_encode_grad_controls_memory_path_gradient(encode_grad):
     assert norm == 0.0, "encode_grad=False must stop every gradient through the memories"
 
 
+@pytest.mark.integration
 def test_absent_references_equal_no_memory():
   """All ref_lengths 0: every memory slot masked, so the loss equals stage 1's."""
   config = tiny_config()
@@ -158,6 +161,7 @@ def test_absent_references_equal_no_memory():
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
 
 
+@pytest.mark.integration
 def test_memory_mass_is_a_separate_probe_not_part_of_the_train_step():
   """The probe averages the model's own per-token memory mass over counted tokens and
   heads; the train step's metrics no longer carry it (its attention may be fused)."""
@@ -201,6 +205,7 @@ def test_memory_shape():
   assert mem.mask_BxCxRxM.shape == (b, c, m.refs_per_chunk, m.tokens_per_head)
 
 
+@pytest.mark.integration
 def test_sharded_step_on_2x4_mesh():
   config = tiny_config()
   # The memory stage (the one with the most sharding constraints), one step.

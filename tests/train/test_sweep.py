@@ -43,6 +43,7 @@ def test_two_point_sweep_runs_end_to_end(tmp_path):
   assert [p["first_stage_from"] for p in result["points"]] == [None, "encode_grad_on"]
 
 
+@pytest.mark.integration
 def test_three_point_sweep_trains_the_shared_first_stage_once(tmp_path):
   """sweep_tokens_per_head varies k only: stage 1 (no memory) is shared by all points."""
   spec = os.path.join(ROOT, "experiments/sweep_tokens_per_head.py:tiny")

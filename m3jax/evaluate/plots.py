@@ -18,7 +18,9 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
   denom = 1 + z * z / n
   center = (p + z * z / (2 * n)) / denom
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-  return max(0.0, center - half), min(1.0, center + half)
+  # The interval always holds p; clamping keeps it so under rounding (at p = 1, center +
+  # half can come out as 0.999…, and matplotlib refuses the negative error bar).
+  return max(0.0, min(p, center - half)), min(1.0, max(p, center + half))
 
 
 def _bars_with_ci(ax, xs, values, n, width, label):

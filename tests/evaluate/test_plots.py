@@ -64,3 +64,13 @@ def test_html_report_holds_table_and_plots(tmp_path):
   report.write_html(str(page), res)
   text = page.read_text()
   assert "multiple choice" in text and "data:image/png;base64," in text
+
+
+@pytest.mark.parametrize("n", [1, 7, 28, 63, 100, 255, 256, 1024])
+@pytest.mark.parametrize("k", ["all", "none", "one"])
+def test_wilson_interval_always_holds_the_proportion(n, k):
+  # At p = 1 the upper bound rounded to 0.999… once, and matplotlib refused the negative
+  # error bar: the whole eval died after QA ("'yerr' must not contain negative values").
+  p = {"all": n / n, "none": 0 / n, "one": 1 / n}[k]
+  lo, hi = plots.wilson(p, n)
+  assert 0.0 <= lo <= p <= hi <= 1.0

@@ -47,15 +47,25 @@ class HeldOutLoss:
     else:
       from m3jax.data import pipeline
 
-      it = pipeline.make_train_iterator(
-        config.data,
-        cfg,
-        split="valid",
-        batch_size=batch_size,
-        seq_len=seq_len,
-        with_references=use_memory,
-        shuffle=False,
-      )
+      def valid(b):
+        return pipeline.make_train_iterator(
+          config.data,
+          cfg,
+          split="valid",
+          batch_size=b,
+          seq_len=seq_len,
+          with_references=use_memory,
+          shuffle=False,
+        )
+
+      # A small bring-your-own corpus can hold fewer held-out sequences than a training
+      # batch: evaluate on what there is rather than stop the run at its first eval.
+      it = valid(1)
+      if it.num_seqs < batch_size:
+        batch_size = it.num_seqs
+        num_batches = 1
+        it = valid(batch_size)
+    self.batch_size = batch_size
     self.batches = [next(it) for _ in range(num_batches)]
     kinds = {"no_memory": StageSpec("held_out", 1, 0.0)}
     if use_memory:

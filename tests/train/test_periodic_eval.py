@@ -29,3 +29,22 @@ def test_eval_every_logs_held_out_loss_with_and_without_memory(tmp_path):
   # Training records are untouched by evaluation (one per step).
   steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert len(steps) == 6
+
+
+def test_held_out_batches_shrink_to_a_small_valid_split(tmp_path):
+  # A bring-your-own corpus had 4 held-out sequences for a batch of 16: the run died at
+  # its first eval_every, after 100 steps of training. Evaluate on what there is.
+  from m3jax.model.config import model_config_from
+  from m3jax.train.periodic_eval import HeldOutLoss
+
+  config = tiny_config(shallow=True)
+  config.train.data_source = "pipeline"
+  config.data.data_dir = str(tmp_path / "data")
+  cfg = model_config_from(config.model)
+  seq_len = int(config.data.seq_len)
+  ho = HeldOutLoss(config, cfg, seq_len=seq_len, batch_size=100_000, num_batches=2)
+  from m3jax.data.pipeline import data_paths
+
+  valid_seqs = len(np.load(data_paths(config.data).tokens("valid"))) // seq_len
+  assert 0 < ho.batch_size == valid_seqs < 100_000
+  assert len(ho.batches) == 1 and ho.batches[0]["inputs"].shape == (ho.batch_size, seq_len)

@@ -7,6 +7,8 @@ import os
 import platform
 import subprocess
 
+from m3jax.evaluate.report import cpu_model
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -28,13 +30,7 @@ def describe_machine() -> dict:
   import jax
 
   dev = jax.devices()[0]
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
+  cpu = cpu_model()
   info = {
     "backend": dev.platform,
     "device_kind": dev.device_kind,

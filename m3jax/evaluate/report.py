@@ -11,7 +11,7 @@ import os
 import platform
 from typing import Any, Mapping
 
-from m3jax.model.config import frozen_from
+from m3jax.model.config import frozen_from, require_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,17 +45,8 @@ class EvalConfig:
     bad = [c for c in self.conditions if c not in CONDITIONS]
     if bad:
       raise ValueError(f"invalid config field 'eval.conditions': {bad} not in {CONDITIONS}")
-    for name in (
-      "qa_batch_size",
-      "max_new_tokens",
-      "speed_batch",
-      "speed_prompt_tokens",
-      "speed_new_tokens",
-      "speed_runs",
-      "max_prompt_tokens",
-    ):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"invalid config field 'eval.{name}': must be positive")
+    lengths = ("max_new_tokens", "max_prompt_tokens", "speed_prompt_tokens", "speed_new_tokens")
+    require_positive(self, ("qa_batch_size", "speed_batch", "speed_runs", *lengths), "eval.")
     if not isinstance(self.few_shot, int) or self.few_shot < 0:
       raise ValueError(
         f"invalid config field 'eval.few_shot': {self.few_shot!r}; a number of demonstrations >= 0"

@@ -19,7 +19,7 @@ import numpy as np
 
 from m3jax.memory import quantize
 from m3jax.memory.encode import encode_references
-from m3jax.model.config import frozen_from
+from m3jax.model.config import frozen_from, require_positive
 from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
 from m3jax.memory.store import BankLayout, MemoryBank, _kvstore_spec
 
@@ -52,15 +52,8 @@ class BankConfig:
         f"invalid config field 'bank.quantization': {self.quantization!r} "
         "is not one of ('none', 'pq')"
       )
-    for name in (
-      "encode_batch_size",
-      "pq_bytes_per_vector",
-      "chunk_refs",
-      "shard_refs",
-      "embedding_dim",
-    ):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"invalid config field 'bank.{name}': must be positive")
+    require_positive(self, ("encode_batch_size", "pq_bytes_per_vector", "embedding_dim"), "bank.")
+    require_positive(self, ("chunk_refs", "shard_refs"), "bank.")  # the store's layout
 
   @property
   def pq_subspaces(self) -> int:

@@ -46,19 +46,9 @@ class TfidfEmbedder:
 
   def fit(self, texts: Sequence[str]) -> "TfidfEmbedder":
     from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    texts = list(texts)
-    if not texts:
-      raise ValueError("cannot fit an embedder on an empty knowledge base")
-    self._vectorizer = TfidfVectorizer(
-      ngram_range=(1, 2),
-      sublinear_tf=True,
-      min_df=1,
-      lowercase=True,
-      token_pattern=_TOKEN_PATTERN,
-      dtype=np.float32,
-    )
+    texts = _nonempty(texts)
+    self._vectorizer = _vectorizer(ngram_max=2)
     tfidf = self._vectorizer.fit_transform(texts)
     n_features = tfidf.shape[1]
     if n_features > self.dim and len(texts) > self.dim:
@@ -123,20 +113,7 @@ class SparseTfidfEmbedder:
     self._vectorizer = None
 
   def fit(self, texts: Sequence[str]) -> "SparseTfidfEmbedder":
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    texts = list(texts)
-    if not texts:
-      raise ValueError("cannot fit an embedder on an empty knowledge base")
-    self._vectorizer = TfidfVectorizer(
-      ngram_range=(1, 1),
-      sublinear_tf=True,
-      min_df=1,
-      lowercase=True,
-      token_pattern=_TOKEN_PATTERN,
-      dtype=np.float32,
-    )
-    self._vectorizer.fit(texts)
+    self._vectorizer = _vectorizer(ngram_max=1).fit(_nonempty(texts))
     self.dim = len(self._vectorizer.vocabulary_)
     return self
 
@@ -176,18 +153,30 @@ def _vectorizer_arrays(vectorizer) -> dict:
   }
 
 
-def _vectorizer_from(arrays: dict, ngram_max: int):
+def _nonempty(texts: Sequence[str]) -> list[str]:
+  texts = list(texts)
+  if not texts:
+    raise ValueError("cannot fit an embedder on an empty knowledge base")
+  return texts
+
+
+def _vectorizer(ngram_max: int, vocabulary: list[str] | None = None):
+  """The one TF-IDF setting (sublinear tf, lower-cased words), to fit or to load into."""
   from sklearn.feature_extraction.text import TfidfVectorizer
 
-  terms = bytes(arrays["terms_utf8"]).decode("utf-8").split("\n")
-  vec = TfidfVectorizer(
+  return TfidfVectorizer(
     ngram_range=(1, int(ngram_max)),
     sublinear_tf=True,
+    min_df=1,
     lowercase=True,
     token_pattern=_TOKEN_PATTERN,
     dtype=np.float32,
-    vocabulary=terms,
+    vocabulary=vocabulary,
   )
+
+
+def _vectorizer_from(arrays: dict, ngram_max: int):
+  vec = _vectorizer(ngram_max, bytes(arrays["terms_utf8"]).decode("utf-8").split("\n"))
   vec.idf_ = np.asarray(arrays["idf"], np.float64)
   return vec
 

@@ -7,7 +7,7 @@ every invariant is checked in ``__post_init__`` and a violation names the field.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax.numpy as jnp
 
@@ -19,6 +19,13 @@ ATTENTION_IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "auto
 
 def _fail(field: str, msg: str):
   raise ValueError(f"invalid config field {field!r}: {msg}")
+
+
+def require_positive(cfg: Any, names: Sequence[str], prefix: str = "") -> None:
+  """Each field ``names`` of the config dataclass ``cfg`` is > 0; an error names the first not."""
+  for name in names:
+    if getattr(cfg, name) <= 0:
+      _fail(prefix + name, f"must be positive, got {getattr(cfg, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +46,7 @@ class MemoryConfig:
       _fail("memory.memory_layers", f"must be sorted and unique, got {layers}")
     if any(l < 0 for l in layers):
       _fail("memory.memory_layers", f"layer indices must be >= 0, got {layers}")
-    for name in ("tokens_per_head", "refs_per_chunk", "chunk_len", "ref_len"):
-      if getattr(self, name) <= 0:
-        _fail(f"memory.{name}", f"must be positive, got {getattr(self, name)}")
+    require_positive(self, ("tokens_per_head", "refs_per_chunk", "chunk_len", "ref_len"), "memory.")
     if self.tokens_per_head > self.ref_len:
       _fail(
         "memory.tokens_per_head",
@@ -98,17 +103,8 @@ class ModelConfig:
   remat_policy: str = "none"  # none | full | dots | dots_except_attention
 
   def __post_init__(self):
-    for name in (
-      "vocab_size",
-      "num_layers",
-      "num_heads",
-      "num_kv_heads",
-      "head_dim",
-      "embed_dim",
-      "mlp_dim",
-    ):
-      if getattr(self, name) <= 0:
-        _fail(name, f"must be positive, got {getattr(self, name)}")
+    shape = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "embed_dim", "mlp_dim")
+    require_positive(self, ("vocab_size", *shape))
     if self.num_heads % self.num_kv_heads:
       _fail(
         "num_kv_heads",

@@ -10,9 +10,11 @@ from m3jax import axes
 from m3jax.model.config import ModelConfig
 
 
-def _param(module: nn.Module, name: str, shape, logical, std: float, dtype):
-  init = nn.with_logical_partitioning(nn.initializers.normal(std), logical)
-  return module.param(name, init, shape, dtype)
+def _weight(module: Embed | MLP | AttentionProjections, name: str, *dims: tuple[int, str]):
+  """A normal(``cfg.init_std``) weight of ``module.cfg``; dims: (size, logical axis) pairs."""
+  shape, logical = zip(*dims)
+  init = nn.with_logical_partitioning(nn.initializers.normal(module.cfg.init_std), logical)
+  return module.param(name, init, shape, module.cfg.param_dtype)
 
 
 class RMSNorm(nn.Module):
@@ -47,14 +49,8 @@ class Embed(nn.Module):
   cfg: ModelConfig
 
   def setup(self):
-    self.table = _param(
-      self,
-      "embedding",
-      (self.cfg.vocab_size, self.cfg.embed_dim),
-      (axes.VOCAB, axes.EMBED),
-      self.cfg.init_std,
-      self.cfg.param_dtype,
-    )
+    c = self.cfg
+    self.table = _weight(self, "embedding", (c.vocab_size, axes.VOCAB), (c.embed_dim, axes.EMBED))
 
   def __call__(self, tokens):
     return jnp.take(self.table, tokens, axis=0).astype(self.cfg.dtype)
@@ -71,15 +67,10 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxE):
     c = self.cfg
-    gate = _param(
-      self, "gate", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std, c.param_dtype
-    )
-    up = _param(
-      self, "up", (c.embed_dim, c.mlp_dim), (axes.EMBED, axes.MLP), c.init_std, c.param_dtype
-    )
-    down = _param(
-      self, "down", (c.mlp_dim, c.embed_dim), (axes.MLP, axes.EMBED), c.init_std, c.param_dtype
-    )
+    e, f = (c.embed_dim, axes.EMBED), (c.mlp_dim, axes.MLP)
+    gate = _weight(self, "gate", e, f)
+    up = _weight(self, "up", e, f)
+    down = _weight(self, "down", f, e)
     x = x_BxTxE.astype(c.dtype)
     h_BxTxF = nn.silu(x @ gate.astype(c.dtype)) * (x @ up.astype(c.dtype))
     h_BxTxF = nn.with_logical_constraint(h_BxTxF, (axes.BATCH, axes.LENGTH, axes.MLP))
@@ -93,38 +84,12 @@ class AttentionProjections(nn.Module):
 
   def setup(self):
     c = self.cfg
-    self.wq = _param(
-      self,
-      "q",
-      (c.embed_dim, c.num_heads, c.head_dim),
-      (axes.EMBED, axes.HEADS, axes.HEAD_DIM),
-      c.init_std,
-      c.param_dtype,
-    )
-    self.wk = _param(
-      self,
-      "k",
-      (c.embed_dim, c.num_kv_heads, c.head_dim),
-      (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM),
-      c.init_std,
-      c.param_dtype,
-    )
-    self.wv = _param(
-      self,
-      "v",
-      (c.embed_dim, c.num_kv_heads, c.head_dim),
-      (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM),
-      c.init_std,
-      c.param_dtype,
-    )
-    self.wo = _param(
-      self,
-      "o",
-      (c.num_heads, c.head_dim, c.embed_dim),
-      (axes.HEADS, axes.HEAD_DIM, axes.EMBED),
-      c.init_std,
-      c.param_dtype,
-    )
+    e, d = (c.embed_dim, axes.EMBED), (c.head_dim, axes.HEAD_DIM)
+    h, k = (c.num_heads, axes.HEADS), (c.num_kv_heads, axes.KV_HEADS)
+    self.wq = _weight(self, "q", e, h, d)
+    self.wk = _weight(self, "k", e, k, d)
+    self.wv = _weight(self, "v", e, k, d)
+    self.wo = _weight(self, "o", h, d, e)
 
   def qkv(self, h_BxTxE):
     dt = self.cfg.dtype

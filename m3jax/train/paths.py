@@ -42,11 +42,7 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-  if is_remote(path):
-    epath.Path(path).write_text(text)
-  else:
-    with open(path, "w") as f:
-      f.write(text)
+  write_bytes(path, text.encode("utf-8"))
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -54,17 +54,44 @@ def _top_k(s_QxN: np.ndarray, all_ids: Sequence[str], k: int):
   return ids, scores
 
 
-class NumpyRetriever:
-  """Exact maximum-inner-product search over a dense matrix."""
+_META_FILE = "retriever.json"  # {"kind", ...}: what load_retriever dispatches on
 
-  kind = "numpy"
+
+def _write_meta(directory: str, meta: dict) -> None:
+  with open(os.path.join(directory, _META_FILE), "w") as f:
+    json.dump(meta, f)
+
+
+def _read_meta(directory: str) -> dict:
+  with open(os.path.join(directory, _META_FILE)) as f:
+    return json.load(f)
+
+
+class _ExactIndex:
+  """What the exact retrievers share: reference ids in insertion order and id -> row."""
 
   def __init__(self, ids: Sequence[str] = (), embeddings_NxE=None, dim: int | None = None):
     self._ids: list[str] = []
     self._pos: dict[str, int] = {}
-    self._emb = np.zeros((0, dim or 0), np.float32)
+    self._clear(dim or 0)
     if len(ids):
       self.insert(ids, embeddings_NxE)
+
+  def _clear(self, dim: int) -> None:
+    """Empty storage for ``dim``-wide embeddings."""
+    raise NotImplementedError
+
+  def insert(self, ids, embeddings_NxE) -> None:
+    raise NotImplementedError
+
+
+class NumpyRetriever(_ExactIndex):
+  """Exact maximum-inner-product search over a dense matrix."""
+
+  kind = "numpy"
+
+  def _clear(self, dim):
+    self._emb = np.zeros((0, dim), np.float32)
 
   def __len__(self):
     return len(self._ids)
@@ -121,13 +148,11 @@ class NumpyRetriever:
   def save(self, directory):
     os.makedirs(directory, exist_ok=True)
     self._write_embeddings(os.path.join(directory, self.EMBEDDINGS_FILE), self._emb)
-    with open(os.path.join(directory, "retriever.json"), "w") as f:
-      json.dump({"kind": self.kind, "ids": self._ids}, f)
+    _write_meta(directory, {"kind": self.kind, "ids": self._ids})
 
   @classmethod
   def load(cls, directory):
-    with open(os.path.join(directory, "retriever.json")) as f:
-      meta = json.load(f)
+    meta = _read_meta(directory)
     return cls(meta["ids"], cls._read_embeddings(os.path.join(directory, cls.EMBEDDINGS_FILE)))
 
 
@@ -186,15 +211,13 @@ class ScannRetriever:
       os.remove(pkl)
     with open(os.path.join(sdir, "docids.json"), "w") as f:
       json.dump(list(self._searcher.docids), f)
-    with open(os.path.join(directory, "retriever.json"), "w") as f:
-      json.dump({"kind": self.kind, "mode": self.mode, "dim": self.dim}, f)
+    _write_meta(directory, {"kind": self.kind, "mode": self.mode, "dim": self.dim})
 
   @classmethod
   def load(cls, directory):
     from scann.scann_ops.py import scann_ops_pybind
 
-    with open(os.path.join(directory, "retriever.json")) as f:
-      meta = json.load(f)
+    meta = _read_meta(directory)
     sdir = os.path.join(directory, "scann")
     with open(os.path.join(sdir, "docids.json")) as f:
       docids = [str(i) for i in json.load(f)]
@@ -237,7 +260,7 @@ def scann_available() -> bool:
   return True
 
 
-class SparseRetriever:
+class SparseRetriever(_ExactIndex):
   """Exact cosine over sparse (CSR) embeddings, e.g. unprojected TF-IDF, by an inverted index.
 
   Knowledge lookups hinge on rare exact tokens (an entity's name) that a dense projection
@@ -252,17 +275,14 @@ class SparseRetriever:
   kind = "sparse"
   MERGE_ROWS = 4096
 
-  def __init__(self, ids: Sequence[str] = (), embeddings_NxE=None, dim: int | None = None):
+  def _clear(self, dim):
     from scipy import sparse
 
-    self._ids: list[str] = []
-    self._pos: dict[str, int] = {}  # id -> live doc number
+    # self._pos: id -> live doc number (a deleted id's doc stays, tombstoned in _alive)
     self._alive = np.zeros((0,), bool)
-    self._post_VxN = sparse.csr_matrix((dim or 0, 0), dtype=np.float32)
+    self._post_VxN = sparse.csr_matrix((dim, 0), dtype=np.float32)
     self._tail: list = []  # CSR [n, V] rows not yet in the postings
     self._tail_start = 0
-    if len(ids):
-      self.insert(ids, embeddings_NxE)
 
   def __len__(self):
     return len(self._pos)
@@ -353,15 +373,13 @@ class SparseRetriever:
     os.makedirs(directory, exist_ok=True)
     sparse.save_npz(os.path.join(directory, "postings.npz"), self._post_VxN)
     np.save(os.path.join(directory, "alive.npy"), self._alive)
-    with open(os.path.join(directory, "retriever.json"), "w") as f:
-      json.dump({"kind": self.kind, "ids": self._ids}, f)
+    _write_meta(directory, {"kind": self.kind, "ids": self._ids})
 
   @classmethod
   def load(cls, directory):
     from scipy import sparse
 
-    with open(os.path.join(directory, "retriever.json")) as f:
-      meta = json.load(f)
+    meta = _read_meta(directory)
     out = cls()
     out._post_VxN = sparse.load_npz(os.path.join(directory, "postings.npz")).tocsr()
     out._alive = np.load(os.path.join(directory, "alive.npy"), allow_pickle=False)
@@ -385,11 +403,9 @@ def make_retriever(kind: str, ids: Sequence[str], embeddings_NxE, **kwargs) -> R
 
 
 def load_retriever(directory: str) -> Retriever:
-  path = os.path.join(directory, "retriever.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{directory} holds no saved retriever (no retriever.json)")
-  with open(path) as f:
-    kind = json.load(f)["kind"]
+  if not os.path.exists(os.path.join(directory, _META_FILE)):
+    raise ValueError(f"{directory} holds no saved retriever (no {_META_FILE})")
+  kind = _read_meta(directory)["kind"]
   if kind == "scann" and not scann_available():
     raise ValueError(
       f"{directory} holds a ScaNN index but scann is not installed; "

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from m3jax.train.config import ConfigError, TrainConfig, check_fields, validate
+from m3jax.train.workdir import config_from_json as from_json  # one reader of config.json
 
 _PREFIX = "--config."
 
@@ -243,20 +244,6 @@ def apply_overrides(config, overrides: Iterable[str] | Mapping[str, Any]):
 def to_json(config) -> str:
   return config.to_json(indent=1, sort_keys=False)
 
-
-def from_json(text: str) -> ml_collections.ConfigDict:
-  """A locked config from :func:`to_json` (a workdir's ``config.json``)."""
-
-  def tuples(x):
-    if isinstance(x, list):
-      return tuple(tuples(v) for v in x)
-    if isinstance(x, dict):
-      return {k: tuples(v) for k, v in x.items()}
-    return x
-
-  config = ml_collections.ConfigDict(tuples(json.loads(text)))
-  config.lock()
-  return config
 
 
 # ----------------------------------------------------------------------------- build

@@ -44,6 +44,7 @@ def _tuples(x):
 
 
 def config_from_json(text: str) -> ml_collections.ConfigDict:
+  """A locked config from its JSON (a workdir's ``config.json``; lists become tuples)."""
   config = ml_collections.ConfigDict(_tuples(json.loads(text)))
   config.lock()
   return config

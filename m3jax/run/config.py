@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 from typing import Any, Iterable, Mapping
 
@@ -243,7 +242,6 @@ def apply_overrides(config, overrides: Iterable[str] | Mapping[str, Any]):
 
 def to_json(config) -> str:
   return config.to_json(indent=1, sort_keys=False)
-
 
 
 # ----------------------------------------------------------------------------- build

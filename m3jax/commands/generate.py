@@ -33,43 +33,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
   import jax
-  from m3jax.data.config import data_config_from
-  from m3jax.data.prepare import DataPaths, load_vocab
-  from m3jax.run.loading import build_bank_for, kb_references, load_trained_params
   from m3jax.evaluate.qa import encode_prompt
   from m3jax.inference import memory_sources, rag
   from m3jax.inference.generate import Generator
   from m3jax.inference.sampling import SamplingConfig
   from m3jax.memory.feeder import MemoryFeeder
-  from m3jax.model.config import model_config_from
+  from m3jax.run.loading import load_trained_run
 
   config = config_from_args(args, workdir=args.workdir, fixed_model=True)
-  cfg = model_config_from(config.model)
-  data_cfg = data_config_from(config.data)
-  paths = DataPaths(data_cfg.data_dir)
-  vocab = load_vocab(data_cfg, paths)
-  params, step = load_trained_params(config, args.workdir)
+  trained = load_trained_run(
+    config,
+    args.workdir,
+    bank_url=args.bank,
+    allow_stale=args.allow_stale_bank,
+    with_bank=args.mode != "no_memory",
+  )
+  cfg, vocab = trained.cfg, trained.vocab
   texts, memory_fn, retrieved = list(args.prompt), None, None
   if args.mode != "no_memory":
-    refs = kb_references(paths, vocab, cfg.memory.ref_len)
-    bank, emb, ret = build_bank_for(
-      config,
-      cfg,
-      params,
-      refs,
-      args.workdir,
-      step,
-      url=args.bank,
-      vocab=vocab,
-      allow_stale=args.allow_stale_bank,
+    feeder = MemoryFeeder(
+      trained.embedder, trained.retriever, trained.bank, cfg.memory.refs_per_chunk
     )
-    retrieved = memory_sources.RetrievedMemory(
-      MemoryFeeder(emb, ret, bank, cfg.memory.refs_per_chunk), vocab
-    )
+    retrieved = memory_sources.RetrievedMemory(feeder, vocab)
     if args.mode == "memory":
       memory_fn = retrieved
     else:
-      text_of = {r.id: r.text for r in refs}
+      text_of = {r.id: r.text for r in trained.refs}
       texts, _ = rag.rag_prompts(
         retrieved,
         texts,
@@ -78,7 +67,7 @@ def run(args) -> int:
         cfg.memory.chunk_len,
       )
   gen = Generator(
-    cfg, params, memory_fn=memory_fn, sampling=SamplingConfig(args.temperature, args.top_k)
+    cfg, trained.params, memory_fn=memory_fn, sampling=SamplingConfig(args.temperature, args.top_k)
   )
   res = gen.generate(
     [encode_prompt(vocab, t) for t in texts], args.max_new_tokens, rng=jax.random.key(args.seed)

@@ -60,8 +60,13 @@ def load_trained_run(
   progress: bool = True,
   bank_url: str | None = None,
   allow_stale: bool = False,
+  with_bank: bool = True,
 ) -> TrainedRun:
-  """Data, last params and bank of ``workdir`` (``bank_url``: an existing bank to use)."""
+  """Data, last params and bank of ``workdir`` (``bank_url``: an existing bank to use).
+
+  ``with_bank=False`` stops after the params: no references, bank or index (``refs`` is
+  empty, the rest None), for a model read without memory.
+  """
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
   from m3jax.model.config import model_config_from
@@ -70,20 +75,13 @@ def load_trained_run(
   paths = prepare_data(config.data)
   vocab = load_vocab(data_config_from(config.data), paths)
   params, step = load_trained_params(config, workdir)
-  refs = kb_references(paths, vocab, cfg.memory.ref_len)
-  bank, embedder, retriever = build_bank_for(
-    config,
-    cfg,
-    params,
-    refs,
-    workdir,
-    step,
-    progress,
-    url=bank_url,
-    vocab=vocab,
-    allow_stale=allow_stale,
-  )
-  return TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
+  run = TrainedRun(cfg, paths, vocab, params, step, [], None, None, None)
+  if with_bank:
+    run.refs = kb_references(paths, vocab, cfg.memory.ref_len)
+    run.bank, run.embedder, run.retriever = build_bank_for(
+      config, cfg, params, run.refs, workdir, step, progress, bank_url, vocab, allow_stale
+    )
+  return run
 
 
 def kb_references(paths, vocab, ref_len: int):

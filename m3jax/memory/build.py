@@ -367,6 +367,6 @@ def replay_edits(
   dead = set(deleted.tolist())
   new = [r for r in range(rows_covered, bank.count) if r not in dead]
   if new:
-    ids, texts = bank.row_ids(new), bank.texts(rows=new)
+    ids, texts = bank.row_ids(new), bank.texts(rows_N=new)
     embed = getattr(embedder, "embed_sparse", embedder.embed)
     retriever.insert(ids, embed(texts))

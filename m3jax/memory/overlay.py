@@ -38,14 +38,17 @@ class BankOverlay:
   def __len__(self) -> int:
     return len(self.base) - len(self._hidden) + len(self._rows)
 
-  def append(self, ids, keys, values, mask, token_idx, texts=None) -> None:
+  def append(
+    self, ids, keys_NxLxKxMxD, values_NxLxKxMxD, mask_NxM, token_idx_NxLxKxM, texts=None
+  ) -> None:
     ids = [str(i) for i in ids]
     clash = [i for i, ok in zip(ids, self.contains(ids)) if ok]
     if clash or len(set(ids)) != len(ids):
       raise ValueError(f"reference ids already in the bank (or repeated): {clash[:5]}")
-    k, v = self.base.quantize_rows(keys, values)
+    k, v = self.base.quantize_rows(keys_NxLxKxMxD, values_NxLxKxMxD)
     for j, i in enumerate(ids):
-      self._rows[i] = (k[j], v[j], np.asarray(mask[j], bool), np.asarray(token_idx[j], np.int32))
+      mask, token_idx = np.asarray(mask_NxM[j], bool), np.asarray(token_idx_NxLxKxM[j], np.int32)
+      self._rows[i] = (k[j], v[j], mask, token_idx)
       self._texts[i] = "" if texts is None else texts[j]
 
   insert = append
@@ -82,8 +85,8 @@ class BankOverlay:
     got = dict(zip(base, self.base.texts(base))) if base else {}
     return [self._texts.get(i, got.get(i)) for i in ids]
 
-  def quantize_rows(self, keys, values):
-    return self.base.quantize_rows(keys, values)
+  def quantize_rows(self, keys_NxLxKxMxD, values_NxLxKxMxD):
+    return self.base.quantize_rows(keys_NxLxKxMxD, values_NxLxKxMxD)
 
   def dequantize(self, keys, values):
     return self.base.dequantize(keys, values)

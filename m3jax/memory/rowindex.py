@@ -37,34 +37,34 @@ class RowIndex:
   def __init__(
     self,
     read_chunk,
-    fences: np.ndarray,
+    fences_C: np.ndarray,
     sorted_count: int,
-    tail_hashes: np.ndarray,
+    tail_hashes_N: np.ndarray,
     tail_start: int,
   ):
     """``read_chunk(sorted chunk indices) -> (hashes, rows)`` reads those sorted-run chunks,
     concatenated."""
     self._read_chunk = read_chunk
-    self.fences = np.asarray(fences, np.uint64)
+    self.fences = np.asarray(fences_C, np.uint64)
     self.sorted_count = int(sorted_count)
     self.tail: dict[int, list[int]] = {}
-    self.add(tail_hashes, tail_start)
+    self.add(tail_hashes_N, tail_start)
 
   @property
   def tail_len(self) -> int:
     return sum(len(v) for v in self.tail.values())
 
-  def add(self, hashes: np.ndarray, start: int) -> None:
-    for j, h in enumerate(np.asarray(hashes, np.uint64).tolist()):
+  def add(self, hashes_N: np.ndarray, start: int) -> None:
+    for j, h in enumerate(np.asarray(hashes_N, np.uint64).tolist()):
       self.tail.setdefault(h, []).append(start + j)
 
-  def candidates(self, hashes: np.ndarray) -> list[list[int]]:
+  def candidates(self, hashes_Q: np.ndarray) -> list[list[int]]:
     """Every row (deleted or not) whose id hash equals each query hash.
 
     Reads the sorted-run chunk of every query (plus the chunk before when the hash equals
     a fence, where equal hashes may straddle two chunks) in one read, then one vectorized
     search."""
-    hashes = np.asarray(hashes, np.uint64)
+    hashes = np.asarray(hashes_Q, np.uint64)
     out = [list(self.tail.get(h, ())) for h in hashes.tolist()]
     if not self.sorted_count or not len(hashes):
       return out
@@ -82,11 +82,11 @@ class RowIndex:
 
 
 def merged_run(
-  sorted_hash: np.ndarray, sorted_rows: np.ndarray, tail_hash: np.ndarray, tail_start: int
+  sorted_hash_N: np.ndarray, sorted_rows_N: np.ndarray, tail_hash_Nt: np.ndarray, tail_start: int
 ):
   """-> (hash, rows, fences) of the run holding both (stable: equal hashes by row)."""
-  h = np.concatenate([sorted_hash, tail_hash]).astype(np.uint64)
-  r = np.concatenate([sorted_rows, np.arange(tail_start, tail_start + len(tail_hash))])
+  h = np.concatenate([sorted_hash_N, tail_hash_Nt]).astype(np.uint64)
+  r = np.concatenate([sorted_rows_N, np.arange(tail_start, tail_start + len(tail_hash_Nt))])
   order = np.lexsort((r, h))
   h, r = h[order], r[order].astype(np.int64)
   return h, r, h[::FENCE].copy()

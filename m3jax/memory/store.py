@@ -402,8 +402,8 @@ class MemoryBank:
         self._row_memo.put(i, int(out[j]))
     return out
 
-  def row_ids(self, rows) -> list[str]:
-    rows = np.asarray(rows, np.int64)
+  def row_ids(self, rows_N) -> list[str]:
+    rows = np.asarray(rows_N, np.int64)
     if not len(rows):
       return []
     return decode_ids(self._read("ids", self._arrays["ids"], rows, rows))
@@ -430,11 +430,9 @@ class MemoryBank:
     return self.count - len(self._deleted)
 
   # ------------------------------------------------------------------ texts
-  def texts(self, ids: Sequence[str] | None = None, *, rows=None) -> list[str]:
-    """The stored reference texts of ``ids`` (or of ``rows``)."""
-    if rows is None:
-      rows = self._live_rows(ids)
-    rows = np.asarray(rows, np.int64)
+  def texts(self, ids: Sequence[str] | None = None, *, rows_N=None) -> list[str]:
+    """The stored reference texts of ``ids`` (or of the rows ``rows_N``)."""
+    rows = np.asarray(self._live_rows(ids) if rows_N is None else rows_N, np.int64)
     if not len(rows):
       return []
     span = self._read("text_span", self._arrays["text_span"], rows, rows)
@@ -458,19 +456,25 @@ class MemoryBank:
     return rows
 
   # ------------------------------------------------------------------ writes
-  def quantize_rows(self, keys, values):
+  def quantize_rows(self, keys_NxLxKxMxD, values_NxLxKxMxD):
     """Float memories -> the stored form (bf16, or PQ codes with this bank's codebooks)."""
     if not self.layout.pq_subspaces:
       import ml_dtypes
 
       return (
-        np.asarray(keys).astype(ml_dtypes.bfloat16),
-        np.asarray(values).astype(ml_dtypes.bfloat16),
+        np.asarray(keys_NxLxKxMxD).astype(ml_dtypes.bfloat16),
+        np.asarray(values_NxLxKxMxD).astype(ml_dtypes.bfloat16),
       )
-    return quantize.encode_memories(keys, values, self.codebooks)
+    return quantize.encode_memories(keys_NxLxKxMxD, values_NxLxKxMxD, self.codebooks)
 
   def append(
-    self, ids: Sequence[str], keys, values, mask, token_idx, texts: Sequence[str] | None = None
+    self,
+    ids: Sequence[str],
+    keys_NxLxKxMxD,
+    values_NxLxKxMxD,
+    mask_NxM,
+    token_idx_NxLxKxM,
+    texts: Sequence[str] | None = None,
   ) -> None:
     """Commits a batch of float (unquantized) memories and their texts: arrays first,
     manifest last. Every check runs before anything is written."""
@@ -489,15 +493,15 @@ class MemoryBank:
     texts = [""] * n if texts is None else [str(t) for t in texts]
     if len(texts) != n:
       raise ValueError(f"{n} ids need {n} texts, got {len(texts)}")
-    k, v = self.quantize_rows(keys, values)
+    k, v = self.quantize_rows(keys_NxLxKxMxD, values_NxLxKxMxD)
     blob = [t.encode("utf-8") for t in texts]
     ends = self.manifest["text_bytes"] + np.cumsum([len(b) for b in blob])
     span = np.stack([ends - [len(b) for b in blob], ends], 1).astype(np.int64)
     data = {
       "keys": k,
       "values": v,
-      "mask": np.asarray(mask, bool),
-      "token_idx": np.asarray(token_idx, np.int32),
+      "mask": np.asarray(mask_NxM, bool),
+      "token_idx": np.asarray(token_idx_NxLxKxM, np.int32),
       "ids": id_bytes,
       "id_hash": rowindex.hash_ids(ids),
       "text_span": span,

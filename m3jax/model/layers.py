@@ -22,16 +22,16 @@ class RMSNorm(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x_XxE):
     scale = self.param(
       "scale",
       nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
-      (x.shape[-1],),
+      (x_XxE.shape[-1],),
       self.param_dtype,
     )
-    x32 = x.astype(jnp.float32)
+    x32 = x_XxE.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (y * scale).astype(x.dtype)
+    return (y * scale).astype(x_XxE.dtype)
 
 
 def apply_rope(x_BxTxNxD, positions_BxT, base: float):
@@ -52,8 +52,8 @@ class Embed(nn.Module):
     c = self.cfg
     self.table = _weight(self, "embedding", (c.vocab_size, axes.VOCAB), (c.embed_dim, axes.EMBED))
 
-  def __call__(self, tokens):
-    return jnp.take(self.table, tokens, axis=0).astype(self.cfg.dtype)
+  def __call__(self, tokens_BxT):
+    return jnp.take(self.table, tokens_BxT, axis=0).astype(self.cfg.dtype)
 
   def attend(self, x_BxTxE):
     return jnp.einsum("bte,ve->btv", x_BxTxE, self.table.astype(self.cfg.dtype))

@@ -92,6 +92,11 @@ def test_demo_smoke_then_eval_command(tmp_path, monkeypatch):
   assert _git_status() == before
   # An override that changes the trained model is refused, naming the key.
   assert cli.main(["eval", "--workdir", str(work), "--config.model.num_layers=2"]) == 2
+  # generate reads the same run (run.loading.load_trained_run); no_memory opens no bank.
+  for mode in ("memory", "no_memory", "rag"):
+    argv = ["generate", "--workdir", str(work), "--prompt", "Where", "--max-new-tokens", "2"]
+    assert cli.main([*argv, "--mode", mode]) == 0
+  assert _git_status() == before
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ class NumpyRetriever(_ExactIndex):
 
   kind = "numpy"
 
-  def _clear(self, dim):
+  def _clear(self, dim: int) -> None:
     self._emb = np.zeros((0, dim), np.float32)
 
   def __len__(self):
@@ -275,7 +275,7 @@ class SparseRetriever(_ExactIndex):
   kind = "sparse"
   MERGE_ROWS = 4096
 
-  def _clear(self, dim):
+  def _clear(self, dim: int) -> None:
     from scipy import sparse
 
     # self._pos: id -> live doc number (a deleted id's doc stays, tombstoned in _alive)

@@ -51,6 +51,7 @@ class TrainingQA:
     )
     self._setup_done = False
     self._disabled: str | None = None
+    self.bank = None  # the LiveBank of the memory condition (models with memory layers)
 
   def _setup(self) -> None:
     from m3jax.data.config import data_config_from
@@ -124,7 +125,7 @@ class TrainingQA:
         print(f"[m3jax.train] QA during training off ({self._disabled})")
         return {}
       self._setup_done = True
-    if hasattr(self, "bank"):
+    if self.bank is not None:
       self.bank.set_params(params)  # memories of these parameters, encoded on demand
     res = self._run(params)
     out = {f"qa_mc_{c}": v for c, v in res["multiple_choice"].items() if v is not None}

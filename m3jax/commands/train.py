@@ -40,6 +40,7 @@ def run(args) -> int:
   import jax
 
   from m3jax.run.config import build
+  from m3jax.run.training_eval import training_evaluators
   from m3jax.train.loop import NonFiniteLossError, train
 
   config = config_from_args(args, workdir=None if args.force else args.workdir)
@@ -47,7 +48,7 @@ def run(args) -> int:
     config.train.multihost = True
   build(config)  # every section validated before any work
   try:
-    summary = train(config, args.workdir, force=args.force)
+    summary = train(config, args.workdir, force=args.force, evaluators=training_evaluators(config))
   except NonFiniteLossError as e:
     print(f"train: {e}")
     return 2

@@ -209,12 +209,16 @@ def evaluate_qa(
   max_prompt_tokens: int = 2048,
   generator: Generator | None = None,
   progress: bool = True,
+  exact_match: bool = True,
 ) -> dict:
   """-> {"exact_match": {cond: acc}, "multiple_choice": {cond: acc}, "per_item": …,
-  "retrieved_ids": {cond: [[ids]]}}. Items without ``choices`` skip multiple choice."""
+  "retrieved_ids": {cond: [[ids]]}}. Items without ``choices`` skip multiple choice.
+
+  ``exact_match=False`` scores the choices only (no generation; exact match is None):
+  the cheap check run during training."""
   if not items:
     raise ValueError("no QA items to evaluate (empty QA file?)")
-  gen = generator or Generator(cfg, params)
+  gen = (generator or Generator(cfg, params)) if exact_match else None
   scorer = _scorer(cfg)
   em, mc, per_item, all_ids = {}, {}, {}, {}
   for name, cond in conditions.items():
@@ -225,15 +229,18 @@ def evaluate_qa(
       part = real + [real[0]] * (batch_size - n)  # one compiled shape per condition
       texts, memory_fn, ids = cond(part)
       toks = [encode_prompt(vocab, t, max_prompt_tokens) for t in texts]
-      res = gen.generate(toks, max_new_tokens, memory_fn=memory_fn)
       base = len(preds)
-      for it, g in zip(real, res.tokens):
-        pred = first_answer(vocab.decode([int(x) for x in g]))
-        ok = normalize_answer(pred) == normalize_answer(it["answer"])
-        hits += ok
-        preds.append(
-          dict(question=it["question"], answer=it["answer"], prediction=pred, correct=bool(ok))
-        )
+      if gen is None:
+        preds += [dict(question=it["question"], answer=it["answer"]) for it in real]
+      else:
+        res = gen.generate(toks, max_new_tokens, memory_fn=memory_fn)
+        for it, g in zip(real, res.tokens):
+          pred = first_answer(vocab.decode([int(x) for x in g]))
+          ok = normalize_answer(pred) == normalize_answer(it["answer"])
+          hits += ok
+          preds.append(
+            dict(question=it["question"], answer=it["answer"], prediction=pred, correct=bool(ok))
+          )
       if ids is not None:
         ids_out += [[i for i in row if i is not None] for row in np.asarray(ids)[:n]]
       with_choices = [i for i, it in enumerate(real) if it.get("choices")]
@@ -255,7 +262,7 @@ def evaluate_qa(
           mc_hits += ok
           mc_n += 1
           preds[base + i]["mc_correct"] = bool(ok)
-    em[name] = hits / len(items)
+    em[name] = hits / len(items) if gen is not None else None
     mc[name] = mc_hits / mc_n if mc_n else None
     per_item[name] = preds
     if ids_out:

@@ -82,9 +82,10 @@ def run_demo(
   t = lap("prepare_data", t)
   summary = None
   if not skip_train:
+    from m3jax.run.training_eval import training_evaluators
     from m3jax.train.loop import train
 
-    summary = train(config, workdir)
+    summary = train(config, workdir, evaluators=training_evaluators(config))
   t = lap("train", t)
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)

@@ -148,9 +148,10 @@ def run_sweep(
   eval_fn: Callable | None = None,
 ) -> dict:
   """Trains (and evaluates) every point in its own workdir; writes the summary; returns it."""
+  from m3jax.run.training_eval import training_evaluators
   from m3jax.train.loop import train
 
-  train_fn = train_fn or train
+  train_fn = train_fn or (lambda c, w: train(c, w, evaluators=training_evaluators(c)))
   os.makedirs(workdir, exist_ok=True)
   rows, trained_first = [], {}
   for name, config in sweep_points(spec, extra_overrides):
@@ -192,8 +193,12 @@ def summary_markdown(result: dict) -> str:
   conds = list(
     dict.fromkeys(c for r in pts for c in ((r.get("qa") or {}).get("qa_multiple_choice") or {}))
   )
+  with_qa = any(r.get("qa") for r in pts)
   head = (
-    [f"final loss ({s})" for s in stages] + [f"EM {c}" for c in conds] + [f"MC {c}" for c in conds]
+    [f"final loss ({s})" for s in stages]
+    + [f"EM {c}" for c in conds]
+    + [f"MC {c}" for c in conds]
+    + (["n"] if with_qa else [])
   )
   lines = [
     f"# Sweep {result['sweep']}",
@@ -208,6 +213,7 @@ def summary_markdown(result: dict) -> str:
       [fmt(r["final_losses"].get(s)) for s in stages]
       + [fmt((qa.get("qa_exact_match") or {}).get(c)) for c in conds]
       + [fmt((qa.get("qa_multiple_choice") or {}).get(c)) for c in conds]
+      + ([str(qa.get("num_questions", "-"))] if with_qa else [])
     )
     lines.append(f"| {r['point']} | " + " | ".join(cells) + " |")
   n = [(r.get("qa") or {}).get("num_questions") for r in pts if r.get("qa")]

@@ -118,6 +118,9 @@ class TrainConfig:
   log_every: int = 10
   eval_every: int = 0  # > 0: held-out loss with/without memory every N steps
   eval_batches: int = 2  # validation batches of that held-out loss
+  # held-out questions for QA multiple choice at each eval_every (0: off); needs the data
+  # pipeline's QA and a layer above training to run it (m3jax.run.training_eval)
+  eval_qa_questions: int = 32
   nan_guard: bool = True
   tensorboard: bool = True
   plot: bool = True
@@ -139,6 +142,9 @@ class TrainConfig:
         getattr(self, name) >= 1, f"{w}.{name}", getattr(self, name), "a positive integer (>= 1)"
       )
     require(self.eval_every >= 0, f"{w}.eval_every", self.eval_every, ">= 0 (0: off)")
+    require(
+      self.eval_qa_questions >= 0, f"{w}.eval_qa_questions", self.eval_qa_questions, ">= 0 (0: off)"
+    )
     require(
       self.total_steps >= 0,
       f"{w}.total_steps",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -48,6 +48,10 @@ _OPT_KEYS = ("grad_clip", "b1", "b2", "eps", "weight_decay", "z_loss", "microbat
 
 # A hook is called after every step as hook(stage_name, step); raising stops training.
 Hook = Callable[[str, int], None]
+# An evaluator is called every train.eval_every steps as evaluator(params) -> {name: value};
+# its values join the held-out losses in eval_metrics.jsonl and TensorBoard's eval/ tags.
+# Layers above training inject them (QA multiple choice: m3jax.run.training_eval).
+Evaluator = Callable[[Any], dict]
 
 
 def resolve_seq_len(config) -> int:
@@ -84,8 +88,9 @@ def _check_shapes(cfg: ModelConfig, stage: StageSpec, seq_len: int, batch: int, 
 class _Run:
   """State shared by the stages of one ``train`` call."""
 
-  def __init__(self, config, workdir, hooks, data_factory):
+  def __init__(self, config, workdir, hooks, data_factory, evaluators=()):
     self.config, self.workdir, self.hooks = config, paths.absolute(workdir), tuple(hooks)
+    self.evaluators = tuple(evaluators)
     self.tc = validate(config)  # every type and range, before any work
     self.cfg = model_config_from(config.model)
     self.stages = self.tc.stages
@@ -232,7 +237,8 @@ class _Run:
         self.logger.end_stage()
 
   def _evaluate(self, stage, index, step, params) -> None:
-    """Held-out loss with and without memory (m3jax.train.periodic_eval)."""
+    """Held-out loss with and without memory (m3jax.train.periodic_eval), then the
+    injected evaluators (e.g. QA multiple choice), into one record."""
     if jax.process_count() > 1:
       return
     if self._held_out is None:
@@ -245,14 +251,15 @@ class _Run:
         batch_size=int(self.tc.batch_size),
         num_batches=int(self.tc.eval_batches),
       )
-    self.logger.write_eval(
-      {
-        "stage": stage.name,
-        "step": step,
-        "global_step": self.offsets[index] + step,
-        **self._held_out(params),
-      }
-    )
+    record = {
+      "stage": stage.name,
+      "step": step,
+      "global_step": self.offsets[index] + step,
+      **self._held_out(params),
+    }
+    for evaluator in self.evaluators:
+      record.update(evaluator(params))
+    self.logger.write_eval(record)
 
   def _memory_mass(self, stage, state, batch):
     if not stage.use_memory:
@@ -345,6 +352,7 @@ def train(
   hooks: Sequence[Hook] = (),
   data_factory=None,
   force: bool = False,
+  evaluators: Sequence[Evaluator] = (),
 ) -> dict:
   """Runs (or resumes) every stage of ``config.train.stages`` in ``workdir``.
 
@@ -353,7 +361,9 @@ def train(
   "plot": png path (when config.train.plot), "preempted": bool, "workdir"}.
   ``data_factory(config, stage, *, batch_size, seq_len, process_index, process_count)``
   (global batch_size; returns this host's iterator) overrides the batch source
-  (default: config.train.data_source).
+  (default: config.train.data_source). ``evaluators``: callables ``f(params) -> dict``
+  run every ``train.eval_every`` steps beside the held-out loss (their values are
+  logged in the same record: eval_metrics.jsonl, TensorBoard ``eval/``).
 
   Every config value is validated first. ``data.data_dir`` is made content-addressed
   (``<root>/<data hash>``, in place) and the config recorded as
@@ -365,7 +375,7 @@ def train(
   content_addressed(config)
   if jax.process_index() == 0:
     start_run(workdir, config, force=force)
-  summary = _Run(config, workdir, hooks, data_factory).run()
+  summary = _Run(config, workdir, hooks, data_factory, evaluators).run()
   if jax.process_index() == 0:
     summary["run"] = record_run(workdir, config)
   return summary

@@ -5,8 +5,9 @@ The batches come from the validation split with their pre-retrieved references (
 synthetic generator's own when ``data_source="synthetic"``); memories are encoded live by
 the current parameters, as in stage 2, without gradients. The loss without memory on the
 same rows is the baseline, so the gap is what memory buys at this point of training.
-QA accuracy needs a bank and the evaluate package, a layer above training: it runs after
-training (``m3jax eval``, the demo, sweeps).
+QA multiple choice needs the evaluate package, a layer above training: the commands inject
+it as an evaluator (``train(..., evaluators=...)``, m3jax.run.training_eval), and its
+numbers join these losses in the same record.
 """
 
 from __future__ import annotations

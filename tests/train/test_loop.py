@@ -1,4 +1,5 @@
-"""The loop: resume after a crash is bitwise, the NaN guard, the stage handoff."""
+"""The loop: resume after a crash (and a torn metrics line) is bitwise, the NaN guard, the
+stage handoff."""
 
 import os
 
@@ -49,6 +50,8 @@ def test_resume_after_kill_is_bitwise(tmp_path):
     train(config, crashed, hooks=[crash_at("warmup", 5)])
   with pytest.raises(Crash):  # mid stage 2
     train(config, crashed, hooks=[crash_at("continual", 3)])
+  with open(os.path.join(crashed, "metrics.jsonl"), "a") as f:
+    f.write('{"stage": "continual", "step": 3, "lo')  # a kill in the middle of a write
   summary = train(config, crashed)
   got = losses(crashed)
   # float32 on CPU with the same shapes and batches: resumed == uninterrupted, bitwise.

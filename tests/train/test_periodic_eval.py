@@ -3,6 +3,7 @@
 import pytest
 import json
 
+import jax
 import numpy as np
 
 from m3jax.train.loop import train
@@ -14,7 +15,14 @@ def test_eval_every_logs_held_out_loss_with_and_without_memory(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=100, eval_every=2, eval_batches=1)
   config.train.stages.warmup["steps"] = 2
   config.train.stages.continual["steps"] = 4
-  train(config, str(tmp_path))
+  seen = []
+
+  def evaluator(params):  # what the commands inject (QA multiple choice, m3jax.run.training_eval)
+    total = float(sum(np.abs(np.asarray(x)).sum() for x in jax.tree_util.tree_leaves(params)))
+    seen.append(total)
+    return {"injected_param_norm": total, "injected_n": 3}
+
+  train(config, str(tmp_path), evaluators=[evaluator])
   lines = (tmp_path / "eval_metrics.jsonl").read_text().splitlines()
   recs = [json.loads(line) for line in lines]
   assert [(r["stage"], r["step"], r["global_step"]) for r in recs] == [
@@ -26,6 +34,9 @@ def test_eval_every_logs_held_out_loss_with_and_without_memory(tmp_path):
     assert np.isfinite(r["held_out_loss_no_memory"]) and np.isfinite(r["held_out_loss_memory"])
   # The same rows each time: the no-memory loss changes only because the params do.
   assert recs[1]["held_out_loss_no_memory"] != recs[2]["held_out_loss_no_memory"]
+  # Injected evaluators see the current params and join the same record.
+  assert [r["injected_param_norm"] for r in recs] == seen and len(set(seen)) == 3
+  assert all(r["injected_n"] == 3 for r in recs)
   # Training records are untouched by evaluation (one per step).
   steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert len(steps) == 6

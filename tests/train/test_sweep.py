@@ -44,8 +44,10 @@ def test_two_point_sweep_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.integration
-def test_three_point_sweep_trains_the_shared_first_stage_once(tmp_path):
-  """sweep_tokens_per_head varies k only: stage 1 (no memory) is shared by all points."""
+def test_three_point_sweep_trains_stage_one_once_and_summarizes_qa(tmp_path):
+  """sweep_tokens_per_head varies k only: stage 1 (no memory) is shared by all three
+  points and trains once; every point is evaluated on held-out QA (eval --only qa) and
+  the summary has exact match and multiple choice per condition, with n, and the plot."""
   spec = os.path.join(ROOT, "experiments/sweep_tokens_per_head.py:tiny")
   trained = []
 
@@ -55,20 +57,6 @@ def test_three_point_sweep_trains_the_shared_first_stage_once(tmp_path):
     hook = lambda stage, step: trained.append((os.path.basename(workdir), stage, step))
     return train(config, workdir, hooks=[hook])
 
-  result = run_sweep(
-    spec, str(tmp_path), extra_overrides=FAST, train_fn=counting_train, evaluate=False
-  )
-  assert len(result["points"]) == 3
-  warm = [t for t in trained if t[1] == "warmup"]
-  assert {t[0] for t in warm} == {result["points"][0]["point"]}  # stage 1 once
-  assert len([t for t in trained if t[1] == "continual"]) == 3 * 2  # stage 2 per point
-  losses = [p["final_losses"]["warmup"] for p in result["points"]]
-  assert losses[0] == losses[1] == losses[2]
-
-
-@pytest.mark.slow
-def test_sweep_summary_has_qa_per_condition_and_a_knob_plot(tmp_path):
-  spec = os.path.join(ROOT, "experiments/sweep_tokens_per_head.py:tiny")
   small_eval = [
     f"--config.data.data_dir={tmp_path / 'data'}",
     "--config.eval.num_questions=4",
@@ -76,10 +64,24 @@ def test_sweep_summary_has_qa_per_condition_and_a_knob_plot(tmp_path):
     "--config.eval.max_new_tokens=2",
     "--config.eval.conditions=('no_memory', 'memory')",
   ]
-  result = run_sweep(spec, str(tmp_path / "sweep"), extra_overrides=FAST + small_eval)
-  for p in result["points"]:
+  result = run_sweep(
+    spec, str(tmp_path / "sweep"), extra_overrides=FAST + small_eval, train_fn=counting_train
+  )
+  points = result["points"]
+  assert len(points) == 3
+  warm = [t for t in trained if t[1] == "warmup"]
+  assert {t[0] for t in warm} == {points[0]["point"]} and len(warm) == 2  # stage 1 once
+  assert len([t for t in trained if t[1] == "continual"]) == 3 * 2  # stage 2 per point
+  assert [p["first_stage_from"] for p in points] == [None] + [points[0]["point"]] * 2
+  losses = [p["final_losses"]["warmup"] for p in points]
+  assert losses[0] == losses[1] == losses[2]
+  for p in points:
     assert set(p["qa"]["qa_multiple_choice"]) == {"no_memory", "memory"}
     assert set(p["qa"]["qa_exact_match"]) == {"no_memory", "memory"}
+    assert p["qa"]["num_questions"] == 4
   md = (tmp_path / "sweep" / "summary.md").read_text()
-  assert "MC memory" in md and "EM no_memory" in md and "n = 4" in md
+  header = next(line for line in md.splitlines() if line.startswith("| point"))
+  for col in ("EM no_memory", "EM memory", "MC no_memory", "MC memory", "| n |"):
+    assert col in header, (col, header)
+  assert "n = 4" in md
   assert os.path.exists(result["plot"])

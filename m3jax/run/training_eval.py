@@ -24,7 +24,7 @@ held-out QA, too few few-shot demonstrations) logs nothing of it and says why on
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 
 def training_evaluators(config) -> list[Callable]:
@@ -51,7 +51,7 @@ class TrainingQA:
     )
     self._setup_done = False
     self._disabled: str | None = None
-    self.bank = None  # the LiveBank of the memory condition (models with memory layers)
+    self.bank: Any = None  # the LiveBank of the memory condition (models with memory layers)
 
   def _setup(self) -> None:
     from m3jax.data.config import data_config_from

@@ -87,6 +87,8 @@ ALLOWED = {
   ("m3jax/memory/store.py", "MemoryBank.dequantize", "values"): "as keys",
   ("m3jax/memory/overlay.py", "BankOverlay.dequantize", "keys"): "as MemoryBank.dequantize",
   ("m3jax/memory/overlay.py", "BankOverlay.dequantize", "values"): "as MemoryBank.dequantize",
+  ("m3jax/memory/live_bank.py", "LiveBank.dequantize", "keys"): "as MemoryBank.dequantize",
+  ("m3jax/memory/live_bank.py", "LiveBank.dequantize", "values"): "as MemoryBank.dequantize",
 }
 
 _AXIS = re.compile(r"^(?:([A-Z]{1,2})[a-z]*|\d+)$")

@@ -27,6 +27,7 @@ def _expected(params, cfg, ref):
   return np.asarray(enc.keys_BxLxKxMxD[0]).astype(ml_dtypes.bfloat16), np.asarray(enc.mask_BxM[0])
 
 
+@pytest.mark.integration
 def test_reads_are_the_given_params_encodings_and_follow_new_params(tiny_cfg, tiny_params):
   refs = _refs(tiny_cfg)
   bank = LiveBank(tiny_cfg, refs, batch_size=2)

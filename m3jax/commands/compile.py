@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--out-dir", default=None, help="write aot_<topology>_<stage>.json into this directory"
   )
+  parser.add_argument(
+    "--hlo-out",
+    default=None,
+    help="also write the optimized HLO text (gzipped if the name ends in .gz) here",
+  )
 
 
 def _model_knobs(config) -> dict:
@@ -104,6 +109,15 @@ def _print(result: dict) -> None:
   print(
     "  collectives in the HLO: " + ", ".join(f"{k} {v}" for k, v in result["collectives"].items())
   )
+
+
+def _write_text(path: str, text: str) -> None:
+  import gzip
+
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "wt") as f:
+    f.write(text)
 
 
 def compile_and_report(config, args) -> dict:
@@ -163,6 +177,8 @@ def compile_and_report(config, args) -> dict:
       "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat),
     }
     per_device_batch = out.details["per_device_batch"]
+  if getattr(args, "hlo_out", None):
+    _write_text(args.hlo_out, out.executable.as_text())
   summary = aot_report.summarize(
     out.executable,
     model_flops_per_device=formula_parts["total"] / n,

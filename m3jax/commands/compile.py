@@ -101,13 +101,22 @@ def _print(result: dict) -> None:
   )
   ratio = flops["compiled_over_formula"]
   print(
-    f"  FLOPs per device: compiled {flops['compiled_per_device']:.4g}, App. A formula "
-    f"{flops['formula_per_device']:.4g} (ratio {ratio:.3f}); with dense attention's "
-    f"masked half and remat recompute {flops['accounted_per_device']:.4g} (ratio "
-    f"{flops['compiled_over_accounted']:.3f})"
+    f"  FLOPs per device: compiled {flops['compiled_flops_per_device']:.4g} (matmuls, "
+    f"loops × trip counts), App. A formula {flops['formula_per_device']:.4g} (ratio "
+    f"{ratio:.3f}); with dense attention's masked half and remat recompute "
+    f"{flops['accounted_per_device']:.4g} (ratio {flops['compiled_over_accounted']:.3f}); "
+    f"cost_analysis {flops['cost_analysis_flops_per_device']:.4g} (loop bodies once)"
   )
+  if flops["unknown_trip_counts"] or flops["kernels_without_flops_per_step"]:
+    print(
+      f"  not counted: {flops['unknown_trip_counts']} loops of unknown trip count (counted "
+      f"once), {flops['kernels_without_flops_per_step']:.0f} Pallas kernel calls per step "
+      "with no cost estimate"
+    )
+  per_step = result["collectives_per_step"]
   print(
-    "  collectives in the HLO: " + ", ".join(f"{k} {v}" for k, v in result["collectives"].items())
+    "  collectives per step (in the HLO): "
+    + ", ".join(f"{k} {per_step[k]:.0f} ({v})" for k, v in result["collectives"].items())
   )
 
 
@@ -189,10 +198,10 @@ def compile_and_report(config, args) -> dict:
   summary["flops"].update(
     extras_per_step=extras,
     accounted_per_device=accounted,
-    compiled_over_accounted=summary["flops"]["compiled_per_device"] / accounted,
+    compiled_over_accounted=summary["flops"]["compiled_flops_per_device"] / accounted,
   )
   summary["flops"]["ideal_step_s_at_peak"] = (
-    summary["flops"]["compiled_per_device"] / topo.peak_flops_per_device
+    summary["flops"]["compiled_flops_per_device"] / topo.peak_flops_per_device
   )
   return {
     "topology": topo.name,

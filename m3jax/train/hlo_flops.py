@@ -14,6 +14,9 @@ iteration of each loop. This module reads the optimized HLO text
   condition by the trip count XLA proved (``backend_config={..."known_trip_count":
   {"n":"44"}}``), else by the bound of the condition's ``compare(i, constant(N))``,
   else once (and says so); a ``conditional`` counts its most expensive branch;
+- a Pallas kernel (``custom_call_target="tpu_custom_call"``) counts the FLOPs of its
+  ``cost_estimate`` if it has one; without one it is counted as an opaque kernel
+  (splash attention's FLOPs are then missing from the total);
 - collectives (all-gather, reduce-scatter, all-reduce, all-to-all, collective-permute;
   async ``-start`` forms once, ``-done`` not) are counted the same way: how many run
   per step.
@@ -40,6 +43,9 @@ _CALLED = re.compile(
 )
 _DIMS = re.compile(r"\b(lhs_contracting_dims|rhs_contracting_dims)=\{([\d,\s]*)\}")
 _DIM_LABELS = re.compile(r"\bdim_labels=([\w]+)_([\w]+)->([\w]+)")
+# A Pallas (Mosaic) kernel: its FLOPs are what its ``cost_estimate`` says, if it has one.
+_KERNEL = 'custom_call_target="tpu_custom_call"'
+_COST_ESTIMATE = re.compile(r'\\?"cost_estimate\\?"\s*:\s*\{\s*\\?"flops\\?"\s*:\s*(\d+)')
 # Instructions whose called computation is the one an earlier ``-start`` already ran.
 _NO_RECURSE = ("async-update", "async-done")
 
@@ -58,12 +64,14 @@ class Counts:
   """Per-execution totals of one computation (callees and trip counts folded in)."""
 
   flops: float = 0.0
+  opaque_kernels: float = 0.0  # Pallas/Mosaic custom calls with no cost estimate
   collectives: dict[str, float] = dataclasses.field(
     default_factory=lambda: dict.fromkeys(COLLECTIVES, 0.0)
   )
 
   def add(self, other: Counts, times: float = 1.0) -> None:
     self.flops += times * other.flops
+    self.opaque_kernels += times * other.opaque_kernels
     for k, v in other.collectives.items():
       self.collectives[k] += times * v
 
@@ -269,6 +277,7 @@ class Analysis:
   flops: float
   collectives: dict[str, float]
   loops: list[dict]  # {"while": name, "trip_count": n, "source": how it was found}
+  opaque_kernels: float  # Pallas kernel launches per step whose FLOPs are not counted
 
   @property
   def unknown_trip_counts(self) -> int:
@@ -318,6 +327,12 @@ def analyze(text: str, *, use_trip_counts: bool = True) -> Analysis:
         total.flops += dot_flops(instr, shapes)
       elif instr.opcode == "convolution":
         total.flops += convolution_flops(instr, shapes)
+      elif instr.opcode == "custom-call" and _KERNEL in instr.attrs:
+        estimate = _COST_ESTIMATE.search(instr.attrs)
+        if estimate:
+          total.flops += float(estimate.group(1))
+        else:
+          total.opaque_kernels += 1
       base = instr.opcode.removesuffix("-start")
       if base in COLLECTIVES and not instr.opcode.endswith("-done"):
         total.collectives[base] += 1
@@ -341,4 +356,4 @@ def analyze(text: str, *, use_trip_counts: bool = True) -> Analysis:
     return total
 
   result = count(entry)
-  return Analysis(result.flops, dict(result.collectives), loops)
+  return Analysis(result.flops, dict(result.collectives), loops, result.opaque_kernels)

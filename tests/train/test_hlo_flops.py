@@ -122,21 +122,21 @@ body=%body, backend_config={"known_trip_count":{"n":"44"}}
 
 CFG = ModelConfig(
   vocab_size=97,
-  num_layers=6,
+  num_layers=4,
   num_heads=4,
   num_kv_heads=2,
   head_dim=8,
   embed_dim=32,
   mlp_dim=64,
   memory=MemoryConfig(
-    memory_layers=(0, 1, 2), tokens_per_head=2, refs_per_chunk=1, chunk_len=8, ref_len=8
+    memory_layers=(0, 1), tokens_per_head=2, refs_per_chunk=1, chunk_len=8, ref_len=8
   ),
 )
 
 
 def _grad_hlo(cfg: ModelConfig) -> str:
   model = Transformer(cfg)
-  tokens = jnp.zeros((2, 32), jnp.int32)
+  tokens = jnp.zeros((2, 16), jnp.int32)
   params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), tokens)["params"])
 
   def loss(p, t):
@@ -145,12 +145,15 @@ def _grad_hlo(cfg: ModelConfig) -> str:
   return _hlo(jax.grad(loss), params, tokens)
 
 
+@pytest.mark.integration  # two CPU compiles of a model gradient (slow on a loaded machine)
 def test_scanned_model_counts_as_the_unrolled_one():
+  """Two scanned runs of 2 layers (memory layers, the rest) against 4 unrolled layers."""
   unrolled = hlo_flops.analyze(_grad_hlo(CFG))
-  scanned = hlo_flops.analyze(_grad_hlo(dataclasses.replace(CFG, scan_layers=True)))
-  assert [loop["trip_count"] for loop in scanned.loops].count(3) >= 2  # fwd and bwd runs
+  scanned_hlo = _grad_hlo(dataclasses.replace(CFG, scan_layers=True))
+  scanned = hlo_flops.analyze(scanned_hlo)
+  assert [loop["trip_count"] for loop in scanned.loops].count(2) >= 4  # fwd and bwd runs
   assert scanned.unknown_trip_counts == 0
   assert scanned.flops == pytest.approx(unrolled.flops, rel=0.03)
-  # Counting each scanned body once (cost_analysis's way) misses most layers.
-  once = hlo_flops.analyze(_grad_hlo(dataclasses.replace(CFG, scan_layers=True)), use_trip_counts=False)
-  assert once.flops < 0.75 * unrolled.flops
+  # Counting each scanned body once (cost_analysis's way) misses layers.
+  once = hlo_flops.analyze(scanned_hlo, use_trip_counts=False)
+  assert once.flops < 0.8 * unrolled.flops

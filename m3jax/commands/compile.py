@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--out-dir", default=None, help="write aot_<topology>_<stage>.json into this directory"
   )
+  parser.add_argument(
+    "--hlo-out",
+    default=None,
+    help="also write the optimized HLO text (gzipped if the name ends in .gz) here",
+  )
 
 
 def _model_knobs(config) -> dict:
@@ -96,14 +101,32 @@ def _print(result: dict) -> None:
   )
   ratio = flops["compiled_over_formula"]
   print(
-    f"  FLOPs per device: compiled {flops['compiled_per_device']:.4g}, App. A formula "
-    f"{flops['formula_per_device']:.4g} (ratio {ratio:.3f}); with dense attention's "
-    f"masked half and remat recompute {flops['accounted_per_device']:.4g} (ratio "
-    f"{flops['compiled_over_accounted']:.3f})"
+    f"  FLOPs per device: compiled {flops['compiled_flops_per_device']:.4g} (matmuls, "
+    f"loops × trip counts), App. A formula {flops['formula_per_device']:.4g} (ratio "
+    f"{ratio:.3f}); with dense attention's masked half and remat recompute "
+    f"{flops['accounted_per_device']:.4g} (ratio {flops['compiled_over_accounted']:.3f}); "
+    f"cost_analysis {flops['cost_analysis_flops_per_device']:.4g} (loop bodies once)"
   )
+  if flops["unknown_trip_counts"] or flops["kernels_without_flops_per_step"]:
+    print(
+      f"  not counted: {flops['unknown_trip_counts']} loops of unknown trip count (counted "
+      f"once), {flops['kernels_without_flops_per_step']:.0f} Pallas kernel calls per step "
+      "with no cost estimate"
+    )
+  per_step = result["collectives_per_step"]
   print(
-    "  collectives in the HLO: " + ", ".join(f"{k} {v}" for k, v in result["collectives"].items())
+    "  collectives per step (in the HLO): "
+    + ", ".join(f"{k} {per_step[k]:.0f} ({v})" for k, v in result["collectives"].items())
   )
+
+
+def _write_text(path: str, text: str) -> None:
+  import gzip
+
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "wt") as f:
+    f.write(text)
 
 
 def compile_and_report(config, args) -> dict:
@@ -163,6 +186,8 @@ def compile_and_report(config, args) -> dict:
       "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat),
     }
     per_device_batch = out.details["per_device_batch"]
+  if getattr(args, "hlo_out", None):
+    _write_text(args.hlo_out, out.executable.as_text())
   summary = aot_report.summarize(
     out.executable,
     model_flops_per_device=formula_parts["total"] / n,
@@ -173,10 +198,10 @@ def compile_and_report(config, args) -> dict:
   summary["flops"].update(
     extras_per_step=extras,
     accounted_per_device=accounted,
-    compiled_over_accounted=summary["flops"]["compiled_per_device"] / accounted,
+    compiled_over_accounted=summary["flops"]["compiled_flops_per_device"] / accounted,
   )
   summary["flops"]["ideal_step_s_at_peak"] = (
-    summary["flops"]["compiled_per_device"] / topo.peak_flops_per_device
+    summary["flops"]["compiled_flops_per_device"] / topo.peak_flops_per_device
   )
   return {
     "topology": topo.name,

@@ -6,18 +6,24 @@ aliased bytes that donated arguments share with outputs, and the program itself.
 peak a chip must hold is arguments + outputs − aliased + temporaries + code, the sum
 MaxText's ``train_compile`` prints.
 
-FLOPs come from ``cost_analysis()`` (per device, every op XLA counts: matmuls and
-elementwise work, recomputation under remat included) and are compared with the model
-FLOPs of SPEC App. A (m3jax.train.flops) divided over the devices.
+FLOPs per device: ``compiled_flops_per_device`` is the matmul FLOPs of the optimized
+HLO with every loop body multiplied by its trip count (``m3jax.train.hlo_flops``;
+recomputation under remat included), compared with the model FLOPs of SPEC App. A
+(``m3jax.train.flops``) divided over the devices. ``cost_analysis()``'s figure (every op,
+elementwise work included, but a ``while`` body counted once: one layer of a scanned
+stack, one microbatch) is kept next to it.
 
-Collectives are counted in the optimized HLO text: each all-gather, reduce-scatter and
-all-reduce instruction (async ``-start`` forms included, ``-done`` not) once, where it
-appears; one inside a scanned layer's loop body runs once per iteration.
+Collectives: ``collectives`` counts each all-gather, reduce-scatter, all-reduce,
+all-to-all and collective-permute instruction (async ``-start`` forms included, ``-done``
+not) once where it appears in the HLO text; ``collectives_per_step`` how many run per
+step (one in a scanned layer's body once per iteration).
 """
 
 from __future__ import annotations
 
 import re
+
+from m3jax.train import hlo_flops
 
 GiB = 1024**3
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
@@ -126,17 +132,26 @@ def summarize(executable, *, model_flops_per_device: float, hbm_bytes: int) -> d
   """Memory, fit, FLOPs against the formula, and collective counts of one executable."""
   memory = memory_bytes(executable)
   cost = compiled_cost(executable)
+  hlo = executable.as_text()
+  counted = hlo_flops.analyze(hlo)
+  ratio = lambda x: x / model_flops_per_device if model_flops_per_device else None
   return {
     "memory": memory,
     "fit": fit(memory, hbm_bytes),
     "flops": {
-      "compiled_per_device": cost["flops"],
+      # Matmul FLOPs of the optimized HLO, loop bodies × their trip counts.
+      "compiled_flops_per_device": counted.flops,
+      # XLA's cost_analysis: every op, but each loop body counted once.
+      "cost_analysis_flops_per_device": cost["flops"],
       "formula_per_device": model_flops_per_device,
-      "compiled_over_formula": cost["flops"] / model_flops_per_device
-      if model_flops_per_device
-      else None,
+      "compiled_over_formula": ratio(counted.flops),
+      "cost_analysis_over_formula": ratio(cost["flops"]),
+      "loops": counted.loops,
+      "unknown_trip_counts": counted.unknown_trip_counts,
+      "kernels_without_flops_per_step": counted.opaque_kernels,
       "transcendentals_per_device": cost["transcendentals"],
       "bytes_accessed_per_device": cost["bytes_accessed"],
     },
-    "collectives": count_collectives(executable.as_text()),
+    "collectives": count_collectives(hlo),
+    "collectives_per_step": counted.collectives,
   }

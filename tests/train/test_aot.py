@@ -70,14 +70,12 @@ def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
   cfg = model_config_from(memory3.get_config("tiny").model)
   expected = flops.train_step_flops(cfg, 64, 8, use_memory=True, encode_grad=True)["total"] / 4
   assert result["flops"]["formula_per_device"] == pytest.approx(expected)
-  # The compiled matmuls include dense attention's masked half; App. A counts the
-  # matmuls of causal attention. Within 10% for this shape...
-  compiled = result["flops"]["compiled_flops_per_device"]  # matmuls, loops × trip counts
-  assert abs(compiled / expected - 1) < 0.10, (compiled, expected)
-  # ...and within 5% once the masked half the dense kernel computes is added.
+  # The compiled matmuls (HLO dots and convolutions, loops × trip counts) against App. A:
+  # measured 1.003× for this shape (XLA:TPU does not spend matmuls on the masked half).
+  compiled = result["flops"]["compiled_flops_per_device"]
+  assert abs(compiled / expected - 1) < 0.05, (compiled, expected)
   extra = flops.dense_attention_extra(cfg, 64, 8, use_memory=True, encode_grad=True) / 4
   assert result["flops"]["accounted_per_device"] == pytest.approx(expected + extra)
-  assert abs(compiled / (expected + extra) - 1) < 0.05, (compiled, expected + extra)
   mem = result["memory"]
   assert mem["total_bytes"] == (
     mem["argument_bytes"]

@@ -42,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
   from m3jax.data.sources import read_jsonl
-  from m3jax.evaluate import evaluation, report
+  from m3jax.evaluate import report
   from m3jax.run.config import build
-  from m3jax.run.loading import load_trained_run
+  from m3jax.run.loading import evaluate_run, load_trained_run
 
   config = config_from_args(args, workdir=args.workdir, fixed_model=True)
   ev = build(config).eval
@@ -53,22 +53,14 @@ def run(args) -> int:
   )
   items = read_jsonl(args.qa, "qa") if args.qa else None
   out = os.path.join(args.workdir, "eval")
-  t = trained
-  res = evaluation.evaluate_all(
-    t.cfg,
-    t.params,
-    t.vocab,
-    t.paths,
-    t.refs,
-    t.bank,
-    t.embedder,
-    t.retriever,
+  res = evaluate_run(
+    trained,
     ev,
     plot_dir=args.plots or ev.plot_dir or os.path.join(out, "plots"),
     qa_items=items,
     only=args.only.split(",") if args.only else None,
   )
-  res.update({"checkpoint_step": t.step, "machine": report.machine()})
+  res.update({"checkpoint_step": trained.step, "machine": report.machine()})
   path = report.write_json(args.results or ev.results_path or os.path.join(out, "eval.json"), res)
   page = report.write_html(
     os.path.splitext(path)[0] + ".html", res, f"m3jax eval {os.path.abspath(args.workdir)}"

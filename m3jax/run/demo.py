@@ -12,7 +12,13 @@ from __future__ import annotations
 import os
 import time
 
-from m3jax.run.loading import build_bank_for, kb_references, load_trained_params
+from m3jax.run.loading import (
+  TrainedRun,
+  build_bank_for,
+  evaluate_run,
+  kb_references,
+  load_trained_params,
+)
 
 QUICK = {
   # ``--quick``: a shortened run that still exercises every step.
@@ -56,7 +62,7 @@ def run_demo(
   """Runs everything; returns the results dict (also written as JSON)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
-  from m3jax.evaluate import evaluation, report
+  from m3jax.evaluate import report
   from m3jax.model.config import model_config_from
   from m3jax.run.config import build
   from m3jax.train.workdir import content_addressed
@@ -93,15 +99,9 @@ def run_demo(
     config, cfg, params, refs, workdir, step, progress, vocab=vocab, allow_stale=allow_stale_bank
   )
   t = lap("build_bank", t)
-  res = evaluation.evaluate_all(
-    cfg,
-    params,
-    vocab,
-    paths,
-    refs,
-    bank,
-    embedder,
-    retriever,
+  run = TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
+  res = evaluate_run(
+    run,
     ev,
     plot_dir=plot_dir,
     progress=progress,

@@ -30,6 +30,24 @@ class TrainedRun:
   retriever: Any
 
 
+def evaluate_run(run: TrainedRun, ev, **kwargs) -> dict:
+  """``evaluation.evaluate_all`` on a trained run's pieces (keyword options pass through)."""
+  from m3jax.evaluate import evaluation
+
+  return evaluation.evaluate_all(
+    run.cfg,
+    run.params,
+    run.vocab,
+    run.paths,
+    run.refs,
+    run.bank,
+    run.embedder,
+    run.retriever,
+    ev,
+    **kwargs,
+  )
+
+
 def last_stage_dir(config, workdir: str) -> str:
   from m3jax.model.config import model_config_from
   from m3jax.train.config import train_config_from

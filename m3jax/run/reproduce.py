@@ -75,10 +75,9 @@ def evaluate_checkpoint(
   """QA of one checkpoint through its own freshly built bank (deleted afterwards)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import DataPaths, load_vocab
-  from m3jax.evaluate import evaluation
   from m3jax.memory.build import bank_config_from, build_bank
   from m3jax.model.config import model_config_from
-  from m3jax.run.loading import kb_references
+  from m3jax.run.loading import TrainedRun, evaluate_run, kb_references
   from m3jax.train.checkpoint import restore_params
 
   cfg = model_config_from(config.model)
@@ -102,15 +101,9 @@ def evaluate_checkpoint(
       progress=progress,
     )
     embedder, retriever = bank.index
-    res = evaluation.evaluate_all(
-      cfg,
-      params,
-      vocab,
-      paths,
-      refs,
-      bank,
-      embedder,
-      retriever,
+    run = TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
+    res = evaluate_run(
+      run,
       ev,
       plot_dir=os.path.join(scratch_dir, "plots"),
       progress=progress,

@@ -113,20 +113,13 @@ def _reuse_first_stage(source: str, target: str, stage: str) -> bool:
 
 def evaluate_point(config, workdir: str) -> dict:
   """Held-out QA of a trained point (``eval --only qa``), saved in <point>/eval/eval.json."""
-  from m3jax.evaluate import evaluation, report
-  from m3jax.run.loading import load_trained_run
+  from m3jax.evaluate import report
+  from m3jax.run.loading import evaluate_run, load_trained_run
 
   ev = report.eval_config_from(config.get("eval"))
   t = load_trained_run(config, workdir, progress=False)
-  res = evaluation.evaluate_all(
-    t.cfg,
-    t.params,
-    t.vocab,
-    t.paths,
-    t.refs,
-    t.bank,
-    t.embedder,
-    t.retriever,
+  res = evaluate_run(
+    t,
     ev,
     plot_dir=os.path.join(workdir, "eval", "plots"),
     progress=False,

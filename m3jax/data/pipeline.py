@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from m3jax.data import counterfactual, pretrieval
+from m3jax.data import counterfactual, kb, pretrieval
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 
@@ -188,7 +188,7 @@ def make_train_iterator(
   refs = ref_tokens = ref_lengths = None
   if with_references:
     refs = pretrieval.pretrieve(cfg, paths, split, seq_len, chunk_len, ref_len)
-    ref_tokens, ref_lengths = pretrieval.reference_arrays(paths, ref_len)
+    ref_tokens, ref_lengths = kb.reference_arrays(kb.kb_references(paths, vocab, ref_len), ref_len)
   if shuffle is None:
     shuffle = split == "train"
   return TrainIterator(

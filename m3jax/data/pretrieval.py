@@ -23,25 +23,15 @@ import numpy as np
 from tqdm import tqdm
 
 from m3jax.memory import overlap as overlap_lib
-from m3jax.data import sources, sparse_embedder
+from m3jax.data import sparse_embedder
 from m3jax.data.config import DataConfig, data_config_from
+from m3jax.data.kb import kb_references, reference_arrays
 from m3jax.data.prepare import DataPaths, load_vocab, sources_key
 
 NO_REF = -1
-
-
-def reference_arrays(paths: DataPaths, ref_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """All KB references as ``(tokens_NxL int32 right-padded with pad=0, lengths_N int32)``.
-
-  References longer than ``ref_len`` are truncated: the model never sees more.
-  """
-  flat = np.load(paths.ref_tokens)
-  offsets = np.load(paths.ref_offsets)
-  lengths = np.minimum(np.diff(offsets), ref_len).astype(np.int32)
-  tokens = np.zeros((len(lengths), ref_len), np.int32)
-  for i, (start, n) in enumerate(zip(offsets[:-1], lengths)):
-    tokens[i, :n] = flat[start : start + n]
-  return tokens, lengths
+# Reference rows are the pieces of ``kb.kb_references`` (lines longer than ref_len split,
+# 2026-12-03), not the lines: a cache keyed without this would index the wrong rows.
+REFERENCE_ROWS = "split-v1"
 
 
 def chunk_ranges(num_seqs: int, seq_len: int, chunk_len: int, query: str) -> np.ndarray:
@@ -127,6 +117,7 @@ def pretrieval_key(cfg: DataConfig, split: str, seq_len: int, chunk_len: int, re
   blob = json.dumps(
     [
       sources_key(cfg),
+      REFERENCE_ROWS,
       split,
       seq_len,
       chunk_len,
@@ -143,7 +134,8 @@ def pretrieval_key(cfg: DataConfig, split: str, seq_len: int, chunk_len: int, re
 def pretrieve(
   data_cfg, paths: DataPaths, split: str, seq_len: int, chunk_len: int, ref_len: int
 ) -> np.ndarray:
-  """Chunk -> reference index for every packed sequence -> int32 [S, C] (-1 = none).
+  """Chunk -> reference index (a row of ``kb.reference_arrays(kb.kb_references(...))``)
+  for every packed sequence -> int32 [S, C] (-1 = none).
 
   Cached in ``pretrieval-<key>.npz`` keyed by every input that changes the result.
   """
@@ -159,10 +151,9 @@ def pretrieve(
   vocab = load_vocab(cfg, paths)
   queries = [vocab.decode(stream[a:b]) for a, b in tqdm(ranges, desc="decode", leave=False)]
   embedder = sparse_embedder.load(cfg.embedder, paths.embedder)
-  ref_tokens, ref_lengths = reference_arrays(paths, ref_len)
-  ref_emb = sparse_embedder.embed_references(
-    embedder, sources.texts(sources.read_jsonl(paths.references))
-  )
+  refs = kb_references(paths, vocab, ref_len)
+  ref_tokens, ref_lengths = reference_arrays(refs, ref_len)
+  ref_emb = sparse_embedder.embed_references(embedder, [r.text for r in refs])
   cands = _top_candidates(embedder, queries, ref_emb, cfg.retrieval_candidates)
   num_chunks = seq_len // chunk_len
   cands = cands.reshape(num_seqs, num_chunks, -1)

@@ -6,6 +6,11 @@ marks a line that is already one reference and must not be split) or plain ``.tx
 boundaries when they can; a sentence longer than ``ref_len`` is split by tokens.
 Ids are stable, ``"{doc_id}#{i}"``, so a resumed bank build sees the same sequence.
 
+A knowledge-base *line* (the prepared KB of a run, a ``LiveKnowledge`` record) is one
+reference; :func:`split_reference` splits one longer than ``ref_len`` tokens into pieces
+(never truncates it): the first keeps the line's id, the others are ``"{id}#{i}"``, i ≥ 1.
+:func:`document_pieces` maps a document id to its pieces (gold ids, deletion).
+
 The tokenizer is anything with ``encode(str) -> list[int]`` and ``decode(list[int]) -> str``
 (the seqio Vocabulary interface).
 """
@@ -16,9 +21,11 @@ import dataclasses
 import json
 import os
 import re
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_PIECE_SUFFIX = re.compile(r"^(.*)#(\d+)$")
+_BOUNDARY_ENDS = (".", "!", "?", ";")
 
 
 class Tokenizer(Protocol):
@@ -115,12 +122,46 @@ def _read_jsonl(path: str, explicit: bool) -> list[Document]:
   return docs
 
 
+def split_tokens(
+  tokens: Sequence[int], ref_len: int, is_boundary: Callable[[int], bool] = lambda t: False
+) -> list[tuple[int, int]]:
+  """``[start, end)`` spans of at most ``ref_len`` tokens that cover ``tokens`` in order.
+
+  While more than ``ref_len`` tokens remain, a span ends just after the last boundary
+  token (``is_boundary``: a sentence end) of its ``ref_len``-token window, or at the
+  window's end when the window holds none (a hard split). One span when it fits.
+  """
+  if ref_len < 1:
+    raise ValueError(f"ref_len={ref_len} must be at least 1")
+  spans, start, n = [], 0, len(tokens)
+  while n - start > ref_len:
+    end = start + ref_len
+    cut = next((j + 1 for j in range(end - 1, start - 1, -1) if is_boundary(tokens[j])), end)
+    spans.append((start, cut))
+    start = cut
+  spans.append((start, n))
+  return spans
+
+
+class SentenceEnds:
+  """``is_boundary`` for :func:`split_tokens`: a token whose text ends a sentence or a
+  clause (``. ! ? ;``, trailing spaces ignored) or holds a line break. Each token id is
+  decoded once (cached)."""
+
+  def __init__(self, tok: Tokenizer):
+    self.tok, self._cache = tok, {}
+
+  def __call__(self, token: int) -> bool:
+    hit = self._cache.get(token)
+    if hit is None:
+      text = self.tok.decode([int(token)])
+      hit = self._cache[token] = "\n" in text or text.rstrip().endswith(_BOUNDARY_ENDS)
+    return hit
+
+
 def _split_long(tokens: Sequence[int], ref_len: int, tok: Tokenizer) -> list[tuple[str, list]]:
-  out = []
-  for s in range(0, len(tokens), ref_len):
-    piece = list(tokens[s : s + ref_len])
-    out.append((tok.decode(piece), piece))
-  return out
+  pieces = [list(tokens[a:b]) for a, b in split_tokens(tokens, ref_len)]
+  return [(tok.decode(p), p) for p in pieces]
 
 
 def chunk_document(doc: Document, tok: Tokenizer, ref_len: int) -> list[Reference]:
@@ -158,16 +199,53 @@ def chunk_document(doc: Document, tok: Tokenizer, ref_len: int) -> list[Referenc
   return [Reference(f"{doc.id}#{i}", text, tuple(t)) for i, (text, t) in enumerate(pieces) if t]
 
 
-def split_reference(ref_id: str, text: str, tok: Tokenizer, ref_len: int) -> list[Reference]:
-  """One runtime document -> references of at most ``ref_len`` tokens, never truncated.
+def piece_id(ref_id: str, i: int) -> str:
+  """Id of piece ``i`` of a split reference: the first keeps ``ref_id``, then ``ref_id#i``."""
+  return ref_id if i == 0 else f"{ref_id}#{i}"
 
-  A text that fits keeps its id; a longer one becomes ``"{ref_id}#{i}"`` pieces (sentence
-  packing, as :func:`chunk_document`), so memory, retrieval and RAG see the same text.
+
+def split_reference(
+  ref_id: str,
+  text: str,
+  tok: Tokenizer,
+  ref_len: int,
+  *,
+  tokens: Sequence[int] | None = None,
+  ends: Callable[[int], bool] | None = None,
+) -> list[Reference]:
+  """One knowledge-base line -> references of at most ``ref_len`` tokens, never truncated.
+
+  A text that fits is one reference with its own id and text. A longer one is cut by
+  :func:`split_tokens` (at the last sentence end of each window, else hard) into pieces
+  :func:`piece_id` ``(ref_id, i)``, each with its own tokens and their decoded text: the
+  text that retrieval embeds and RAG shows is the one the memory encodes. ``tokens``:
+  ``tok.encode(text)`` when already known; ``ends``: a shared :class:`SentenceEnds`.
   """
-  refs = chunk_document(Document(ref_id, text, False, ref_id), tok, ref_len)
-  if len(refs) == 1:
-    return [Reference(ref_id, refs[0].text, refs[0].tokens)]
-  return refs
+  tokens = list(tok.encode(text)) if tokens is None else [int(t) for t in tokens]
+  if len(tokens) <= ref_len:
+    return [Reference(ref_id, text, tuple(tokens))]
+  spans = split_tokens(tokens, ref_len, ends or SentenceEnds(tok))
+  return [
+    Reference(piece_id(ref_id, i), tok.decode(tokens[a:b]), tuple(tokens[a:b]))
+    for i, (a, b) in enumerate(spans)
+  ]
+
+
+def document_pieces(ids: Iterable[str]) -> dict[str, list[str]]:
+  """Reference ids -> {document id: its reference ids in piece order}, the one mapping from
+  a document (a QA ``gold_ref_id``, a ``delete`` argument) to what the bank holds.
+
+  Every id maps to itself (first); ``X#i`` (i digits) is also a piece of ``X`` whether or
+  not ``X`` is an id: the pieces of a split line (``X``, ``X#1``, …) and the chunks of a
+  document file (``X#0``, ``X#1``, …, :func:`chunk_document`) both map from ``X``.
+  """
+  out: dict[str, list[tuple[int, str]]] = {}
+  for i in ids:
+    out.setdefault(i, []).append((-1, i))
+    m = _PIECE_SUFFIX.match(i)
+    if m:
+      out.setdefault(m.group(1), []).append((int(m.group(2)), i))
+  return {k: [i for _, i in sorted(v)] for k, v in out.items()}
 
 
 def chunk_documents(docs: Iterable[Document], tok: Tokenizer, ref_len: int) -> list[Reference]:

@@ -74,17 +74,20 @@ def evaluate_all(
     timings[name] = round(now - clock[0], 2)
     clock[0] = now
 
+  from m3jax.data.references import document_pieces
+
   text_of = {r.id: r.text for r in refs}
   tokens_of = {r.id: r.tokens for r in refs}
+  pieces = document_pieces(text_of)  # gold_ref_id -> the references of that line
   keep = anti_copy_filter(tokens_of.__getitem__, ev.anti_copy_threshold)
   feeder_eval = MemoryFeeder(embedder, retriever, bank, R, keep=keep)  # with anti-copy
   feeder = MemoryFeeder(embedder, retriever, bank, R)
   retrieved = memory_sources.RetrievedMemory(feeder_eval, vocab)
   unfiltered = memory_sources.RetrievedMemory(feeder, vocab)
   if qa_items is None:
-    items = read_jsonl(paths.qa_eval, "qa", ref_ids=text_of)
+    items = read_jsonl(paths.qa_eval, "qa", ref_ids=pieces)
   else:
-    check_gold_ids(qa_items, text_of)
+    check_gold_ids(qa_items, pieces)
     items = qa_items
   pool = items
   kinds_of = kinds.value_kinds(items)  # from the whole file: a sample misleads
@@ -105,6 +108,7 @@ def evaluate_all(
     names=ev.conditions,
     rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question),
     demos=demos,
+    pieces=pieces,
   )
   gen = Generator(cfg, params, sampling=SamplingConfig(ev.temperature, ev.top_k))
   out = {"num_questions": len(items), "skipped": {}}
@@ -145,7 +149,7 @@ def evaluate_all(
         "qa_by_kind": {c: kinds.by_kind(items, p, kinds_of) for c, p in qa_res["per_item"].items()},
       }
     )
-    out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L)
+    out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L, pieces)
     out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
 
   run_part("qa", qa_part)
@@ -204,7 +208,7 @@ def evaluate_all(
       {
         "memory": retrieved,
         "oracle_memory": memory_sources.OracleMemory(
-          feeder, [it.get("gold_ref_id") for it in items]
+          feeder, [it.get("gold_ref_id") for it in items], pieces
         ),
         "random_memory": memory_sources.RandomMemory(
           feeder,
@@ -212,6 +216,7 @@ def evaluate_all(
           list(text_of),
           [it.get("gold_ref_id") for it in items],
           ev.random_memory_seed,
+          pieces,
         ),
       },
       progress,
@@ -267,17 +272,20 @@ def check_gold_ids(items: Sequence[dict], ref_ids) -> None:
       )
 
 
-def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len) -> dict:
-  """How often the gold reference is retrieved (top-R), before and after anti-copy."""
+def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len, pieces=None) -> dict:
+  """How often the gold reference is retrieved (top-R), before and after anti-copy. With
+  ``pieces`` (``references.document_pieces``) any piece of a split gold line counts."""
   with_gold = [it for it in items if it.get("gold_ref_id")]
   if not with_gold:
     return {}
   toks = [qa.encode_prompt(vocab, qa.qa_prompt(it["question"])) for it in with_gold]
   f = rag.rag_ids(retrieved, toks, chunk_len)
   u = rag.rag_ids(unfiltered, toks, chunk_len)
-  gold = [it["gold_ref_id"] for it in with_gold]
-  hit = lambda ids: float(np.mean([g in list(row) for g, row in zip(gold, ids)]))
-  top1 = lambda ids: float(np.mean([row[0] == g for g, row in zip(gold, ids)]))
+  gold = [
+    set(pieces.get(g, [g]) if pieces else [g]) for g in (it["gold_ref_id"] for it in with_gold)
+  ]
+  hit = lambda ids: float(np.mean([bool(g.intersection(row)) for g, row in zip(gold, ids)]))
+  top1 = lambda ids: float(np.mean([row[0] in g for g, row in zip(gold, ids)]))
   dropped = float(
     np.mean([sum(i is not None for i in a) - sum(i is not None for i in b) for a, b in zip(u, f)])
   )
@@ -328,16 +336,22 @@ def insertion_demo(cfg, params, vocab, refs, bank, embedder, retriever, items, e
   """Runtime insertion on a trained model: the gold references of ``items`` are removed,
   then QA runs before re-insertion, after it, and after deleting them again; finally the
   index is restored. The bank is edited through an in-memory overlay (never on disk: a
-  killed run loses nothing). The embedder knows these texts, so the index is upserted."""
+  killed run loses nothing). The embedder knows these texts, so the index is upserted.
+  A split gold line is deleted and re-inserted piece by piece (each piece is a record)."""
   from m3jax.evaluate.insertion import insertion_roundtrip
   from m3jax.inference.knowledge import LiveKnowledge
   from m3jax.memory.overlay import BankOverlay
 
-  items = [it for it in items if it.get("gold_ref_id") in bank]
+  from m3jax.data.references import document_pieces
+
+  text_of = {r.id: r.text for r in refs}
+  pieces = document_pieces(text_of)
+  items = [
+    it for it in items if pieces.get(it.get("gold_ref_id")) and pieces[it["gold_ref_id"]][0] in bank
+  ]
   if not items:
     return None
-  text_of = {r.id: r.text for r in refs}
-  gold = list(dict.fromkeys(it["gold_ref_id"] for it in items))
+  gold = list(dict.fromkeys(p for it in items for p in pieces[it["gold_ref_id"]]))
   kn = LiveKnowledge(cfg, params, BankOverlay(bank), embedder, retriever, text_of, vocab)
   kn.delete(gold, refit_index=False)
   try:

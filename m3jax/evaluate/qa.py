@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -139,6 +139,7 @@ def make_conditions(
   rag_headers: dict | None = None,
   names: Sequence[str] = CONDITIONS,
   demos: Callable[[Sequence[dict]], list[str]] | None = None,
+  pieces: Mapping[str, Sequence[str]] | None = None,
 ):
   """Condition name -> fn(items) -> (prompt texts, memory_fn or None, ids or None).
 
@@ -146,7 +147,8 @@ def make_conditions(
   ``feeder``: the MemoryFeeder for oracle / random memories (no filter needed);
   ``demos``: items -> few-shot prefixes (``m3jax.evaluate.fewshot``). With demonstrations,
   memory and RAG retrieve with the question alone (§7.4), and RAG's text goes
-  header1 + refs + header2 + demonstrations + question."""
+  header1 + refs + header2 + demonstrations + question. ``pieces``: gold id -> its
+  reference ids (``references.document_pieces``) for the oracle and random memories."""
   from m3jax.evaluate import fewshot
   from m3jax.inference import memory_sources, rag
 
@@ -182,13 +184,13 @@ def make_conditions(
     "memory": _memory,
     "oracle_memory": lambda items: (
       prompts(items),
-      memory_sources.OracleMemory(feeder, [it.get("gold_ref_id") for it in items]),
+      memory_sources.OracleMemory(feeder, [it.get("gold_ref_id") for it in items], pieces),
       None,
     ),
     "random_memory": lambda items: (
       prompts(items),
       memory_sources.RandomMemory(
-        feeder, len(items), ref_pool, [it.get("gold_ref_id") for it in items], seed
+        feeder, len(items), ref_pool, [it.get("gold_ref_id") for it in items], seed, pieces
       ),
       None,
     ),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from m3jax.data.references import Reference, split_reference
+from m3jax.data.references import Reference, SentenceEnds, document_pieces, split_reference
 
 
 class LiveKnowledge:
@@ -50,9 +50,10 @@ class LiveKnowledge:
     self.index_dir = index_dir
 
   def references(self, records: Sequence[Mapping]) -> list[Reference]:
-    """Records -> references; a text longer than ``ref_len`` tokens is split into
-    ``"{id}#{i}"`` references (never truncated)."""
+    """Records -> references; a text longer than ``ref_len`` tokens is split into pieces
+    ``id``, ``id#1``, … (``references.split_reference``, as the run's KB; never truncated)."""
     out = []
+    ends = SentenceEnds(self.tokenizer)
     for i, r in enumerate(records):
       if (
         not isinstance(r.get("id"), str)
@@ -62,7 +63,9 @@ class LiveKnowledge:
         raise ValueError(
           f"reference record {i} needs a string 'id' and a non-empty 'text', got keys {sorted(r)}"
         )
-      out.extend(split_reference(r["id"], r["text"], self.tokenizer, self.cfg.memory.ref_len))
+      out.extend(
+        split_reference(r["id"], r["text"], self.tokenizer, self.cfg.memory.ref_len, ends=ends)
+      )
     return out
 
   def insert(self, records: Sequence[Mapping], *, refit_index: bool = True) -> list[str]:
@@ -87,14 +90,10 @@ class LiveKnowledge:
     return ids
 
   def expand(self, ids: Sequence[str]) -> list[str]:
-    """Document ids -> their reference ids (``x`` -> ``x#0``, ``x#1``, … when split)."""
-    out = []
-    for i in ids:
-      if i in self.texts:
-        out.append(i)
-      else:
-        out.extend(k for k in self.texts if k.startswith(f"{i}#") and k[len(i) + 1 :].isdigit())
-    return out
+    """Document ids -> their reference ids (``x`` -> ``x``, ``x#1``, … when split;
+    ``references.document_pieces``)."""
+    pieces = document_pieces(self.texts)
+    return [p for i in ids for p in pieces.get(i, [])]
 
   def delete(self, ids: Sequence[str], *, refit_index: bool = True) -> None:
     ids = list(ids)

@@ -11,7 +11,7 @@ A source returns (MemoryKV [L, n, 1, R, K, M, D], ids object array [n, R], None 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -61,20 +61,35 @@ class FixedMemory:
     return self.feeder.assemble(ids[:, None]), ids
 
 
-def OracleMemory(feeder, gold_ids: Sequence[str]) -> FixedMemory:
-  """Each row attends to its question's gold reference only."""
-  return FixedMemory(feeder, [[g] for g in gold_ids])
+def _pieces(ref_id, pieces: Mapping[str, Sequence[str]] | None) -> list:
+  if ref_id is None:
+    return []
+  return list(pieces.get(ref_id, [ref_id])) if pieces is not None else [ref_id]
+
+
+def OracleMemory(
+  feeder, gold_ids: Sequence[str], pieces: Mapping[str, Sequence[str]] | None = None
+) -> FixedMemory:
+  """Each row attends to its question's gold reference only: with ``pieces``
+  (``references.document_pieces``) a split gold line gives its first R pieces, in order."""
+  return FixedMemory(feeder, [_pieces(g, pieces) for g in gold_ids])
 
 
 def RandomMemory(
-  feeder, num_rows: int, pool: Sequence[str], exclude: Sequence[str] = (), seed: int = 0
+  feeder,
+  num_rows: int,
+  pool: Sequence[str],
+  exclude: Sequence[str] = (),
+  seed: int = 0,
+  pieces: Mapping[str, Sequence[str]] | None = None,
 ) -> FixedMemory:
-  """Each row attends to R references drawn at random (never its gold one)."""
+  """Each row attends to R references drawn at random (never its gold one, nor any piece
+  of it with ``pieces``)."""
   rng = np.random.default_rng(seed)
   pool = list(pool)
   rows = []
   for i in range(num_rows):
-    bad = exclude[i] if i < len(exclude) else None
-    pick = [pool[j] for j in rng.permutation(len(pool))[: feeder.refs_per_chunk + 1]]
-    rows.append([p for p in pick if p != bad][: feeder.refs_per_chunk])
+    bad = set(_pieces(exclude[i], pieces)) if i < len(exclude) else set()
+    pick = [pool[j] for j in rng.permutation(len(pool))[: feeder.refs_per_chunk + len(bad)]]
+    rows.append([p for p in pick if p not in bad][: feeder.refs_per_chunk])
   return FixedMemory(feeder, rows)

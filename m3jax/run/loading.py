@@ -12,7 +12,7 @@ import dataclasses
 import os
 from typing import Any
 
-import numpy as np
+from m3jax.data.kb import kb_references  # noqa: F401 (re-exported: demo, eval, build-memory)
 
 
 @dataclasses.dataclass
@@ -100,37 +100,6 @@ def load_trained_run(
       config, cfg, params, run.refs, workdir, step, progress, bank_url, vocab, allow_stale
     )
   return run
-
-
-def kb_references(paths, vocab, ref_len: int):
-  """Every KB line as one reference (the data pipeline's convention: truncated at ref_len).
-
-  Truncation loses the facts at a reference's end, so a knowledge base with many longer
-  lines gets a one-line warning naming the fix (``model.memory.ref_len``)."""
-  from m3jax.data.references import Reference
-  from m3jax.data.sources import read_jsonl
-
-  records = read_jsonl(paths.references, "references")
-  flat, offsets = np.load(paths.ref_tokens), np.load(paths.ref_offsets)
-  if len(offsets) - 1 != len(records):
-    raise ValueError(f"{paths.ref_tokens} does not match {paths.references}; re-run prepare_data")
-  lengths = np.diff(offsets)
-  over = float(np.mean(lengths > ref_len)) if len(lengths) else 0.0
-  if over > 0.05:
-    print(
-      f"[m3jax] warning: {over:.0%} of the {len(records)} references are longer than "
-      f"model.memory.ref_len={ref_len} tokens (median {int(np.median(lengths))}, 95th "
-      f"percentile {int(np.percentile(lengths, 95))}) and lose their end; raise "
-      "--config.model.memory.ref_len or shorten them"
-    )
-  return [
-    Reference(
-      r["id"],
-      r["text"],
-      tuple(int(t) for t in flat[offsets[i] : min(offsets[i + 1], offsets[i] + ref_len)]),
-    )
-    for i, r in enumerate(records)
-  ]
 
 
 def default_bank_url(workdir: str, step: int) -> str:

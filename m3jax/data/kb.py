@@ -1,0 +1,58 @@
+"""The prepared knowledge base of a run as references of at most ``ref_len`` tokens.
+
+``prepare_data`` tokenizes each KB line once (``ref_tokens.npy``/``ref_offsets.npy``,
+independent of the model); here a line longer than ``ref_len`` is split into pieces
+(``references.split_reference``), never truncated. Training (``reference_arrays``,
+pre-retrieval), the bank build, evaluation and the demo all read this one list, so
+memory, retrieval and RAG see the same pieces and the same text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from m3jax.data.references import Reference, SentenceEnds, split_reference
+from m3jax.data.sources import read_jsonl
+
+
+def kb_references(paths, vocab, ref_len: int) -> list[Reference]:
+  """Every KB line as one reference, split into ``ref_len``-token pieces when longer.
+
+  A line that fits keeps its id and text (banks and QA gold ids stay valid); a longer one
+  becomes ``X``, ``X#1``, … (``references.document_pieces`` maps ``X`` back to them).
+  """
+  records = read_jsonl(paths.references, "references")
+  flat, offsets = np.load(paths.ref_tokens), np.load(paths.ref_offsets)
+  if len(offsets) - 1 != len(records):
+    raise ValueError(f"{paths.ref_tokens} does not match {paths.references}; re-run prepare_data")
+  ends = SentenceEnds(vocab)
+  refs: list[Reference] = []
+  for i, r in enumerate(records):
+    tokens = flat[offsets[i] : offsets[i + 1]]
+    refs.extend(split_reference(r["id"], r["text"], vocab, ref_len, tokens=tokens, ends=ends))
+  if len(refs) != len(records):
+    ids = [r.id for r in refs]
+    if len(set(ids)) != len(ids):
+      dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+      raise ValueError(
+        f"{paths.references}: a split line's piece id clashes with another line's id "
+        f"{dup}; rename that line (ids ending in '#<digits>' are piece ids)"
+      )
+    long = len(offsets) - 1 - int(np.sum(np.diff(offsets) <= ref_len))
+    print(
+      f"[m3jax] {long} of the {len(records)} knowledge-base lines are longer than "
+      f"model.memory.ref_len={ref_len} tokens and are split: {len(refs)} references"
+    )
+  return refs
+
+
+def reference_arrays(refs, ref_len: int) -> tuple[np.ndarray, np.ndarray]:
+  """References -> ``(tokens_NxL int32 right-padded with pad=0, lengths_N int32)``, row i
+  = ``refs[i]`` (each already at most ``ref_len`` tokens: :func:`kb_references`)."""
+  lengths = np.array([len(r.tokens) for r in refs], np.int32)
+  if len(lengths) and lengths.max() > ref_len:
+    raise ValueError(f"a reference has {lengths.max()} tokens > ref_len={ref_len}; split it first")
+  tokens = np.zeros((len(refs), ref_len), np.int32)
+  for i, r in enumerate(refs):
+    tokens[i, : lengths[i]] = r.tokens
+  return tokens, lengths

@@ -2,7 +2,6 @@
 reference from its own text in a real TensorStore bank."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

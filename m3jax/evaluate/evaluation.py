@@ -20,14 +20,14 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.evaluate import attribution, fewshot, kinds, perplexity, plots, qa, speed
+from m3jax.evaluate import attribution, fewshot, kinds, perplexity, plots, qa, retrievers, speed
 from m3jax.inference import memory_sources, rag
 from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig
 from m3jax.task import ChunkQuery
 
 
-PARTS = ("qa", "perplexity", "speed", "attribution", "insertion")
+PARTS = ("qa", "retrievers", "perplexity", "speed", "attribution", "insertion")
 
 
 def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
@@ -149,6 +149,21 @@ def evaluate_all(
     out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
 
   run_part("qa", qa_part)
+
+  def retrievers_part():
+    # Gold top-1 / recall@5 of TF-IDF, MiniLM and self-retrieval on the same questions.
+    out["retrieval_by_retriever"] = retrievers.compare_retrievers(
+      cfg,
+      params,
+      vocab,
+      items,
+      refs,
+      bank,
+      layer=ev.self_retrieval_layer,
+      tokens_per_head=ev.self_retrieval_tokens,
+    )
+
+  run_part("retrievers", retrievers_part)
 
   def perplexity_part():
     # Perplexity of held-out text (valid split). "memory" is causal: chunk c reads what

@@ -24,27 +24,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from m3jax.memory import sparsify
+from m3jax.model import layers
 
 
-@functools.partial(jax.jit, static_argnames=("bank_block",))
-def maxsim_scores(q_QxTxHxD, q_valid_QxT, keys_NxKxMxD, key_valid_NxM, *, bank_block: int = 256):
+@functools.partial(jax.jit, static_argnames=("bank_block", "cosine"))
+def maxsim_scores(
+  q_QxTxHxD, q_valid_QxT, keys_NxKxMxD, key_valid_NxM, *, bank_block: int = 256, cosine=False
+):
   """Σ_h Σ_t max_m q·k / √D per (query, reference): float32 [Q, N].
 
   Query head h reads KV head ``h // (H/K)``. Invalid query tokens add nothing; a
   reference with no valid key scores -inf. The bank is scanned in blocks of
-  ``bank_block`` references (memory O(Q·block·H·T·M)).
+  ``bank_block`` references (memory O(Q·block·H·T·M)). ``cosine``: queries and keys
+  L2-normalized first (ColBERT's similarity; no 1/√D), so no reference wins on key norm.
   """
   qn, t, h, d = q_QxTxHxD.shape
   n, kv, m, _ = keys_NxKxMxD.shape
   if h % kv:
     raise ValueError(f"{h} query heads are not a multiple of {kv} KV heads")
   pad = (-n) % bank_block
-  keys = jnp.pad(keys_NxKxMxD.astype(jnp.float32), ((0, pad), (0, 0), (0, 0), (0, 0)))
+  q_QxTxHxD, keys_NxKxMxD = q_QxTxHxD.astype(jnp.float32), keys_NxKxMxD.astype(jnp.float32)
+  if cosine:
+    unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    q_QxTxHxD, keys_NxKxMxD = unit(q_QxTxHxD) * d**0.5, unit(keys_NxKxMxD)
+  keys = jnp.pad(keys_NxKxMxD, ((0, pad), (0, 0), (0, 0), (0, 0)))
   kvalid = jnp.pad(key_valid_NxM, ((0, pad), (0, 0)))
   blocks = (n + pad) // bank_block
   keys = keys.reshape(blocks, bank_block, kv, m, d)
   kvalid = kvalid.reshape(blocks, bank_block, m)
-  q = q_QxTxHxD.astype(jnp.float32).reshape(qn, t, kv, h // kv, d) * d**-0.5
+  q = q_QxTxHxD.reshape(qn, t, kv, h // kv, d) * d**-0.5
   qvalid = q_valid_QxT.astype(jnp.float32)
 
   def block(args):
@@ -60,20 +68,21 @@ def maxsim_scores(q_QxTxHxD, q_valid_QxT, keys_NxKxMxD, key_valid_NxM, *, bank_b
   return s.transpose(1, 0, 2).reshape(qn, -1)[:, :n]
 
 
-def query_vectors(params, cfg, tokens_QxT, lengths_Q, *, layer: int, tokens_per_head: int = 0):
+def query_vectors(
+  params, cfg, tokens_QxT, lengths_Q, *, layer: int, tokens_per_head: int = 0, rope: bool = True
+):
   """Per-head queries of memory layer ``layer`` for query chunks: ([Q, T, H, D], valid [Q, T]).
 
   ``tokens_per_head`` > 0 keeps, per KV-head group, the tokens that receive the most
   attention (the score memory selection uses, m3jax.memory.sparsify); 0 keeps them all.
   """
-  from m3jax.model import layers
   from m3jax.model.transformer import Transformer
 
   enc = Transformer(cfg).apply({"params": params}, tokens_QxT, method=Transformer.encode)
   q_raw = enc.q_raw_LxBxNxHxD[layer]
   t = tokens_QxT.shape[1]
   pos = jnp.broadcast_to(jnp.arange(1, t + 1), tokens_QxT.shape)  # as the stored keys
-  q = layers.apply_rope(q_raw, pos, cfg.rope_base)
+  q = layers.apply_rope(q_raw, pos, cfg.rope_base) if rope else q_raw
   valid = jnp.arange(t)[None, :] < lengths_Q[:, None]
   if tokens_per_head:
     k = min(tokens_per_head, t)
@@ -103,6 +112,8 @@ class SelfRetriever:
     *,
     layer: int = 0,
     tokens_per_head: int = 0,
+    cosine: bool = True,
+    rope: bool = True,
     query_batch: int = 32,
     read_batch: int = 1024,
   ):
@@ -111,18 +122,24 @@ class SelfRetriever:
         f"self-retrieval layer={layer} is not a memory layer (0..{cfg.memory.num_memory_layers - 1})"
       )
     self.cfg, self.params, self.layer = cfg, params, layer
-    self.tokens_per_head, self.query_batch = tokens_per_head, query_batch
+    self.tokens_per_head, self.query_batch, self.cosine = tokens_per_head, query_batch, cosine
     self.ids = [str(i) for i in ids]
     keys, masks = [], []
     for s in range(0, len(self.ids), read_batch):
       rows = bank.read(self.ids[s : s + read_batch])
       k, _ = bank.dequantize(rows.keys[:, layer : layer + 1], rows.values[:, layer : layer + 1])
-      keys.append(jnp.asarray(k[:, 0], jnp.bfloat16))
+      k = jnp.asarray(k[:, 0], jnp.float32)  # [n, K, M, D]
+      if not rope:  # undo RoPE at the stored positions (token_idx + 1): raw keys
+        n_, kv_, m_, d_ = k.shape
+        pos = jnp.asarray(rows.token_idx[:, layer], jnp.int32).reshape(n_ * kv_, m_) + 1
+        k = layers.apply_rope(k.reshape(n_ * kv_, m_, 1, d_), -pos, cfg.rope_base)
+        k = k.reshape(n_, kv_, m_, d_)
+      keys.append(k.astype(jnp.bfloat16))
       masks.append(jnp.asarray(rows.mask, bool))
     self.keys_NxKxMxD = jnp.concatenate(keys) if keys else None
     self.mask_NxM = jnp.concatenate(masks) if masks else None
     self._queries = jax.jit(
-      functools.partial(query_vectors, layer=layer, tokens_per_head=tokens_per_head),
+      functools.partial(query_vectors, layer=layer, tokens_per_head=tokens_per_head, rope=rope),
       static_argnums=(1,),
     )
 
@@ -152,7 +169,7 @@ class SelfRetriever:
     for s in range(0, qn, self.query_batch):
       b = slice(s, s + self.query_batch)
       q, valid = self._queries(self.params, self.cfg, jnp.asarray(toks[b]), jnp.asarray(lengths[b]))
-      scores = maxsim_scores(q, valid, self.keys_NxKxMxD, self.mask_NxM)
+      scores = maxsim_scores(q, valid, self.keys_NxKxMxD, self.mask_NxM, cosine=self.cosine)
       best, idx = jax.lax.top_k(scores, kk)
       all_idx.append(np.asarray(idx))
       all_s.append(np.asarray(best))

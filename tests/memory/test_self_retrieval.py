@@ -50,6 +50,10 @@ def test_maxsim_equals_naive_loop():
   q, qv, k, kv = _random(0)
   got = np.asarray(maxsim_scores(q, qv, k, kv, bank_block=4))  # 7 refs: 2 blocks, padded
   np.testing.assert_allclose(got, naive_maxsim(q, qv, k, kv), rtol=1e-5, atol=1e-5)
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  cos = np.asarray(maxsim_scores(q, qv, k, kv, cosine=True))
+  want = naive_maxsim(unit(q) * np.sqrt(q.shape[-1]), qv, unit(k), kv)
+  np.testing.assert_allclose(cos, want, rtol=1e-5, atol=1e-5)
 
 
 def test_head_h_searches_only_its_kv_head():
@@ -102,6 +106,9 @@ def test_own_text_finds_its_reference_top1(tmp_path, tied_params, tiny_cfg):
   ret = SelfRetriever(tiny_cfg, tied_params, bank, ids, layer=0, query_batch=5)
   got, scores = ret.search(ret.tokenize([list(v) for v in vocab]), 5)
   assert list(got[:, 0]) == ids
+  # RoPE stripped from both sides (raw query vs stored key un-rotated at its position).
+  raw = SelfRetriever(tiny_cfg, tied_params, bank, ids, layer=0, rope=False)
+  assert list(raw.search(raw.tokenize([list(v) for v in vocab]), 1)[0][:, 0]) == ids
   assert np.all(np.diff(scores, axis=1) <= 0)
   # Sparsified queries (the top tokens by attention received, the score that selected
   # the bank's keys) keep the tokens whose keys were stored: still top-1.

@@ -17,7 +17,7 @@ the chosen layer are read once and kept on the device.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +78,7 @@ def query_vectors(
   """
   from m3jax.model.transformer import Transformer
 
-  enc = Transformer(cfg).apply({"params": params}, tokens_QxT, method=Transformer.encode)
+  enc: Any = Transformer(cfg).apply({"params": params}, tokens_QxT, method=Transformer.encode)
   q_raw = enc.q_raw_LxBxNxHxD[layer]
   t = tokens_QxT.shape[1]
   pos = jnp.broadcast_to(jnp.arange(1, t + 1), tokens_QxT.shape)  # as the stored keys
@@ -169,10 +169,10 @@ class SelfRetriever:
     for s in range(0, qn, self.query_batch):
       b = slice(s, s + self.query_batch)
       q, valid = self._queries(self.params, self.cfg, jnp.asarray(toks[b]), jnp.asarray(lengths[b]))
-      scores = maxsim_scores(q, valid, self.keys_NxKxMxD, self.mask_NxM, cosine=self.cosine)
-      best, idx = jax.lax.top_k(scores, kk)
-      all_idx.append(np.asarray(idx))
-      all_s.append(np.asarray(best))
+      s_QxN = maxsim_scores(q, valid, self.keys_NxKxMxD, self.mask_NxM, cosine=self.cosine)
+      top_s, top_i = jax.lax.top_k(s_QxN, kk)
+      all_idx.append(np.asarray(top_i))
+      all_s.append(np.asarray(top_s))
     idx, best = np.concatenate(all_idx), np.concatenate(all_s)
     ids = np.full((qn, k), None, object)
     scores = np.full((qn, k), -np.inf, np.float32)

@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--only",
     default=None,
-    help="comma-separated parts to run: qa,perplexity,speed,attribution,"
-    "insertion (default: all); a part that cannot run is skipped with its "
+    help="comma-separated parts to run: qa,retrievers,perplexity,speed,attribution,"
+    "insertion (default: all but retrievers, the slow TF-IDF/MiniLM/self-retrieval "
+    "comparison); a part that cannot run is skipped with its "
     "reason in the results",
   )
   parser.add_argument(

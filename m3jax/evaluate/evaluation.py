@@ -6,7 +6,8 @@ memory and with the own-text oracle (evaluate/perplexity.py), throughput and tim
 first token (no memory / memory cold and warm / RAG, same weights, one run; see
 evaluate/speed.py), memory attribution, plots. Returns one JSON-able dict.
 
-``only`` selects parts (:data:`PARTS`); a part that cannot run on the given data (too
+``only`` selects parts (:data:`PARTS`; default :data:`DEFAULT_PARTS`, all but the slow
+``retrievers`` comparison); a part that cannot run on the given data (too
 little held-out text for perplexity, no gold references for insertion) is skipped with its
 reason in ``results["skipped"]`` and the other parts are kept.
 """
@@ -20,14 +21,17 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.evaluate import attribution, fewshot, kinds, perplexity, plots, qa, speed
+from m3jax.evaluate import attribution, fewshot, kinds, perplexity, plots, qa, retrievers, speed
 from m3jax.inference import memory_sources, rag
 from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig
 from m3jax.task import ChunkQuery
 
 
-PARTS = ("qa", "perplexity", "speed", "attribution", "insertion")
+PARTS = ("qa", "retrievers", "perplexity", "speed", "attribution", "insertion")
+# "retrievers" (TF-IDF vs MiniLM vs self-retrieval) embeds the whole KB with MiniLM: 142 s
+# on the small demo's 8,249 references on the 2-core CPU, so it runs only when asked for.
+DEFAULT_PARTS = tuple(p for p in PARTS if p != "retrievers")
 
 
 def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
@@ -57,7 +61,7 @@ def evaluate_all(
 ) -> dict:
   from m3jax.data.sources import read_jsonl
 
-  selected = tuple(only) if only else PARTS
+  selected = tuple(only) if only else DEFAULT_PARTS
   bad = sorted(set(selected) - set(PARTS))
   if bad:
     raise ValueError(
@@ -119,7 +123,9 @@ def evaluate_all(
   def run_part(name, fn):
     """Runs one part; one that is not selected or cannot run is skipped with a reason."""
     if name not in selected:
-      out["skipped"][name] = "not selected (--only)"
+      out["skipped"][name] = "not selected (--only" + (
+        " retrievers)" if name == "retrievers" else ")"
+      )
       return
     try:
       fn()
@@ -153,6 +159,21 @@ def evaluate_all(
     out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
 
   run_part("qa", qa_part)
+
+  def retrievers_part():
+    # Gold top-1 / recall@5 of TF-IDF, MiniLM and self-retrieval on the same questions.
+    out["retrieval_by_retriever"] = retrievers.compare_retrievers(
+      cfg,
+      params,
+      vocab,
+      items,
+      refs,
+      bank,
+      layer=ev.self_retrieval_layer,
+      tokens_per_head=ev.self_retrieval_tokens,
+    )
+
+  run_part("retrievers", retrievers_part)
 
   def perplexity_part():
     # Perplexity of held-out text (valid split). "memory" is causal: chunk c reads what

@@ -37,6 +37,10 @@ class EvalConfig:
   results_path: str = ""  # "" = <workdir>/eval/<command>.json
   attribution_examples: int = 4
   insertion_examples: int = 64
+  # Self-retrieval (Remark 2) in the "retrievers" part: which memory layer's queries
+  # search the bank's keys, and how many query tokens per head (0 = all).
+  self_retrieval_layer: int = 0
+  self_retrieval_tokens: int = 0
 
   def __post_init__(self):
     from m3jax.evaluate.qa import CONDITIONS
@@ -150,6 +154,14 @@ def table(results: Mapping[str, Any]) -> str:
   ret = results.get("retrieval") or {}
   if ret:
     lines.append("retrieval: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ret.items()))
+  by_ret = results.get("retrieval_by_retriever") or {}
+  if by_ret:
+    lines.append(
+      "gold reference by retriever (unfiltered): "
+      + "; ".join(
+        f"{name} " + " ".join(f"{m} {_fmt(x)}" for m, x in v.items()) for name, v in by_ret.items()
+      )
+    )
   ins = results.get("knowledge_insertion") or {}
   if ins:
     states = {k: v for k, v in ins.items() if isinstance(v, Mapping)}

@@ -58,6 +58,7 @@ def test_evaluate_all_smoke(tmp_path):
     ev,
     plot_dir=str(tmp_path / "plots"),
     progress=False,
+    only=evaluation.PARTS,  # the default leaves the slow retrievers comparison out
   )
   for key in ("qa_exact_match", "qa_multiple_choice"):
     assert set(out[key]) == set(ev.conditions)
@@ -66,6 +67,9 @@ def test_evaluate_all_smoke(tmp_path):
   assert set(out["perplexity"]) == {"no_memory", "memory", "oracle_memory"}
   assert all(v > 0 for v in out["decode_tokens_per_s"].values())
   assert 0 <= out["retrieval"]["gold_recall_at_R"] <= 1
+  by_ret = out["retrieval_by_retriever"]
+  assert set(by_ret) == {"tfidf", "minilm", "self"}
+  assert all(0 <= v["top1"] <= v["recall5"] <= 1 for v in by_ret.values())
   ki = out["knowledge_insertion"]
   assert ki["after_insert"]["gold_retrieved"] >= ki["after_delete"]["gold_retrieved"] == 0.0
   assert len(bank) == len(refs)  # the bank is restored afterwards

@@ -92,15 +92,20 @@ def knobs(
   """What would shrink the largest parts of the footprint, biggest part first."""
   temp, args = memory["temp_bytes"], memory["argument_bytes"] + memory["output_bytes"]
   temp_advice = []
-  if remat_policy in (None, "none"):
+  if remat_policy != "full":
     temp_advice.append(
-      "rematerialize the layers (--config.model.remat_policy=full, with "
-      "--config.model.scan_layers=True)"
+      f"rematerialize more (now remat_policy={remat_policy or 'none'}; "
+      "--config.model.remat_policy=full, with --config.model.scan_layers=True)"
     )
   if per_device_batch and per_device_batch > 1:
     temp_advice.append(
       f"microbatch: lower --per-device-batch (now {per_device_batch}; more microbatches per step)"
     )
+  tensor = mesh_shape.get("tensor", 1)
+  temp_advice.append(
+    f"split each layer's activations over a tensor axis: raise tensor in --mesh (now "
+    f"tensor={tensor}; it must divide the KV heads)"
+  )
   fsdp = mesh_shape.get("fsdp", 1)
   arg_advice = [
     f"shard the state over more devices: raise fsdp in --mesh (now "

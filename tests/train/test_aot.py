@@ -175,6 +175,20 @@ def test_fit_verdict_names_bytes_and_knobs():
   assert f"{15 * gib:,} bytes" in msg and "(15.00 GiB) over the 95 GiB" in msg
   assert "remat_policy=full" in msg and "--per-device-batch (now 8" in msg
   assert msg.index("temporaries") < msg.index("raise fsdp")  # the biggest part first
+  # Already fully rematerialized, one sequence per device: the tensor axis is what is left
+  # (the fsdp advice alone would be wrong when the state is a small part of the bytes).
+  with pytest.raises(aot_report.DoesNotFitError) as err:
+    aot_report.check_fit(
+      memory,
+      95 * gib,
+      "TPU v5p",
+      remat_policy="full",
+      per_device_batch=1,
+      mesh_shape={"data": 1, "fsdp": 64, "tensor": 1},
+    )
+  msg = str(err.value)
+  assert "remat_policy=full" not in msg and "--per-device-batch" not in msg
+  assert msg.index("raise tensor in --mesh (now tensor=1") < msg.index("raise fsdp")
   aot_report.check_fit(
     {**memory, "total_bytes": 94 * gib},
     95 * gib,

@@ -32,7 +32,7 @@ from m3jax.run.config import apply_overrides, load_config
 from m3jax.data import synthetic
 from m3jax.data.sources import read_jsonl
 from m3jax.run.loading import load_trained_run
-from m3jax.evaluate import evaluation, qa
+from m3jax.evaluate import evaluation, kinds, qa
 from m3jax.inference import memory_sources
 from m3jax.memory.feeder import MemoryFeeder
 from m3jax.model.transformer import Transformer
@@ -40,6 +40,7 @@ from m3jax.train.loop import train
 from m3jax.train.memory_batch import memory_from_batch
 from m3jax.task import target_logprobs
 from m3jax.train.stages import resize_stage
+from m3jax.train.workdir import saved_config
 
 
 def set_steps(config, steps: list[int]):
@@ -62,15 +63,34 @@ def set_steps(config, steps: list[int]):
   return config
 
 
-def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -> dict:
-  """Mean NLL of the answer's first token and of the whole QA text, per memory kind."""
-  model, n_ref, chunk = Transformer(cfg), cfg.memory.ref_len, cfg.memory.chunk_len
+def qa_token_masks(vocab, items, bos_id: int, chunk: int):
+  """``(tokens_BxT, first_BxT1, later_BxT1)``: ``<s>`` + each item's ``Q: … A: value``
+  text, zero-padded to whole chunks; ``first``/``later`` mark, in next-token (target)
+  coordinates, the answer's first token and its later tokens."""
   prompts = [vocab.encode(synthetic.qa_prompt(it["question"])) for it in items]
-  texts = [
-    [cfg.bos_id] + vocab.encode(synthetic.qa_text(it["question"], it["answer"])) for it in items
-  ]
-  c = -(-max(map(len, texts)) // chunk)  # chunks; every one sees the same reference
-  b, t = len(items), c * chunk
+  texts = [[bos_id] + vocab.encode(synthetic.qa_text(it["question"], it["answer"])) for it in items]
+  b, t = len(items), -(-max(map(len, texts)) // chunk) * chunk
+  tokens = np.zeros((b, t), np.int32)
+  first, later = np.zeros((b, t - 1), bool), np.zeros((b, t - 1), bool)
+  for i, (prompt, full) in enumerate(zip(prompts, texts)):
+    tokens[i, : len(full)] = full
+    first[i, len(prompt)] = True  # logits at <s>+prompt predict the answer
+    later[i, len(prompt) + 1 : len(full) - 1] = True  # the answer's other tokens
+  return tokens, first, later
+
+
+def answer_nll(
+  cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0, value_kinds=None
+) -> dict:
+  """Mean NLL per memory kind (none, gold, random) of the answer's first token, of its
+  later pieces (a multi-piece value's continuation, which a model can copy out of memory
+  once it has the first piece: an induction copy, no attribute lookup), and of the whole
+  QA text; the answer figures also per value kind (``evaluate.kinds``; pass
+  ``value_kinds`` inferred from the whole QA file: a subset can make a closed list look
+  like names)."""
+  model, n_ref, chunk = Transformer(cfg), cfg.memory.ref_len, cfg.memory.chunk_len
+  tokens, first, rest = qa_token_masks(vocab, items, cfg.bos_id, chunk)
+  b, c = tokens.shape[0], tokens.shape[1] // chunk  # every chunk sees the same reference
 
   @jax.jit
   def nll_BxT(params, tokens_BxT, refs_BxN, ref_len_B):
@@ -79,14 +99,11 @@ def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -
     )
     return -target_logprobs(model.apply({"params": params}, tokens_BxT, memory), tokens_BxT)
 
-  tokens = np.zeros((b, t), np.int32)
-  first = np.zeros((b, t - 1), bool)
+  row_kind = np.array([k or "unknown" for k in kinds.item_kinds(items, value_kinds)])
   refs = {k: np.zeros((b, n_ref), np.int32) for k in ("gold", "random")}
   lens = {k: np.zeros(b, np.int32) for k in ("none", "gold", "random")}
   rng = np.random.default_rng(seed)
-  for i, (it, prompt, full) in enumerate(zip(items, prompts, texts)):
-    tokens[i, : len(full)] = full
-    first[i, len(prompt)] = True  # logits at <s>+prompt predict the answer
+  for i, it in enumerate(items):
     for kind, ref in (
       ("gold", refs_by_id[it["gold_ref_id"]]),
       ("random", refs_by_id[ref_pool[rng.integers(len(ref_pool))]]),
@@ -98,7 +115,23 @@ def answer_nll(cfg, params, vocab, items, refs_by_id, ref_pool, seed: int = 0) -
   for kind in ("none", "gold", "random"):
     # "none" passes the gold tokens with length 0: every memory slot masked.
     nll = np.asarray(nll_BxT(params, tokens, refs.get(kind, refs["gold"]), lens[kind]))
-    out[kind] = {"answer_first_token": float(nll[first].mean()), "qa_text": float(nll[text].mean())}
+    out[kind] = {
+      "answer_first_token": float(nll[first].mean()),
+      "answer_later_pieces": float(nll[rest].mean()) if rest.any() else None,
+      "qa_text": float(nll[text].mean()),
+      "by_value_kind": {
+        vk: {
+          "n": int((row_kind == vk).sum()),
+          "answer_first_token": float(nll[first & (row_kind == vk)[:, None]].mean()),
+          "answer_later_pieces": (
+            float(nll[rest & (row_kind == vk)[:, None]].mean())
+            if (rest & (row_kind == vk)[:, None]).any()
+            else None
+          ),
+        }
+        for vk in sorted(set(row_kind))
+      },
+    }
   return out
 
 
@@ -110,13 +143,22 @@ def main(argv=None) -> dict:
   parser.add_argument("--workdir", default=None, help="default artifacts/probe/<name>")
   parser.add_argument("--out", default="experiments/results/probe_memory_onset.jsonl")
   parser.add_argument("--questions", type=int, default=256)
+  parser.add_argument(
+    "--no-train",
+    action="store_true",
+    help="probe the finished run in --workdir as it is (its recorded config; no training)",
+  )
   args, overrides = parser.parse_known_args(argv)
   t0 = time.perf_counter()
   config = set_steps(load_config(args.config, overrides), [int(s) for s in args.steps.split(",")])
   config.train.progress_bar = config.train.plot = config.train.tensorboard = False
   workdir = args.workdir or os.path.join("artifacts", "probe", args.name)
-  summary = train(config, workdir)  # prepares the data itself
+  summary = {} if args.no_train else train(config, workdir)  # prepares the data itself
   train_s = time.perf_counter() - t0
+  if args.no_train:
+    config = saved_config(workdir)
+    if config is None:
+      raise SystemExit(f"--no-train: {workdir} has no config.json (not a trained run)")
   run = load_trained_run(config, workdir, progress=False)
   cfg, vocab = run.cfg, run.vocab
   feeder = MemoryFeeder(run.embedder, run.retriever, run.bank, cfg.memory.refs_per_chunk)
@@ -134,7 +176,9 @@ def main(argv=None) -> dict:
     cfg, run.params, vocab, items, conditions, max_new_tokens=6, batch_size=32, progress=False
   )
   by_id = {r.id: r.tokens for r in run.refs}  # QA gold_ref_id = KB reference id
-  nll = answer_nll(cfg, run.params, vocab, items[:128], by_id, sorted(by_id))
+  nll = answer_nll(
+    cfg, run.params, vocab, items[:128], by_id, sorted(by_id), value_kinds=kinds.value_kinds(items)
+  )
   row = {
     "name": args.name,
     "config": args.config,

@@ -51,3 +51,21 @@ def test_probe_runs_and_memory_reaches_the_answer(tmp_path):
   # NLL, and differently (an untrained model still mixes in what it attends to).
   assert nll["gold"]["qa_text"] != nll["none"]["qa_text"]
   assert nll["gold"]["qa_text"] != nll["random"]["qa_text"]
+
+
+def test_answer_masks_mark_the_answer_first_token_and_the_rest():
+  from tests.memory.helpers import WordTokenizer
+
+  vocab = WordTokenizer()
+  items = [
+    {"question": "Where was Ann Lee born?", "answer": "North Gate Town"},
+    {"question": "What color is the flag?", "answer": "red"},
+  ]
+  tokens, first, later = probe.qa_token_masks(vocab, items, bos_id=2, chunk=8)
+  assert tokens.shape == (2, 16) and first.shape == later.shape == (2, 15)
+  targets = tokens[:, 1:]
+  for i, it in enumerate(items):
+    answer = [vocab.vocab[w] for w in it["answer"].split()]  # the words, looked up by hand
+    assert targets[i][first[i]].tolist() == answer[:1]
+    assert targets[i][later[i]].tolist() == answer[1:]
+  assert not (first & later).any()

@@ -162,9 +162,8 @@ def main(argv=None) -> dict:
   run = load_trained_run(config, workdir, progress=False)
   cfg, vocab = run.cfg, run.vocab
   feeder = MemoryFeeder(run.embedder, run.retriever, run.bank, cfg.memory.refs_per_chunk)
-  items = evaluation.select_items(
-    read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs}), args.questions
-  )
+  all_items = read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs})
+  items = evaluation.select_items(all_items, args.questions)
   conditions = qa.make_conditions(
     vocab,
     cfg.memory.chunk_len,
@@ -177,7 +176,13 @@ def main(argv=None) -> dict:
   )
   by_id = {r.id: r.tokens for r in run.refs}  # QA gold_ref_id = KB reference id
   nll = answer_nll(
-    cfg, run.params, vocab, items[:128], by_id, sorted(by_id), value_kinds=kinds.value_kinds(items)
+    cfg,
+    run.params,
+    vocab,
+    items[:128],
+    by_id,
+    sorted(by_id),
+    value_kinds=kinds.value_kinds(all_items),
   )
   row = {
     "name": args.name,

@@ -36,10 +36,13 @@ class DataConfig:
   embedder: str = "sparse_tfidf"
   embedding_dim: int = 256
   # Counterfactual memory augmentation (m3jax.data.counterfactual): in memory stages, each
-  # token a training row shares with its references (minus the knowledge base's
-  # `memory_swap_stop_tokens` most frequent tokens) is swapped, with this probability, for a
-  # fresh token in the row and its references alike, so only memory can predict it.
+  # value a training row shares with its references is swapped, with this probability, in
+  # the row and its references alike, so only memory can predict it. Unit "word": whole
+  # words, template words being those in more than `memory_swap_template_df` of the
+  # references; "token": single tokens, minus the `memory_swap_stop_tokens` most frequent.
   memory_swap_rate: float = 0.0
+  memory_swap_unit: str = "word"
+  memory_swap_template_df: float = 0.05
   memory_swap_stop_tokens: int = 64
   user_files: UserFiles = UserFiles()
 
@@ -57,6 +60,12 @@ class DataConfig:
       raise ValueError(f"data.seq_len={self.seq_len} must be >= 2")
     if not 0 <= self.world.heldout_fraction < 1:
       raise ValueError("data.world.heldout_fraction must be in [0, 1)")
+    if self.memory_swap_unit not in ("word", "token"):
+      raise ValueError(f"data.memory_swap_unit={self.memory_swap_unit!r}: use 'word' or 'token'")
+    if not 0.0 < self.memory_swap_template_df <= 1.0:
+      raise ValueError(
+        f"data.memory_swap_template_df={self.memory_swap_template_df} must be in (0, 1]"
+      )
     if not 0.0 <= self.memory_swap_rate <= 1.0:
       raise ValueError(f"data.memory_swap_rate={self.memory_swap_rate} must be in [0, 1]")
     if self.memory_swap_stop_tokens < 0:

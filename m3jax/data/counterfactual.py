@@ -111,6 +111,146 @@ def swap_batch(
     targets_BxT[b], refs_BxCxN[b] = swap_row(
       targets_BxT[b], refs_BxCxN[b], batch["ref_lengths"][b], stop_V, weights_V, rate, rng
     )
+  return _with_targets(batch, targets_BxT, refs_BxCxN, bos_id)
+
+
+# ------------------------------------------------------------------------- whole words
+# Token-level swapping cannot touch a value made of frequent pieces: a year is digits, and
+# digits are among the most frequent reference tokens, so years were never swapped and
+# never had to be read. Swapping whole words, with a replacement word of the same number
+# of pieces, reaches every value kind; template words are told apart by how many
+# references hold them (a template word is in a large share of references, any one value
+# in a small share), not by a count tuned to one world.
+
+
+def word_start_mask(vocab) -> np.ndarray:
+  """bool [V]: tokens that begin a word. SentencePiece: pieces starting with '▁' and the
+  special ids. A vocabulary without word pieces (bytes) makes every token a word, which
+  reduces word swapping to token swapping."""
+  size = int(vocab.vocab_size)
+  sp = getattr(vocab, "_sp", None)
+  if sp is None:
+    return np.ones(size, bool)
+  starts_V = np.array([sp.id_to_piece(i).startswith("\u2581") for i in range(size)], bool)
+  starts_V[:NUM_SPECIAL] = True
+  return starts_V
+
+
+def word_spans(tokens_T: np.ndarray, starts_V: np.ndarray) -> list[tuple[int, int]]:
+  """``[(start, end), ...]`` of the words of ``tokens_T``: a word runs from a word-start
+  token to the next one (the first span may be a word's tail, cut by row packing)."""
+  n = len(tokens_T)
+  if n == 0:
+    return []
+  cuts = np.flatnonzero(starts_V[tokens_T])
+  bounds = np.unique(np.concatenate([[0], cuts, [n]]))
+  return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+class WordSwapper:
+  """Whole-word counterfactual swaps, with the knowledge base's word statistics.
+
+  Template words are those in more than ``template_df`` of the references (document
+  frequency); the rest are values. A replacement is a value word of the knowledge base
+  with the same number of pieces (drawn by its frequency), so the row keeps its length
+  and its word boundaries, and the swapped fact reads like one the knowledge base could
+  hold.
+  """
+
+  def __init__(
+    self,
+    ref_tokens_NxL: np.ndarray,
+    ref_lengths_N: np.ndarray,
+    starts_V: np.ndarray,
+    template_df: float,
+  ):
+    if not 0.0 < template_df <= 1.0:
+      raise ValueError(f"template_df={template_df} must be in (0, 1]")
+    self.starts_V = starts_V
+    df: dict[tuple, int] = {}
+    freq: dict[tuple, int] = {}
+    for tokens, n in zip(ref_tokens_NxL, ref_lengths_N):
+      words = self._words(tokens[:n])
+      for w in words:
+        freq[w] = freq.get(w, 0) + 1
+      for w in set(words):
+        df[w] = df.get(w, 0) + 1
+    limit = template_df * max(1, len(ref_lengths_N))
+    self.template = {w for w, d in df.items() if d > limit}
+    pools: dict[int, list[tuple]] = {}
+    for w in sorted(freq):
+      if w not in self.template and min(w) >= NUM_SPECIAL:
+        pools.setdefault(len(w), []).append(w)
+    if not pools:
+      raise ValueError(
+        "counterfactual swap: every knowledge-base word is a template word; raise "
+        "data.memory_swap_template_df or set data.memory_swap_rate=0"
+      )
+    self.pools = {
+      k: (ws, np.array([freq[w] for w in ws], np.float64) / sum(freq[w] for w in ws))
+      for k, ws in pools.items()
+    }
+
+  def _words(self, tokens: np.ndarray) -> list[tuple]:
+    return [tuple(tokens[s:e].tolist()) for s, e in word_spans(tokens, self.starts_V)]
+
+  def _swappable(self, w: tuple) -> bool:
+    return w not in self.template and min(w) >= NUM_SPECIAL and len(w) in self.pools
+
+  def swap_row(
+    self,
+    targets_T: np.ndarray,
+    ref_tokens_CxN: np.ndarray,
+    ref_lengths_C: np.ndarray,
+    rate: float,
+    rng: np.random.Generator,
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """One row: ``(targets_T, ref_tokens_CxN)`` with each shared value word replaced, with
+    probability ``rate``, everywhere in the row and its references alike; inputs are not
+    changed in place, padding beyond ``ref_lengths_C`` is left as it is."""
+    row_spans = word_spans(targets_T, self.starts_V)
+    ref_spans = [word_spans(r[:n], self.starts_V) for r, n in zip(ref_tokens_CxN, ref_lengths_C)]
+    row_words = [tuple(targets_T[s:e].tolist()) for s, e in row_spans]
+    ref_words = [
+      [tuple(r[s:e].tolist()) for s, e in sp] for r, sp in zip(ref_tokens_CxN, ref_spans)
+    ]
+    in_refs = {w for ws in ref_words for w in ws}
+    shared = sorted(w for w in set(row_words) & in_refs if self._swappable(w))
+    chosen = [w for w, u in zip(shared, rng.random(len(shared))) if u < rate]
+    used = set(row_words) | in_refs
+    table: dict[tuple, tuple] = {}
+    for w in chosen:
+      words, p = self.pools[len(w)]
+      for i in rng.choice(len(words), size=8, p=p):  # a few draws; a used word is skipped
+        if words[i] not in used:
+          table[w] = words[i]
+          used.add(words[i])
+          break
+    if not table:
+      return targets_T, ref_tokens_CxN
+    targets, refs = targets_T.copy(), ref_tokens_CxN.copy()
+    for (s, e), w in zip(row_spans, row_words):
+      if w in table:
+        targets[s:e] = table[w]
+    for c, (spans, words) in enumerate(zip(ref_spans, ref_words)):
+      for (s, e), w in zip(spans, words):
+        if w in table:
+          refs[c, s:e] = table[w]
+    return targets, refs
+
+  def swap_batch(self, batch: dict, rate: float, rng: np.random.Generator, bos_id: int) -> dict:
+    """A batch dict (m3jax.data.pipeline) with every row swapped; ``inputs`` rebuilt from
+    the swapped ``targets``."""
+    targets_BxT = batch["targets"].copy()
+    refs_BxCxN = batch["ref_tokens"].copy()
+    for b in range(targets_BxT.shape[0]):
+      targets_BxT[b], refs_BxCxN[b] = self.swap_row(
+        targets_BxT[b], refs_BxCxN[b], batch["ref_lengths"][b], rate, rng
+      )
+    return _with_targets(batch, targets_BxT, refs_BxCxN, bos_id)
+
+
+def _with_targets(batch: dict, targets_BxT, refs_BxCxN, bos_id: int) -> dict:
   inputs_BxT = np.empty_like(targets_BxT)
   inputs_BxT[:, 0] = bos_id
   inputs_BxT[:, 1:] = targets_BxT[:, :-1]

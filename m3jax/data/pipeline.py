@@ -44,6 +44,8 @@ class TrainIterator:
     shuffle: bool = True,
     swap_rate: float = 0.0,
     swap_stop_tokens: int = 64,
+    swap_word_starts_V: np.ndarray | None = None,
+    swap_template_df: float = 0.05,
   ):
     if batch_size % process_count:
       raise ValueError(
@@ -69,15 +71,21 @@ class TrainIterator:
     self._perm_epoch: int | None = None
     self._perm = np.arange(0)
     self.swap_rate = float(swap_rate)
+    self._words: counterfactual.WordSwapper | None = None
     if self.swap_rate and self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
-      vocab_size = int(max(stream.max(), self._ref_tokens.max())) + 1
-      self._stop_V = counterfactual.stop_token_mask(
-        self._ref_tokens, self._ref_lengths, vocab_size, swap_stop_tokens
-      )
-      self._swap_weights_V = counterfactual.replacement_weights(
-        self._ref_tokens, self._ref_lengths, self._stop_V
-      )
+      if swap_word_starts_V is not None:  # whole words (counterfactual.WordSwapper)
+        self._words = counterfactual.WordSwapper(
+          self._ref_tokens, self._ref_lengths, swap_word_starts_V, swap_template_df
+        )
+      else:  # single tokens
+        vocab_size = int(max(stream.max(), self._ref_tokens.max())) + 1
+        self._stop_V = counterfactual.stop_token_mask(
+          self._ref_tokens, self._ref_lengths, vocab_size, swap_stop_tokens
+        )
+        self._swap_weights_V = counterfactual.replacement_weights(
+          self._ref_tokens, self._ref_lengths, self._stop_V
+        )
     else:
       self.swap_rate = 0.0
 
@@ -116,9 +124,12 @@ class TrainIterator:
     if self.swap_rate:
       # Seeded by the position, so a resumed run swaps exactly as the original did.
       rng = np.random.default_rng(position)
-      out = counterfactual.swap_batch(
-        out, self._stop_V, self._swap_weights_V, self.swap_rate, rng, self.bos_id
-      )
+      if self._words is not None:
+        out = self._words.swap_batch(out, self.swap_rate, rng, self.bos_id)
+      else:
+        out = counterfactual.swap_batch(
+          out, self._stop_V, self._swap_weights_V, self.swap_rate, rng, self.bos_id
+        )
     return out
 
   def batch(self, rows: np.ndarray) -> dict:
@@ -191,6 +202,7 @@ def make_train_iterator(
     ref_tokens, ref_lengths = kb.reference_arrays(kb.kb_references(paths, vocab, ref_len), ref_len)
   if shuffle is None:
     shuffle = split == "train"
+  swap_rate = cfg.memory_swap_rate if split == "train" else 0.0
   return TrainIterator(
     stream,
     seq_len,
@@ -204,8 +216,14 @@ def make_train_iterator(
     process_count,
     shuffle,
     # Counterfactual memory augmentation (m3jax.data.counterfactual): training only.
-    swap_rate=cfg.memory_swap_rate if split == "train" else 0.0,
+    swap_rate=swap_rate,
     swap_stop_tokens=cfg.memory_swap_stop_tokens,
+    swap_word_starts_V=(
+      counterfactual.word_start_mask(vocab)
+      if swap_rate and cfg.memory_swap_unit == "word"
+      else None
+    ),
+    swap_template_df=cfg.memory_swap_template_df,
   )
 
 

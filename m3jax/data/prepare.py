@@ -78,6 +78,8 @@ def sources_key(cfg: DataConfig) -> str:
     "retrieval_candidates",
     "memory_swap_rate",  # training-time augmentation, not data
     "memory_swap_stop_tokens",
+    "memory_swap_unit",
+    "memory_swap_template_df",
   ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():

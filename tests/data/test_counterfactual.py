@@ -101,14 +101,17 @@ def test_swap_batch_rebuilds_inputs_from_swapped_targets():
   np.testing.assert_array_equal(batch["targets"][0], targets)  # caller's batch not mutated
 
 
-def test_pipeline_swaps_training_rows_deterministically_and_resumes(tiny_data, tiny_model_cfg):
+@pytest.mark.parametrize("unit", ["word", "token"])
+def test_pipeline_swaps_training_rows_deterministically_and_resumes(
+  tiny_data, tiny_model_cfg, unit
+):
   from m3jax.data.pipeline import make_train_iterator
   from tests.data.conftest import tiny_data_cfg
 
   base_cfg, _ = tiny_data
 
   def make(rate, split="train"):
-    cfg = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=rate)
+    cfg = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=rate, memory_swap_unit=unit)
     return make_train_iterator(cfg, tiny_model_cfg, split=split, batch_size=4, with_references=True)
 
   plain, swapped = make(0.0), make(1.0)
@@ -134,3 +137,93 @@ def test_config_rejects_rates_outside_unit_interval():
 
   with pytest.raises(ValueError, match="memory_swap_rate"):
     data_config_from(tiny_data_cfg("/tmp/x", memory_swap_rate=1.5))
+
+
+# ------------------------------------------------------------------------- whole words
+# Tokens 10-29 begin a word, 30-49 continue one. Template word (10,) is in every reference.
+STARTS_V = np.zeros(V, bool)
+STARTS_V[:NUM_SPECIAL] = True
+STARTS_V[10:30] = True
+
+
+def test_word_spans_cut_at_word_starts():
+  tokens = np.array([31, 12, 13, 30, 31, 14, 30], np.int32)  # a tail, then 3 words
+  assert counterfactual.word_spans(tokens, STARTS_V) == [(0, 1), (1, 2), (2, 5), (5, 7)]
+  assert counterfactual.word_spans(np.array([], np.int32), STARTS_V) == []
+
+
+def _word_kb():
+  # Six references: the template word (10,) in each; values of 1, 2 and 3 pieces.
+  refs = [
+    [10, 20, 21, 30],  # 20 ; 21 30
+    [10, 22, 23, 31],  # 22 ; 23 31
+    [10, 24, 25, 32, 33],  # 24 ; 25 32 33
+    [10, 26, 27, 34],  # 26 ; 27 34
+    [10, 28, 29, 35, 36],  # 28 ; 29 35 36
+    [10, 11, 12, 37],  # 11 ; 12 37
+  ]
+  n = max(map(len, refs))
+  tokens = np.array([r + [0] * (n - len(r)) for r in refs], np.int32)
+  return tokens, np.array([len(r) for r in refs], np.int32)
+
+
+def test_word_swapper_replaces_whole_shared_value_words_by_same_length_words():
+  kb_tokens, kb_lengths = _word_kb()
+  swapper = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, template_df=0.5)
+  assert swapper.template == {(10,)}
+  # Row: "10 | 20 | 21 30 | 13 | 24" + the references of its two chunks (refs 0 and 2).
+  targets = np.array([10, 20, 21, 30, 13, 24, 21, 30], np.int32)
+  refs = kb_tokens[[0, 2], :5].copy()
+  lengths = kb_lengths[[0, 2]]
+  new_t, new_r = swapper.swap_row(targets, refs, lengths, 1.0, np.random.default_rng(0))
+  assert new_t.shape == targets.shape
+  # Template word and row-only word stay; shared value words all change, as whole words.
+  assert new_t[0] == 10 and new_t[4] == 13 and (new_r[:, 0] == 10).all()
+  old_words = counterfactual.word_spans(targets, STARTS_V)
+  new_words = counterfactual.word_spans(new_t, STARTS_V)
+  assert old_words == new_words, "word boundaries are kept"
+  table = {}
+  for s, e in old_words:
+    old, new = tuple(targets[s:e]), tuple(new_t[s:e])
+    assert table.setdefault(old, new) == new, "one replacement per word, everywhere"
+  for shared in ((20,), (21, 30), (24,)):
+    new = table[shared]
+    assert new != shared and len(new) == len(shared)
+    # a value word of the knowledge base, which neither the row nor its references hold
+    kb_words = {
+      tuple(r[s:e])
+      for r, n in zip(kb_tokens, kb_lengths)
+      for s, e in counterfactual.word_spans(r[:n], STARTS_V)
+    }
+    assert new in kb_words and new != (10,)
+    assert new not in {tuple(targets[s:e]) for s, e in old_words}
+  assert len({table[w] for w in ((20,), (24,))}) == 2, "injective"
+  # The references swap as the row does; their other words and padding stay.
+  for c in range(2):
+    for s, e in counterfactual.word_spans(refs[c, : lengths[c]], STARTS_V):
+      old = tuple(refs[c, s:e])
+      assert tuple(new_r[c, s:e]) == table.get(old, old)
+  np.testing.assert_array_equal(new_r[0, 4:], refs[0, 4:])
+  # Rate zero: nothing changes.
+  t0, r0 = swapper.swap_row(targets, refs, lengths, 0.0, np.random.default_rng(0))
+  np.testing.assert_array_equal(t0, targets)
+  np.testing.assert_array_equal(r0, refs)
+
+
+def test_word_start_mask_splits_sentencepiece_text_into_its_words(tiny_data):
+  from m3jax.data.config import data_config_from
+  from m3jax.data.prepare import load_vocab
+
+  cfg, paths = tiny_data
+  vocab = load_vocab(data_config_from(cfg), paths)
+  starts = counterfactual.word_start_mask(vocab)
+  text = "the founded year 1850 and Zorblatt"
+  tokens = np.array(vocab.encode(text), np.int32)
+  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, starts)]
+  assert words == text.split()
+
+
+def test_word_swapper_rejects_a_world_of_template_words_only():
+  kb_tokens = np.array([[10, 11], [10, 11]], np.int32)
+  with pytest.raises(ValueError, match="memory_swap_template_df"):
+    counterfactual.WordSwapper(kb_tokens, np.array([2, 2]), STARTS_V, template_df=0.5)

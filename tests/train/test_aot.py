@@ -152,6 +152,12 @@ def test_count_collectives():
   assert counts["all-reduce"] == 2 and counts["all-to-all"] == 0
 
 
+def _does_not_fit(memory, **knob_args) -> str:
+  with pytest.raises(aot_report.DoesNotFitError) as err:
+    aot_report.check_fit(memory, 95 * aot_report.GiB, "TPU v5p", **knob_args)
+  return str(err.value)
+
+
 def test_fit_verdict_names_bytes_and_knobs():
   gib = aot_report.GiB
   memory = {
@@ -162,31 +168,23 @@ def test_fit_verdict_names_bytes_and_knobs():
     "code_bytes": 0,
   }
   memory["total_bytes"] = 110 * gib
-  with pytest.raises(aot_report.DoesNotFitError) as err:
-    aot_report.check_fit(
-      memory,
-      95 * gib,
-      "TPU v5p",
-      remat_policy="none",
-      per_device_batch=8,
-      mesh_shape={"data": 1, "fsdp": 64, "tensor": 1},
-    )
-  msg = str(err.value)
+  msg = _does_not_fit(
+    memory,
+    remat_policy="none",
+    per_device_batch=8,
+    mesh_shape={"data": 1, "fsdp": 64, "tensor": 1},
+  )
   assert f"{15 * gib:,} bytes" in msg and "(15.00 GiB) over the 95 GiB" in msg
   assert "remat_policy=full" in msg and "--per-device-batch (now 8" in msg
   assert msg.index("temporaries") < msg.index("raise fsdp")  # the biggest part first
   # Already fully rematerialized, one sequence per device: the tensor axis is what is left
   # (the fsdp advice alone would be wrong when the state is a small part of the bytes).
-  with pytest.raises(aot_report.DoesNotFitError) as err:
-    aot_report.check_fit(
-      memory,
-      95 * gib,
-      "TPU v5p",
-      remat_policy="full",
-      per_device_batch=1,
-      mesh_shape={"data": 1, "fsdp": 64, "tensor": 1},
-    )
-  msg = str(err.value)
+  msg = _does_not_fit(
+    memory,
+    remat_policy="full",
+    per_device_batch=1,
+    mesh_shape={"data": 1, "fsdp": 64, "tensor": 1},
+  )
   assert "remat_policy=full" not in msg and "--per-device-batch" not in msg
   assert msg.index("raise tensor in --mesh (now tensor=1") < msg.index("raise fsdp")
   aot_report.check_fit(

@@ -91,9 +91,10 @@ class LiveKnowledge:
 
   def expand(self, ids: Sequence[str]) -> list[str]:
     """Document ids -> their reference ids (``x`` -> ``x``, ``x#1``, … when split;
-    ``references.document_pieces``)."""
+    ``references.document_pieces``), each once: a document and its own pieces (``x``,
+    ``x#1``, the list :meth:`insert` returns) name ``x#1`` twice."""
     pieces = document_pieces(self.texts)
-    return [p for i in ids for p in pieces.get(i, [])]
+    return list(dict.fromkeys(p for i in ids for p in pieces.get(i, [])))
 
   def delete(self, ids: Sequence[str], *, refit_index: bool = True) -> None:
     ids = list(ids)

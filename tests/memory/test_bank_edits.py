@@ -132,5 +132,9 @@ def test_a_long_reference_becomes_ten_references_seen_everywhere(live, tiny_cfg)
     assert ids[0, 0] == piece
     assert sentences[i] in rag_text(kn.bank.texts([ids[0, 0]]), "question")
     assert kn.bank.read([piece]).keys.shape[0] == 1
+  n = len(kn.retriever)
   kn.delete(["long"], refit_index=False)  # the document id deletes every piece
-  assert not any(kn.bank.contains(got))
+  assert not any(kn.bank.contains(got)) and len(kn.retriever) == n - 10
+  again = kn.insert([{"id": "long", "text": text}], refit_index=False)
+  kn.delete(again, refit_index=False)  # what insert returned: "long" and its own pieces
+  assert not any(kn.bank.contains(got)) and len(kn.retriever) == n - 10

@@ -107,6 +107,14 @@ def _print(result: dict) -> None:
     f"{flops['accounted_per_device']:.4g} (ratio {flops['compiled_over_accounted']:.3f}); "
     f"cost_analysis {flops['cost_analysis_flops_per_device']:.4g} (loop bodies once)"
   )
+  if flops["kernel_calls_from_masks_per_step"]:
+    print(
+      f"  Pallas attention kernels: {flops['kernels_without_flops_per_step']:.0f} calls per "
+      f"step in the HLO ({flops['kernel_calls_from_masks_per_step']:.0f} expected), "
+      f"{flops['kernel_flops_from_masks_per_device']:.4g} FLOPs per device from their tile "
+      f"masks; matmuls + kernels {flops['compiled_with_kernels_per_device']:.4g} (ratio "
+      f"{flops['compiled_with_kernels_over_formula']:.3f} to App. A)"
+    )
   if flops["unknown_trip_counts"] or flops["kernels_without_flops_per_step"]:
     print(
       f"  not counted: {flops['unknown_trip_counts']} loops of unknown trip count (counted "
@@ -138,7 +146,7 @@ def compile_and_report(config, args) -> dict:
   from m3jax.train.loop import resolve_seq_len
   from m3jax.train.config import train_config_from
 
-  cfg = model_config_from(config.model)
+  cfg = aot.for_tpu(model_config_from(config.model))
   topo = aot.tpu_topology(args.topology)
   n = len(topo.devices)
   seq_len = resolve_seq_len(config)
@@ -160,6 +168,7 @@ def compile_and_report(config, args) -> dict:
     formula = flops.decode_step_flops(cfg, batch, out.details["key_slots"])
     formula_parts = {"total": formula}
     extras = {}
+    kernels = {"calls": 0.0, "flops": 0.0}  # decode attends its cache with XLA attention
     per_device_batch = batch // aot.data_parallel(mesh)
   else:
     stage = stages[stage_name]
@@ -179,12 +188,30 @@ def compile_and_report(config, args) -> dict:
     )
     # What XLA also counts, accounted for (see m3jax.train.flops).
     remat = config.model.get("remat_policy", "none")
+    # A fused kernel (splash) skips masked tiles and recomputes inside itself, and its
+    # FLOPs are not in the matmul count (kernels_without_flops_per_step says how many).
+    fused = cfg.attention_impl.startswith("splash")
     extras = {
-      "dense_attention_masked_half": flops.dense_attention_extra(
+      "dense_attention_masked_half": 0.0
+      if fused
+      else flops.dense_attention_extra(
         cfg, seq_len, batch, use_memory=stage.use_memory, encode_grad=stage.encode_grad
       ),
-      "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat),
+      "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat, fused_attention=fused),
     }
+    kernels = (
+      flops.splash_kernels(
+        cfg,
+        seq_len,
+        batch,
+        use_memory=stage.use_memory,
+        encode_grad=stage.encode_grad,
+        remat=remat,
+        microbatches=microbatches,
+      )
+      if fused
+      else {"calls": 0.0, "flops": 0.0}
+    )
     per_device_batch = out.details["per_device_batch"]
   if getattr(args, "hlo_out", None):
     _write_text(args.hlo_out, out.executable.as_text())
@@ -195,14 +222,19 @@ def compile_and_report(config, args) -> dict:
   )
   summary["flops"]["formula_per_step"] = formula_parts
   accounted = (formula_parts["total"] + sum(extras.values())) / n
+  # Fused kernels: XLA counts none of their FLOPs; they are added from their tile masks
+  # (m3jax.train.flops.splash_kernels), and the call count is checked against the HLO's.
+  with_kernels = summary["flops"]["compiled_flops_per_device"] + kernels["flops"] / n
   summary["flops"].update(
     extras_per_step=extras,
     accounted_per_device=accounted,
-    compiled_over_accounted=summary["flops"]["compiled_flops_per_device"] / accounted,
+    kernel_calls_from_masks_per_step=kernels["calls"],
+    kernel_flops_from_masks_per_device=kernels["flops"] / n,
+    compiled_with_kernels_per_device=with_kernels,
+    compiled_with_kernels_over_formula=with_kernels / summary["flops"]["formula_per_device"],
+    compiled_over_accounted=with_kernels / accounted,
   )
-  summary["flops"]["ideal_step_s_at_peak"] = (
-    summary["flops"]["compiled_flops_per_device"] / topo.peak_flops_per_device
-  )
+  summary["flops"]["ideal_step_s_at_peak"] = with_kernels / topo.peak_flops_per_device
   return {
     "topology": topo.name,
     "generation": topo.generation,
@@ -212,7 +244,7 @@ def compile_and_report(config, args) -> dict:
     "peak_bf16_flops_per_device": topo.peak_flops_per_device,
     "config": args.config,
     "overrides": list(args.config_overrides),
-    "model": _model_knobs(config),
+    "model": {**_model_knobs(config), "attention_impl_compiled": cfg.attention_impl},
     "stage": stage_name,
     "mesh": {k: int(v) for k, v in mesh.shape.items()},
     "per_device_batch": per_device_batch,
@@ -238,6 +270,8 @@ def run(args) -> int:
     config = config_from_args(args)
     result = compile_and_report(config, args)
   except (ValueError, RuntimeError) as e:
+    if getattr(args, "debug", False):
+      raise
     print(f"compile: {e}", file=sys.stderr)
     return 2
   _print(result)

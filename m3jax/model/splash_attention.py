@@ -62,6 +62,18 @@ def static_mask(
   return mask
 
 
+def computed_pairs(
+  t: int, s_ctx: int, offset: int, chunks: int, per_chunk: int, chunk_len: int
+) -> int:
+  """Query-key pairs one head's kernel call computes: every BLOCK × BLOCK tile of the
+  static mask with an allowed entry (all-masked tiles are skipped; data-dependent
+  masking by segment ids happens inside computed tiles)."""
+  mask = static_mask(t, s_ctx, offset, chunks, per_chunk, chunk_len)
+  tp, sp = mask.shape
+  tiles = mask.reshape(tp // BLOCK, BLOCK, sp // BLOCK, BLOCK).any(axis=(1, 3))
+  return int(tiles.sum()) * BLOCK * BLOCK
+
+
 def segment_ids(batch: int, t: int, s_ctx: int, mem_mask_BxN, static_shape):
   """(q_BxTp, kv_BxSp) int32: 0 = may attend, 1 = masked memory token or padding."""
   tp, sp = static_shape

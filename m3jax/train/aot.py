@@ -73,6 +73,17 @@ class Topology:
     return self.chip.peak_bf16_flops * self.chips / len(self.devices)
 
 
+def for_tpu(cfg: ModelConfig) -> ModelConfig:
+  """``attention_impl="auto"`` as a TPU host resolves it (Pallas splash attention).
+
+  Compiling runs on a CPU host, where ``auto`` would pick XLA attention and compile a
+  program that no TPU run executes; an explicit impl is kept (to compare kernels).
+  """
+  if cfg.attention_impl == "auto":
+    return dataclasses.replace(cfg, attention_impl="splash")
+  return cfg
+
+
 def tpu_topology(name: str) -> Topology:
   """The devices of a TPU slice named like ``v5p:4x4x4`` or ``v5e:16x16``, via libtpu."""
   match = _NAME.match(name)

@@ -27,7 +27,13 @@ XLA compiles.
 
 from __future__ import annotations
 
+from m3jax.model import splash_attention as splash
 from m3jax.model.config import ModelConfig
+
+# Matmuls per computed query-key pair (each 2·d_h FLOPs per head) in the splash kernels:
+# forward q·kᵀ and p·v; backward (unfused) dq kernel q·kᵀ, do·vᵀ, ds·k and dkv kernel
+# q·kᵀ, pᵀ·do, do·vᵀ, dsᵀ·q.
+SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS = 2, 7
 
 
 def _linear_per_token(c: ModelConfig) -> int:
@@ -108,16 +114,63 @@ def dense_attention_extra(
   return extra * batch
 
 
-def remat_extra(c: ModelConfig, t: int, batch: int, policy: str | None) -> float:
+def remat_extra(
+  c: ModelConfig, t: int, batch: int, policy: str | None, *, fused_attention: bool = False
+) -> float:
   """Forward FLOPs the backward recomputes under ``model.remat_policy`` (dense attention).
 
   full: every layer's forward again; dots_except_attention: the attention score and
   value matmuls; none / dots: nothing. (The live encoder of stage 2 is not counted.)
+  ``fused_attention``: attention is a kernel whose work (and recompute) is outside the
+  matmul count, so only the projections and MLP are.
   """
   hd = c.num_heads * c.head_dim
-  attention = 4 * t * (t + 1) * hd
+  attention = 0 if fused_attention else 4 * t * (t + 1) * hd
   per_layer = {
     "full": 2 * t * _linear_per_token(c) + attention,
     "dots_except_attention": attention,
   }.get(policy or "none", 0.0)
   return c.num_layers * per_layer * batch
+
+
+def splash_kernels(
+  c: ModelConfig,
+  t: int,
+  batch: int,
+  *,
+  use_memory: bool,
+  encode_grad: bool = True,
+  remat: str | None = None,
+  microbatches: int = 1,
+) -> dict[str, float]:
+  """{"calls", "flops"} of a train step's splash attention kernels, which XLA cannot
+  count (Mosaic custom calls): from each call's static tile mask
+  (``splash_attention.computed_pairs``) and the kernels' matmuls per pair.
+
+  Per layer: a forward call, and in the backward a dq and a dkv call, plus the forward
+  again under remat (``full`` and ``dots_except_attention`` do not save the kernel's
+  output). Stage 2 adds the live encoder's ``encode_depth − 1`` attention layers per
+  reference (App. A's T/chunk references per sequence), with a backward when
+  ``encode_grad``. A call covers the whole microbatch (the kernel is vmapped).
+  """
+  m, hd = c.memory, c.num_heads * c.head_dim
+  refetch = 1 if (remat or "none") in ("full", "dots_except_attention") else 0
+  fwd_calls, bwd_calls = 1 + refetch, 2
+  per_pair = lambda matmuls: matmuls * 2 * hd
+  train_matmuls = (1 + refetch) * SPLASH_FWD_MATMULS + SPLASH_BWD_MATMULS
+  plain = splash.computed_pairs(t, t + 1, 1, 0, 0, m.chunk_len)
+  mem_layers = m.num_memory_layers if use_memory else 0
+  pairs = (c.num_layers - mem_layers) * plain
+  if mem_layers:
+    per_chunk = m.refs_per_chunk * m.tokens_per_head
+    chunks = t // m.chunk_len
+    pairs += mem_layers * splash.computed_pairs(t, t + 1, 1, chunks, per_chunk, m.chunk_len)
+  flops = pairs * per_pair(train_matmuls) * batch
+  calls = c.num_layers * (fwd_calls + bwd_calls)
+  if use_memory:
+    n, layers = m.ref_len, m.encode_depth - 1
+    enc_matmuls = train_matmuls if encode_grad else SPLASH_FWD_MATMULS
+    enc_pairs = layers * splash.computed_pairs(n + 1, n + 1, 0, 0, 0, m.chunk_len)
+    flops += (t // m.chunk_len) * batch * enc_pairs * per_pair(enc_matmuls)
+    calls += layers * ((fwd_calls + bwd_calls) if encode_grad else 1)
+  return {"calls": float(calls * microbatches), "flops": float(flops)}

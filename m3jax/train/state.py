@@ -7,6 +7,7 @@ every array directly in its shard: no host copy of a full model ever exists.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -29,8 +30,11 @@ class TrainState:
 
 def _init_fn(cfg: ModelConfig, tx: optax.GradientTransformation):
   def init(rng):
-    # Parameter shapes do not depend on the length: init on a short dummy context.
-    params = Transformer(cfg).init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
+    # Parameters depend on neither the length nor the attention kernel: init on a short
+    # dummy context with plain XLA attention (a fused kernel under a mesh would have to
+    # shard that one-row batch).
+    init_cfg = dataclasses.replace(cfg, attention_impl="flat")
+    params = Transformer(init_cfg).init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
   return init

@@ -122,3 +122,23 @@ def test_impls_resolve_and_splash_needs_a_causal_layout():
     joint_attention(q, k, v, jnp.ones((B, 4, 5), bool), impl="splash")
   with pytest.raises(ValueError, match="not one of"):
     joint_attention(q, k, v, Causal(1), impl="flash")
+
+
+def test_computed_pairs_counts_the_tiles_the_kernel_visits():
+  """Hand-counted 128 × 128 tiles: slot s is visible to query q when s <= q + offset."""
+  tile = splash.BLOCK**2
+  # t=256, 257 slots (sink + context): query tile 0 reaches slot 128 (key tile 1), query
+  # tile 1 reaches slot 256 (key tile 2): 2 + 3 tiles; the all-masked (0, 2) is skipped.
+  assert splash.computed_pairs(256, 257, 1, 0, 0, 64) == 5 * tile
+  # Encoding 129 slots, offset 0: 2 query tiles (the 129th query pads a tile) x 2 key
+  # tiles, less the all-masked upper right: 3 tiles for 129·130/2 real pairs.
+  assert splash.computed_pairs(129, 129, 0, 0, 0, 64) == 3 * tile
+  # Two chunks of 64 queries, 40 memory slots each, after 129 context slots: one query
+  # tile; key tiles 0 and 1 (slots 128..255 hold slot 128 and the memories).
+  assert splash.computed_pairs(128, 129, 1, 2, 40, 64) == 2 * tile
+  # One chunk of 200 memory slots after 256 context slots: context tiles 0 and 1 (slot
+  # 128), none of slots 129..255, memory slots 256..455 in key tiles 2 and 3.
+  assert splash.computed_pairs(128, 256, 1, 1, 200, 64) == 4 * tile
+  # Four chunks of 64 queries in t=256: query tile 1 (chunks 2, 3) reads memory slots
+  # 257 + 2·100 .. 656, key tiles 3..5; query tile 0 reads slots 257..456, tiles 2..3.
+  assert splash.computed_pairs(256, 257, 1, 4, 100, 64) == (2 + 2) * tile + (3 + 3) * tile

@@ -201,22 +201,15 @@ class MemoryBank:
     s = m["sorted_count"]
     run = {}
     if s:
-      for name in ("hash", "rows", "fences"):
+      for name in self._run_arrays + ("fences",):
         run[name] = self._open_array(f"rowindex/g{gen}/{name}")
     fences = (
       self._read("rowindex fences", run["fences"], slice(None)) if s else np.zeros((0,), np.uint64)
     )
 
     def read_chunk(chunks):
-      # One slice read per stored chunk, all in flight at once: an index-array read of
-      # every position (FENCE per chunk) costs several times more in TensorStore.
-      starts = np.asarray(chunks, np.int64) * rowindex.FENCE
-      futures = {
-        name: [run[name][a : min(a + rowindex.FENCE, s)].read() for a in starts.tolist()]
-        for name in ("hash", "rows")
-      }
       try:
-        return tuple(np.concatenate([f.result() for f in futures[n]]) for n in ("hash", "rows"))
+        return self._read_run_chunks(run, np.asarray(chunks, np.int64), s)
       except ValueError as e:
         raise BankCorruptError(
           f"memory bank {self.url}: id index chunks {_short(chunks)} "
@@ -225,6 +218,51 @@ class MemoryBank:
 
     tail = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
     self._index = rowindex.RowIndex(read_chunk, fences, s, tail, s)
+
+  @property
+  def _run_arrays(self) -> tuple[str, ...]:
+    """The sorted id run: ``pairs`` [C, FENCE, 2] (format 3) or ``hash``, ``rows`` [S]."""
+    return ("pairs",) if self.packed else ("hash", "rows")
+
+  def _read_run_chunks(self, run: dict, chunks_C: np.ndarray, s: int):
+    """(hash, rows) of the sorted-run chunks ``chunks_C``, concatenated (still sorted)."""
+    if self.packed:  # one index-array read of whole chunks
+      return rowindex.from_pairs(run["pairs"][chunks_C].read().result())
+    # Format 2: one slice read per chunk, all in flight at once (an index-array read of
+    # every position costs several times more in TensorStore).
+    starts = (chunks_C * rowindex.FENCE).tolist()
+    futures = {
+      name: [run[name][a : min(a + rowindex.FENCE, s)].read() for a in starts]
+      for name in ("hash", "rows")
+    }
+    return tuple(np.concatenate([f.result() for f in futures[n]]) for n in ("hash", "rows"))
+
+  def _read_run(self, gen: int, s: int):
+    """(hash, rows) of the whole sorted run of generation ``gen`` (``s`` entries)."""
+    if not s:
+      return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    if self.packed:
+      pairs = self._read("rowindex pairs", self._open_array(f"rowindex/g{gen}/pairs"), slice(None))
+      return rowindex.from_pairs(pairs)
+    return tuple(
+      self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
+      for n in ("hash", "rows")
+    )
+
+  def _write_run(self, gen: int, h, r, fences) -> None:
+    arrays = [("fences", fences, (), ts.uint64, 1 << 16)]
+    if self.packed:
+      arrays.append(("pairs", rowindex.to_pairs(h, r), (rowindex.FENCE, 2), ts.uint64, 1))
+    else:
+      arrays += [
+        ("hash", h, (), ts.uint64, rowindex.FENCE),
+        ("rows", r, (), ts.int64, rowindex.FENCE),
+      ]
+    for name, data, row, dt, chunk in arrays:
+      spec = _sub(self._spec, f"rowindex/g{gen}/{name}")
+      _create_array(spec, row, dt, False, chunk, 0, self.context, shape0=len(data)).write(
+        data
+      ).result()
 
   # ------------------------------------------------------------------ create / open
   @classmethod
@@ -595,26 +633,11 @@ class MemoryBank:
     if not tail or (not force and tail < max(4096, m["sorted_count"] // 4)):
       return
     s, gen = m["sorted_count"], m["rowindex_generation"]
-    old = (
-      [
-        self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
-        for n in ("hash", "rows")
-      ]
-      if s
-      else [np.zeros(0, np.uint64), np.zeros(0, np.int64)]
-    )
+    old_h, old_r = self._read_run(gen, s)
     tail_h = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
-    h, r, fences = rowindex.merged_run(old[0], old[1], tail_h, s)
+    h, r, fences = rowindex.merged_run(old_h, old_r, tail_h, s)
     new = gen + 1
-    for name, data, dt, chunk in (
-      ("hash", h, ts.uint64, rowindex.FENCE),
-      ("rows", r, ts.int64, rowindex.FENCE),
-      ("fences", fences, ts.uint64, 1 << 16),
-    ):
-      spec = _sub(self._spec, f"rowindex/g{new}/{name}")
-      _create_array(spec, (), dt, False, chunk, 0, self.context, shape0=len(data)).write(
-        data
-      ).result()
+    self._write_run(new, h, r, fences)
     self.manifest = {**m, "sorted_count": int(m["count"]), "rowindex_generation": new}
     self._pending_drop = gen if s else None
     self._load_index()

@@ -90,3 +90,24 @@ def merged_run(
   order = np.lexsort((r, h))
   h, r = h[order], r[order].astype(np.int64)
   return h, r, h[::FENCE].copy()
+
+
+PAD = np.uint64(2**64 - 1)  # row of a padding entry (no row is 2^64 - 1)
+
+
+def to_pairs(hash_N: np.ndarray, rows_N: np.ndarray) -> np.ndarray:
+  """The run as uint64 [C, FENCE, 2] (hash, row), the last chunk padded with PAD rows:
+  a batch of lookups then reads its C chunks in one index-array read (format 3)."""
+  n = len(hash_N)
+  c = -(-n // FENCE)
+  out = np.full((c * FENCE, 2), PAD, np.uint64)
+  out[:n, 0] = hash_N
+  out[:n, 1] = np.asarray(rows_N, np.int64).astype(np.uint64)
+  return out.reshape(c, FENCE, 2)
+
+
+def from_pairs(pairs_CxFx2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """-> (hash uint64, rows int64) of the real entries, still sorted."""
+  flat = np.asarray(pairs_CxFx2, np.uint64).reshape(-1, 2)
+  flat = flat[flat[:, 1] != PAD]
+  return flat[:, 0].copy(), flat[:, 1].astype(np.int64)

@@ -3,9 +3,13 @@
 Layout under one kvstore (local dir, ``memory://``, ``gs://`` … any TensorStore URL or
 kvstore spec dict); every array carries a crc32c checksum per chunk:
 
-  keys/, values/    [N, L_mem, K, M, D] bfloat16, or uint8 codes [N, L_mem, K, M, S] (PQ)
-  mask/             [N, M] bool          token_idx/  [N, L_mem, K, M] int32
-  ids/              [N, 64] uint8 (UTF-8, zero padded)   id_hash/ [N] uint64
+  rows/             [N, B] uint8: per row one record keys | values | mask | token_idx |
+                    id (``rowrecord``): keys, values [L_mem, K, M, D] bfloat16 or uint8
+                    codes [L_mem, K, M, S] (PQ), mask [M] bool, token_idx [L_mem, K, M]
+                    int32, id [64] uint8 (UTF-8, zero padded); a cold read of n memories
+                    reads n chunks. Format-2 banks (still read and appended) keep these
+                    as five arrays keys/, values/, mask/, token_idx/, ids/ instead.
+  id_hash/          [N] uint64
   text_span/        [N, 2] int64 into text_bytes/ [T] uint8 (the reference texts)
   deleted/          [D] int64: the rows deleted, in order (tombstones, an edit log)
   rowindex/g<G>/    the sorted id-hash run of rows [0, S) (see ``rowindex``)
@@ -33,10 +37,11 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorstore as ts
 
-from m3jax.memory import quantize, rowindex
+from m3jax.memory import quantize, rowindex, rowrecord
 from m3jax.memory.lru import LRUCache
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3  # 3: one packed record per row (rows/); 2: one array per field
+READ_SPEC_VERSIONS = (2, 3)
 MANIFEST = "manifest.json"
 STALE_FLAG = "--allow-stale-bank (allow_stale=True to MemoryBank.open)"
 ID_BYTES = 64
@@ -148,12 +153,19 @@ class MemoryBank:
     self._kv = ts.KvStore.open(spec, context=context).result()
     self.manifest = manifest
     self.layout = BankLayout(**manifest["layout"])
-    names = ROW_ARRAYS + ("ids", "id_hash", "text_span", "text_bytes", "deleted")
+    self.packed = manifest.get("spec_version") == 3
+    self.record = _record_layout(self.layout)
+    names = ("id_hash", "text_span", "text_bytes", "deleted") + self.row_array_names
     self._arrays = {name: self._open_array(name) for name in names}
     self.codebooks = None
     if self.layout.pq_subspaces:
       self.codebooks = self._read("codebooks", self._open_array("codebooks"), slice(None))
     self._load_index()
+
+  @property
+  def row_array_names(self) -> tuple[str, ...]:
+    """The stored per-row arrays: ``rows`` (format 3) or one per field (format 2)."""
+    return ("rows",) if self.packed else ROW_ARRAYS + ("ids",)
 
   def _open_array(self, name):
     return ts.open(
@@ -189,20 +201,15 @@ class MemoryBank:
     s = m["sorted_count"]
     run = {}
     if s:
-      for name in ("hash", "rows", "fences"):
+      for name in self._run_arrays + ("fences",):
         run[name] = self._open_array(f"rowindex/g{gen}/{name}")
     fences = (
       self._read("rowindex fences", run["fences"], slice(None)) if s else np.zeros((0,), np.uint64)
     )
 
     def read_chunk(chunks):
-      pos = (
-        np.asarray(chunks, np.int64)[:, None] * rowindex.FENCE + np.arange(rowindex.FENCE)[None]
-      ).reshape(-1)
-      pos = pos[pos < s]
-      fh, fr = run["hash"][pos].read(), run["rows"][pos].read()  # one read per array
       try:
-        return np.asarray(fh.result()), np.asarray(fr.result())
+        return self._read_run_chunks(run, np.asarray(chunks, np.int64), s)
       except ValueError as e:
         raise BankCorruptError(
           f"memory bank {self.url}: id index chunks {_short(chunks)} "
@@ -211,6 +218,51 @@ class MemoryBank:
 
     tail = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
     self._index = rowindex.RowIndex(read_chunk, fences, s, tail, s)
+
+  @property
+  def _run_arrays(self) -> tuple[str, ...]:
+    """The sorted id run: ``pairs`` [C, FENCE, 2] (format 3) or ``hash``, ``rows`` [S]."""
+    return ("pairs",) if self.packed else ("hash", "rows")
+
+  def _read_run_chunks(self, run: dict, chunks_C: np.ndarray, s: int):
+    """(hash, rows) of the sorted-run chunks ``chunks_C``, concatenated (still sorted)."""
+    if self.packed:  # one index-array read of whole chunks
+      return rowindex.from_pairs(run["pairs"][chunks_C].read().result())
+    # Format 2: one slice read per chunk, all in flight at once (an index-array read of
+    # every position costs several times more in TensorStore).
+    starts = (chunks_C * rowindex.FENCE).tolist()
+    futures = {
+      name: [run[name][a : min(a + rowindex.FENCE, s)].read() for a in starts]
+      for name in ("hash", "rows")
+    }
+    return tuple(np.concatenate([f.result() for f in futures[n]]) for n in ("hash", "rows"))
+
+  def _read_run(self, gen: int, s: int):
+    """(hash, rows) of the whole sorted run of generation ``gen`` (``s`` entries)."""
+    if not s:
+      return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    if self.packed:
+      pairs = self._read("rowindex pairs", self._open_array(f"rowindex/g{gen}/pairs"), slice(None))
+      return rowindex.from_pairs(pairs)
+    return tuple(
+      self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
+      for n in ("hash", "rows")
+    )
+
+  def _write_run(self, gen: int, h, r, fences) -> None:
+    arrays = [("fences", fences, (), ts.uint64, 1 << 16)]
+    if self.packed:
+      arrays.append(("pairs", rowindex.to_pairs(h, r), (rowindex.FENCE, 2), ts.uint64, 1))
+    else:
+      arrays += [
+        ("hash", h, (), ts.uint64, rowindex.FENCE),
+        ("rows", r, (), ts.int64, rowindex.FENCE),
+      ]
+    for name, data, row, dt, chunk in arrays:
+      spec = _sub(self._spec, f"rowindex/g{gen}/{name}")
+      _create_array(spec, row, dt, False, chunk, 0, self.context, shape0=len(data)).write(
+        data
+      ).result()
 
   # ------------------------------------------------------------------ create / open
   @classmethod
@@ -230,9 +282,11 @@ class MemoryBank:
     shard_refs: int = 4096,
     cache_size: int = 1024,
     context: ts.Context | None = None,
+    packed_rows: bool = True,
   ) -> "MemoryBank":
     """A new, empty, incomplete bank. Refuses to overwrite an existing bank or to write
-    into a non-empty local folder."""
+    into a non-empty local folder. ``packed_rows=False`` writes the format-2 layout (one
+    array per field: 5x the chunk reads per cold read; tests, old readers)."""
     context = context or ts.Context()
     spec = _kvstore_spec(url)
     kv = ts.KvStore.open(spec, context=context).result()
@@ -248,16 +302,7 @@ class MemoryBank:
       )
     if layout.pq_subspaces and codebooks is None:
       raise ValueError("a quantized bank needs its codebooks at creation")
-    n = layout.row_shape
-    dtype = ts.uint8 if layout.pq_subspaces else ts.bfloat16
-    shapes = {
-      "keys": (n, dtype),
-      "values": (n, dtype),
-      "mask": ((layout.tokens,), ts.bool),
-      "token_idx": (n[:-1], ts.int32),
-      "ids": ((ID_BYTES,), ts.uint8),
-    }
-    for name, (row, dt) in shapes.items():
+    for name, (row, dt) in _row_arrays(layout, packed_rows).items():
       _create_array(_sub(spec, name), row, dt, sharded, chunk_refs, shard_refs, context)
     for name, row, dt, chunk in (
       ("id_hash", (), ts.uint64, 4096),
@@ -279,7 +324,7 @@ class MemoryBank:
         shape0=cb.shape[0],
       ).write(cb).result()
     manifest = {
-      "spec_version": SPEC_VERSION,
+      "spec_version": SPEC_VERSION if packed_rows else 2,
       "complete": False,
       "layout": dataclasses.asdict(layout),
       "dtype": "uint8" if layout.pq_subspaces else "bfloat16",
@@ -387,13 +432,16 @@ class MemoryBank:
     memo = [self._row_memo.get(i) for i in ids]
     if all(m is not None for m in memo):
       return np.asarray(memo, np.int64)
-    cands = self._index.candidates(rowindex.hash_ids(ids))
-    live = [[r for r in c if r not in self._deleted] for c in cands]
+    live = self._live_candidates(ids)
     flat = sorted({r for c in live for r in c})
-    stored = {}
-    if flat:
-      got = self._read("ids", self._arrays["ids"], np.asarray(flat, np.int64), flat)
-      stored = dict(zip(flat, decode_ids(got)))
+    return self._match(ids, live, dict(zip(flat, self.row_ids(flat))))
+
+  def _live_candidates(self, ids: list[str]) -> list[list[int]]:
+    cands = self._index.candidates(rowindex.hash_ids(ids))
+    return [[r for r in c if r not in self._deleted] for c in cands]
+
+  def _match(self, ids, live, stored: dict) -> np.ndarray:
+    """The live row whose stored id equals each id (the newest), -1 if none; memoized."""
     out = np.full((len(ids),), -1, np.int64)
     for j, (i, c) in enumerate(zip(ids, live)):
       match = [r for r in c if stored[r] == i]
@@ -406,7 +454,14 @@ class MemoryBank:
     rows = np.asarray(rows_N, np.int64)
     if not len(rows):
       return []
+    if self.packed:
+      return decode_ids(self._read_records(rows, ("ids",))["ids"])
     return decode_ids(self._read("ids", self._arrays["ids"], rows, rows))
+
+  def _read_records(self, rows_N: np.ndarray, names=rowrecord.FIELDS) -> dict:
+    """Fields of the packed records of ``rows_N`` (format 3): one read."""
+    got = self._read("rows", self._arrays["rows"], rows_N, rows_N)
+    return rowrecord.unpack(got, self.record, names)
 
   @property
   def ids(self) -> list[str]:
@@ -507,12 +562,15 @@ class MemoryBank:
       "text_span": span,
     }
     for name in data:
-      arr = self._arrays[name]
-      if data[name].shape != (n,) + tuple(arr.shape[1:]):
+      want = self._row_shape(name)
+      if data[name].shape != (n,) + want:
         raise ValueError(
           f"{name} batch has shape {data[name].shape}, the bank expects "
-          f"({n}, {', '.join(map(str, arr.shape[1:]))})"
+          f"({n}, {', '.join(map(str, want))})"
         )
+    if self.packed:
+      fields = {name: data.pop(name) for name in rowrecord.FIELDS}
+      data["rows"] = rowrecord.pack(fields, self.record)
     futures = [self._write_at(name, start, data[name]) for name in data]
     text = np.frombuffer(b"".join(blob), np.uint8)
     if len(text):
@@ -525,6 +583,11 @@ class MemoryBank:
     self._commit()
 
   insert = append
+
+  def _row_shape(self, name: str) -> tuple[int, ...]:
+    if name in rowrecord.FIELDS:
+      return self.record.shapes[name]
+    return tuple(self._arrays[name].shape[1:])
 
   def _write_at(self, name, start, data):
     arr = self._arrays[name]
@@ -570,26 +633,11 @@ class MemoryBank:
     if not tail or (not force and tail < max(4096, m["sorted_count"] // 4)):
       return
     s, gen = m["sorted_count"], m["rowindex_generation"]
-    old = (
-      [
-        self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
-        for n in ("hash", "rows")
-      ]
-      if s
-      else [np.zeros(0, np.uint64), np.zeros(0, np.int64)]
-    )
+    old_h, old_r = self._read_run(gen, s)
     tail_h = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
-    h, r, fences = rowindex.merged_run(old[0], old[1], tail_h, s)
+    h, r, fences = rowindex.merged_run(old_h, old_r, tail_h, s)
     new = gen + 1
-    for name, data, dt, chunk in (
-      ("hash", h, ts.uint64, rowindex.FENCE),
-      ("rows", r, ts.int64, rowindex.FENCE),
-      ("fences", fences, ts.uint64, 1 << 16),
-    ):
-      spec = _sub(self._spec, f"rowindex/g{new}/{name}")
-      _create_array(spec, (), dt, False, chunk, 0, self.context, shape0=len(data)).write(
-        data
-      ).result()
+    self._write_run(new, h, r, fences)
     self.manifest = {**m, "sorted_count": int(m["count"]), "rowindex_generation": new}
     self._pending_drop = gen if s else None
     self._load_index()
@@ -617,27 +665,52 @@ class MemoryBank:
         found[i] = hit
     missing = list(dict.fromkeys(i for i in ids if i not in found))
     if missing:
-      rows = self._live_rows(missing)
-      order = np.argsort(rows)
-      rows, missing = rows[order], [missing[j] for j in order]
-      futures = {name: self._arrays[name][rows].read() for name in ROW_ARRAYS}
-      got = {}
-      for name, f in futures.items():
-        try:
-          got[name] = np.asarray(f.result())
-        except ValueError:
-          self._locate_damage(name, rows)
+      read_rows = self._gather_packed if self.packed else self._gather_split
+      got = read_rows(missing)
       for j, i in enumerate(missing):
         found[i] = tuple(got[name][j] for name in ROW_ARRAYS)
         self.cache.put(i, found[i])
     if not ids:
       return BankRows(
-        *[
-          np.zeros((0,) + tuple(self._arrays[n].shape[1:]), self._arrays[n].dtype.numpy_dtype)
-          for n in ROW_ARRAYS
-        ]
+        *[np.zeros((0,) + self.record.shapes[n], self.record.dtypes[n]) for n in ROW_ARRAYS]
       )
+    if not self.cache.size and len(missing) == len(ids):  # no cache, no repeats: as read
+      return BankRows(*[got[name] for name in ROW_ARRAYS])
     return BankRows(*[np.stack([found[i][f] for i in ids]) for f in range(4)])
+
+  def _gather_split(self, ids: list[str]) -> dict:
+    """Format 2: the id lookup (reads the ids array), then one read per field array."""
+    rows = self._live_rows(ids)
+    futures = {name: self._arrays[name][rows].read() for name in ROW_ARRAYS}
+    got = {}
+    for name, f in futures.items():
+      try:
+        got[name] = np.asarray(f.result())
+      except ValueError:
+        self._locate_damage(name, np.sort(rows))
+    return got
+
+  def _gather_packed(self, ids: list[str]) -> dict:
+    """Format 3: one read of the records of every live candidate row of ``ids``; the id
+    bytes in them resolve hash collisions, so the lookup costs no extra read."""
+    memo = [self._row_memo.get(i) for i in ids]
+    live = [[m] if m is not None else None for m in memo]
+    if any(c is None for c in live):
+      unknown = [i for i, c in zip(ids, live) if c is None]
+      for j, c in zip([j for j, c in enumerate(live) if c is None], self._live_candidates(unknown)):
+        live[j] = c
+    flat = np.unique(np.asarray([r for c in live for r in c], np.int64))
+    try:
+      records = np.asarray(self._arrays["rows"][flat].read().result()) if len(flat) else None
+    except ValueError:
+      self._locate_damage("rows", flat)
+    fields = rowrecord.unpack(records, self.record) if len(flat) else {"ids": []}
+    rows = self._match(ids, live, dict(zip(flat.tolist(), decode_ids(fields["ids"]))))
+    unknown = [i for i, r in zip(ids, rows) if r < 0]
+    if unknown:
+      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): {unknown[:5]}")
+    pick = np.searchsorted(flat, rows)
+    return {name: fields[name][pick] for name in ROW_ARRAYS}
 
   def _locate_damage(self, name, rows):
     """Re-reads row by row to name exactly the damaged rows, then raises."""
@@ -655,7 +728,7 @@ class MemoryBank:
 
   def verify(self, batch: int = 4096) -> None:
     """Reads every committed row of every array (checksums); raises on the first damage."""
-    for name in ROW_ARRAYS + ("ids", "id_hash", "text_span"):
+    for name in self.row_array_names + ("id_hash", "text_span"):
       for s in range(0, self.count, batch):
         rows = np.arange(s, min(self.count, s + batch))
         try:
@@ -691,6 +764,8 @@ class MemoryBank:
   def read_arrays(self) -> dict:
     """Every committed row of every row array (tests, inspection)."""
     n = self.count
+    if self.packed:
+      return self._read_records(np.arange(n), ROW_ARRAYS)
     return {name: self._read(name, self._arrays[name], slice(0, n)) for name in ROW_ARRAYS}
 
 
@@ -706,6 +781,28 @@ def _repeated(ids) -> list[str]:
       rep.append(i)
     seen.add(i)
   return rep[:5]
+
+
+def _record_layout(layout: BankLayout) -> rowrecord.RecordLayout:
+  import ml_dtypes
+
+  kv = np.uint8 if layout.pq_subspaces else ml_dtypes.bfloat16
+  return rowrecord.RecordLayout.of(layout.row_shape, kv, layout.tokens, ID_BYTES)
+
+
+def _row_arrays(layout: BankLayout, packed: bool) -> dict:
+  """name -> (row shape, TensorStore dtype) of the per-row arrays of either format."""
+  if packed:
+    return {"rows": ((_record_layout(layout).record_bytes,), ts.uint8)}
+  n = layout.row_shape
+  dtype = ts.uint8 if layout.pq_subspaces else ts.bfloat16
+  return {
+    "keys": (n, dtype),
+    "values": (n, dtype),
+    "mask": ((layout.tokens,), ts.bool),
+    "token_idx": (n[:-1], ts.int32),
+    "ids": ((ID_BYTES,), ts.uint8),
+  }
 
 
 def _create_array(
@@ -776,10 +873,13 @@ def read_manifest(url, context: ts.Context | None = None) -> dict:
     manifest = json.loads(bytes(got.value).decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ValueError(f"{where} is corrupt ({e}); rebuild the bank with build-memory") from None
-  if isinstance(manifest, dict) and manifest.get("spec_version") not in (None, SPEC_VERSION):
+  if isinstance(manifest, dict) and manifest.get("spec_version") not in (
+    None,
+    *READ_SPEC_VERSIONS,
+  ):
     raise ValueError(
       f"{where} has spec version {manifest['spec_version']}, this code "
-      f"reads version {SPEC_VERSION}; rebuild the bank"
+      f"reads versions {READ_SPEC_VERSIONS}; rebuild the bank (or update m3jax)"
     )
   missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
   if missing:

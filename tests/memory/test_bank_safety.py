@@ -36,13 +36,17 @@ def _chunk_files(url, array):
 
 
 # ------------------------------------------------------------------ integrity
+@pytest.mark.parametrize("array", ["rows", "keys"])  # format 3 (packed), format 2
 @pytest.mark.parametrize("sharded", [False, True])
 @pytest.mark.parametrize("damage", ["flip", "truncate", "missing"])
-def test_damaged_chunk_is_a_clear_error_naming_array_and_row(tmp_path, sharded, damage):
+def test_damaged_chunk_is_a_clear_error_naming_array_and_row(tmp_path, sharded, damage, array):
   url = str(tmp_path / "b")
-  bank = MemoryBank.create(url, LAYOUT, chunk_refs=2, sharded=sharded, shard_refs=4)
+  packed = array == "rows"
+  bank = MemoryBank.create(
+    url, LAYOUT, chunk_refs=2, sharded=sharded, shard_refs=4, packed_rows=packed
+  )
   bank.append([f"r{i}" for i in range(8)], *rows(8))
-  files = _chunk_files(url, "keys")
+  files = _chunk_files(url, array)
   victim = files[1]  # rows 2-3 (chunks of 2) or rows 4-7 (shards of 4)
   data = bytearray(open(victim, "rb").read())
   if damage == "flip":
@@ -55,9 +59,9 @@ def test_damaged_chunk_is_a_clear_error_naming_array_and_row(tmp_path, sharded, 
   fresh = MemoryBank.open(url, cache_size=0)
   first = 4 if sharded else 2
   np.testing.assert_array_equal(fresh.read(["r0"]).mask, np.ones((1, 4), bool))  # others fine
-  with pytest.raises(BankCorruptError, match=rf"array 'keys' rows {first}\b.*rebuild"):
+  with pytest.raises(BankCorruptError, match=rf"array '{array}' rows {first}\b.*rebuild"):
     fresh.read(["r0", f"r{first}"])
-  with pytest.raises(BankCorruptError, match="'keys'"):
+  with pytest.raises(BankCorruptError, match=f"'{array}'"):
     fresh.verify()
 
 

@@ -250,7 +250,7 @@ class MemoryBank:
     )
 
   def _write_run(self, gen: int, h, r, fences) -> None:
-    arrays = [("fences", fences, (), ts.uint64, 1 << 16)]
+    arrays: list[tuple] = [("fences", fences, (), ts.uint64, 1 << 16)]
     if self.packed:
       arrays.append(("pairs", rowindex.to_pairs(h, r), (rowindex.FENCE, 2), ts.uint64, 1))
     else:
@@ -694,17 +694,19 @@ class MemoryBank:
     """Format 3: one read of the records of every live candidate row of ``ids``; the id
     bytes in them resolve hash collisions, so the lookup costs no extra read."""
     memo = [self._row_memo.get(i) for i in ids]
-    live = [[m] if m is not None else None for m in memo]
-    if any(c is None for c in live):
-      unknown = [i for i, c in zip(ids, live) if c is None]
-      for j, c in zip([j for j, c in enumerate(live) if c is None], self._live_candidates(unknown)):
+    todo = [j for j, m in enumerate(memo) if m is None]
+    live: list[list[int]] = [[m] if m is not None else [] for m in memo]
+    if todo:
+      for j, c in zip(todo, self._live_candidates([ids[j] for j in todo])):
         live[j] = c
     flat = np.unique(np.asarray([r for c in live for r in c], np.int64))
-    try:
-      records = np.asarray(self._arrays["rows"][flat].read().result()) if len(flat) else None
-    except ValueError:
-      self._locate_damage("rows", flat)
-    fields = rowrecord.unpack(records, self.record) if len(flat) else {"ids": []}
+    fields: dict = {"ids": []}
+    if len(flat):
+      try:
+        records = np.asarray(self._arrays["rows"][flat].read().result())
+      except ValueError:
+        self._locate_damage("rows", flat)
+      fields = rowrecord.unpack(records, self.record)
     rows = self._match(ids, live, dict(zip(flat.tolist(), decode_ids(fields["ids"]))))
     unknown = [i for i, r in zip(ids, rows) if r < 0]
     if unknown:

@@ -105,7 +105,10 @@ def _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret):
 
 def _mesh_specs(mesh):
   """PartitionSpecs of q/k [B, H|K, T|S, D] and segment ids [B, T|S] under the rules."""
-  batch, heads, kv_heads = nn.logical_to_mesh_axes((axes.BATCH, axes.HEADS, axes.KV_HEADS))
+  # One call per array: the rules put query and KV heads on the same mesh axis, and one
+  # logical_to_mesh_axes call gives a mesh axis to one logical axis only.
+  batch, heads = nn.logical_to_mesh_axes((axes.BATCH, axes.HEADS))
+  _, kv_heads = nn.logical_to_mesh_axes((axes.BATCH, axes.KV_HEADS))
   qs = PartitionSpec(batch, heads, None, None)
   ks = PartitionSpec(batch, kv_heads, None, None)
   ids = PartitionSpec(batch, None)

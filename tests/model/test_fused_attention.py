@@ -142,3 +142,18 @@ def test_computed_pairs_counts_the_tiles_the_kernel_visits():
   # Four chunks of 64 queries in t=256: query tile 1 (chunks 2, 3) reads memory slots
   # 257 + 2·100 .. 656, key tiles 3..5; query tile 0 reads slots 257..456, tiles 2..3.
   assert splash.computed_pairs(256, 257, 1, 4, 100, 64) == (2 + 2) * tile + (3 + 3) * tile
+
+
+def test_kernel_shards_query_and_kv_heads_alike_under_tensor_parallelism():
+  """With heads on the tensor axis, each shard's kernel gets its query heads *and* their
+  KV heads (GQA groups stay whole): both specs name the tensor axis."""
+  from jax.sharding import PartitionSpec as P
+
+  from m3jax import sharding
+
+  mesh = sharding.make_mesh((1, 2, 2), devices=jax.devices()[:4])
+  with sharding.activate(mesh, sharding.DEFAULT_RULES):
+    qs, ks, ids, head_shards = splash._mesh_specs(mesh)
+  assert qs == P(("data", "fsdp"), "tensor", None, None)
+  assert ks == P(("data", "fsdp"), "tensor", None, None)
+  assert ids == P(("data", "fsdp"), None) and head_shards == 2

@@ -1,0 +1,131 @@
+"""Do an answer's tokens survive selection into memory? (issue #10: the "selection" cause)
+
+A memory keeps, per memory layer and KV head, only the top-k reference tokens (SPEC §3.3;
+``m3jax/memory/sparsify.py``). If an answer's tokens are rarely kept, no amount of
+training can read them. For held-out questions this reads the gold reference's stored
+memory from the run's bank (``token_idx [L_mem, K, M]``: the reference positions each
+layer's head kept), finds the answer's tokens in the reference, and reports per value
+kind the share of (layer, head) pairs that kept the answer's first token, that kept all
+of its pieces, and, as chance, the share of the reference's tokens an average head keeps.
+
+  python experiments/probe_selection.py --workdir RUN [--questions 256] [--out FILE]
+
+Writes ``<workdir>/eval/selection.json`` unless ``--out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def find(seq: list[int], sub: list[int]) -> int:
+  """First index of ``sub`` in ``seq``, -1 if absent."""
+  n = len(sub)
+  for i in range(len(seq) - n + 1):
+    if seq[i : i + n] == sub:
+      return i
+  return -1
+
+
+def answer_positions(vocab, ref_tokens: list[int], answer: str) -> list[int]:
+  """Positions of the answer's pieces in the reference ([] if it is not there): as a
+  word after a space first (how values sit in text), then as it is."""
+  for text in (" " + answer.strip(), answer.strip()):
+    sub = list(vocab.encode(text))
+    at = find(ref_tokens, sub) if sub else -1
+    if at >= 0:
+      return list(range(at, at + len(sub)))
+  return []
+
+
+def survival(token_idx_LxKxM: np.ndarray, valid_M: np.ndarray, positions: list[int]):
+  """(first kept, all kept, kept per head) shares over the (layer, head) pairs."""
+  kept = [
+    set(token_idx_LxKxM[layer, head][valid_M].tolist())
+    for layer in range(token_idx_LxKxM.shape[0])
+    for head in range(token_idx_LxKxM.shape[1])
+  ]
+  first = np.mean([positions[0] in k for k in kept])
+  every = np.mean([set(positions) <= k for k in kept])
+  return float(first), float(every), float(np.mean([len(k) for k in kept]))
+
+
+def probe(run, items, value_kinds) -> dict:
+  from m3jax.data.references import document_pieces
+  from m3jax.evaluate import kinds
+
+  tokens_of = {r.id: list(r.tokens) for r in run.refs}
+  pieces = document_pieces(tokens_of)
+  rows: dict[str, list] = {}
+  missing = 0
+  for item, kind in zip(items, kinds.item_kinds(items, value_kinds)):
+    hit = None
+    for ref_id in pieces.get(item.get("gold_ref_id"), []):
+      pos = answer_positions(run.vocab, tokens_of[ref_id], str(item["answer"]))
+      if pos:
+        hit = (ref_id, pos)
+        break
+    if hit is None:
+      missing += 1
+      continue
+    ref_id, pos = hit
+    got = run.bank.read([ref_id])
+    valid = np.asarray(got.mask[0], bool)
+    first, every, per_head = survival(np.asarray(got.token_idx[0]), valid, pos)
+    chance = per_head / len(tokens_of[ref_id])
+    rows.setdefault(kind or "unknown", []).append((first, every, chance, len(pos)))
+  out = {
+    kind: {
+      "n": len(v),
+      "first_token_kept": float(np.mean([r[0] for r in v])),
+      "all_pieces_kept": float(np.mean([r[1] for r in v])),
+      "chance_per_token": float(np.mean([r[2] for r in v])),
+      "mean_pieces": float(np.mean([r[3] for r in v])),
+    }
+    for kind, v in sorted(rows.items())
+  }
+  return {"by_value_kind": out, "answers_not_in_gold_reference": missing}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, help="a trained run (its config.json)")
+  parser.add_argument("--questions", type=int, default=256)
+  parser.add_argument("--out", default=None, help="default <workdir>/eval/selection.json")
+  args = parser.parse_args(argv)
+
+  from m3jax.data.sources import read_jsonl
+  from m3jax.evaluate import evaluation, kinds
+  from m3jax.run.loading import load_trained_run
+  from m3jax.train.workdir import saved_config
+
+  config = saved_config(args.workdir)
+  if config is None:
+    raise SystemExit(f"{args.workdir} has no config.json (not a trained run)")
+  run = load_trained_run(config, args.workdir, progress=False)
+  all_items = read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs})
+  items = evaluation.select_items(all_items, args.questions)
+  result = probe(run, items, kinds.value_kinds(all_items))
+  result.update(workdir=os.path.abspath(args.workdir), questions=len(items))
+  print(f"{'kind':<12} {'n':>4} {'first kept':>11} {'all kept':>9} {'chance':>7} {'pieces':>7}")
+  for kind, r in result["by_value_kind"].items():
+    print(
+      f"{kind:<12} {r['n']:>4} {r['first_token_kept']:>11.3f} {r['all_pieces_kept']:>9.3f} "
+      f"{r['chance_per_token']:>7.3f} {r['mean_pieces']:>7.2f}"
+    )
+  print(f"answers not found in their gold reference: {result['answers_not_in_gold_reference']}")
+  out = args.out or os.path.join(args.workdir, "eval", "selection.json")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -49,21 +49,18 @@ def _compile(*args, timeout=600):
   )
 
 
+def _compile_tiny_stage2(out_dir, *extra):
+  """(process, JSON result) of compiling the tiny config's stage 2 for v5e:2x2."""
+  stage = ("--stage", "continual", "--out-dir", str(out_dir))
+  proc = _compile("--config", "configs/memory3.py:tiny", "--topology", "v5e:2x2", *stage, *extra)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  with open(out_dir / "aot_v5e_2x2_continual.json") as f:
+    return proc, json.load(f)
+
+
 @pytest.mark.integration
 def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
-  proc = _compile(
-    "--config",
-    "configs/memory3.py:tiny",
-    "--topology",
-    "v5e:2x2",
-    "--stage",
-    "continual",
-    "--out-dir",
-    str(tmp_path),
-  )
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-  with open(tmp_path / "aot_v5e_2x2_continual.json") as f:
-    result = json.load(f)
+  proc, result = _compile_tiny_stage2(tmp_path)
   assert result["devices"] == 4 and result["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
   assert result["details"]["use_memory"] and result["details"]["encode_grad"]
   # The formula, computed here from the config (tiny: batch 8 x 64 tokens, 4 devices).
@@ -94,23 +91,13 @@ def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
 def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path):
   """The Pallas kernel (what ``auto`` runs on a TPU) lowers and compiles for the topology;
   its FLOPs are outside the matmul count, and the report says how many calls that is."""
-  proc = _compile(
-    "--config",
-    "configs/memory3.py:tiny",
-    "--topology",
-    "v5e:2x2",
-    "--stage",
-    "continual",
+  proc, result = _compile_tiny_stage2(
+    tmp_path,
     "--per-device-batch",
     "1",
     "--config.model.attention_impl=auto",
     "--config.model.scan_layers=True",
-    "--out-dir",
-    str(tmp_path),
   )
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-  with open(tmp_path / "aot_v5e_2x2_continual.json") as f:
-    result = json.load(f)
   assert result["model"]["attention_impl_compiled"] == "splash"
   got = result["flops"]
   # The kernel calls the HLO holds (trip counts included) are the ones the tile-mask count

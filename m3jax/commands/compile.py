@@ -159,6 +159,7 @@ def compile_and_report(config, args) -> dict:
   stage_name = args.stage or list(stages)[-1]
   if stage_name != "decode" and stage_name not in stages:
     raise ValueError(f"--stage {stage_name!r} is not one of {list(stages) + ['decode']}")
+  kernels = {"calls": 0.0, "flops": 0.0}  # no fused kernel (decode attends its cache with XLA)
   if stage_name == "decode":
     batch = args.decode_batch
     shape = aot.parse_mesh(args.mesh) if args.mesh else aot.default_decode_mesh(cfg, n, batch)
@@ -168,7 +169,6 @@ def compile_and_report(config, args) -> dict:
     formula = flops.decode_step_flops(cfg, batch, out.details["key_slots"])
     formula_parts = {"total": formula}
     extras = {}
-    kernels = {"calls": 0.0, "flops": 0.0}  # decode attends its cache with XLA attention
     per_device_batch = batch // aot.data_parallel(mesh)
   else:
     stage = stages[stage_name]
@@ -183,35 +183,23 @@ def compile_and_report(config, args) -> dict:
     out = aot.compile_train_step(
       config, cfg, stage, mesh, seq_len=seq_len, microbatches=microbatches
     )
-    formula_parts = flops.train_step_flops(
-      cfg, seq_len, batch, use_memory=stage.use_memory, encode_grad=stage.encode_grad
-    )
+    stage_kw = dict(use_memory=stage.use_memory, encode_grad=stage.encode_grad)
+    formula_parts = flops.train_step_flops(cfg, seq_len, batch, **stage_kw)
     # What XLA also counts, accounted for (see m3jax.train.flops).
     remat = config.model.get("remat_policy", "none")
-    # A fused kernel (splash) skips masked tiles and recomputes inside itself, and its
-    # FLOPs are not in the matmul count (kernels_without_flops_per_step says how many).
+    # A fused kernel (splash) skips masked tiles and recomputes inside itself; its FLOPs
+    # are not in the matmul count but counted from its tile masks instead.
     fused = cfg.attention_impl.startswith("splash")
     extras = {
       "dense_attention_masked_half": 0.0
       if fused
-      else flops.dense_attention_extra(
-        cfg, seq_len, batch, use_memory=stage.use_memory, encode_grad=stage.encode_grad
-      ),
+      else flops.dense_attention_extra(cfg, seq_len, batch, **stage_kw),
       "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat, fused_attention=fused),
     }
-    kernels = (
-      flops.splash_kernels(
-        cfg,
-        seq_len,
-        batch,
-        use_memory=stage.use_memory,
-        encode_grad=stage.encode_grad,
-        remat=remat,
-        microbatches=microbatches,
+    if fused:
+      kernels = flops.splash_kernels(
+        cfg, seq_len, batch, **stage_kw, remat=remat, microbatches=microbatches
       )
-      if fused
-      else {"calls": 0.0, "flops": 0.0}
-    )
     per_device_batch = out.details["per_device_batch"]
   if getattr(args, "hlo_out", None):
     _write_text(args.hlo_out, out.executable.as_text())

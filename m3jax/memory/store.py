@@ -432,13 +432,20 @@ class MemoryBank:
     memo = [self._row_memo.get(i) for i in ids]
     if all(m is not None for m in memo):
       return np.asarray(memo, np.int64)
-    live = self._live_candidates(ids)
+    live = self._candidate_rows(ids, memo)
     flat = sorted({r for c in live for r in c})
     return self._match(ids, live, dict(zip(flat, self.row_ids(flat))))
 
-  def _live_candidates(self, ids: list[str]) -> list[list[int]]:
-    cands = self._index.candidates(rowindex.hash_ids(ids))
-    return [[r for r in c if r not in self._deleted] for c in cands]
+  def _candidate_rows(self, ids: list[str], memo: list) -> list[list[int]]:
+    """Live rows that may hold each id: its memoized row (``memo[j]``), else the id
+    index's live candidates (hash matches; ``_match`` settles collisions)."""
+    live: list[list[int]] = [[m] if m is not None else [] for m in memo]
+    todo = [j for j, m in enumerate(memo) if m is None]
+    if todo:
+      cands = self._index.candidates(rowindex.hash_ids([ids[j] for j in todo]))
+      for j, c in zip(todo, cands):
+        live[j] = [r for r in c if r not in self._deleted]
+    return live
 
   def _match(self, ids, live, stored: dict) -> np.ndarray:
     """The live row whose stored id equals each id (the newest), -1 if none; memoized."""
@@ -504,11 +511,14 @@ class MemoryBank:
     return out
 
   def _live_rows(self, ids):
-    rows = self.rows_of(ids)
-    unknown = [i for i, r in zip(ids, rows) if r < 0]
+    return self._require_live(ids, self.rows_of(ids))
+
+  def _require_live(self, ids, rows_N: np.ndarray) -> np.ndarray:
+    """``rows_N`` (from ``rows_of`` or ``_match``), or a KeyError naming the absent ids."""
+    unknown = [i for i, r in zip(ids, rows_N) if r < 0]
     if unknown:
       raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): {unknown[:5]}")
-    return rows
+    return rows_N
 
   # ------------------------------------------------------------------ writes
   def quantize_rows(self, keys_NxLxKxMxD, values_NxLxKxMxD):
@@ -693,12 +703,7 @@ class MemoryBank:
   def _gather_packed(self, ids: list[str]) -> dict:
     """Format 3: one read of the records of every live candidate row of ``ids``; the id
     bytes in them resolve hash collisions, so the lookup costs no extra read."""
-    memo = [self._row_memo.get(i) for i in ids]
-    todo = [j for j, m in enumerate(memo) if m is None]
-    live: list[list[int]] = [[m] if m is not None else [] for m in memo]
-    if todo:
-      for j, c in zip(todo, self._live_candidates([ids[j] for j in todo])):
-        live[j] = c
+    live = self._candidate_rows(ids, [self._row_memo.get(i) for i in ids])
     flat = np.unique(np.asarray([r for c in live for r in c], np.int64))
     fields: dict = {"ids": []}
     if len(flat):
@@ -707,10 +712,8 @@ class MemoryBank:
       except ValueError:
         self._locate_damage("rows", flat)
       fields = rowrecord.unpack(records, self.record)
-    rows = self._match(ids, live, dict(zip(flat.tolist(), decode_ids(fields["ids"]))))
-    unknown = [i for i, r in zip(ids, rows) if r < 0]
-    if unknown:
-      raise KeyError(f"reference ids not in memory bank {self.url} (or deleted): {unknown[:5]}")
+    stored = dict(zip(flat.tolist(), decode_ids(fields["ids"])))
+    rows = self._require_live(ids, self._match(ids, live, stored))
     pick = np.searchsorted(flat, rows)
     return {name: fields[name][pick] for name in ROW_ARRAYS}
 

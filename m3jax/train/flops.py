@@ -154,10 +154,10 @@ def splash_kernels(
   ``encode_grad``. A call covers the whole microbatch (the kernel is vmapped).
   """
   m, hd = c.memory, c.num_heads * c.head_dim
-  refetch = 1 if (remat or "none") in ("full", "dots_except_attention") else 0
-  fwd_calls, bwd_calls = 1 + refetch, 2
+  recompute = 1 if (remat or "none") in ("full", "dots_except_attention") else 0
+  fwd_calls, bwd_calls = 1 + recompute, 2
   per_pair = lambda matmuls: matmuls * 2 * hd
-  train_matmuls = (1 + refetch) * SPLASH_FWD_MATMULS + SPLASH_BWD_MATMULS
+  train_matmuls = fwd_calls * SPLASH_FWD_MATMULS + SPLASH_BWD_MATMULS
   plain = splash.computed_pairs(t, t + 1, 1, 0, 0, m.chunk_len)
   mem_layers = m.num_memory_layers if use_memory else 0
   pairs = (c.num_layers - mem_layers) * plain

@@ -147,6 +147,10 @@ def word_spans(tokens_T: np.ndarray, starts_V: np.ndarray) -> list[tuple[int, in
   return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
+SWAP_POOLS = ("length", "slot")
+SLOT_WORDS = 2  # template words that name a value's slot ("color =", "built in")
+
+
 class WordSwapper:
   """Whole-word counterfactual swaps, with the knowledge base's word statistics.
 
@@ -163,7 +167,11 @@ class WordSwapper:
     ref_lengths_N: np.ndarray,
     starts_V: np.ndarray,
     template_df: float,
+    pool: str = "length",
   ):
+    if pool not in SWAP_POOLS:
+      raise ValueError(f"swap pool {pool!r}: use one of {SWAP_POOLS}")
+    self.pool = pool
     if not 0.0 < template_df <= 1.0:
       raise ValueError(f"template_df={template_df} must be in (0, 1]")
     self.starts_V = starts_V
@@ -186,13 +194,42 @@ class WordSwapper:
         "counterfactual swap: every knowledge-base word is a template word; raise "
         "data.memory_swap_template_df or set data.memory_swap_rate=0"
       )
-    self.pools = {
-      k: (ws, np.array([freq[w] for w in ws], np.float64) / sum(freq[w] for w in ws))
-      for k, ws in pools.items()
-    }
+    self.pools = {k: _weighted(ws, freq) for k, ws in pools.items()}
+    # Slot pools: the value words seen after the same template words ("color =", "was
+    # built in"), so a swapped value is one of its kind and the weights' prior for that
+    # slot is no help: only reading memory predicts it.
+    self.slot_of: dict[tuple, tuple] = {}
+    slot_freq: dict[tuple, dict[tuple, int]] = {}
+    for tokens, n in zip(ref_tokens_NxL, ref_lengths_N):
+      words = self._words(tokens[:n])
+      for i, w in enumerate(words):
+        if w in self.template or min(w) < NUM_SPECIAL:
+          continue
+        slot = self._slot(words, i)
+        self.slot_of.setdefault(w, slot)
+        counts = slot_freq.setdefault((slot, len(w)), {})
+        counts[w] = counts.get(w, 0) + 1
+    self.slot_pools = {k: _weighted(sorted(c), c) for k, c in slot_freq.items()}
 
   def _words(self, tokens: np.ndarray) -> list[tuple]:
     return [tuple(tokens[s:e].tolist()) for s, e in word_spans(tokens, self.starts_V)]
+
+  def _slot(self, words: list[tuple], i: int) -> tuple:
+    """The template words right before word ``i`` (at most ``SLOT_WORDS``): its slot."""
+    lo = i
+    while lo > 0 and i - lo < SLOT_WORDS and words[lo - 1] in self.template:
+      lo -= 1
+    return tuple(words[lo:i])
+
+  def _candidates(self, w: tuple) -> tuple[list[tuple], np.ndarray]:
+    """Replacement words for ``w`` and their probabilities: its slot's value words of the
+    same length (pool "slot", when that slot has another), else any value word of the
+    same length."""
+    if self.pool == "slot":
+      words, p = self.slot_pools.get((self.slot_of.get(w, ()), len(w)), ([], None))
+      if len(words) > 1:
+        return words, p
+    return self.pools[len(w)]
 
   def _swappable(self, w: tuple) -> bool:
     return w not in self.template and min(w) >= NUM_SPECIAL and len(w) in self.pools
@@ -220,7 +257,7 @@ class WordSwapper:
     used = set(row_words) | in_refs
     table: dict[tuple, tuple] = {}
     for w in chosen:
-      words, p = self.pools[len(w)]
+      words, p = self._candidates(w)
       for i in rng.choice(len(words), size=8, p=p):  # a few draws; a used word is skipped
         if words[i] not in used:
           table[w] = words[i]
@@ -248,6 +285,12 @@ class WordSwapper:
         targets_BxT[b], refs_BxCxN[b], batch["ref_lengths"][b], rate, rng
       )
     return _with_targets(batch, targets_BxT, refs_BxCxN, bos_id)
+
+
+def _weighted(words: list[tuple], freq: dict[tuple, int]) -> tuple[list[tuple], np.ndarray]:
+  """``(words, p)``: the words with probabilities proportional to their frequency."""
+  counts = np.array([freq[w] for w in words], np.float64)
+  return words, counts / counts.sum()
 
 
 def _with_targets(batch: dict, targets_BxT, refs_BxCxN, bos_id: int) -> dict:

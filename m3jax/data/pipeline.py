@@ -46,6 +46,7 @@ class TrainIterator:
     swap_stop_tokens: int = 64,
     swap_word_starts_V: np.ndarray | None = None,
     swap_template_df: float = 0.05,
+    swap_pool: str = "length",
   ):
     if batch_size % process_count:
       raise ValueError(
@@ -76,7 +77,7 @@ class TrainIterator:
       assert self._ref_tokens is not None and self._ref_lengths is not None
       if swap_word_starts_V is not None:  # whole words (counterfactual.WordSwapper)
         self._words = counterfactual.WordSwapper(
-          self._ref_tokens, self._ref_lengths, swap_word_starts_V, swap_template_df
+          self._ref_tokens, self._ref_lengths, swap_word_starts_V, swap_template_df, swap_pool
         )
       else:  # single tokens
         vocab_size = int(max(stream.max(), self._ref_tokens.max())) + 1
@@ -224,6 +225,7 @@ def make_train_iterator(
       else None
     ),
     swap_template_df=cfg.memory_swap_template_df,
+    swap_pool=cfg.memory_swap_pool,
   )
 
 

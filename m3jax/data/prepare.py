@@ -80,6 +80,7 @@ def sources_key(cfg: DataConfig) -> str:
     "memory_swap_stop_tokens",
     "memory_swap_unit",
     "memory_swap_template_df",
+    "memory_swap_pool",
   ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():

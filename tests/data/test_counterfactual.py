@@ -227,3 +227,39 @@ def test_word_swapper_rejects_a_world_of_template_words_only():
   kb_tokens = np.array([[10, 11], [10, 11]], np.int32)
   with pytest.raises(ValueError, match="memory_swap_template_df"):
     counterfactual.WordSwapper(kb_tokens, np.array([2, 2]), STARTS_V, template_df=0.5)
+
+
+def test_slot_pool_replaces_a_value_by_one_seen_after_the_same_template_words():
+  # Two slots, each named by its template word: "10 v" (colours 14..17) and "11 v"
+  # (places 20..23); every value is one piece, so the length pool would mix the two.
+  refs, rng_kb = [], np.random.default_rng(1)
+  for _ in range(40):
+    refs.append([10, int(rng_kb.integers(14, 18)), 11, int(rng_kb.integers(20, 24))])
+  kb_tokens, kb_lengths = np.array(refs, np.int32), np.full(len(refs), 4, np.int32)
+  slot = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="slot")
+  length = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="length")
+  assert slot.template == {(10,), (11,)}
+  targets = np.array([10, 14, 11, 20, 12, 14], np.int32)
+  ref = np.array([[10, 14, 11, 20]], np.int32)
+  mixed = 0
+  for seed in range(50):
+    t, r = slot.swap_row(targets, ref, np.array([4]), 1.0, np.random.default_rng(seed))
+    assert 14 <= t[1] < 18 and t[1] != 14 and t[5] == t[1] == r[0, 1], "a colour for a colour"
+    assert 20 <= t[3] < 24 and t[3] != 20 and t[3] == r[0, 3], "a place for a place"
+    t, _ = length.swap_row(targets, ref, np.array([4]), 1.0, np.random.default_rng(seed))
+    mixed += not 14 <= t[1] < 18
+  assert mixed > 0, "the length pool draws across slots (what the slot pool prevents)"
+
+
+def test_slot_pool_falls_back_to_the_length_pool_for_a_slot_with_one_value():
+  kb_tokens = np.array([[10, 20, 11, 24], [10, 21, 11, 0], [10, 22, 13, 25], [10, 23, 13, 26]])
+  kb_lengths = np.array([4, 3, 4, 4])
+  swapper = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.4, pool="slot")
+  assert swapper.template == {(10,), (11,), (13,)}
+  # (24,) is the only value ever seen after 11: it is swapped with another length-1 word.
+  t, _ = swapper.swap_row(
+    np.array([11, 24], np.int32), kb_tokens[:1], np.array([4]), 1.0, np.random.default_rng(0)
+  )
+  assert t[1] != 24
+  with pytest.raises(ValueError, match="swap pool"):
+    counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="type")

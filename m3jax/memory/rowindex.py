@@ -59,7 +59,8 @@ class RowIndex:
       self.tail.setdefault(h, []).append(start + j)
 
   def candidates(self, hashes_Q: np.ndarray) -> list[list[int]]:
-    """Every row (deleted or not) whose id hash equals each query hash.
+    """Every row (deleted or not) whose id hash equals each query hash (``read_chunk`` may
+    return padding entries, row -1: they are skipped).
 
     Reads the sorted-run chunk of every query (plus the chunk before when the hash equals
     a fence, where equal hashes may straddle two chunks) in one read, then one vectorized
@@ -77,7 +78,7 @@ class RowIndex:
     lo = np.searchsorted(run_h, hashes, "left")
     hi = np.searchsorted(run_h, hashes, "right")
     for q in np.flatnonzero(hi > lo):
-      out[q].extend(run_r[lo[q] : hi[q]].tolist())
+      out[q].extend(r for r in run_r[lo[q] : hi[q]].tolist() if r >= 0)  # -1: padding
     return out
 
 
@@ -108,6 +109,14 @@ def to_pairs(hash_N: np.ndarray, rows_N: np.ndarray) -> np.ndarray:
 
 def from_pairs(pairs_CxFx2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """-> (hash uint64, rows int64) of the real entries, still sorted."""
-  flat = np.asarray(pairs_CxFx2, np.uint64).reshape(-1, 2)
-  flat = flat[flat[:, 1] != PAD]
-  return flat[:, 0].copy(), flat[:, 1].astype(np.int64)
+  h, r = pairs_view(pairs_CxFx2)
+  keep = r >= 0
+  return h[keep], r[keep]
+
+
+def pairs_view(pairs_CxFx2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """-> (hash uint64, rows int64) of consecutive run chunks, padding included (hash PAD,
+  row -1): still sorted, since only the run's last chunk is padded and PAD is the largest
+  hash. The lookup path: no filtering copy of every entry read."""
+  pairs = np.asarray(pairs_CxFx2, np.uint64)
+  return pairs[..., 0].reshape(-1), pairs[..., 1].reshape(-1).view(np.int64)

@@ -227,7 +227,7 @@ class MemoryBank:
   def _read_run_chunks(self, run: dict, chunks_C: np.ndarray, s: int):
     """(hash, rows) of the sorted-run chunks ``chunks_C``, concatenated (still sorted)."""
     if self.packed:  # one index-array read of whole chunks
-      return rowindex.from_pairs(run["pairs"][chunks_C].read().result())
+      return rowindex.pairs_view(run["pairs"][chunks_C].read().result())
     # Format 2: one slice read per chunk, all in flight at once (an index-array read of
     # every position costs several times more in TensorStore).
     starts = (chunks_C * rowindex.FENCE).tolist()

@@ -121,3 +121,21 @@ def test_record_pack_unpack_round_trip():
   assert packed.shape == (3, rec.record_bytes) and packed.dtype == np.uint8
   for name, arr in rowrecord.unpack(packed, rec).items():
     np.testing.assert_array_equal(arr, fields[name], err_msg=name)
+
+
+def test_lookup_over_padded_run_chunks_returns_only_real_rows():
+  # A run of 2.5 chunks; its last chunk is padded (hash PAD, row -1). The lookup reads
+  # the chunks padding included (no filtering copy) and must never return a padding row.
+  rng = np.random.default_rng(0)
+  n = 2 * rowindex.FENCE + rowindex.FENCE // 2
+  h = np.sort(rng.integers(0, 2**63, n, dtype=np.uint64))
+  rows = rng.permutation(n).astype(np.int64)
+  pairs = rowindex.to_pairs(h, rows)
+  index = rowindex.RowIndex(
+    lambda c: rowindex.pairs_view(pairs[c]), h[:: rowindex.FENCE], n, np.zeros(0, np.uint64), n
+  )
+  probe = np.concatenate([h[[0, 5, n - 1]], [rowindex.PAD, np.uint64(12345)]])
+  assert index.candidates(probe) == [[rows[0]], [rows[5]], [rows[n - 1]], [], []]
+  back_h, back_r = rowindex.from_pairs(pairs)
+  np.testing.assert_array_equal(back_h, h)
+  np.testing.assert_array_equal(back_r, rows)

@@ -142,6 +142,7 @@ def compile_and_report(config, args) -> dict:
   import jax
 
   from m3jax.model.config import model_config_from
+  from m3jax.model.joint_attention import impl_for_short_causal
   from m3jax.train import aot, aot_report, flops
   from m3jax.train.loop import resolve_seq_len
   from m3jax.train.config import train_config_from
@@ -190,11 +191,17 @@ def compile_and_report(config, args) -> dict:
     # A fused kernel (splash) skips masked tiles and recomputes inside itself; its FLOPs
     # are not in the matmul count but counted from its tile masks instead.
     fused = cfg.attention_impl.startswith("splash")
+    # The live encoder's short references run XLA attention even then
+    # (joint_attention.impl_for_short_causal): XLA counts them, as it does dense layers.
+    enc_xla = impl_for_short_causal(cfg.attention_impl, cfg.memory.ref_len + 1) != "splash"
+    enc_refs = seq_len // cfg.memory.chunk_len if stage.use_memory and stage.encode_grad else 0
     extras = {
-      "dense_attention_masked_half": 0.0
-      if fused
-      else flops.dense_attention_extra(cfg, seq_len, batch, **stage_kw),
-      "remat_recompute": flops.remat_extra(cfg, seq_len, batch, remat, fused_attention=fused),
+      "dense_attention_masked_half": flops.dense_attention_extra(
+        cfg, seq_len, batch, **stage_kw, context=not fused, encoder=enc_xla
+      ),
+      "remat_recompute": flops.remat_extra(
+        cfg, seq_len, batch, remat, fused_attention=fused, encoder_refs=enc_refs * enc_xla
+      ),
     }
     if fused:
       kernels = flops.splash_kernels(

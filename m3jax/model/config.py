@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 SELECTIONS = ("attention", "expsum", "random", "first")
 # What the backward pass keeps of each layer (m3jax.model.stack.remat_policy says how).
-REMAT_POLICIES = ("none", "full", "dots", "dots_except_attention")
+REMAT_POLICIES = ("none", "full", "dots", "dots_except_attention", "dots_and_kernels")
 ATTENTION_IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "auto")
 
 
@@ -100,7 +100,7 @@ class ModelConfig:
     "dense"  # dense | flat | cudnn | splash | auto (m3jax.model.joint_attention)
   )
   scan_layers: bool = False  # nn.scan-style stacked layers (m3jax.model.stack)
-  remat_policy: str = "none"  # none | full | dots | dots_except_attention
+  remat_policy: str = "none"  # one of REMAT_POLICIES (m3jax.model.stack)
 
   def __post_init__(self):
     shape = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "embed_dim", "mlp_dim")

@@ -72,6 +72,17 @@ def impl_for_cache(impl: str) -> str:
   return "flat" if impl.startswith("splash") else impl
 
 
+def impl_for_short_causal(impl: str, t: int) -> str:
+  """The impl for causal self-attention of ``t`` tokens with no memory (the live encoder's
+  references): splash only where its 128-tiles compute fewer query-key pairs than a dense
+  softmax's t², else XLA ("flat"). A 129-token reference pads to 3 tiles, 3x the dense
+  pairs (6x App. A's causal half); a 2,049-slot training row computes 0.6x the dense."""
+  impl = resolve_impl(impl)
+  if impl.startswith("splash") and splash.computed_pairs(t, t, 0, 0, 0, 1) >= t * t:
+    return "flat"
+  return impl
+
+
 def joint_attention(
   q_BxTxHxD,
   k_BxSxKxD,

@@ -24,7 +24,12 @@ import jax
 import jax.numpy as jnp
 
 from m3jax import axes
-from m3jax.model.joint_attention import Causal, impl_for_cache, joint_attention
+from m3jax.model.joint_attention import (
+  Causal,
+  impl_for_cache,
+  impl_for_short_causal,
+  joint_attention,
+)
 from m3jax.model.memory_kv import MemoryKV
 from m3jax.model import layers, stack
 from m3jax.model.config import ModelConfig
@@ -336,6 +341,7 @@ class Transformer(nn.Module):
     tokens = jnp.concatenate([jnp.full((b, 1), c.ref_id, ref_tokens_BxN.dtype), ref_tokens_BxN], 1)
     pos = jnp.broadcast_to(jnp.arange(n + 1), (b, n + 1))
     depth = c.memory.encode_depth
+    impl = impl_for_short_causal(c.attention_impl, n + 1)
 
     def projections(block, x):
       q_raw, k_raw, v = block.qkv(x)
@@ -345,7 +351,7 @@ class Transformer(nn.Module):
 
     def body(block, x, _, *, is_memory):
       q, k, v, kept = projections(block, x)
-      o = joint_attention(q, k, v, Causal(offset=0), impl=c.attention_impl)
+      o = joint_attention(q, k, v, Causal(offset=0), impl=impl)
       return block.finish(x, o), kept if is_memory else None
 
     x, outs = self._run_layers(

@@ -29,11 +29,15 @@ from __future__ import annotations
 
 from m3jax.model import splash_attention as splash
 from m3jax.model.config import ModelConfig
+from m3jax.model.joint_attention import impl_for_short_causal
 
 # Matmuls per computed query-key pair (each 2·d_h FLOPs per head) in the splash kernels:
-# forward q·kᵀ and p·v; backward (unfused) dq kernel q·kᵀ, do·vᵀ, ds·k and dkv kernel
-# q·kᵀ, pᵀ·do, do·vᵀ, dsᵀ·q.
-SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS = 2, 7
+# forward q·kᵀ and p·v; the fused backward (one kernel) q·kᵀ, do·vᵀ, then ds·k, dsᵀ·q
+# and pᵀ·do (m3jax.model.splash_attention).
+SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS, SPLASH_BWD_CALLS = 2, 5, 1
+# Remat policies under which the backward runs the kernel's forward again: every
+# checkpointing policy that does not save the kernel's outputs (m3jax.model.stack).
+KERNEL_RECOMPUTED = ("full", "dots", "dots_except_attention")
 
 
 def _linear_per_token(c: ModelConfig) -> int:
@@ -95,18 +99,26 @@ def decode_step_flops(c: ModelConfig, batch: int, key_slots: int) -> float:
 
 
 def dense_attention_extra(
-  c: ModelConfig, t: int, batch: int, *, use_memory: bool, encode_grad: bool = True
+  c: ModelConfig,
+  t: int,
+  batch: int,
+  *,
+  use_memory: bool,
+  encode_grad: bool = True,
+  context: bool = True,
+  encoder: bool = True,
 ) -> float:
   """FLOPs a dense (masked) attention computes beyond App. A's causal count.
 
   App. A counts T·(T/2) query-key pairs per layer; the dense kernel computes all
   T·(T+1) (sink + context) and masks half: 2·2·T·(T/2+1)·H·d_h more per layer forward,
   ×3 with the backward. Stage 2's encoder likewise computes (N+1)² pairs where App. A
-  counts N²/2 (×3 with encode_grad).
+  counts N²/2 (×3 with encode_grad). ``context`` / ``encoder``: which of the two runs
+  dense XLA attention (a fused kernel's work is counted by ``splash_kernels`` instead).
   """
   hd = c.num_heads * c.head_dim
-  extra = 3 * c.num_layers * 4 * t * (t / 2 + 1) * hd
-  if use_memory:
+  extra = 3 * c.num_layers * 4 * t * (t / 2 + 1) * hd if context else 0.0
+  if use_memory and encoder:
     m = c.memory
     n = m.ref_len
     per_ref = m.encode_depth * 4 * ((n + 1) ** 2 - n * n / 2) * hd
@@ -115,22 +127,37 @@ def dense_attention_extra(
 
 
 def remat_extra(
-  c: ModelConfig, t: int, batch: int, policy: str | None, *, fused_attention: bool = False
+  c: ModelConfig,
+  t: int,
+  batch: int,
+  policy: str | None,
+  *,
+  fused_attention: bool = False,
+  encoder_refs: int = 0,
 ) -> float:
   """Forward FLOPs the backward recomputes under ``model.remat_policy`` (dense attention).
 
-  full: every layer's forward again; dots_except_attention: the attention score and
-  value matmuls; none / dots: nothing. (The live encoder of stage 2 is not counted.)
-  ``fused_attention``: attention is a kernel whose work (and recompute) is outside the
-  matmul count, so only the projections and MLP are.
+  full: every layer's forward again; dots_except_attention and dots_and_kernels: the
+  attention score and value matmuls; none / dots: nothing. ``fused_attention``: the
+  training forward's attention is a kernel whose work (and recompute) is outside the
+  matmul count, so only its projections and MLP are. ``encoder_refs``: references per
+  sequence the live encoder runs with gradients and XLA attention (stage 2 with
+  ``encode_grad``): their attention's recompute (the encoder's projections and MLP are
+  counted under ``full`` only).
   """
+  policy = policy or "none"
   hd = c.num_heads * c.head_dim
   attention = 0 if fused_attention else 4 * t * (t + 1) * hd
   per_layer = {
     "full": 2 * t * _linear_per_token(c) + attention,
     "dots_except_attention": attention,
-  }.get(policy or "none", 0.0)
-  return c.num_layers * per_layer * batch
+    "dots_and_kernels": attention,
+  }.get(policy, 0.0)
+  extra = c.num_layers * per_layer
+  if encoder_refs and policy in ("full", "dots_except_attention", "dots_and_kernels"):
+    n, layers = c.memory.ref_len + 1, c.memory.encode_depth - 1
+    extra += encoder_refs * layers * 4 * n * n * hd
+  return extra * batch
 
 
 def splash_kernels(
@@ -147,15 +174,15 @@ def splash_kernels(
   count (Mosaic custom calls): from each call's static tile mask
   (``splash_attention.computed_pairs``) and the kernels' matmuls per pair.
 
-  Per layer: a forward call, and in the backward a dq and a dkv call, plus the forward
-  again under remat (``full`` and ``dots_except_attention`` do not save the kernel's
-  output). Stage 2 adds the live encoder's ``encode_depth − 1`` attention layers per
-  reference (App. A's T/chunk references per sequence), with a backward when
-  ``encode_grad``. A call covers the whole microbatch (the kernel is vmapped).
+  Per layer: a forward call and a fused backward call, plus the forward again under a
+  remat policy that does not save the kernel's outputs (``KERNEL_RECOMPUTED``). The live
+  encoder's short references run XLA attention, not the kernel
+  (``joint_attention.impl_for_short_causal``): XLA counts them. A call covers the whole
+  microbatch (the kernel is vmapped).
   """
   m, hd = c.memory, c.num_heads * c.head_dim
-  recompute = 1 if (remat or "none") in ("full", "dots_except_attention") else 0
-  fwd_calls, bwd_calls = 1 + recompute, 2
+  recompute = 1 if (remat or "none") in KERNEL_RECOMPUTED else 0
+  fwd_calls, bwd_calls = 1 + recompute, SPLASH_BWD_CALLS
   per_pair = lambda matmuls: matmuls * 2 * hd
   train_matmuls = fwd_calls * SPLASH_FWD_MATMULS + SPLASH_BWD_MATMULS
   plain = splash.computed_pairs(t, t + 1, 1, 0, 0, m.chunk_len)
@@ -167,7 +194,7 @@ def splash_kernels(
     pairs += mem_layers * splash.computed_pairs(t, t + 1, 1, chunks, per_chunk, m.chunk_len)
   flops = pairs * per_pair(train_matmuls) * batch
   calls = c.num_layers * (fwd_calls + bwd_calls)
-  if use_memory:
+  if use_memory and impl_for_short_causal("splash", m.ref_len + 1) == "splash":
     n, layers = m.ref_len, m.encode_depth - 1
     enc_matmuls = train_matmuls if encode_grad else SPLASH_FWD_MATMULS
     enc_pairs = layers * splash.computed_pairs(n + 1, n + 1, 0, 0, 0, m.chunk_len)

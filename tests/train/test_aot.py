@@ -88,7 +88,8 @@ def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
 
 
 @pytest.mark.integration
-def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path):
+@pytest.mark.parametrize("remat", ["dots_except_attention", "dots_and_kernels"])
+def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path, remat):
   """The Pallas kernel (what ``auto`` runs on a TPU) lowers and compiles for the topology;
   its FLOPs are outside the matmul count, and the report says how many calls that is."""
   proc, result = _compile_tiny_stage2(
@@ -97,16 +98,28 @@ def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path):
     "1",
     "--config.model.attention_impl=auto",
     "--config.model.scan_layers=True",
+    f"--config.model.remat_policy={remat}",
   )
   assert result["model"]["attention_impl_compiled"] == "splash"
   got = result["flops"]
   # The kernel calls the HLO holds (trip counts included) are the ones the tile-mask count
   # expects: a forward, a dq and a dkv call per layer and encoder layer, per microbatch.
   assert got["kernels_without_flops_per_step"] == got["kernel_calls_from_masks_per_step"] > 0
+  # A forward and one fused backward call per layer and microbatch, and the forward again
+  # unless the policy saves the kernel's outputs.
+  layers, micro = result["model"]["num_layers"], 8 // (4 * 1)  # batch / (devices x 1 per device)
+  per_layer = 2 if remat == "dots_and_kernels" else 3
+  assert got["kernel_calls_from_masks_per_step"] == layers * per_layer * micro
   assert got["compiled_with_kernels_per_device"] == pytest.approx(
     got["compiled_flops_per_device"] + got["kernel_flops_from_masks_per_device"]
   )
-  assert result["flops"]["extras_per_step"]["dense_attention_masked_half"] == 0
+  # The live encoder's short references run XLA attention, not the kernel: its dense
+  # extra is accounted, the training forward's is not (the kernel skips masked tiles).
+  cfg = model_config_from(memory3.get_config("tiny").model)
+  encoder_only = flops.dense_attention_extra(
+    cfg, 64, 8, use_memory=True, encode_grad=True, context=False, encoder=True
+  )
+  assert result["flops"]["extras_per_step"]["dense_attention_masked_half"] == encoder_only > 0
   assert "Pallas kernel calls" in proc.stdout
 
 

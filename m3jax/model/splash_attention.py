@@ -98,25 +98,15 @@ def _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret):
   )
 
   mask = masks.NumpyMask(static_mask(t, s_ctx, offset, chunks, per_chunk, chunk_len))
-  # The fused backward: one kernel computes dq, dk and dv from one pass over the tiles
-  # (5 matmuls per pair, against 7 for separate dq and dkv kernels that both recompute
-  # the scores); dq is reduced over KV tiles outside the kernel.
-  blocks = kernel.BlockSizes(
-    block_q=BLOCK,
-    block_kv=BLOCK,
-    block_kv_compute=BLOCK,
-    block_q_dkv=BLOCK,
-    block_kv_dkv=BLOCK,
-    block_kv_dkv_compute=BLOCK,
-    use_fused_bwd_kernel=True,
-  )
-  return kernel.make_splash_mha(
-    masks.MultiHeadMask([mask] * heads),
-    block_sizes=blocks,
-    head_shards=1,
-    q_seq_shards=1,
-    interpret=interpret,
-  )
+  # Built outside any trace: the kernel holds its mask tables as arrays, and this cache
+  # hands the same kernel to later traces (a table made under a trace would leak).
+  with jax.ensure_compile_time_eval():
+    return kernel.make_splash_mha(
+      masks.MultiHeadMask([mask] * heads),
+      head_shards=1,
+      q_seq_shards=1,
+      interpret=interpret,
+    )
 
 
 def _mesh_specs(mesh):

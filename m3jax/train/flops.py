@@ -32,9 +32,10 @@ from m3jax.model.config import ModelConfig
 from m3jax.model.joint_attention import impl_for_short_causal
 
 # Matmuls per computed query-key pair (each 2·d_h FLOPs per head) in the splash kernels:
-# forward q·kᵀ and p·v; the fused backward (one kernel) q·kᵀ, do·vᵀ, then ds·k, dsᵀ·q
-# and pᵀ·do (m3jax.model.splash_attention).
-SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS, SPLASH_BWD_CALLS = 2, 5, 1
+# forward q·kᵀ and p·v; backward (unfused) dq kernel q·kᵀ, do·vᵀ, ds·k and dkv kernel
+# q·kᵀ, pᵀ·do, do·vᵀ, dsᵀ·q. (The fused backward would do 5 in one call, but its
+# per-KV-tile float32 dq partials took v5e:16x16 stage 1 from 8.4 to 31.4 GiB: docs/tpu.md.)
+SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS, SPLASH_BWD_CALLS = 2, 7, 2
 # Remat policies under which the backward runs the kernel's forward again: every
 # checkpointing policy that does not save the kernel's outputs (m3jax.model.stack).
 KERNEL_RECOMPUTED = ("full", "dots", "dots_except_attention")
@@ -174,7 +175,7 @@ def splash_kernels(
   count (Mosaic custom calls): from each call's static tile mask
   (``splash_attention.computed_pairs``) and the kernels' matmuls per pair.
 
-  Per layer: a forward call and a fused backward call, plus the forward again under a
+  Per layer: a forward call and a dq and a dkv call, plus the forward again under a
   remat policy that does not save the kernel's outputs (``KERNEL_RECOMPUTED``). The live
   encoder's short references run XLA attention, not the kernel
   (``joint_attention.impl_for_short_causal``): XLA counts them. A call covers the whole

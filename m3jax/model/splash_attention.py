@@ -90,23 +90,19 @@ def dense_equivalent(static_TpxSp, q_ids_BxTp, kv_ids_BxSp):
   return jnp.asarray(static_TpxSp)[None] & same
 
 
-@functools.lru_cache(maxsize=64)
 def _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret):
+  """The splash kernel for one mask layout, built in the calling trace (never cached: it
+  holds its mask tables as arrays of the trace that built it, and a cached kernel handed
+  a tracer to a later trace under remat)."""
   from jax.experimental.pallas.ops.tpu.splash_attention import (
     splash_attention_kernel as kernel,
     splash_attention_mask as masks,
   )
 
   mask = masks.NumpyMask(static_mask(t, s_ctx, offset, chunks, per_chunk, chunk_len))
-  # Built outside any trace: the kernel holds its mask tables as arrays, and this cache
-  # hands the same kernel to later traces (a table made under a trace would leak).
-  with jax.ensure_compile_time_eval():
-    return kernel.make_splash_mha(
-      masks.MultiHeadMask([mask] * heads),
-      head_shards=1,
-      q_seq_shards=1,
-      interpret=interpret,
-    )
+  return kernel.make_splash_mha(
+    masks.MultiHeadMask([mask] * heads), head_shards=1, q_seq_shards=1, interpret=interpret
+  )
 
 
 def _mesh_specs(mesh):

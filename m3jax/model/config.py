@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 SELECTIONS = ("attention", "expsum", "random", "first")
 # What the backward pass keeps of each layer (m3jax.model.stack.remat_policy says how).
-REMAT_POLICIES = ("none", "full", "dots", "dots_except_attention", "dots_and_kernels")
+REMAT_POLICIES = ("none", "full", "dots", "dots_except_attention")
 ATTENTION_IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "auto")
 
 

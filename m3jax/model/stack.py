@@ -23,11 +23,6 @@ of one ``layer_{i}`` and a leading axis of length ``last - first + 1``;
                          the three MLP projections. Attention (its batched score and
                          value matmuls, softmax, or the fused kernel), norms, RoPE and
                          SiLU are recomputed, so no [T, S] score matrix is kept.
-  dots_and_kernels       dots_except_attention, plus the outputs of the fused attention
-                         kernel (splash: its result and softmax statistics, O(T) per
-                         head), so the backward never runs the kernel's forward again.
-                         With XLA attention there is no kernel: the same as
-                         dots_except_attention.
 """
 
 from __future__ import annotations
@@ -63,12 +58,6 @@ def stack_name(start: int, stop: int) -> str:
   return f"layers_{start}_to_{stop - 1}"
 
 
-def _kernel_outputs(prim, *_, **__) -> bool:
-  """A Pallas kernel's outputs are saveable (a name on its residuals is not enough: the
-  kernel's custom VJP is recomputed whole unless its call's outputs are saved)."""
-  return prim.name == "pallas_call"
-
-
 def remat_policy(name: str):
   """``(use_checkpoint, policy)`` for ``jax.checkpoint`` (see the module docstring)."""
   policies = {
@@ -76,12 +65,6 @@ def remat_policy(name: str):
     "full": (True, None),
     "dots": (True, jax.checkpoint_policies.checkpoint_dots),
     "dots_except_attention": (True, jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
-    "dots_and_kernels": (
-      True,
-      jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims, _kernel_outputs
-      ),
-    ),
   }
   if name not in policies:
     raise ValueError(f"model.remat_policy={name!r} is not one of {sorted(policies)}")

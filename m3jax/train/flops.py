@@ -37,7 +37,7 @@ from m3jax.model.joint_attention import impl_for_short_causal
 # per-KV-tile float32 dq partials took v5e:16x16 stage 1 from 8.4 to 31.4 GiB: docs/tpu.md.)
 SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS, SPLASH_BWD_CALLS = 2, 7, 2
 # Remat policies under which the backward runs the kernel's forward again: every
-# checkpointing policy that does not save the kernel's outputs (m3jax.model.stack).
+# checkpointing policy (none saves a Pallas call's outputs; m3jax.model.stack).
 KERNEL_RECOMPUTED = ("full", "dots", "dots_except_attention")
 
 
@@ -138,8 +138,8 @@ def remat_extra(
 ) -> float:
   """Forward FLOPs the backward recomputes under ``model.remat_policy`` (dense attention).
 
-  full: every layer's forward again; dots_except_attention and dots_and_kernels: the
-  attention score and value matmuls; none / dots: nothing. ``fused_attention``: the
+  full: every layer's forward again; dots_except_attention: the attention score and
+  value matmuls; none / dots: nothing. ``fused_attention``: the
   training forward's attention is a kernel whose work (and recompute) is outside the
   matmul count, so only its projections and MLP are. ``encoder_refs``: references per
   sequence the live encoder runs with gradients and XLA attention (stage 2 with
@@ -152,10 +152,9 @@ def remat_extra(
   per_layer = {
     "full": 2 * t * _linear_per_token(c) + attention,
     "dots_except_attention": attention,
-    "dots_and_kernels": attention,
   }.get(policy, 0.0)
   extra = c.num_layers * per_layer
-  if encoder_refs and policy in ("full", "dots_except_attention", "dots_and_kernels"):
+  if encoder_refs and policy in ("full", "dots_except_attention"):
     n, layers = c.memory.ref_len + 1, c.memory.encode_depth - 1
     extra += encoder_refs * layers * 4 * n * n * hd
   return extra * batch

@@ -182,7 +182,7 @@ def _stage2_grads(scan_layers: bool, policy: str):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention", "dots_and_kernels"])
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention"])
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 def test_every_remat_policy_gives_the_same_gradients(policy, scan_layers):
   _close(
@@ -210,24 +210,3 @@ def test_remat_policies_keep_less_in_the_documented_order():
   }
   assert kept["full"] < kept["dots_except_attention"] < kept["dots"] <= kept["none"], kept
 
-
-@pytest.mark.integration
-def test_dots_and_kernels_keeps_the_splash_kernel_outputs_and_the_gradients():
-  """With the Pallas kernel (interpret mode), dots_and_kernels keeps what the kernel's
-  backward needs (so its forward is not rerun) on top of dots_except_attention, and the
-  gradients are the unrematerialized ones."""
-  _, scanned = _params()
-  tokens = _tokens((2, 32))
-  splash = dataclasses.replace(SCAN, attention_impl="splash_interpret")
-  kept = {
-    pol: _residual_bytes(dataclasses.replace(splash, remat_policy=pol), scanned, tokens)
-    for pol in ("dots_except_attention", "dots_and_kernels")
-  }
-  assert kept["dots_except_attention"] < kept["dots_and_kernels"], kept
-  grads = {
-    pol: jax.jit(
-      jax.grad(_loss(dataclasses.replace(splash, remat_policy=pol), _tokens((2, 10)), True))
-    )(scanned)
-    for pol in ("none", "dots_and_kernels")
-  }
-  _close(grads["dots_and_kernels"], grads["none"], "dots_and_kernels with the splash kernel")

@@ -154,6 +154,10 @@ class MemoryBank:
     self.manifest = manifest
     self.layout = BankLayout(**manifest["layout"])
     self.packed = manifest.get("spec_version") == 3
+    # Format-3 banks also keep the id bytes in their own small array, so an id lookup
+    # (contains, delete, rows_of) reads 64 B per row, not the whole record (450 KB at the
+    # paper shape). Banks written before it ("id_array" absent) read ids from the records.
+    self._id_array = self.packed and bool(manifest.get("id_array", False))
     self.record = _record_layout(self.layout)
     names = ("id_hash", "text_span", "text_bytes", "deleted") + self.row_array_names
     self._arrays = {name: self._open_array(name) for name in names}
@@ -164,8 +168,11 @@ class MemoryBank:
 
   @property
   def row_array_names(self) -> tuple[str, ...]:
-    """The stored per-row arrays: ``rows`` (format 3) or one per field (format 2)."""
-    return ("rows",) if self.packed else ROW_ARRAYS + ("ids",)
+    """The stored per-row arrays: ``rows`` and ``ids`` (format 3) or one per field
+    (format 2)."""
+    if self.packed:
+      return ("rows", "ids") if self._id_array else ("rows",)
+    return ROW_ARRAYS + ("ids",)
 
   def _open_array(self, name):
     return ts.open(
@@ -325,6 +332,7 @@ class MemoryBank:
       ).write(cb).result()
     manifest = {
       "spec_version": SPEC_VERSION if packed_rows else 2,
+      "id_array": True,
       "complete": False,
       "layout": dataclasses.asdict(layout),
       "dtype": "uint8" if layout.pq_subspaces else "bfloat16",
@@ -461,7 +469,7 @@ class MemoryBank:
     rows = np.asarray(rows_N, np.int64)
     if not len(rows):
       return []
-    if self.packed:
+    if self.packed and not self._id_array:
       return decode_ids(self._read_records(rows, ("ids",))["ids"])
     return decode_ids(self._read("ids", self._arrays["ids"], rows, rows))
 
@@ -581,6 +589,8 @@ class MemoryBank:
     if self.packed:
       fields = {name: data.pop(name) for name in rowrecord.FIELDS}
       data["rows"] = rowrecord.pack(fields, self.record)
+      if self._id_array:
+        data["ids"] = fields["ids"]
     futures = [self._write_at(name, start, data[name]) for name in data]
     text = np.frombuffer(b"".join(blob), np.uint8)
     if len(text):
@@ -798,7 +808,10 @@ def _record_layout(layout: BankLayout) -> rowrecord.RecordLayout:
 def _row_arrays(layout: BankLayout, packed: bool) -> dict:
   """name -> (row shape, TensorStore dtype) of the per-row arrays of either format."""
   if packed:
-    return {"rows": ((_record_layout(layout).record_bytes,), ts.uint8)}
+    return {
+      "rows": ((_record_layout(layout).record_bytes,), ts.uint8),
+      "ids": ((ID_BYTES,), ts.uint8),
+    }
   n = layout.row_shape
   dtype = ts.uint8 if layout.pq_subspaces else ts.bfloat16
   return {

@@ -139,3 +139,43 @@ def test_lookup_over_padded_run_chunks_returns_only_real_rows():
   back_h, back_r = rowindex.from_pairs(pairs)
   np.testing.assert_array_equal(back_h, h)
   np.testing.assert_array_equal(back_r, rows)
+
+
+def _no_record_reads(bank, monkeypatch):
+  def boom(*_, **__):
+    raise AssertionError("an id lookup read whole records")
+
+  monkeypatch.setattr(bank, "_read_records", boom)
+
+
+def test_id_lookups_read_the_id_array_not_the_records(tmp_path, monkeypatch):
+  """contains / rows_of / delete read 64 B of id per candidate row, not its record."""
+  bank = MemoryBank.create(str(tmp_path / "b"), LAYOUT)
+  ids = [f"r{i}" for i in range(50)]
+  bank.append(ids, *batch(50, 0))
+  bank.finalize()
+  bank = MemoryBank.open(str(tmp_path / "b"))  # cold: nothing memoized
+  _no_record_reads(bank, monkeypatch)
+  assert bank.contains(["r3", "nope", "r49"]).tolist() == [True, False, True]
+  bank.delete(["r3"])
+  assert bank.rows_of(["r3", "r4"]).tolist() == [-1, 4]
+  assert bank.ids == [i for i in ids if i != "r3"]
+
+
+def test_a_format3_bank_without_the_id_array_reads_ids_from_its_records(tmp_path):
+  """Banks written before the id array: every lookup still answers, from the records."""
+  from m3jax.memory import store
+
+  url = str(tmp_path / "old")
+  bank = MemoryBank.create(url, LAYOUT)
+  bank.append(["a", "b"], *batch(2, 0))
+  bank.finalize()
+  manifest = read_manifest(url)
+  del manifest["id_array"]
+  store._write_manifest(bank._spec, bank._kv, manifest)
+  old = MemoryBank.open(url)
+  assert old.row_array_names == ("rows",)
+  assert old.contains(["a", "c"]).tolist() == [True, False]
+  old.append(["c"], *batch(1, 1))  # appends keep the old layout (no id array written)
+  assert old.ids == ["a", "b", "c"]
+  np.testing.assert_array_equal(old.read(["c"]).keys, MemoryBank.open(url).read(["c"]).keys)

@@ -209,4 +209,3 @@ def test_remat_policies_keep_less_in_the_documented_order():
     for pol in ("none", "dots", "dots_except_attention", "full")
   }
   assert kept["full"] < kept["dots_except_attention"] < kept["dots"] <= kept["none"], kept
-

@@ -226,9 +226,9 @@ class WordSwapper:
     same length (pool "slot", when that slot has another), else any value word of the
     same length."""
     if self.pool == "slot":
-      words, p = self.slot_pools.get((self.slot_of.get(w, ()), len(w)), ([], None))
-      if len(words) > 1:
-        return words, p
+      slot = self.slot_pools.get((self.slot_of.get(w, ()), len(w)))
+      if slot is not None and len(slot[0]) > 1:
+        return slot
     return self.pools[len(w)]
 
   def _swappable(self, w: tuple) -> bool:

@@ -21,7 +21,8 @@ from m3jax.memory import quantize
 from m3jax.memory.encode import encode_references
 from m3jax.model.config import frozen_from, require_positive
 from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
-from m3jax.memory.store import BankLayout, MemoryBank, _kvstore_spec
+from m3jax.memory.bankfiles import kvstore_spec
+from m3jax.memory.store import BankLayout, MemoryBank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +129,7 @@ def train_pq(encoder, refs, bank_cfg: BankConfig, seed: int = 0):
 
 def default_index_dir(bank_url) -> str | None:
   """Beside the bank (``<bank>/index``) when the bank is a local directory."""
-  spec = _kvstore_spec(bank_url)
+  spec = kvstore_spec(bank_url)
   return os.path.join(spec["path"], "index") if spec.get("driver") == "file" else None
 
 

@@ -37,12 +37,9 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorstore as ts
 
-from m3jax.memory import quantize, rowindex, rowrecord
+from m3jax.memory import bankfiles, quantize, rowindex, rowrecord
 from m3jax.memory.lru import LRUCache
 
-SPEC_VERSION = 3  # 3: one packed record per row (rows/); 2: one array per field
-READ_SPEC_VERSIONS = (2, 3)
-MANIFEST = "manifest.json"
 STALE_FLAG = "--allow-stale-bank (allow_stale=True to MemoryBank.open)"
 ID_BYTES = 64
 ROW_ARRAYS = ("keys", "values", "mask", "token_idx")
@@ -109,22 +106,6 @@ class BankRows:
   token_idx: np.ndarray
 
 
-def _kvstore_spec(url) -> dict:
-  if isinstance(url, dict):
-    spec = dict(url)
-  elif "://" in str(url):
-    spec = ts.KvStore.Spec(str(url)).to_json()
-  else:
-    spec = {"driver": "file", "path": os.path.abspath(str(url))}
-  path = spec.get("path", "")
-  spec["path"] = path if not path or path.endswith("/") else path + "/"
-  return spec
-
-
-def _sub(spec: dict, name: str) -> dict:
-  return {**spec, "path": spec["path"] + name + "/"}
-
-
 def encode_ids(ids: Sequence[str]) -> np.ndarray:
   out = np.zeros((len(ids), ID_BYTES), np.uint8)
   for j, i in enumerate(ids):
@@ -178,7 +159,7 @@ class MemoryBank:
     return ts.open(
       {
         "driver": "zarr3",
-        "kvstore": _sub(self._spec, name),
+        "kvstore": bankfiles.subpath(self._spec, name),
         "fill_missing_data_reads": False,
         "store_data_equal_to_fill_value": True,
       },
@@ -266,8 +247,8 @@ class MemoryBank:
         ("rows", r, (), ts.int64, rowindex.FENCE),
       ]
     for name, data, row, dt, chunk in arrays:
-      spec = _sub(self._spec, f"rowindex/g{gen}/{name}")
-      _create_array(spec, row, dt, False, chunk, 0, self.context, shape0=len(data)).write(
+      spec = bankfiles.subpath(self._spec, f"rowindex/g{gen}/{name}")
+      bankfiles.create_array(spec, row, dt, False, chunk, 0, self.context, shape0=len(data)).write(
         data
       ).result()
 
@@ -295,9 +276,9 @@ class MemoryBank:
     into a non-empty local folder. ``packed_rows=False`` writes the format-2 layout (one
     array per field: 5x the chunk reads per cold read; tests, old readers)."""
     context = context or ts.Context()
-    spec = _kvstore_spec(url)
+    spec = bankfiles.kvstore_spec(url)
     kv = ts.KvStore.open(spec, context=context).result()
-    if kv.read(MANIFEST).result().state == "value":
+    if kv.read(bankfiles.MANIFEST).result().state == "value":
       raise ValueError(
         f"a memory bank already exists at {url}; open it (build-memory "
         "resumes it) or delete it first"
@@ -310,18 +291,20 @@ class MemoryBank:
     if layout.pq_subspaces and codebooks is None:
       raise ValueError("a quantized bank needs its codebooks at creation")
     for name, (row, dt) in _row_arrays(layout, packed_rows).items():
-      _create_array(_sub(spec, name), row, dt, sharded, chunk_refs, shard_refs, context)
+      bankfiles.create_array(
+        bankfiles.subpath(spec, name), row, dt, sharded, chunk_refs, shard_refs, context
+      )
     for name, row, dt, chunk in (
       ("id_hash", (), ts.uint64, 4096),
       ("text_span", (2,), ts.int64, 4096),
       ("text_bytes", (), ts.uint8, 1 << 18),
       ("deleted", (), ts.int64, 4096),
     ):
-      _create_array(_sub(spec, name), row, dt, False, chunk, 0, context)
+      bankfiles.create_array(bankfiles.subpath(spec, name), row, dt, False, chunk, 0, context)
     if layout.pq_subspaces:
       cb = np.asarray(codebooks, np.float32)
-      _create_array(
-        _sub(spec, "codebooks"),
+      bankfiles.create_array(
+        bankfiles.subpath(spec, "codebooks"),
         cb.shape[1:],
         ts.float32,
         False,
@@ -331,7 +314,7 @@ class MemoryBank:
         shape0=cb.shape[0],
       ).write(cb).result()
     manifest = {
-      "spec_version": SPEC_VERSION if packed_rows else 2,
+      "spec_version": bankfiles.SPEC_VERSION if packed_rows else 2,
       "id_array": True,
       "complete": False,
       "layout": dataclasses.asdict(layout),
@@ -351,7 +334,7 @@ class MemoryBank:
       "sorted_count": 0,
       "rowindex_generation": 0,
     }
-    _write_manifest(spec, kv, manifest)
+    bankfiles.write_manifest(spec, kv, manifest)
     return cls(url, spec, manifest, context, cache_size)
 
   @classmethod
@@ -373,8 +356,8 @@ class MemoryBank:
     ``allow_stale``. The weights are compared by fingerprint when given (the step alone
     cannot tell two stages apart), else by checkpoint step."""
     context = context or ts.Context()
-    spec = _kvstore_spec(url)
-    manifest = read_manifest(url, context=context)
+    spec = bankfiles.kvstore_spec(url)
+    manifest = bankfiles.read_manifest(url, context=context)
     problems = []
     if model_cfg is not None:
       want = BankLayout.from_model(
@@ -421,8 +404,8 @@ class MemoryBank:
 
   @staticmethod
   def exists(url, context: ts.Context | None = None) -> bool:
-    kv = ts.KvStore.open(_kvstore_spec(url), context=context or ts.Context()).result()
-    return kv.read(MANIFEST).result().state == "value"
+    kv = ts.KvStore.open(bankfiles.kvstore_spec(url), context=context or ts.Context()).result()
+    return kv.read(bankfiles.MANIFEST).result().state == "value"
 
   # ------------------------------------------------------------------ ids
   @property
@@ -663,7 +646,7 @@ class MemoryBank:
     self._load_index()
 
   def _commit(self):
-    _write_manifest(self._spec, self._kv, self.manifest)
+    bankfiles.write_manifest(self._spec, self._kv, self.manifest)
     drop = getattr(self, "_pending_drop", None)
     if drop is not None:  # the old run is unreferenced once the manifest names the new one
       self._kv.delete_range(
@@ -821,99 +804,3 @@ def _row_arrays(layout: BankLayout, packed: bool) -> dict:
     "token_idx": (n[:-1], ts.int32),
     "ids": ((ID_BYTES,), ts.uint8),
   }
-
-
-def _create_array(
-  spec, row_shape, dtype, sharded, chunk_refs, shard_refs, context, shape0: int = 0
-):
-  """A zarr3 array [shape0, *row_shape] with crc32c on every chunk (and shard index)."""
-  row_shape = tuple(row_shape)
-  if sharded:
-    grid = [shard_refs, *row_shape]
-    codecs = [
-      {
-        "name": "sharding_indexed",
-        "configuration": {
-          "chunk_shape": [1, *row_shape],
-          "codecs": [{"name": "bytes"}, {"name": "crc32c"}],
-          "index_codecs": [{"name": "bytes"}, {"name": "crc32c"}],
-        },
-      }
-    ]
-  else:
-    grid = [chunk_refs, *row_shape]
-    codecs = [{"name": "bytes"}, {"name": "crc32c"}]
-  metadata = {
-    "shape": [shape0, *row_shape],
-    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
-    "codecs": codecs,
-  }
-  return ts.open(
-    {
-      "driver": "zarr3",
-      "kvstore": spec,
-      "metadata": metadata,
-      "fill_missing_data_reads": False,
-      "store_data_equal_to_fill_value": True,
-    },
-    create=True,
-    delete_existing=True,
-    dtype=dtype,
-    context=context,
-  ).result()
-
-
-_REQUIRED = (
-  "spec_version",
-  "complete",
-  "layout",
-  "checkpoint_step",
-  "count",
-  "num_deleted",
-  "text_bytes",
-  "sorted_count",
-  "rowindex_generation",
-  "params_fingerprint",
-  "tokenizer_fingerprint",
-)
-
-
-def read_manifest(url, context: ts.Context | None = None) -> dict:
-  spec = _kvstore_spec(url)
-  kv = ts.KvStore.open(spec, context=context or ts.Context()).result()
-  got = kv.read(MANIFEST).result()
-  where = f"{url}/{MANIFEST}"
-  if got.state != "value":
-    raise ValueError(
-      f"{url} is not a memory bank (no {MANIFEST}); build one with `python -m m3jax build-memory`"
-    )
-  try:
-    manifest = json.loads(bytes(got.value).decode("utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{where} is corrupt ({e}); rebuild the bank with build-memory") from None
-  if isinstance(manifest, dict) and manifest.get("spec_version") not in (
-    None,
-    *READ_SPEC_VERSIONS,
-  ):
-    raise ValueError(
-      f"{where} has spec version {manifest['spec_version']}, this code "
-      f"reads versions {READ_SPEC_VERSIONS}; rebuild the bank (or update m3jax)"
-    )
-  missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
-  if missing:
-    raise ValueError(f"{where} is corrupt (missing fields {missing}); rebuild the bank")
-  return manifest
-
-
-def _write_manifest(spec: dict, kv, manifest: dict) -> None:
-  data = json.dumps(manifest).encode("utf-8")
-  if spec.get("driver") == "file":  # atomic on POSIX: readers see old or new, never half
-    path = os.path.join(spec["path"], MANIFEST)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  else:  # one kvstore key write is atomic (memory, gcs, s3)
-    kv.write(MANIFEST, data).result()

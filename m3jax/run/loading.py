@@ -126,7 +126,8 @@ def build_bank_for(
   """
   from m3jax.memory.build import bank_config_from, build_bank, load_index
   from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
-  from m3jax.memory.store import MemoryBank, read_manifest
+  from m3jax.memory.bankfiles import read_manifest
+  from m3jax.memory.store import MemoryBank
 
   bank_cfg = bank_config_from(config.get("bank"))
   explicit = url is not None

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from m3jax.memory import rowindex, rowrecord
-from m3jax.memory.store import BankLayout, MemoryBank, read_manifest
+from m3jax.memory.bankfiles import read_manifest
+from m3jax.memory.store import BankLayout, MemoryBank
 
 LAYOUT = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16)
 PQ = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16, pq_subspaces=4)
@@ -164,7 +165,7 @@ def test_id_lookups_read_the_id_array_not_the_records(tmp_path, monkeypatch):
 
 def test_a_format3_bank_without_the_id_array_reads_ids_from_its_records(tmp_path):
   """Banks written before the id array: every lookup still answers, from the records."""
-  from m3jax.memory import store
+  from m3jax.memory import bankfiles
 
   url = str(tmp_path / "old")
   bank = MemoryBank.create(url, LAYOUT)
@@ -172,7 +173,7 @@ def test_a_format3_bank_without_the_id_array_reads_ids_from_its_records(tmp_path
   bank.finalize()
   manifest = read_manifest(url)
   del manifest["id_array"]
-  store._write_manifest(bank._spec, bank._kv, manifest)
+  bankfiles.write_manifest(bank._spec, bank._kv, manifest)
   old = MemoryBank.open(url)
   assert old.row_array_names == ("rows",)
   assert old.contains(["a", "c"]).tolist() == [True, False]

@@ -10,7 +10,8 @@ import pytest
 
 from m3jax.memory import quantize
 from m3jax.memory.lru import LRUCache
-from m3jax.memory.store import BankLayout, MemoryBank, read_manifest
+from m3jax.memory.bankfiles import read_manifest
+from m3jax.memory.store import BankLayout, MemoryBank
 
 LAYOUT = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16)
 

@@ -23,6 +23,13 @@ from m3jax.model.transformer import Transformer
 
 def reference_mass(cfg: ModelConfig, params, tokens_BxT, memory: MemoryKV):
   """-> (per-reference mass [Lm, B, T, H, R], total memory mass [Lm, B, T, H])."""
+  per_token, total = memory_token_mass(cfg, params, tokens_BxT, memory)
+  return per_token.sum(-1), total
+
+
+def memory_token_mass(cfg: ModelConfig, params, tokens_BxT, memory: MemoryKV):
+  """-> (mass per memory slot [Lm, B, T, H, R, M], total memory mass [Lm, B, T, H]): the
+  joint softmax's probability on each memory token, per query head."""
   model = Transformer(cfg)
   is_qkv = lambda mdl, name: name == "qkv" and isinstance(mdl, layers.Block)
   (_, total), state = model.apply(
@@ -57,8 +64,7 @@ def reference_mass(cfg: ModelConfig, params, tokens_BxT, memory: MemoryKV):
     mem = jnp.where(mmask[:, chunk_T][:, :, None, None], mem, -jnp.inf)
     r, m = mem.shape[-2:]
     joint = jax.nn.softmax(jnp.concatenate([ctx, mem.reshape(b, t, kv, g, r * m)], -1), -1)
-    per_ref = joint[..., ctx.shape[-1] :].reshape(b, t, kv, g, r, m).sum(-1)
-    out.append(per_ref.reshape(b, t, kv * g, r))
+    out.append(joint[..., ctx.shape[-1] :].reshape(b, t, kv * g, r, m))
   return jnp.stack(out), total
 
 

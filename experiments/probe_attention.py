@@ -24,8 +24,6 @@ Writes ``<workdir>/eval/attention.json`` unless ``--out`` says otherwise.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -33,7 +31,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.probe_selection import answer_positions  # noqa: E402
+from experiments.probe_selection import (  # noqa: E402
+  answer_positions,
+  held_out_questions,
+  probe_arguments,
+  write_result,
+)
 
 
 def answer_slots(token_idx_LxKxM: np.ndarray, valid_M: np.ndarray, first: int) -> np.ndarray:
@@ -113,24 +116,9 @@ def probe(run, items, value_kinds, batch: int = 32) -> dict:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, help="a trained run (its config.json)")
-  parser.add_argument("--questions", type=int, default=256)
-  parser.add_argument("--out", default=None, help="default <workdir>/eval/attention.json")
-  args = parser.parse_args(argv)
-
-  from m3jax.data.sources import read_jsonl
-  from m3jax.evaluate import evaluation, kinds
-  from m3jax.run.loading import load_trained_run
-  from m3jax.train.workdir import saved_config
-
-  config = saved_config(args.workdir)
-  if config is None:
-    raise SystemExit(f"{args.workdir} has no config.json (not a trained run)")
-  run = load_trained_run(config, args.workdir, progress=False)
-  all_items = read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs})
-  items = evaluation.select_items(all_items, args.questions)
-  result = probe(run, items, kinds.value_kinds(all_items))
+  args = probe_arguments(__doc__, "attention.json", argv)
+  run, items, value_kinds = held_out_questions(args.workdir, args.questions)
+  result = probe(run, items, value_kinds)
   result.update(workdir=os.path.abspath(args.workdir), questions=len(items))
   print(f"{'kind':<12} {'n':>4}  per memory layer: memory mass | answer mass | share (chance)")
   for kind, r in result["by_value_kind"].items():
@@ -141,12 +129,7 @@ def main(argv=None) -> int:
       )
     )
     print(f"{kind:<12} {r['n']:>4}  {cells}")
-  print(f"answers not found in their gold reference: {result['answers_not_in_gold_reference']}")
-  out = args.out or os.path.join(args.workdir, "eval", "attention.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {out}")
+  write_result(result, args.out)
   return 0
 
 

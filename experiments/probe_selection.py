@@ -89,24 +89,9 @@ def probe(run, items, value_kinds) -> dict:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, help="a trained run (its config.json)")
-  parser.add_argument("--questions", type=int, default=256)
-  parser.add_argument("--out", default=None, help="default <workdir>/eval/selection.json")
-  args = parser.parse_args(argv)
-
-  from m3jax.data.sources import read_jsonl
-  from m3jax.evaluate import evaluation, kinds
-  from m3jax.run.loading import load_trained_run
-  from m3jax.train.workdir import saved_config
-
-  config = saved_config(args.workdir)
-  if config is None:
-    raise SystemExit(f"{args.workdir} has no config.json (not a trained run)")
-  run = load_trained_run(config, args.workdir, progress=False)
-  all_items = read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs})
-  items = evaluation.select_items(all_items, args.questions)
-  result = probe(run, items, kinds.value_kinds(all_items))
+  args = probe_arguments(__doc__, "selection.json", argv)
+  run, items, value_kinds = held_out_questions(args.workdir, args.questions)
+  result = probe(run, items, value_kinds)
   result.update(workdir=os.path.abspath(args.workdir), questions=len(items))
   print(f"{'kind':<12} {'n':>4} {'first kept':>11} {'all kept':>9} {'chance':>7} {'pieces':>7}")
   for kind, r in result["by_value_kind"].items():
@@ -114,13 +99,43 @@ def main(argv=None) -> int:
       f"{kind:<12} {r['n']:>4} {r['first_token_kept']:>11.3f} {r['all_pieces_kept']:>9.3f} "
       f"{r['chance_per_token']:>7.3f} {r['mean_pieces']:>7.2f}"
     )
+  write_result(result, args.out)
+  return 0
+
+
+def probe_arguments(doc: str, out_name: str, argv=None) -> argparse.Namespace:
+  """--workdir, --questions, --out (default ``<workdir>/eval/<out_name>``) of a probe."""
+  parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+  parser.add_argument("--workdir", required=True, help="a trained run (its config.json)")
+  parser.add_argument("--questions", type=int, default=256)
+  parser.add_argument("--out", default=None, help=f"default <workdir>/eval/{out_name}")
+  args = parser.parse_args(argv)
+  args.out = args.out or os.path.join(args.workdir, "eval", out_name)
+  return args
+
+
+def held_out_questions(workdir: str, questions: int):
+  """(trained run, the evaluation's held-out questions, the value kinds of all of them)."""
+  from m3jax.data.sources import read_jsonl
+  from m3jax.evaluate import evaluation, kinds
+  from m3jax.run.loading import load_trained_run
+  from m3jax.train.workdir import saved_config
+
+  config = saved_config(workdir)
+  if config is None:
+    raise SystemExit(f"{workdir} has no config.json (not a trained run)")
+  run = load_trained_run(config, workdir, progress=False)
+  all_items = read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs})
+  return run, evaluation.select_items(all_items, questions), kinds.value_kinds(all_items)
+
+
+def write_result(result: dict, out: str) -> None:
+  """Prints the count of answers missing from their reference and writes ``out``."""
   print(f"answers not found in their gold reference: {result['answers_not_in_gold_reference']}")
-  out = args.out or os.path.join(args.workdir, "eval", "selection.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:
     json.dump(result, f, indent=2)
   print(f"wrote {out}")
-  return 0
 
 
 if __name__ == "__main__":

@@ -142,7 +142,6 @@ def compile_and_report(config, args) -> dict:
   import jax
 
   from m3jax.model.config import model_config_from
-  from m3jax.model.joint_attention import impl_for_short_causal
   from m3jax.train import aot, aot_report, flops
   from m3jax.train.loop import resolve_seq_len
   from m3jax.train.config import train_config_from
@@ -193,7 +192,7 @@ def compile_and_report(config, args) -> dict:
     fused = cfg.attention_impl.startswith("splash")
     # The live encoder's short references run XLA attention even then
     # (joint_attention.impl_for_short_causal): XLA counts them, as it does dense layers.
-    enc_xla = impl_for_short_causal(cfg.attention_impl, cfg.memory.ref_len + 1) != "splash"
+    enc_xla = not flops.encoder_on_kernel(cfg)
     enc_refs = seq_len // cfg.memory.chunk_len if stage.use_memory and stage.encode_grad else 0
     extras = {
       "dense_attention_masked_half": flops.dense_attention_extra(

@@ -41,6 +41,12 @@ SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS, SPLASH_BWD_CALLS = 2, 7, 2
 KERNEL_RECOMPUTED = ("full", "dots", "dots_except_attention")
 
 
+def encoder_on_kernel(c: ModelConfig) -> bool:
+  """Whether the live encoder's references run the splash kernel (else XLA attention):
+  the choice ``Transformer.encode`` makes (``joint_attention.impl_for_short_causal``)."""
+  return impl_for_short_causal(c.attention_impl, c.memory.ref_len + 1).startswith("splash")
+
+
 def _linear_per_token(c: ModelConfig) -> int:
   """Multiply-adds of one token through one layer's projections and MLP."""
   d, hd = c.embed_dim, c.num_heads * c.head_dim
@@ -194,7 +200,7 @@ def splash_kernels(
     pairs += mem_layers * splash.computed_pairs(t, t + 1, 1, chunks, per_chunk, m.chunk_len)
   flops = pairs * per_pair(train_matmuls) * batch
   calls = c.num_layers * (fwd_calls + bwd_calls)
-  if use_memory and impl_for_short_causal("splash", m.ref_len + 1) == "splash":
+  if use_memory and encoder_on_kernel(c):
     n, layers = m.ref_len, m.encode_depth - 1
     enc_matmuls = train_matmuls if encode_grad else SPLASH_FWD_MATMULS
     enc_pairs = layers * splash.computed_pairs(n + 1, n + 1, 0, 0, 0, m.chunk_len)

@@ -34,6 +34,22 @@ def subpath(spec: dict, name: str) -> dict:
   return {**spec, "path": spec["path"] + name + "/"}
 
 
+def _zarr3(spec) -> dict:
+  """The TensorStore spec of a bank array: a missing chunk is an error, never fill
+  values, and a chunk equal to the fill value is still stored (so it is never missing)."""
+  return {
+    "driver": "zarr3",
+    "kvstore": spec,
+    "fill_missing_data_reads": False,
+    "store_data_equal_to_fill_value": True,
+  }
+
+
+def open_array(spec, context):
+  """An existing bank array."""
+  return ts.open(_zarr3(spec), context=context).result()
+
+
 def create_array(spec, row_shape, dtype, sharded, chunk_refs, shard_refs, context, shape0: int = 0):
   """A zarr3 array [shape0, *row_shape] with crc32c on every chunk (and shard index)."""
   row_shape = tuple(row_shape)
@@ -58,13 +74,7 @@ def create_array(spec, row_shape, dtype, sharded, chunk_refs, shard_refs, contex
     "codecs": codecs,
   }
   return ts.open(
-    {
-      "driver": "zarr3",
-      "kvstore": spec,
-      "metadata": metadata,
-      "fill_missing_data_reads": False,
-      "store_data_equal_to_fill_value": True,
-    },
+    {**_zarr3(spec), "metadata": metadata},
     create=True,
     delete_existing=True,
     dtype=dtype,

@@ -156,15 +156,7 @@ class MemoryBank:
     return ROW_ARRAYS + ("ids",)
 
   def _open_array(self, name):
-    return ts.open(
-      {
-        "driver": "zarr3",
-        "kvstore": bankfiles.subpath(self._spec, name),
-        "fill_missing_data_reads": False,
-        "store_data_equal_to_fill_value": True,
-      },
-      context=self.context,
-    ).result()
+    return bankfiles.open_array(bankfiles.subpath(self._spec, name), self.context)
 
   def _read(self, name, arr, index, rows=None):
     """``arr[index]`` as numpy; a damaged chunk -> BankCorruptError naming array and rows.

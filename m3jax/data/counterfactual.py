@@ -177,8 +177,8 @@ class WordSwapper:
     self.starts_V = starts_V
     df: dict[tuple, int] = {}
     freq: dict[tuple, int] = {}
-    for tokens, n in zip(ref_tokens_NxL, ref_lengths_N):
-      words = self._words(tokens[:n])
+    ref_words = [self._words(tokens[:n]) for tokens, n in zip(ref_tokens_NxL, ref_lengths_N)]
+    for words in ref_words:
       for w in words:
         freq[w] = freq.get(w, 0) + 1
       for w in set(words):
@@ -200,8 +200,7 @@ class WordSwapper:
     # slot is no help: only reading memory predicts it.
     self.slot_of: dict[tuple, tuple] = {}
     slot_freq: dict[tuple, dict[tuple, int]] = {}
-    for tokens, n in zip(ref_tokens_NxL, ref_lengths_N):
-      words = self._words(tokens[:n])
+    for words in ref_words:
       for i, w in enumerate(words):
         if w in self.template or min(w) < NUM_SPECIAL:
           continue

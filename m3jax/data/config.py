@@ -47,6 +47,11 @@ class DataConfig:
   memory_swap_template_df: float = 0.05
   memory_swap_pool: str = "length"
   memory_swap_stop_tokens: int = 64
+  # In-context repetition (m3jax.data.repetition): this fraction of training rows, in
+  # every stage, is replaced by a span of itself (`repeat_spans` tokens, inclusive range)
+  # tiled to the row's length, a copy signal for worlds whose text never repeats.
+  repeat_rate: float = 0.0
+  repeat_spans: tuple[int, int] = (8, 64)
   user_files: UserFiles = UserFiles()
 
   def __post_init__(self):
@@ -75,6 +80,12 @@ class DataConfig:
       raise ValueError(f"data.memory_swap_rate={self.memory_swap_rate} must be in [0, 1]")
     if self.memory_swap_stop_tokens < 0:
       raise ValueError("data.memory_swap_stop_tokens must be >= 0")
+    if not 0.0 <= self.repeat_rate <= 1.0:
+      raise ValueError(f"data.repeat_rate={self.repeat_rate} must be in [0, 1]")
+    if len(self.repeat_spans) != 2 or not 1 <= self.repeat_spans[0] <= self.repeat_spans[1]:
+      raise ValueError(
+        f"data.repeat_spans={self.repeat_spans} must be (min, max) with 1 <= min <= max"
+      )
     if self.retrieval_candidates < 1:
       raise ValueError("data.retrieval_candidates must be >= 1")
 

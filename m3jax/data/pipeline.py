@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from m3jax.data import counterfactual, kb, pretrieval
+from m3jax.data import counterfactual, kb, pretrieval, repetition
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 
@@ -47,6 +47,8 @@ class TrainIterator:
     swap_word_starts_V: np.ndarray | None = None,
     swap_template_df: float = 0.05,
     swap_pool: str = "length",
+    repeat_rate: float = 0.0,
+    repeat_spans: tuple[int, int] = (8, 64),
   ):
     if batch_size % process_count:
       raise ValueError(
@@ -89,6 +91,7 @@ class TrainIterator:
         )
     else:
       self.swap_rate = 0.0
+    self.repeat_rate, self.repeat_spans = float(repeat_rate), tuple(repeat_spans)
 
   # -- checkpointing ------------------------------------------------------------------------
   def state(self) -> dict:
@@ -131,6 +134,9 @@ class TrainIterator:
         out = counterfactual.swap_batch(
           out, self._stop_V, self._swap_weights_V, self.swap_rate, rng, self.bos_id
         )
+    if self.repeat_rate:  # in-context repetition rows (m3jax.data.repetition)
+      rng = np.random.default_rng(position[:-1] + [11])
+      out = repetition.repeat_rows(out, self.repeat_rate, rng, self.bos_id, *self.repeat_spans)
     return out
 
   def batch(self, rows: np.ndarray) -> dict:
@@ -226,6 +232,8 @@ def make_train_iterator(
     ),
     swap_template_df=cfg.memory_swap_template_df,
     swap_pool=cfg.memory_swap_pool,
+    repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
+    repeat_spans=cfg.repeat_spans,
   )
 
 

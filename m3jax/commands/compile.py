@@ -35,8 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--mesh",
     default=None,
-    help="data,fsdp,tensor sizes (default: fsdp over what the model width "
-    "divides for training; tensor over KV heads for decode)",
+    help="data,fsdp,tensor sizes (default for training: fsdp over what the model width "
+    "divides, then tensor 2, 4, 8 until the step leaves --headroom of HBM free; for "
+    "decode: tensor over KV heads)",
+  )
+  parser.add_argument(
+    "--headroom",
+    type=float,
+    default=0.10,
+    help="HBM fraction a default training mesh must leave free before the search stops",
+  )
+  parser.add_argument(
+    "--hbm-gib",
+    type=float,
+    default=None,
+    help="plan for this much HBM per device instead of the chip's (e.g. memory held by "
+    "another process)",
   )
   parser.add_argument(
     "--per-device-batch",
@@ -121,6 +135,11 @@ def _print(result: dict) -> None:
       f"once), {flops['kernels_without_flops_per_step']:.0f} Pallas kernel calls per step "
       "with no cost estimate"
     )
+  if len(result.get("mesh_search", [])) > 1:
+    print(
+      "  meshes tried (data,fsdp,tensor: GiB per device): "
+      + ", ".join(f"{m['mesh']}: {m['total_bytes'] / GiB:.2f}" for m in result["mesh_search"])
+    )
   per_step = result["collectives_per_step"]
   print(
     "  collectives per step (in the HLO): "
@@ -160,6 +179,9 @@ def compile_and_report(config, args) -> dict:
   if stage_name != "decode" and stage_name not in stages:
     raise ValueError(f"--stage {stage_name!r} is not one of {list(stages) + ['decode']}")
   kernels = {"calls": 0.0, "flops": 0.0}  # no fused kernel (decode attends its cache with XLA)
+  hbm_gib, headroom = getattr(args, "hbm_gib", None), getattr(args, "headroom", 0.10)
+  hbm = int(hbm_gib * aot_report.GiB) if hbm_gib else topo.hbm_bytes_per_device
+  mesh_search = []  # each training mesh tried: its bytes per device and headroom
   if stage_name == "decode":
     batch = args.decode_batch
     shape = aot.parse_mesh(args.mesh) if args.mesh else aot.default_decode_mesh(cfg, n, batch)
@@ -172,17 +194,28 @@ def compile_and_report(config, args) -> dict:
     per_device_batch = batch // aot.data_parallel(mesh)
   else:
     stage = stages[stage_name]
-    shape = aot.parse_mesh(args.mesh) if args.mesh else aot.default_train_mesh(cfg, n)
-    mesh = aot.make_mesh_on(topo.devices, shape, what="train")
     batch = int(config.train.batch_size)
-    if args.per_device_batch is None:
-      microbatches = int(config.train.get("microbatches", 1))
-      aot.microbatches_for(batch, mesh, None)  # the batch must divide the mesh
-    else:
-      microbatches = aot.microbatches_for(batch, mesh, args.per_device_batch)
-    out = aot.compile_train_step(
-      config, cfg, stage, mesh, seq_len=seq_len, microbatches=microbatches
-    )
+    shapes = [aot.parse_mesh(args.mesh)] if args.mesh else aot.train_mesh_candidates(cfg, n)
+    best = None  # the first mesh that leaves the headroom, else the smallest footprint
+    for shape in shapes:
+      mesh = aot.make_mesh_on(topo.devices, shape, what="train")
+      if args.per_device_batch is None:
+        microbatches = int(config.train.get("microbatches", 1))
+        aot.microbatches_for(batch, mesh, None)  # the batch must divide the mesh
+      else:
+        microbatches = aot.microbatches_for(batch, mesh, args.per_device_batch)
+      out = aot.compile_train_step(
+        config, cfg, stage, mesh, seq_len=seq_len, microbatches=microbatches
+      )
+      total = aot_report.memory_bytes(out.executable)["total_bytes"]
+      mesh_search.append(
+        {"mesh": list(shape), "total_bytes": total, "headroom_fraction": 1 - total / hbm}
+      )
+      if best is None or total < best[0]:
+        best = (total, mesh, microbatches, out)
+      if mesh_search[-1]["headroom_fraction"] >= headroom:
+        break
+    _, mesh, microbatches, out = best
     stage_kw = dict(use_memory=stage.use_memory, encode_grad=stage.encode_grad)
     formula_parts = flops.train_step_flops(cfg, seq_len, batch, **stage_kw)
     # What XLA also counts, accounted for (see m3jax.train.flops).
@@ -212,7 +245,7 @@ def compile_and_report(config, args) -> dict:
   summary = aot_report.summarize(
     out.executable,
     model_flops_per_device=formula_parts["total"] / n,
-    hbm_bytes=topo.hbm_bytes_per_device,
+    hbm_bytes=hbm,
   )
   summary["flops"]["formula_per_step"] = formula_parts
   accounted = (formula_parts["total"] + sum(extras.values())) / n
@@ -234,7 +267,9 @@ def compile_and_report(config, args) -> dict:
     "generation": topo.generation,
     "chips": topo.chips,
     "devices": n,
-    "hbm_bytes_per_device": topo.hbm_bytes_per_device,
+    "hbm_bytes_per_device": hbm,
+    "chip_hbm_bytes_per_device": topo.hbm_bytes_per_device,
+    "mesh_search": mesh_search,
     "peak_bf16_flops_per_device": topo.peak_flops_per_device,
     "config": args.config,
     "overrides": list(args.config_overrides),

@@ -133,10 +133,20 @@ def parse_mesh(text: str) -> tuple[int, ...]:
   return shape
 
 
-def default_train_mesh(cfg: ModelConfig, n: int) -> tuple[int, int, int]:
-  """FSDP over as many devices as the model width divides, data parallel over the rest."""
-  fsdp = max(f for f in range(1, n + 1) if n % f == 0 and cfg.embed_dim % f == 0)
-  return (n // fsdp, fsdp, 1)
+def default_train_mesh(cfg: ModelConfig, n: int, tensor: int = 1) -> tuple[int, int, int]:
+  """FSDP over as many devices as the model width divides, data parallel over the rest
+  (after ``tensor`` devices per layer for tensor parallelism)."""
+  rest = n // tensor
+  fsdp = max(f for f in range(1, rest + 1) if rest % f == 0 and cfg.embed_dim % f == 0)
+  return (rest // fsdp, fsdp, tensor)
+
+
+def train_mesh_candidates(cfg: ModelConfig, n: int) -> list[tuple[int, int, int]]:
+  """The meshes ``compile`` tries in order when none is given: the default, then tensor
+  parallelism of 2, 4, 8 over the KV heads (each splits a layer's activations, which is
+  what a chip with little HBM runs out of first: v5e's 16 GiB in stage 2)."""
+  tensors = [t for t in (2, 4, 8) if cfg.num_kv_heads % t == 0 and n % t == 0]
+  return [default_train_mesh(cfg, n)] + [default_train_mesh(cfg, n, t) for t in tensors]
 
 
 def default_decode_mesh(cfg: ModelConfig, n: int, batch: int) -> tuple[int, int, int]:

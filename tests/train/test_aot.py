@@ -167,6 +167,31 @@ def test_default_meshes_for_the_paper_shape():
   assert aot.default_train_mesh(cfg, 256) == (2, 128, 1)  # 3200 is not a multiple of 256
   assert aot.default_decode_mesh(cfg, 64, 32) == (8, 1, 8)
   assert aot.default_decode_mesh(cfg, 256, 32) == (32, 1, 8)
+  # Without --mesh, compile tries tensor 2, 4, 8 (KV heads 8) after the default.
+  assert aot.train_mesh_candidates(cfg, 256) == [(2, 128, 1), (1, 128, 2), (1, 64, 4), (1, 32, 8)]
+  tiny = model_config_from(memory3.get_config("tiny").model)  # 2 KV heads
+  assert aot.train_mesh_candidates(tiny, 4) == [(1, 4, 1), (1, 2, 2)]
+
+
+@pytest.mark.integration
+def test_mesh_search_tries_tensor_parallel_meshes_until_one_fits(tmp_path):
+  """With no --mesh, a step that leaves too little HBM free is recompiled with tensor
+  parallelism; here an HBM budget of 1 KiB makes every mesh fail, so both tiny meshes
+  are tried, the smaller footprint is reported, and the exit status says it does not fit."""
+  budget = ("--stage", "continual", "--out-dir", str(tmp_path), "--hbm-gib", str(1 / 1024**2))
+  proc = _compile("--config", "configs/memory3.py:tiny", "--topology", "v5e:2x2", *budget)
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  assert "does not fit" in proc.stderr and "meshes tried" in proc.stdout
+  with open(tmp_path / "aot_v5e_2x2_continual.json") as f:
+    result = json.load(f)
+  tried = result["mesh_search"]
+  assert [m["mesh"] for m in tried] == [[1, 4, 1], [1, 2, 2]]
+  best = min(tried, key=lambda m: m["total_bytes"])
+  assert result["memory"]["total_bytes"] == best["total_bytes"]
+  assert list(result["mesh"].values()) == best["mesh"]
+  assert (
+    result["hbm_bytes_per_device"] == 1024 and result["chip_hbm_bytes_per_device"] == 16 * 1024**3
+  )
 
 
 def test_auto_attention_compiles_the_kernel_a_tpu_run_uses():

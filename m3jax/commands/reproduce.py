@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--scale", type=float, default=3.0, help="length of the memory stage relative to the config's"
   )
   parser.add_argument(
-    "--eval-every", type=int, default=300, help="steps between evaluated checkpoints"
+    "--eval-every",
+    type=int,
+    default=None,
+    help="steps between evaluated checkpoints (default: an eighth of the longer run)",
   )
   parser.add_argument("--questions", type=int, default=256, help="held-out QA per checkpoint")
 
@@ -42,7 +45,9 @@ def run(args) -> int:
 
   from m3jax.run.reproduce import reproduce
 
-  if args.scale <= 0 or args.eval_every <= 0 or args.questions <= 0:
+  if (
+    args.scale <= 0 or (args.eval_every is not None and args.eval_every <= 0) or args.questions <= 0
+  ):
     raise ValueError("reproduce: --scale, --eval-every and --questions must be positive")
   config = config_from_args(args)
   workdir = args.workdir or f"artifacts/reproduce/{config.get('variant', 'run')}"

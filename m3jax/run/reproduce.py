@@ -54,6 +54,12 @@ def plan(config: ml_collections.ConfigDict, scale: float) -> dict[str, ml_collec
   return {"two_stage": two, "from_scratch": scratch_cfg}
 
 
+def default_eval_every(runs: dict[str, ml_collections.ConfigDict], points: int = 8) -> int:
+  """Steps between evaluated checkpoints: ``points`` per curve, whatever the batch and
+  the scale (both runs train the same steps)."""
+  return max(1, round(int(runs["from_scratch"].train.stages.scratch["steps"]) / points))
+
+
 def _checkpoints(config, workdir: str) -> list[tuple[str, int, int]]:
   """(stage, step, global step) of every kept checkpoint, in training order."""
   from m3jax.run.config import build
@@ -124,7 +130,7 @@ def reproduce(
   out_dir: str,
   *,
   scale: float = 3.0,
-  eval_every: int = 300,
+  eval_every: int | None = None,
   num_questions: int = 256,
   progress: bool = True,
 ) -> dict:
@@ -144,7 +150,9 @@ def reproduce(
     num_questions=num_questions,
     conditions=tuple(c for c in CONDITIONS if c in base_ev.conditions),
   )
-  for name, run_config in plan(config, scale).items():
+  runs = plan(config, scale)
+  eval_every = eval_every or default_eval_every(runs)
+  for name, run_config in runs.items():
     run_config.train.checkpoint_every = eval_every
     run_config.train.max_to_keep = 10_000  # every checkpoint is a point of the curve
     run_dir = os.path.join(workdir, name)

@@ -179,7 +179,8 @@ def compile_and_report(config, args) -> dict:
   if stage_name != "decode" and stage_name not in stages:
     raise ValueError(f"--stage {stage_name!r} is not one of {list(stages) + ['decode']}")
   kernels = {"calls": 0.0, "flops": 0.0}  # no fused kernel (decode attends its cache with XLA)
-  hbm_gib, headroom = getattr(args, "hbm_gib", None), getattr(args, "headroom", 0.10)
+  hbm_gib = getattr(args, "hbm_gib", None)
+  headroom = float(getattr(args, "headroom", 0.10))
   hbm = int(hbm_gib * aot_report.GiB) if hbm_gib else topo.hbm_bytes_per_device
   mesh_search = []  # each training mesh tried: its bytes per device and headroom
   if stage_name == "decode":
@@ -208,13 +209,13 @@ def compile_and_report(config, args) -> dict:
         config, cfg, stage, mesh, seq_len=seq_len, microbatches=microbatches
       )
       total = aot_report.memory_bytes(out.executable)["total_bytes"]
-      mesh_search.append(
-        {"mesh": list(shape), "total_bytes": total, "headroom_fraction": 1 - total / hbm}
-      )
+      left = 1.0 - total / hbm
+      mesh_search.append({"mesh": list(shape), "total_bytes": total, "headroom_fraction": left})
       if best is None or total < best[0]:
         best = (total, mesh, microbatches, out)
-      if mesh_search[-1]["headroom_fraction"] >= headroom:
+      if left >= headroom:
         break
+    assert best is not None  # shapes is never empty
     _, mesh, microbatches, out = best
     stage_kw = dict(use_memory=stage.use_memory, encode_grad=stage.encode_grad)
     formula_parts = flops.train_step_flops(cfg, seq_len, batch, **stage_kw)

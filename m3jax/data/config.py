@@ -41,7 +41,8 @@ class DataConfig:
   # words, template words being those in more than `memory_swap_template_df` of the
   # references; "token": single tokens, minus the `memory_swap_stop_tokens` most frequent.
   # Word replacements come from `memory_swap_pool`: "length", any value word with as many
-  # pieces; "slot", a value word seen after the same template words ("color =").
+  # pieces; "slot", a value word seen after the same template words ("color ="); "mixed",
+  # either, drawn per swapped word.
   memory_swap_rate: float = 0.0
   memory_swap_unit: str = "word"
   memory_swap_template_df: float = 0.05
@@ -70,8 +71,10 @@ class DataConfig:
       raise ValueError("data.world.heldout_fraction must be in [0, 1)")
     if self.memory_swap_unit not in ("word", "token"):
       raise ValueError(f"data.memory_swap_unit={self.memory_swap_unit!r}: use 'word' or 'token'")
-    if self.memory_swap_pool not in ("length", "slot"):
-      raise ValueError(f"data.memory_swap_pool={self.memory_swap_pool!r}: use 'length' or 'slot'")
+    if self.memory_swap_pool not in ("length", "slot", "mixed"):
+      raise ValueError(
+        f"data.memory_swap_pool={self.memory_swap_pool!r}: use 'length', 'slot' or 'mixed'"
+      )
     if not 0.0 < self.memory_swap_template_df <= 1.0:
       raise ValueError(
         f"data.memory_swap_template_df={self.memory_swap_template_df} must be in (0, 1]"

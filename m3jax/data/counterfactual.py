@@ -147,7 +147,7 @@ def word_spans(tokens_T: np.ndarray, starts_V: np.ndarray) -> list[tuple[int, in
   return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
-SWAP_POOLS = ("length", "slot")
+SWAP_POOLS = ("length", "slot", "mixed")
 SLOT_WORDS = 2  # template words that name a value's slot ("color =", "built in")
 
 
@@ -220,11 +220,11 @@ class WordSwapper:
       lo -= 1
     return tuple(words[lo:i])
 
-  def _candidates(self, w: tuple) -> tuple[list[tuple], np.ndarray]:
+  def _candidates(self, w: tuple, rng: np.random.Generator) -> tuple[list[tuple], np.ndarray]:
     """Replacement words for ``w`` and their probabilities: its slot's value words of the
-    same length (pool "slot", when that slot has another), else any value word of the
-    same length."""
-    if self.pool == "slot":
+    same length (pool "slot", when that slot has another; pool "mixed", for half the
+    swapped words, drawn per word), else any value word of the same length."""
+    if self.pool == "slot" or (self.pool == "mixed" and rng.random() < 0.5):
       slot = self.slot_pools.get((self.slot_of.get(w, ()), len(w)))
       if slot is not None and len(slot[0]) > 1:
         return slot
@@ -256,7 +256,7 @@ class WordSwapper:
     used = set(row_words) | in_refs
     table: dict[tuple, tuple] = {}
     for w in chosen:
-      words, p = self._candidates(w)
+      words, p = self._candidates(w, rng)
       for i in rng.choice(len(words), size=8, p=p):  # a few draws; a used word is skipped
         if words[i] not in used:
           table[w] = words[i]

@@ -249,6 +249,18 @@ def test_slot_pool_replaces_a_value_by_one_seen_after_the_same_template_words():
     t, _ = length.swap_row(targets, ref, np.array([4]), 1.0, np.random.default_rng(seed))
     mixed += not 14 <= t[1] < 18
   assert mixed > 0, "the length pool draws across slots (what the slot pool prevents)"
+  # "mixed" draws the pool per swapped word: both kinds of replacement occur, and a
+  # swap stays consistent in the row and its reference.
+  both = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="mixed")
+  in_slot = 0
+  for seed in range(200):
+    t, r = both.swap_row(targets, ref, np.array([4]), 1.0, np.random.default_rng(seed))
+    assert t[1] != 14 and t[5] == t[1] == r[0, 1] and t[3] == r[0, 3]
+    in_slot += 14 <= t[1] < 18
+  # A colour for the colour: always from the slot pool, and from the length pool with
+  # probability about 1/2 (3 unused colours among 6 unused one-piece values), so about
+  # 0.75 x 200 = 150 (sd 6) for "mixed", 200 for "slot", about 100 for "length".
+  assert 130 <= in_slot <= 170, in_slot
 
 
 def test_slot_pool_falls_back_to_the_length_pool_for_a_slot_with_one_value():

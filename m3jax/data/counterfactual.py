@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from m3jax.data import shift
 from m3jax.data.vocab import NUM_SPECIAL
 
 
@@ -111,7 +112,7 @@ def swap_batch(
     targets_BxT[b], refs_BxCxN[b] = swap_row(
       targets_BxT[b], refs_BxCxN[b], batch["ref_lengths"][b], stop_V, weights_V, rate, rng
     )
-  return _with_targets(batch, targets_BxT, refs_BxCxN, bos_id)
+  return shift.with_targets(batch, targets_BxT, bos_id, ref_tokens=refs_BxCxN)
 
 
 # ------------------------------------------------------------------------- whole words
@@ -283,17 +284,10 @@ class WordSwapper:
       targets_BxT[b], refs_BxCxN[b] = self.swap_row(
         targets_BxT[b], refs_BxCxN[b], batch["ref_lengths"][b], rate, rng
       )
-    return _with_targets(batch, targets_BxT, refs_BxCxN, bos_id)
+    return shift.with_targets(batch, targets_BxT, bos_id, ref_tokens=refs_BxCxN)
 
 
 def _weighted(words: list[tuple], freq: dict[tuple, int]) -> tuple[list[tuple], np.ndarray]:
   """``(words, p)``: the words with probabilities proportional to their frequency."""
   counts = np.array([freq[w] for w in words], np.float64)
   return words, counts / counts.sum()
-
-
-def _with_targets(batch: dict, targets_BxT, refs_BxCxN, bos_id: int) -> dict:
-  inputs_BxT = np.empty_like(targets_BxT)
-  inputs_BxT[:, 0] = bos_id
-  inputs_BxT[:, 1:] = targets_BxT[:, :-1]
-  return dict(batch, inputs=inputs_BxT, targets=targets_BxT, ref_tokens=refs_BxCxN)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from m3jax.data import counterfactual, kb, pretrieval, repetition
+from m3jax.data import counterfactual, kb, pretrieval, repetition, shift
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 
@@ -142,10 +142,11 @@ class TrainIterator:
   def batch(self, rows: np.ndarray) -> dict:
     """The contract dict for the given packed-sequence rows."""
     targets = self._rows[rows].astype(np.int32)
-    inputs = np.empty_like(targets)
-    inputs[:, 0] = self.bos_id
-    inputs[:, 1:] = targets[:, :-1]
-    out = dict(inputs=inputs, targets=targets, loss_mask=np.ones(targets.shape, np.float32))
+    out = dict(
+      inputs=shift.inputs_for(targets, self.bos_id),
+      targets=targets,
+      loss_mask=np.ones(targets.shape, np.float32),
+    )
     if self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
       idx_BxC = self._refs[rows]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from m3jax.data import shift
+
 
 def repeat_rows(
   batch: dict, rate: float, rng: np.random.Generator, bos_id: int, min_span: int, max_span: int
@@ -37,14 +39,9 @@ def repeat_rows(
   spans_B = rng.integers(min_span, max_span + 1, size=b)
   if not chosen_B.any():
     return batch
-  out = dict(batch)
   targets_BxT = targets_BxT.copy()
   for i in np.flatnonzero(chosen_B):
     span = int(min(spans_B[i], t))
     start = int(rng.integers(0, t - span + 1))
     targets_BxT[i] = np.resize(targets_BxT[i, start : start + span], t)
-  inputs_BxT = np.empty_like(targets_BxT)
-  inputs_BxT[:, 0] = bos_id
-  inputs_BxT[:, 1:] = targets_BxT[:, :-1]
-  out["targets"], out["inputs"] = targets_BxT, inputs_BxT
-  return out
+  return shift.with_targets(batch, targets_BxT, bos_id)

@@ -15,7 +15,6 @@ Writes ``<workdir>/eval/copy.json`` unless ``--out`` says otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -65,8 +64,7 @@ def probe(run, spans, rows: int, length: int, seed: int = 0) -> dict:
 
 
 def main(argv=None) -> int:
-  from m3jax.run.loading import load_trained_run
-  from m3jax.train.workdir import saved_config
+  from experiments.probe_selection import trained_run, write_json
 
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True, help="a trained run (its config.json)")
@@ -75,21 +73,14 @@ def main(argv=None) -> int:
   parser.add_argument("--length", type=int, default=129, help="tokens per row, <s> included")
   parser.add_argument("--out", default=None, help="default <workdir>/eval/copy.json")
   args = parser.parse_args(argv)
-  config = saved_config(args.workdir)
-  if config is None:
-    raise SystemExit(f"{args.workdir} has no config.json (not a trained run)")
-  run = load_trained_run(config, args.workdir, progress=False)
+  run = trained_run(args.workdir)
   spans = [int(s) for s in args.spans.split(",")]
   result = {"by_span": probe(run, spans, args.rows, args.length)}
   result.update(workdir=os.path.abspath(args.workdir), rows=args.rows, length=args.length)
   print(f"{'span':>5} {'first pass':>11} {'second':>7} {'later':>7}")
   for span, r in result["by_span"].items():
     print(f"{span:>5} {r['first_pass']:>11.2f} {r['second_pass']:>7.2f} {r['later_passes']:>7.2f}")
-  out = args.out or os.path.join(args.workdir, "eval", "copy.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {out}")
+  write_json(result, args.out or os.path.join(args.workdir, "eval", "copy.json"))
   return 0
 
 

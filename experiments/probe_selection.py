@@ -114,17 +114,23 @@ def probe_arguments(doc: str, out_name: str, argv=None) -> argparse.Namespace:
   return args
 
 
-def held_out_questions(workdir: str, questions: int):
-  """(trained run, the evaluation's held-out questions, the value kinds of all of them)."""
-  from m3jax.data.sources import read_jsonl
-  from m3jax.evaluate import evaluation, kinds
+def trained_run(workdir: str):
+  """The trained run in ``workdir`` (its recorded config), or exit naming the folder."""
   from m3jax.run.loading import load_trained_run
   from m3jax.train.workdir import saved_config
 
   config = saved_config(workdir)
   if config is None:
     raise SystemExit(f"{workdir} has no config.json (not a trained run)")
-  run = load_trained_run(config, workdir, progress=False)
+  return load_trained_run(config, workdir, progress=False)
+
+
+def held_out_questions(workdir: str, questions: int):
+  """(trained run, the evaluation's held-out questions, the value kinds of all of them)."""
+  from m3jax.data.sources import read_jsonl
+  from m3jax.evaluate import evaluation, kinds
+
+  run = trained_run(workdir)
   all_items = read_jsonl(run.paths.qa_eval, "qa", ref_ids={r.id for r in run.refs})
   return run, evaluation.select_items(all_items, questions), kinds.value_kinds(all_items)
 
@@ -132,6 +138,11 @@ def held_out_questions(workdir: str, questions: int):
 def write_result(result: dict, out: str) -> None:
   """Prints the count of answers missing from their reference and writes ``out``."""
   print(f"answers not found in their gold reference: {result['answers_not_in_gold_reference']}")
+  write_json(result, out)
+
+
+def write_json(result: dict, out: str) -> None:
+  """Writes ``result`` to ``out`` (making its folder) and says where."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:
     json.dump(result, f, indent=2)

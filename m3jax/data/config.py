@@ -53,6 +53,10 @@ class DataConfig:
   # tiled to the row's length, a copy signal for worlds whose text never repeats.
   repeat_rate: float = 0.0
   repeat_spans: tuple[int, int] = (8, 64)
+  # Knowledge-base cloze rows (m3jax.data.cloze): in memory stages, this fraction of
+  # training rows is replaced by "Q: <a reference with one value gapped> A: <value>"
+  # items, one per chunk, each reading its (fully swapped) reference from memory.
+  kb_cloze_rate: float = 0.0
   user_files: UserFiles = UserFiles()
 
   def __post_init__(self):
@@ -85,6 +89,8 @@ class DataConfig:
       raise ValueError("data.memory_swap_stop_tokens must be >= 0")
     if not 0.0 <= self.repeat_rate <= 1.0:
       raise ValueError(f"data.repeat_rate={self.repeat_rate} must be in [0, 1]")
+    if not 0.0 <= self.kb_cloze_rate <= 1.0:
+      raise ValueError(f"data.kb_cloze_rate={self.kb_cloze_rate} must be in [0, 1]")
     if len(self.repeat_spans) != 2 or not 1 <= self.repeat_spans[0] <= self.repeat_spans[1]:
       raise ValueError(
         f"data.repeat_spans={self.repeat_spans} must be (min, max) with 1 <= min <= max"

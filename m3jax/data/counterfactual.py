@@ -231,7 +231,8 @@ class WordSwapper:
         return slot
     return self.pools[len(w)]
 
-  def _swappable(self, w: tuple) -> bool:
+  def is_value(self, w: tuple) -> bool:
+    """A word swaps get to replace: not a template word, no special id, a pool of its length."""
     return w not in self.template and min(w) >= NUM_SPECIAL and len(w) in self.pools
 
   def swap_row(
@@ -252,7 +253,7 @@ class WordSwapper:
       [tuple(r[s:e].tolist()) for s, e in sp] for r, sp in zip(ref_tokens_CxN, ref_spans)
     ]
     in_refs = {w for ws in ref_words for w in ws}
-    shared = sorted(w for w in set(row_words) & in_refs if self._swappable(w))
+    shared = sorted(w for w in set(row_words) & in_refs if self.is_value(w))
     chosen = [w for w, u in zip(shared, rng.random(len(shared))) if u < rate]
     used = set(row_words) | in_refs
     table: dict[tuple, tuple] = {}

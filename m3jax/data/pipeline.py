@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from m3jax.data import counterfactual, kb, pretrieval, repetition, shift
+from m3jax.data import cloze, counterfactual, kb, pretrieval, repetition, shift
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 
@@ -49,6 +49,9 @@ class TrainIterator:
     swap_pool: str = "length",
     repeat_rate: float = 0.0,
     repeat_spans: tuple[int, int] = (8, 64),
+    cloze_rate: float = 0.0,
+    cloze_rows: cloze.KBCloze | None = None,
+    chunk_len: int = 0,
   ):
     if batch_size % process_count:
       raise ValueError(
@@ -92,6 +95,9 @@ class TrainIterator:
     else:
       self.swap_rate = 0.0
     self.repeat_rate, self.repeat_spans = float(repeat_rate), tuple(repeat_spans)
+    self.cloze_rate, self._cloze, self.chunk_len = float(cloze_rate), cloze_rows, chunk_len
+    if self.cloze_rate and (cloze_rows is None or self._refs is None or chunk_len <= 0):
+      raise ValueError("knowledge-base cloze rows need references, a KBCloze and chunk_len")
 
   # -- checkpointing ------------------------------------------------------------------------
   def state(self) -> dict:
@@ -137,6 +143,10 @@ class TrainIterator:
     if self.repeat_rate:  # in-context repetition rows (m3jax.data.repetition)
       rng = np.random.default_rng(position[:-1] + [11])
       out = repetition.repeat_rows(out, self.repeat_rate, rng, self.bos_id, *self.repeat_spans)
+    if self.cloze_rate:  # knowledge-base cloze rows (m3jax.data.cloze)
+      assert self._cloze is not None
+      rng = np.random.default_rng(position[:-1] + [13])
+      out = self._cloze.replace_rows(out, self.cloze_rate, rng, self.bos_id, self.chunk_len)
     return out
 
   def batch(self, rows: np.ndarray) -> dict:
@@ -211,6 +221,21 @@ def make_train_iterator(
   if shuffle is None:
     shuffle = split == "train"
   swap_rate = cfg.memory_swap_rate if split == "train" else 0.0
+  cloze_rate = cfg.kb_cloze_rate if split == "train" and with_references else 0.0
+  cloze_rows = None
+  if cloze_rate:
+    starts_V = counterfactual.word_start_mask(vocab)
+    cloze_rows = cloze.KBCloze(
+      ref_tokens,
+      ref_lengths,
+      counterfactual.WordSwapper(
+        ref_tokens, ref_lengths, starts_V, cfg.memory_swap_template_df, cfg.memory_swap_pool
+      ),
+      question=vocab.encode("Q:"),
+      gap=vocab.encode(" ?"),
+      answer=vocab.encode(" A:"),
+      pad_id=vocab.pad_id,
+    )
   return TrainIterator(
     stream,
     seq_len,
@@ -235,6 +260,9 @@ def make_train_iterator(
     swap_pool=cfg.memory_swap_pool,
     repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
     repeat_spans=cfg.repeat_spans,
+    cloze_rate=cloze_rate,
+    cloze_rows=cloze_rows,
+    chunk_len=chunk_len,
   )
 
 

@@ -130,3 +130,49 @@ def test_an_empty_knowledge_base_is_an_error():
   words = WordSwapper(*_kb(), np.ones(400, bool), template_df=0.5)
   with pytest.raises(ValueError, match="no reference"):
     cloze.KBCloze(refs, lengths, words, Q, GAP, A, PAD)
+
+
+def test_pipeline_cloze_rows_in_training_only_and_resumable(tiny_data, tiny_model_cfg):
+  """Through make_train_iterator on the tiny world: rate 1 turns every training row into
+  cloze items (a few scored tokens per chunk, each in its chunk's memory), a restored
+  iterator builds the same rows, and held-out batches are never touched."""
+  from m3jax.data.pipeline import make_train_iterator
+  from tests.data.conftest import tiny_data_cfg
+
+  base_cfg, _ = tiny_data
+  chunk = tiny_model_cfg.memory.chunk_len
+
+  def make(rate, split="train"):
+    cfg = tiny_data_cfg(base_cfg.data_dir, kb_cloze_rate=rate)
+    return make_train_iterator(cfg, tiny_model_cfg, split=split, batch_size=4, with_references=True)
+
+  it = make(1.0)
+  batch = next(it)
+  mask = batch["loss_mask"]
+  b, t = mask.shape
+  per_chunk = mask.reshape(b, t // chunk, chunk).sum(-1)
+  assert (per_chunk[batch["ref_lengths"] > 0] >= 1).all()  # each read chunk scores its gap
+  assert mask.sum() < 0.25 * mask.size  # only the answers are scored
+  for row, c in zip(*np.nonzero(batch["ref_lengths"])):
+    scored = batch["targets"][row, c * chunk : (c + 1) * chunk][
+      mask[row, c * chunk : (c + 1) * chunk] > 0
+    ]
+    assert np.isin(scored, batch["ref_tokens"][row, c]).all()
+  expected = next(it)
+  again = make(1.0)
+  again.restore({"epoch": 0, "step": 1})
+  got = next(again)
+  for key in expected:
+    np.testing.assert_array_equal(got[key], expected[key])
+  v0, v1 = next(make(0.0, "valid")), next(make(1.0, "valid"))
+  for key in v0:
+    np.testing.assert_array_equal(v0[key], v1[key])
+  assert (v1["loss_mask"] == 1).all()
+
+
+def test_config_rejects_a_cloze_rate_outside_the_unit_interval():
+  from m3jax.data.config import data_config_from
+  from tests.data.conftest import tiny_data_cfg
+
+  with pytest.raises(ValueError, match="kb_cloze_rate"):
+    data_config_from(tiny_data_cfg("/tmp/x", kb_cloze_rate=-0.1))

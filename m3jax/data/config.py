@@ -23,6 +23,10 @@ class DataConfig:
   seed: int = 0
   vocab_kind: str = "sentencepiece"
   vocab_size: int = 512
+  # Sizes the vocabulary to the corpus: vocab_size is halved (not below 256) until the
+  # median piece occurs at least this often in the corpus (m3jax.data.vocab; 0: off). A
+  # small corpus otherwise makes each rare value one barely trained piece.
+  vocab_min_median_count: int = 64
   synthetic: bool = True
   world: WorldConfig = WorldConfig()
   real_text: bool = True
@@ -69,6 +73,8 @@ class DataConfig:
         "data has no training text: enable data.synthetic or "
         "data.real_text, or set data.user_files.train_text"
       )
+    if self.vocab_min_median_count < 0:
+      raise ValueError("data.vocab_min_median_count must be >= 0 (0: keep data.vocab_size)")
     if self.seq_len < 2:
       raise ValueError(f"data.seq_len={self.seq_len} must be >= 2")
     if not 0 <= self.world.heldout_fraction < 1:

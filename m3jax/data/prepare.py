@@ -183,7 +183,9 @@ def _prepare_sources(cfg: DataConfig) -> DataPaths:
   vocab: vocab_lib.ByteVocab | vocab_lib.SentencePieceVocab
   if cfg.vocab_kind == "sentencepiece":
     corpus = [r["text"] for r in refs] + [d["text"] for d in train]
-    vocab = vocab_lib.train_sentencepiece(corpus, paths.vocab_model, cfg.vocab_size, cfg.seed)
+    vocab = vocab_lib.train_sentencepiece(
+      corpus, paths.vocab_model, cfg.vocab_size, cfg.seed, cfg.vocab_min_median_count
+    )
   else:
     vocab = vocab_lib.ByteVocab()
   steps.update()

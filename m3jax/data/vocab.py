@@ -94,28 +94,85 @@ class SentencePieceVocab(_Specials):
     return self._sp.decode([int(i) for i in ids if int(i) >= NUM_SPECIAL])
 
 
-def corpus_hash(texts: Iterable[str], vocab_size: int) -> str:
-  h = hashlib.sha256(f"v{vocab_size}\n".encode())
+MIN_VOCAB = 256  # the smallest vocabulary the corpus-sized fit goes down to
+
+
+def corpus_hash(texts: Iterable[str], vocab_size: int, min_median_count: int = 0) -> str:
+  key = f"v{vocab_size}\n" + (f"m{min_median_count}\n" if min_median_count else "")
+  h = hashlib.sha256(key.encode())
   for t in texts:
     h.update(t.encode("utf-8"))
     h.update(b"\n")
   return h.hexdigest()[:16]
 
 
-def train_sentencepiece(
-  texts: Sequence[str], model_path: str, vocab_size: int, seed: int = 0
-) -> SentencePieceVocab:
-  """Trains (or reuses) a BPE model; the cache key is the corpus and vocab size hash."""
-  import sentencepiece as spm
+def median_piece_count(vocab: "SentencePieceVocab", texts: Sequence[str]) -> float:
+  """The median, over the vocabulary's pieces (special ids excluded), of how often each
+  occurs when ``texts`` are encoded: how well the corpus trains a typical piece."""
+  import numpy as np
 
+  counts_V = np.zeros(vocab.vocab_size, np.int64)
+  for ids in vocab.encode_batch(texts):
+    np.add.at(counts_V, np.asarray(ids, np.int64), 1)
+  return float(np.median(counts_V[NUM_SPECIAL:]))
+
+
+def train_sentencepiece(
+  texts: Sequence[str],
+  model_path: str,
+  vocab_size: int,
+  seed: int = 0,
+  min_median_count: int = 0,
+) -> SentencePieceVocab:
+  """Trains (or reuses) a BPE model; the cache key is the corpus, the vocab size and
+  ``min_median_count``.
+
+  ``min_median_count`` > 0 sizes the vocabulary to the corpus: ``vocab_size`` is halved
+  (not below ``MIN_VOCAB``) until the median piece occurs at least that often in
+  ``texts``. On a small corpus a large BPE vocabulary makes each rare word (an invented
+  name, a number) one piece seen a handful of times, whose embedding and output row are
+  barely trained, and a model does not learn to copy such tokens out of memory
+  (docs/design.md, "A vocabulary sized to the corpus"); smaller vocabularies spell them
+  with frequent pieces. A large corpus keeps ``vocab_size``.
+  """
   del seed  # sentencepiece BPE is deterministic given the input order
-  key = corpus_hash(texts, vocab_size)
+  key = corpus_hash(texts, vocab_size, min_median_count)
   stamp = model_path + ".hash"
   if os.path.exists(model_path) and os.path.exists(stamp):
     with open(stamp) as f:
       if f.read().strip() == key:
         return SentencePieceVocab(model_path)
   os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
+  size = vocab_size
+  proto = _train_bpe(texts, size)
+  while min_median_count and size // 2 >= MIN_VOCAB:
+    tmp = model_path + ".probe"
+    with open(tmp, "wb") as f:
+      f.write(proto)
+    median = median_piece_count(SentencePieceVocab(tmp), texts)
+    os.remove(tmp)
+    if median >= min_median_count:
+      break
+    print(
+      f"[m3jax] vocabulary of {size} pieces: the median piece occurs {median:.0f} times "
+      f"in the corpus (< data.vocab_min_median_count={min_median_count}); "
+      f"trying {size // 2}"
+    )
+    size //= 2
+    proto = _train_bpe(texts, size)
+  tmp = model_path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(proto)
+  os.replace(tmp, model_path)
+  with open(stamp, "w") as f:
+    f.write(key)
+  return SentencePieceVocab(model_path)
+
+
+def _train_bpe(texts: Sequence[str], vocab_size: int) -> bytes:
+  """The serialized BPE model of ``vocab_size`` pieces (the project's special ids)."""
+  import sentencepiece as spm
+
   proto = io.BytesIO()
   spm.SentencePieceTrainer.train(
     sentence_iterator=iter(texts),
@@ -137,13 +194,7 @@ def train_sentencepiece(
     minloglevel=2,
     hard_vocab_limit=False,
   )
-  tmp = model_path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(proto.getvalue())
-  os.replace(tmp, model_path)
-  with open(stamp, "w") as f:
-    f.write(key)
-  return SentencePieceVocab(model_path)
+  return proto.getvalue()
 
 
 def to_seqio(vocab: SentencePieceVocab):

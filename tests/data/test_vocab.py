@@ -52,3 +52,54 @@ def test_seqio_wrapper(tiny_data):
 def test_missing_model_names_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match="prepare_data"):
     vocab_lib.SentencePieceVocab(str(tmp_path / "nope.model"))
+
+
+def _invented_corpus(names=400, seed=0):
+  """Sentences about invented names, each name in three of them: a small corpus whose
+  rare words a large BPE vocabulary would make whole pieces."""
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  syl = ["ka", "lo", "mir", "tev", "sun", "dra", "pol", "gai", "ren", "vos", "thu", "bel"]
+  words = sorted({"".join(rng.choice(syl, 3)).capitalize() for _ in range(names)})
+  return [f"The ship {w} sails under captain {v}." for w in words for v in words[:3]]
+
+
+def test_median_piece_count_equals_a_brute_force_count(tmp_path):
+  from collections import Counter
+
+  import numpy as np
+
+  corpus = _invented_corpus(60)
+  v = vocab_lib.train_sentencepiece(corpus, str(tmp_path / "v.model"), 200)
+  counts = Counter(i for text in corpus for i in v._sp.encode(text))
+  expected = np.median([counts.get(i, 0) for i in range(vocab_lib.NUM_SPECIAL, v.vocab_size)])
+  assert vocab_lib.median_piece_count(v, corpus) == expected
+
+
+def test_vocabulary_is_sized_to_a_small_corpus(tmp_path):
+  corpus = _invented_corpus()
+  big = vocab_lib.train_sentencepiece(corpus, str(tmp_path / "big.model"), 2048)
+  assert vocab_lib.median_piece_count(big, corpus) < 32  # rare names are whole pieces
+  fitted = vocab_lib.train_sentencepiece(
+    corpus, str(tmp_path / "fit.model"), 2048, min_median_count=32
+  )
+  assert vocab_lib.MIN_VOCAB <= fitted.vocab_size < big.vocab_size
+  median = vocab_lib.median_piece_count(fitted, corpus)
+  assert median >= 32 or fitted.vocab_size // 2 < vocab_lib.MIN_VOCAB
+  # The halving stops at the first size that passes: twice the size fails.
+  if fitted.vocab_size * 2 <= 2048:
+    double = vocab_lib.train_sentencepiece(
+      corpus, str(tmp_path / "double.model"), fitted.vocab_size * 2
+    )
+    assert vocab_lib.median_piece_count(double, corpus) < 32
+
+
+def test_a_corpus_that_trains_its_pieces_keeps_the_vocabulary_size(tmp_path):
+  corpus = _invented_corpus(20) * 40  # few names, each seen many times
+  a = vocab_lib.train_sentencepiece(corpus, str(tmp_path / "a.model"), 256)
+  b = vocab_lib.train_sentencepiece(corpus, str(tmp_path / "b.model"), 256, min_median_count=8)
+  assert a.vocab_size == b.vocab_size
+  # The setting is part of the cache key: a different one re-trains.
+  assert vocab_lib.corpus_hash(corpus, 256, 8) != vocab_lib.corpus_hash(corpus, 256)
+  assert open(str(tmp_path / "b.model.hash")).read() == vocab_lib.corpus_hash(corpus, 256, 8)

@@ -29,10 +29,34 @@ from __future__ import annotations
 
 import numpy as np
 
+import json
+import re
+
 from m3jax.data import shift
 from m3jax.data.counterfactual import WordSwapper, word_spans
 
 TRIES = 8  # references drawn per chunk before the chunk is left as padding
+MODES = ("auto", "on", "off")
+_QA_LINE = re.compile(r"Q: .+? A:")  # m3jax.task.qa_prompt's format
+
+
+def text_has_questions(train_jsonl: str) -> bool:
+  """Whether any training document holds a ``Q: … A:`` line (m3jax.task.qa_prompt)."""
+  with open(train_jsonl) as f:
+    return any(_QA_LINE.search(json.loads(line)["text"]) for line in f if line.strip())
+
+
+def effective_rate(mode: str, rate: float, train_jsonl: str) -> float:
+  """The cloze rate a run uses: ``rate`` when ``mode`` is "on", or "auto" and the
+  training text never asks a question in the evaluation's format (a corpus that shows
+  the format, like the demo world's, does not need the rows); else 0."""
+  if mode not in MODES:
+    raise ValueError(f"data.kb_cloze={mode!r}: use one of {MODES}")
+  if mode == "off" or rate == 0.0:
+    return 0.0
+  if mode == "auto" and text_has_questions(train_jsonl):
+    return 0.0
+  return rate
 
 
 class KBCloze:

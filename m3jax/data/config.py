@@ -60,7 +60,10 @@ class DataConfig:
   # Knowledge-base cloze rows (m3jax.data.cloze): in memory stages, this fraction of
   # training rows is replaced by "Q: <a reference with one value gapped> A: <value>"
   # items, one per chunk, each reading its (fully swapped) reference from memory.
-  kb_cloze_rate: float = 0.0
+  # `kb_cloze`: "auto" uses them only when the training text holds no "Q: … A:" line
+  # (a corpus that never shows the question format); "on" always, "off" never.
+  kb_cloze: str = "auto"
+  kb_cloze_rate: float = 0.25
   user_files: UserFiles = UserFiles()
 
   def __post_init__(self):
@@ -95,6 +98,8 @@ class DataConfig:
       raise ValueError("data.memory_swap_stop_tokens must be >= 0")
     if not 0.0 <= self.repeat_rate <= 1.0:
       raise ValueError(f"data.repeat_rate={self.repeat_rate} must be in [0, 1]")
+    if self.kb_cloze not in ("auto", "on", "off"):
+      raise ValueError(f"data.kb_cloze={self.kb_cloze!r}: use 'auto', 'on' or 'off'")
     if not 0.0 <= self.kb_cloze_rate <= 1.0:
       raise ValueError(f"data.kb_cloze_rate={self.kb_cloze_rate} must be in [0, 1]")
     if len(self.repeat_spans) != 2 or not 1 <= self.repeat_spans[0] <= self.repeat_spans[1]:

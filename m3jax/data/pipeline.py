@@ -221,7 +221,9 @@ def make_train_iterator(
   if shuffle is None:
     shuffle = split == "train"
   swap_rate = cfg.memory_swap_rate if split == "train" else 0.0
-  cloze_rate = cfg.kb_cloze_rate if split == "train" and with_references else 0.0
+  cloze_rate = 0.0
+  if split == "train" and with_references:
+    cloze_rate = cloze.effective_rate(cfg.kb_cloze, cfg.kb_cloze_rate, paths.train_text)
   cloze_rows = None
   if cloze_rate:
     starts_V = counterfactual.word_start_mask(vocab)

@@ -81,6 +81,8 @@ def sources_key(cfg: DataConfig) -> str:
     "memory_swap_unit",
     "memory_swap_template_df",
     "memory_swap_pool",
+    "kb_cloze",  # training-time rows, not data
+    "kb_cloze_rate",
   ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():

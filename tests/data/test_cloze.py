@@ -143,7 +143,7 @@ def test_pipeline_cloze_rows_in_training_only_and_resumable(tiny_data, tiny_mode
   chunk = tiny_model_cfg.memory.chunk_len
 
   def make(rate, split="train"):
-    cfg = tiny_data_cfg(base_cfg.data_dir, kb_cloze_rate=rate)
+    cfg = tiny_data_cfg(base_cfg.data_dir, kb_cloze="on", kb_cloze_rate=rate)
     return make_train_iterator(cfg, tiny_model_cfg, split=split, batch_size=4, with_references=True)
 
   it = make(1.0)
@@ -176,3 +176,28 @@ def test_config_rejects_a_cloze_rate_outside_the_unit_interval():
 
   with pytest.raises(ValueError, match="kb_cloze_rate"):
     data_config_from(tiny_data_cfg("/tmp/x", kb_cloze_rate=-0.1))
+
+
+def test_auto_mode_uses_cloze_rows_only_for_text_without_questions(tmp_path):
+  import json
+
+  prose = tmp_path / "prose.jsonl"
+  prose.write_text("\n".join(json.dumps({"text": t}) for t in ["A ship sails.", "Q is a letter."]))
+  asks = tmp_path / "asks.jsonl"
+  asks.write_text(json.dumps({"text": "Q: Who commands it? A: Vos"}) + "\n")
+  assert not cloze.text_has_questions(str(prose)) and cloze.text_has_questions(str(asks))
+  assert cloze.effective_rate("auto", 0.25, str(prose)) == 0.25
+  assert cloze.effective_rate("auto", 0.25, str(asks)) == 0.0
+  assert cloze.effective_rate("on", 0.25, str(asks)) == 0.25
+  assert cloze.effective_rate("off", 0.25, str(prose)) == 0.0
+  with pytest.raises(ValueError, match="kb_cloze"):
+    cloze.effective_rate("sometimes", 0.25, str(prose))
+
+
+def test_the_tiny_world_shows_questions_so_auto_adds_no_cloze_rows(tiny_data, tiny_model_cfg):
+  from m3jax.data.pipeline import make_train_iterator
+
+  cfg, paths = tiny_data
+  assert cloze.text_has_questions(paths.train_text)
+  it = make_train_iterator(cfg, tiny_model_cfg, batch_size=4, with_references=True)
+  assert it.cloze_rate == 0.0 and (next(it)["loss_mask"] == 1).all()

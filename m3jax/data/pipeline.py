@@ -226,6 +226,7 @@ def make_train_iterator(
     cloze_rate = cloze.effective_rate(cfg.kb_cloze, cfg.kb_cloze_rate, paths.train_text)
   cloze_rows = None
   if cloze_rate:
+    assert ref_tokens is not None and ref_lengths is not None  # with_references
     starts_V = counterfactual.word_start_mask(vocab)
     cloze_rows = cloze.KBCloze(
       ref_tokens,

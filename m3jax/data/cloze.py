@@ -21,16 +21,17 @@ blank is a value word that occurs once in ``r``, so the context never repeats it
 No fact leaks into the weights, for held-out entities either: each value word of an
 item, entity names included, is replaced by a value word of the knowledge base drawn at
 random, so a row pairs names and values by chance, never by the facts; a word left as it
-is occurs in more than ``template_df`` of the references (a template word). Pure numpy on the host; the caller
-seeds ``rng`` by stream position, so a resumed run builds the same rows.
+is occurs in more than ``template_df`` of the references (a template word). Pure numpy
+on the host; the caller seeds ``rng`` by stream position, so a resumed run builds the
+same rows.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 import json
 import re
+
+import numpy as np
 
 from m3jax.data import shift
 from m3jax.data.counterfactual import WordSwapper, word_spans

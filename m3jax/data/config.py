@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from m3jax.data.cloze import MODES as CLOZE_MODES
+from m3jax.data.counterfactual import SWAP_POOLS
 from m3jax.data.synthetic import WorldConfig
 
 TRAIN_QUERIES = ("own", "previous")
@@ -84,10 +86,8 @@ class DataConfig:
       raise ValueError("data.world.heldout_fraction must be in [0, 1)")
     if self.memory_swap_unit not in ("word", "token"):
       raise ValueError(f"data.memory_swap_unit={self.memory_swap_unit!r}: use 'word' or 'token'")
-    if self.memory_swap_pool not in ("length", "slot", "mixed"):
-      raise ValueError(
-        f"data.memory_swap_pool={self.memory_swap_pool!r}: use 'length', 'slot' or 'mixed'"
-      )
+    if self.memory_swap_pool not in SWAP_POOLS:
+      raise ValueError(f"data.memory_swap_pool={self.memory_swap_pool!r}: use one of {SWAP_POOLS}")
     if not 0.0 < self.memory_swap_template_df <= 1.0:
       raise ValueError(
         f"data.memory_swap_template_df={self.memory_swap_template_df} must be in (0, 1]"
@@ -98,8 +98,8 @@ class DataConfig:
       raise ValueError("data.memory_swap_stop_tokens must be >= 0")
     if not 0.0 <= self.repeat_rate <= 1.0:
       raise ValueError(f"data.repeat_rate={self.repeat_rate} must be in [0, 1]")
-    if self.kb_cloze not in ("auto", "on", "off"):
-      raise ValueError(f"data.kb_cloze={self.kb_cloze!r}: use 'auto', 'on' or 'off'")
+    if self.kb_cloze not in CLOZE_MODES:
+      raise ValueError(f"data.kb_cloze={self.kb_cloze!r}: use one of {CLOZE_MODES}")
     if not 0.0 <= self.kb_cloze_rate <= 1.0:
       raise ValueError(f"data.kb_cloze_rate={self.kb_cloze_rate} must be in [0, 1]")
     if len(self.repeat_spans) != 2 or not 1 <= self.repeat_spans[0] <= self.repeat_spans[1]:

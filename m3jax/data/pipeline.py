@@ -44,9 +44,7 @@ class TrainIterator:
     shuffle: bool = True,
     swap_rate: float = 0.0,
     swap_stop_tokens: int = 64,
-    swap_word_starts_V: np.ndarray | None = None,
-    swap_template_df: float = 0.05,
-    swap_pool: str = "length",
+    swap_words: counterfactual.WordSwapper | None = None,
     repeat_rate: float = 0.0,
     repeat_spans: tuple[int, int] = (8, 64),
     cloze_rate: float = 0.0,
@@ -80,10 +78,8 @@ class TrainIterator:
     self._words: counterfactual.WordSwapper | None = None
     if self.swap_rate and self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
-      if swap_word_starts_V is not None:  # whole words (counterfactual.WordSwapper)
-        self._words = counterfactual.WordSwapper(
-          self._ref_tokens, self._ref_lengths, swap_word_starts_V, swap_template_df, swap_pool
-        )
+      if swap_words is not None:  # whole words (counterfactual.WordSwapper)
+        self._words = swap_words
       else:  # single tokens
         vocab_size = int(max(stream.max(), self._ref_tokens.max())) + 1
         self._stop_V = counterfactual.stop_token_mask(
@@ -224,16 +220,25 @@ def make_train_iterator(
   cloze_rate = 0.0
   if split == "train" and with_references:
     cloze_rate = cloze.effective_rate(cfg.kb_cloze, cfg.kb_cloze_rate, paths.train_text)
+  # One WordSwapper (the knowledge base's word statistics) serves the word swap and the
+  # cloze rows, which swap every value of their reference.
+  words = None
+  if (swap_rate and cfg.memory_swap_unit == "word") or cloze_rate:
+    assert ref_tokens is not None and ref_lengths is not None  # with_references
+    words = counterfactual.WordSwapper(
+      ref_tokens,
+      ref_lengths,
+      counterfactual.word_start_mask(vocab),
+      cfg.memory_swap_template_df,
+      cfg.memory_swap_pool,
+    )
   cloze_rows = None
   if cloze_rate:
-    assert ref_tokens is not None and ref_lengths is not None  # with_references
-    starts_V = counterfactual.word_start_mask(vocab)
+    assert ref_tokens is not None and ref_lengths is not None and words is not None
     cloze_rows = cloze.KBCloze(
       ref_tokens,
       ref_lengths,
-      counterfactual.WordSwapper(
-        ref_tokens, ref_lengths, starts_V, cfg.memory_swap_template_df, cfg.memory_swap_pool
-      ),
+      words,
       question=vocab.encode("Q:"),
       gap=vocab.encode(" ?"),
       answer=vocab.encode(" A:"),
@@ -254,13 +259,7 @@ def make_train_iterator(
     # Counterfactual memory augmentation (m3jax.data.counterfactual): training only.
     swap_rate=swap_rate,
     swap_stop_tokens=cfg.memory_swap_stop_tokens,
-    swap_word_starts_V=(
-      counterfactual.word_start_mask(vocab)
-      if swap_rate and cfg.memory_swap_unit == "word"
-      else None
-    ),
-    swap_template_df=cfg.memory_swap_template_df,
-    swap_pool=cfg.memory_swap_pool,
+    swap_words=words if cfg.memory_swap_unit == "word" else None,
     repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
     repeat_spans=cfg.repeat_spans,
     cloze_rate=cloze_rate,

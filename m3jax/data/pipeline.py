@@ -222,9 +222,10 @@ def make_train_iterator(
     cloze_rate = cloze.effective_rate(cfg.kb_cloze, cfg.kb_cloze_rate, paths.train_text)
   # One WordSwapper (the knowledge base's word statistics) serves the word swap and the
   # cloze rows, which swap every value of their reference.
+  # Both need the references: without them (stage 1) there is nothing to swap.
   words = None
-  if (swap_rate and cfg.memory_swap_unit == "word") or cloze_rate:
-    assert ref_tokens is not None and ref_lengths is not None  # with_references
+  if with_references and ((swap_rate and cfg.memory_swap_unit == "word") or cloze_rate):
+    assert ref_tokens is not None and ref_lengths is not None
     words = counterfactual.WordSwapper(
       ref_tokens,
       ref_lengths,

@@ -129,6 +129,13 @@ def test_pipeline_swaps_training_rows_deterministically_and_resumes(
   # Held-out text is never swapped.
   v0, v1 = next(make(0.0, "valid")), next(make(1.0, "valid"))
   np.testing.assert_array_equal(v0["targets"], v1["targets"])
+  # Stage 1 (no references): nothing to swap, the stream is the plain one.
+  cfg1 = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=1.0, memory_swap_unit=unit)
+  cfg0 = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=0.0, memory_swap_unit=unit)
+  n1 = next(make_train_iterator(cfg1, tiny_model_cfg, batch_size=4, with_references=False))
+  n0 = next(make_train_iterator(cfg0, tiny_model_cfg, batch_size=4, with_references=False))
+  assert set(n1) == {"inputs", "targets", "loss_mask"}
+  np.testing.assert_array_equal(n1["targets"], n0["targets"])
 
 
 def test_config_rejects_rates_outside_unit_interval():

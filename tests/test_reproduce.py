@@ -78,3 +78,45 @@ def test_reproduce_tiny_resumes_and_plots(tmp_path):
     progress=False,
   )
   assert len(open(out / "curves.jsonl").readlines()) == len(rows)
+
+
+def test_unknown_run_name_is_refused_before_training(tmp_path):
+  with pytest.raises(ValueError, match="unknown runs.*from_scratch"):
+    reproduce.reproduce(
+      _config(tmp_path), str(tmp_path / "runs"), str(tmp_path / "out"), runs=("scratch",)
+    )
+  assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.integration
+def test_one_arm_alone_keeps_the_other_arms_rows(tmp_path):
+  """``runs=("from_scratch",)`` trains only that arm; rows of the other already in
+  curves.jsonl (an earlier run's) stay and enter the Fig. 11 summary."""
+  config = _config(tmp_path)
+  out = tmp_path / "out"
+  out.mkdir()
+  earlier = dict(
+    run="two_stage",
+    stage="continual",
+    step=2,
+    global_step=4,
+    tokens=1,
+    qa_exact_match={c: 0.5 for c in reproduce.CONDITIONS},
+    qa_multiple_choice={c: 0.75 for c in reproduce.CONDITIONS},
+    qa_by_kind={},
+  )
+  (out / "curves.jsonl").write_text(json.dumps(earlier) + "\n")
+  summary = reproduce.reproduce(
+    config,
+    str(tmp_path / "runs"),
+    str(out),
+    scale=1.0,
+    eval_every=4,
+    num_questions=4,
+    runs=("from_scratch",),
+    progress=False,
+  )
+  assert os.listdir(tmp_path / "runs") == ["from_scratch"]
+  rows = [json.loads(line) for line in open(out / "curves.jsonl")]
+  assert [(r["run"], r["step"]) for r in rows] == [("two_stage", 2), ("from_scratch", 4)]
+  assert summary["fig11_equal_tokens"]["memory_multiple_choice"]["two_stage"] == 0.75

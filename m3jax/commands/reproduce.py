@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="steps between evaluated checkpoints (default: an eighth of the longer run)",
   )
   parser.add_argument("--questions", type=int, default=256, help="held-out QA per checkpoint")
+  parser.add_argument(
+    "--runs",
+    default=None,
+    help="comma-separated runs to train and evaluate now (two_stage, from_scratch; default "
+    "both); rows already in --out's curves.jsonl stay in the summary",
+  )
 
 
 def run(args) -> int:
@@ -53,7 +59,13 @@ def run(args) -> int:
   workdir = args.workdir or f"artifacts/reproduce/{config.get('variant', 'run')}"
   out = args.out or os.path.join(workdir, "results")
   summary = reproduce(
-    config, workdir, out, scale=args.scale, eval_every=args.eval_every, num_questions=args.questions
+    config,
+    workdir,
+    out,
+    scale=args.scale,
+    eval_every=args.eval_every,
+    num_questions=args.questions,
+    runs=tuple(args.runs.split(",")) if args.runs else None,
   )
   print(
     json.dumps(

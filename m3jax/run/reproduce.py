@@ -132,9 +132,15 @@ def reproduce(
   scale: float = 3.0,
   eval_every: int | None = None,
   num_questions: int = 256,
+  runs: tuple[str, ...] | None = None,
   progress: bool = True,
 ) -> dict:
-  """Trains both runs (resuming), evaluates every kept checkpoint, plots, summarizes."""
+  """Trains both runs (resuming), evaluates every kept checkpoint, plots, summarizes.
+
+  ``runs``: the names of :func:`plan` to train and evaluate now (default: both). Rows
+  already in ``<out_dir>/curves.jsonl`` are kept whichever runs are named, so one arm can
+  be (re)run on its own and the summary still compares both.
+  """
   from m3jax.evaluate import plots, report
   from m3jax.run.config import from_json
   from m3jax.train.metrics import read_jsonl
@@ -150,9 +156,14 @@ def reproduce(
     num_questions=num_questions,
     conditions=tuple(c for c in CONDITIONS if c in base_ev.conditions),
   )
-  runs = plan(config, scale)
-  eval_every = eval_every or default_eval_every(runs)
-  for name, run_config in runs.items():
+  planned = plan(config, scale)
+  unknown = sorted(set(runs or ()) - set(planned))
+  if unknown:
+    raise ValueError(f"reproduce: unknown runs {unknown}; choose among {sorted(planned)}")
+  eval_every = eval_every or default_eval_every(planned)
+  for name, run_config in planned.items():
+    if runs is not None and name not in runs:
+      continue
     run_config.train.checkpoint_every = eval_every
     run_config.train.max_to_keep = 10_000  # every checkpoint is a point of the curve
     run_dir = os.path.join(workdir, name)

@@ -1,9 +1,19 @@
 """Joint attention as one Pallas splash-attention kernel (TPU): no [T, S] score matrix.
 
-Keys are laid out ``[context slots | chunk 0's memories | chunk 1's … | padding]``: the
-context slots are the caller's (``[<ref> sink, context…]`` in the training forward,
-``[<ref>, r_1…]`` in encoding) with the causal rule "query t sees slot s <= t + offset",
-and each chunk's R·M memory tokens form one contiguous block. The mask is two parts:
+The caller's keys are ``[slot 0 | context slots 1… | memories]``: slot 0 is ``<ref>`` (the
+sink in the training forward, the reference's first token in encoding) and is visible to
+every query; query t sees context slot s <= t + offset. **Slot 0 is merged outside the
+kernel**: softmax is unchanged by subtracting one logit from a query's every logit, so
+with ``k' = k - k_0`` and ``v' = v - v_0`` on every other key (memories included),
+
+  attention(q, [k_0, k…], [v_0, v…]) = v_0 + attention(q, k', v', sink logit 0),
+
+where the splash kernel's ``sinks`` argument (a per-head logit with a zero value) carries
+slot 0's term, whose logit ``q·(k_0 - k_0)`` is 0 for every query. The kernel's keys
+are then ``[context slots 1… | chunk 0's memories | chunk 1's … | padding]`` and query t
+sees kernel slot j <= t + offset - 1: the causal diagonal falls on the tiles' diagonal
+(a 2,048-token row visits 136 tiles of 128 × 128 instead of 152 with slot 0 inside).
+Each chunk's R·M memory tokens form one contiguous block. The mask is two parts:
 
 * a **static** block mask (a ``NumpyMask``, known at trace time): causal over the
   context, and query t sees the memory block of its chunk (t // chunk_len; every query
@@ -13,11 +23,11 @@ and each chunk's R·M memory tokens form one contiguous block. The mask is two p
   is a context slot or a valid memory token, 1 if it is a masked memory token or
   padding. The kernel ANDs both.
 
-Every query sees slot 0 (the sink, or ``<ref>`` itself), so no row is empty. Queries
-are padded to whole tiles (they see slot 0 only; their outputs are dropped). Under a
-mesh, the kernel runs per shard (``shard_map`` over the batch and head axes of the
-active logical rules). ``interpret=True`` runs the same kernel in Pallas interpret mode
-on any backend (slow; how the CPU tests check it).
+A query that sees no kernel key (encoding's first) reads slot 0 alone, through the sink.
+Queries are padded to whole tiles (they see kernel slot 0; their outputs are dropped).
+Under a mesh, the kernel runs per shard (``shard_map`` over the batch and head axes of
+the active logical rules). ``interpret=True`` runs the same kernel in Pallas interpret
+mode on any backend (slow; how the CPU tests check it).
 """
 
 from __future__ import annotations
@@ -47,18 +57,21 @@ def chunk_of_queries(t: int, chunks: int, chunk_len: int) -> np.ndarray:
 def static_mask(
   t: int, s_ctx: int, offset: int, chunks: int, per_chunk: int, chunk_len: int
 ) -> np.ndarray:
-  """[Tp, Sp] bool: the data-independent part of the mask (see the module docstring)."""
+  """[Tp, Sp] bool over the kernel's keys (the caller's slot 0 merged out, see the module
+  docstring): the data-independent part of the mask. ``s_ctx`` and ``offset`` are the
+  caller's: ``s_ctx`` slots with slot 0, query t sees slot s <= t + offset."""
+  ctx = s_ctx - 1  # kernel slot j is the caller's slot j + 1
   tp = _round_up(t, BLOCK)
-  sp = _round_up(s_ctx + chunks * per_chunk, BLOCK)
+  sp = _round_up(max(ctx + chunks * per_chunk, 1), BLOCK)
   mask = np.zeros((tp, sp), bool)
   q = np.arange(t)
-  mask[:t, :s_ctx] = np.arange(s_ctx)[None, :] <= q[:, None] + offset
+  mask[:t, :ctx] = np.arange(1, s_ctx)[None, :] <= q[:, None] + offset
   if chunks:
     key_chunk = np.arange(chunks * per_chunk) // per_chunk
-    mask[:t, s_ctx : s_ctx + chunks * per_chunk] = (
+    mask[:t, ctx : ctx + chunks * per_chunk] = (
       chunk_of_queries(t, chunks, chunk_len)[:, None] == key_chunk[None, :]
     )
-  mask[t:, 0] = True  # padded queries: slot 0 only
+  mask[t:, 0] = True  # padded queries: kernel slot 0 (outputs dropped)
   return mask
 
 
@@ -75,17 +88,20 @@ def computed_pairs(
 
 
 def segment_ids(batch: int, t: int, s_ctx: int, mem_mask_BxN, static_shape):
-  """(q_BxTp, kv_BxSp) int32: 0 = may attend, 1 = masked memory token or padding."""
+  """(q_BxTp, kv_BxSp) int32 over the kernel's keys (caller's ``s_ctx`` slots less slot
+  0, then memories): 0 = may attend, 1 = masked memory token or padding."""
   tp, sp = static_shape
+  ctx = s_ctx - 1
   n = 0 if mem_mask_BxN is None else mem_mask_BxN.shape[1]
-  kv = jnp.ones((batch, sp), jnp.int32).at[:, :s_ctx].set(0)
+  kv = jnp.ones((batch, sp), jnp.int32).at[:, :ctx].set(0)
   if n:
-    kv = kv.at[:, s_ctx : s_ctx + n].set(jnp.where(mem_mask_BxN, 0, 1))
+    kv = kv.at[:, ctx : ctx + n].set(jnp.where(mem_mask_BxN, 0, 1))
   return jnp.zeros((batch, tp), jnp.int32), kv
 
 
 def dense_equivalent(static_TpxSp, q_ids_BxTp, kv_ids_BxSp):
-  """The [B, Tp, Sp] mask the kernel applies (for tests against the reference mask)."""
+  """The [B, Tp, Sp] mask the kernel applies over its keys (for tests against the
+  reference mask less its slot 0, which every query sees through the sink)."""
   same = q_ids_BxTp[:, :, None] == kv_ids_BxSp[:, None, :]
   return jnp.asarray(static_TpxSp)[None] & same
 
@@ -132,10 +148,14 @@ def splash_joint_attention(
   chunk_len: int = 64,
   interpret: bool = False,
 ):
-  """Joint attention (same result as ``joint_attention`` with a ``Causal(offset)`` mask)."""
+  """Joint attention (same result as ``joint_attention`` with a ``Causal(offset)`` mask,
+  ``offset >= 0``: slot 0 is visible to every query and is merged outside the kernel)."""
+  if offset < 0:
+    raise ValueError(f"splash attention needs slot 0 visible to every query; offset={offset}")
   b, t, h, d = q_BxTxHxD.shape
-  s_ctx = k_BxSxKxD.shape[1]
-  keys, values, mem_mask_BxN, chunks, per_chunk = k_BxSxKxD, v_BxSxKxD, None, 0, 0
+  s_ctx, kv_heads = k_BxSxKxD.shape[1], k_BxSxKxD.shape[2]
+  k0_BxKxD, v0_BxKxD = k_BxSxKxD[:, 0], v_BxSxKxD[:, 0]
+  keys, values, mem_mask_BxN, chunks, per_chunk = k_BxSxKxD[:, 1:], v_BxSxKxD[:, 1:], None, 0, 0
   if memory is not None:
     mem_k, mem_v, mem_mask_BxCxRxM = memory
     chunks, r, kv, m = mem_k.shape[1], mem_k.shape[2], mem_k.shape[3], mem_k.shape[4]
@@ -144,7 +164,10 @@ def splash_joint_attention(
     keys = jnp.concatenate([keys, flat(mem_k).astype(keys.dtype)], axis=1)
     values = jnp.concatenate([values, flat(mem_v).astype(values.dtype)], axis=1)
     mem_mask_BxN = mem_mask_BxCxRxM.reshape(b, chunks * per_chunk)
-  tp, sp = _round_up(t, BLOCK), _round_up(keys.shape[1], BLOCK)
+  # Every logit less q·k_0, every value less v_0: slot 0's term becomes the sink (logit 0).
+  keys = keys - k0_BxKxD[:, None].astype(keys.dtype)
+  values = values - v0_BxKxD[:, None].astype(values.dtype)
+  tp, sp = _round_up(t, BLOCK), _round_up(max(keys.shape[1], 1), BLOCK)
   q = jnp.pad(q_BxTxHxD * (d**-0.5), [(0, 0), (0, tp - t), (0, 0), (0, 0)])
   widen = lambda x: jnp.pad(x, [(0, 0), (0, sp - x.shape[1]), (0, 0), (0, 0)])
   q_BxHxTxD = q.transpose(0, 2, 1, 3)
@@ -155,8 +178,9 @@ def splash_joint_attention(
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel
 
     kern = _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret)
+    sinks = jnp.zeros((heads,), jnp.float32)  # slot 0's logit after the shift
     one = lambda q, k, v, qi, ki: kern(
-      q, k, v, segment_ids=splash_attention_kernel.SegmentIds(qi, ki)
+      q, k, v, segment_ids=splash_attention_kernel.SegmentIds(qi, ki), sinks=sinks
     )
     return jax.vmap(one)(q, k, v, q_ids, kv_ids)
 
@@ -172,4 +196,7 @@ def splash_joint_attention(
       out_specs=qs,
       check_vma=False,
     )(q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, q_ids, kv_ids)
-  return out.transpose(0, 2, 1, 3)[:, :t].astype(q_BxTxHxD.dtype)
+  out_BxTxHxD = out.transpose(0, 2, 1, 3)[:, :t]
+  # + v_0 for each query head (query head i reads KV head i // (H / K)).
+  v0_BxHxD = jnp.repeat(v0_BxKxD, h // kv_heads, axis=1)
+  return (out_BxTxHxD + v0_BxHxD[:, None].astype(out_BxTxHxD.dtype)).astype(q_BxTxHxD.dtype)

@@ -65,9 +65,12 @@ def test_splash_mask_encodes_the_reference_mask(t, chunks, offset):
   q_ids, kv_ids = splash.segment_ids(B, t, s_ctx, mem_mask, static.shape)
   dense = np.asarray(splash.dense_equivalent(static, q_ids, kv_ids))
   ref = _reference_mask(t, s_ctx, offset, None if mem is None else mem[2])
-  np.testing.assert_array_equal(dense[:, :t, : ref.shape[2]], ref)
-  assert not dense[:, :, ref.shape[2] :].any(), "padding keys must be masked"
-  assert dense.any(-1).all(), "every (padded) query row needs a visible key"
+  # Slot 0 is visible to every query (so it can be merged out as the kernel's sink);
+  # the kernel's keys are the reference's slots 1… in order.
+  assert ref[:, :, 0].all()
+  n = ref.shape[2] - 1
+  np.testing.assert_array_equal(dense[:, :t, :n], ref[:, :, 1:])
+  assert not dense[:, :, n:].any(), "padding keys must be masked"
 
 
 def _attend(impl, q, k, v, offset, mem):
@@ -110,8 +113,21 @@ def test_splash_kernel_equals_dense_forward_and_gradients():
 
 
 @pytest.mark.integration
-def test_splash_kernel_encoding_layout_forward():
-  _check("splash_interpret", 9, 0, 0, grads=False)
+def test_splash_kernel_across_tiles_equals_dense_forward_and_gradients():
+  """Three query tiles and the diagonal across tile edges, memories in every chunk."""
+  _check("splash_interpret", 300, 38, 1)
+
+
+@pytest.mark.integration
+def test_splash_kernel_encoding_layout_equals_dense():
+  """Offset 0: query 0 sees slot 0 only, which the kernel carries as its sink."""
+  _check("splash_interpret", 9, 0, 0)
+
+
+def test_splash_refuses_a_layout_without_slot_0_visible():
+  q, k, v, _ = _inputs(4, 0, 0)
+  with pytest.raises(ValueError, match="slot 0"):
+    splash.splash_joint_attention(q, k, v, -1, interpret=True)
 
 
 @pytest.mark.integration
@@ -125,23 +141,26 @@ def test_impls_resolve_and_splash_needs_a_causal_layout():
 
 
 def test_computed_pairs_counts_the_tiles_the_kernel_visits():
-  """Hand-counted 128 × 128 tiles: slot s is visible to query q when s <= q + offset."""
+  """Hand-counted 128 × 128 tiles over the kernel's keys (the caller's slot 0 merged out
+  as the sink): kernel slot j is the caller's slot j + 1, visible to query q when
+  j + 1 <= q + offset."""
   tile = splash.BLOCK**2
-  # t=256, 257 slots (sink + context): query tile 0 reaches slot 128 (key tile 1), query
-  # tile 1 reaches slot 256 (key tile 2): 2 + 3 tiles; the all-masked (0, 2) is skipped.
-  assert splash.computed_pairs(256, 257, 1, 0, 0, 64) == 5 * tile
-  # Encoding 129 slots, offset 0: 2 query tiles (the 129th query pads a tile) x 2 key
-  # tiles, less the all-masked upper right: 3 tiles for 129·130/2 real pairs.
-  assert splash.computed_pairs(129, 129, 0, 0, 0, 64) == 3 * tile
-  # Two chunks of 64 queries, 40 memory slots each, after 129 context slots: one query
-  # tile; key tiles 0 and 1 (slots 128..255 hold slot 128 and the memories).
+  # t=256 after the sink: query q sees kernel slots j <= q, the tiles' own diagonal:
+  # (0, 0), (1, 0), (1, 1). With the sink inside the kernel this was 5 tiles.
+  assert splash.computed_pairs(256, 257, 1, 0, 0, 64) == 3 * tile
+  # Encoding 129 slots, offset 0: query q sees j <= q - 1 (query 0 the sink alone); 2
+  # query tiles (the 129th query pads one), 1 key tile (128 slots).
+  assert splash.computed_pairs(129, 129, 0, 0, 0, 64) == 2 * tile
+  # Two chunks of 64 queries, 40 memory slots each, after 128 kernel context slots: one
+  # query tile; key tile 0 (context) and 1 (the memories, slots 128..207).
   assert splash.computed_pairs(128, 129, 1, 2, 40, 64) == 2 * tile
-  # One chunk of 200 memory slots after 256 context slots: context tiles 0 and 1 (slot
-  # 128), none of slots 129..255, memory slots 256..455 in key tiles 2 and 3.
+  # One chunk of 200 memory slots after 255 kernel context slots (0..254): the context
+  # reaches tile 0 only; the memories (255..454) fill key tiles 1, 2 and 3.
   assert splash.computed_pairs(128, 256, 1, 1, 200, 64) == 4 * tile
-  # Four chunks of 64 queries in t=256: query tile 1 (chunks 2, 3) reads memory slots
-  # 257 + 2·100 .. 656, key tiles 3..5; query tile 0 reads slots 257..456, tiles 2..3.
-  assert splash.computed_pairs(256, 257, 1, 4, 100, 64) == (2 + 2) * tile + (3 + 3) * tile
+  # Four chunks of 64 queries in t=256, 100 memory slots each after 256 context slots:
+  # query tile 0 reads context tile 0 and memories 256..455 (tiles 2, 3); query tile 1
+  # reads context tiles 0, 1 and memories 456..655 (tiles 3, 4, 5).
+  assert splash.computed_pairs(256, 257, 1, 4, 100, 64) == (1 + 2) * tile + (2 + 3) * tile
 
 
 def test_kernel_shards_query_and_kv_heads_alike_under_tensor_parallelism():

@@ -114,15 +114,21 @@ def probe_arguments(doc: str, out_name: str, argv=None) -> argparse.Namespace:
   return args
 
 
-def trained_run(workdir: str):
-  """The trained run in ``workdir`` (its recorded config), or exit naming the folder."""
-  from m3jax.run.loading import load_trained_run
+def run_config(workdir: str):
+  """The config recorded in ``workdir``, or exit naming the folder."""
   from m3jax.train.workdir import saved_config
 
   config = saved_config(workdir)
   if config is None:
     raise SystemExit(f"{workdir} has no config.json (not a trained run)")
-  return load_trained_run(config, workdir, progress=False)
+  return config
+
+
+def trained_run(workdir: str, config=None):
+  """The trained run in ``workdir`` (``config``: its recorded one, read if not given)."""
+  from m3jax.run.loading import load_trained_run
+
+  return load_trained_run(config or run_config(workdir), workdir, progress=False)
 
 
 def held_out_questions(workdir: str, questions: int):

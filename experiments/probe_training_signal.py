@@ -135,8 +135,7 @@ def probe(config, run, batches: int, batch_size: int, swap_rate: float, seed: in
 
 
 def main(argv=None) -> int:
-  from experiments.probe_selection import trained_run, write_json
-  from m3jax.train.workdir import saved_config
+  from experiments.probe_selection import run_config, trained_run, write_json
 
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True, help="a trained run (its config.json)")
@@ -147,8 +146,8 @@ def main(argv=None) -> int:
   )
   parser.add_argument("--out", default=None, help="default <workdir>/eval/training_signal.json")
   args = parser.parse_args(argv)
-  run = trained_run(args.workdir)
-  config = saved_config(args.workdir)
+  config = run_config(args.workdir)
+  run = trained_run(args.workdir, config)
   rate = args.swap_rate
   if rate is None:
     rate = float(config.data.get("memory_swap_rate", 0.0)) or 0.5

@@ -56,16 +56,24 @@ class SentencePieceVocab(_Specials):
 
   kind = "sentencepiece"
 
-  def __init__(self, model_path: str):
+  def __init__(self, model_path: str | None = None, *, model_proto: bytes | None = None):
+    """From a model file, or (``model_proto``, nothing written) from its serialized bytes."""
     import sentencepiece as spm
 
-    if not os.path.exists(model_path):
-      raise FileNotFoundError(
-        f"SentencePiece model {model_path} not found; run "
-        "`python -m m3jax prepare` (prepare_data) first"
-      )
-    self.model_path = model_path
-    self._sp = spm.SentencePieceProcessor(model_file=model_path)
+    if (model_path is None) == (model_proto is None):
+      raise ValueError("SentencePieceVocab: give exactly one of model_path and model_proto")
+    if model_proto is not None:
+      self.model_path = "<in memory>"
+      self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    else:
+      assert model_path is not None
+      if not os.path.exists(model_path):
+        raise FileNotFoundError(
+          f"SentencePiece model {model_path} not found; run "
+          "`python -m m3jax prepare` (prepare_data) first"
+        )
+      self.model_path = model_path
+      self._sp = spm.SentencePieceProcessor(model_file=model_path)
     got = (
       self._sp.pad_id(),
       self._sp.eos_id(),
@@ -75,7 +83,7 @@ class SentencePieceVocab(_Specials):
     )
     if got != (PAD_ID, EOS_ID, UNK_ID, BOS_ID, REF_ID):
       raise ValueError(
-        f"{model_path}: special ids (pad, eos, unk, bos, <ref>) = {got}, "
+        f"{self.model_path}: special ids (pad, eos, unk, bos, <ref>) = {got}, "
         f"expected {(PAD_ID, EOS_ID, UNK_ID, BOS_ID, REF_ID)}; delete the "
         "file so it is re-trained"
       )
@@ -146,11 +154,7 @@ def train_sentencepiece(
   size = vocab_size
   proto = _train_bpe(texts, size)
   while min_median_count and size // 2 >= MIN_VOCAB:
-    tmp = model_path + ".probe"
-    with open(tmp, "wb") as f:
-      f.write(proto)
-    median = median_piece_count(SentencePieceVocab(tmp), texts)
-    os.remove(tmp)
+    median = median_piece_count(SentencePieceVocab(model_proto=proto), texts)
     if median >= min_median_count:
       break
     print(

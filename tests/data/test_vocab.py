@@ -49,6 +49,18 @@ def test_seqio_wrapper(tiny_data):
   assert list(sv.encode("Zorblat was born")) == sp.encode("Zorblat was born")
 
 
+def test_vocab_from_serialized_model_equals_the_file(tiny_data):
+  _, paths = tiny_data
+  from_file = vocab_lib.SentencePieceVocab(paths.vocab_model)
+  with open(paths.vocab_model, "rb") as f:
+    in_memory = vocab_lib.SentencePieceVocab(model_proto=f.read())
+  text = "Q: Where was Zorblat born? A: Quenby"
+  assert in_memory.vocab_size == from_file.vocab_size
+  assert in_memory.encode(text) == from_file.encode(text)
+  with pytest.raises(ValueError, match="exactly one"):
+    vocab_lib.SentencePieceVocab()
+
+
 def test_missing_model_names_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match="prepare_data"):
     vocab_lib.SentencePieceVocab(str(tmp_path / "nope.model"))
@@ -81,10 +93,13 @@ def test_vocabulary_is_sized_to_a_small_corpus(tmp_path):
   corpus = _invented_corpus()
   big = vocab_lib.train_sentencepiece(corpus, str(tmp_path / "big.model"), 2048)
   assert vocab_lib.median_piece_count(big, corpus) < 32  # rare names are whole pieces
+  fit_dir = tmp_path / "fit"
   fitted = vocab_lib.train_sentencepiece(
-    corpus, str(tmp_path / "fit.model"), 2048, min_median_count=32
+    corpus, str(fit_dir / "v.model"), 2048, min_median_count=32
   )
   assert vocab_lib.MIN_VOCAB <= fitted.vocab_size < big.vocab_size
+  # Candidates are scored in memory: the folder holds the model and its cache stamp only.
+  assert sorted(p.name for p in fit_dir.iterdir()) == ["v.model", "v.model.hash"]
   median = vocab_lib.median_piece_count(fitted, corpus)
   assert median >= 32 or fitted.vocab_size // 2 < vocab_lib.MIN_VOCAB
   # The halving stops at the first size that passes: twice the size fails.

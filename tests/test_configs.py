@@ -21,6 +21,19 @@ def test_every_variant_builds_by_shape(variant):
   assert n > 0
 
 
+def test_small_paper_differs_from_small_only_in_the_memory_layout():
+  """The layout comparison's premise: same width, data and schedule as the demo's."""
+  small, paper = memory3.get_config("small"), memory3.get_config("small_paper")
+  assert small.train.to_dict() == paper.train.to_dict()
+  data = lambda c: {k: v for k, v in c.data.to_dict().items() if k != "data_dir"}
+  assert data(small) == data(paper)
+  a, b = small.model.to_dict(), paper.model.to_dict()
+  differ = sorted(k for k in a if a[k] != b[k])
+  assert differ == ["memory", "num_layers"], differ
+  assert b["memory"]["memory_layers"] == tuple(range(b["num_layers"] // 2))
+  assert (b["memory"]["refs_per_chunk"], b["memory"]["tokens_per_head"]) == (5, 8)
+
+
 def test_paper_config_has_2p433b_non_embedding_params():
   cfg = model_config_from(memory3.get_config("paper_2p4b").model.to_dict())
   shapes = jax.eval_shape(

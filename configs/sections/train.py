@@ -47,15 +47,16 @@ _SIZES = {
     seq_len=256,
     eval_every=1000,
   ),
+  # small's schedule (batch 4, 200 + 3000), so the two layouts compare on one budget.
   "small_paper": dict(
-    batch_size=16,
-    steps=(50, 750),
+    batch_size=4,
+    steps=(200, 3000),
     lrs=(3e-3, 3e-3),
-    warmup=(15, 20),
-    checkpoint_every=100,
-    log_every=10,
+    warmup=(60, 80),
+    checkpoint_every=500,
+    log_every=50,
     seq_len=256,
-    eval_every=100,
+    eval_every=1000,
   ),
   # Paper shape: ~4M tokens per batch of 2048-token sequences.
   "paper_2p4b": dict(

@@ -100,7 +100,7 @@ def test_one_arm_alone_keeps_the_other_arms_rows(tmp_path):
     stage="continual",
     step=2,
     global_step=4,
-    tokens=1,
+    tokens=4 * config.train.batch_size * config.data.seq_len,
     qa_exact_match={c: 0.5 for c in reproduce.CONDITIONS},
     qa_multiple_choice={c: 0.75 for c in reproduce.CONDITIONS},
     qa_by_kind={},
@@ -120,3 +120,29 @@ def test_one_arm_alone_keeps_the_other_arms_rows(tmp_path):
   rows = [json.loads(line) for line in open(out / "curves.jsonl")]
   assert [(r["run"], r["step"]) for r in rows] == [("two_stage", 2), ("from_scratch", 4)]
   assert summary["fig11_equal_tokens"]["memory_multiple_choice"]["two_stage"] == 0.75
+
+
+def _row(run, tokens, mc):
+  return dict(
+    run=run,
+    stage="s",
+    step=tokens,
+    global_step=tokens,
+    tokens=tokens,
+    qa_exact_match={c: mc / 2 for c in reproduce.CONDITIONS},
+    qa_multiple_choice={c: mc for c in reproduce.CONDITIONS},
+    qa_by_kind={},
+  )
+
+
+def test_fig11_compares_the_runs_at_equal_tokens():
+  """A from-scratch arm stopped early is compared where both were evaluated, never its
+  last point against the other's."""
+  rows = [_row("two_stage", t, t / 10) for t in (1, 2, 3, 4)]
+  rows += [_row("from_scratch", t, t / 20) for t in (1, 2, 3)]
+  fig = reproduce.summarize(rows)["fig11_equal_tokens"]
+  assert fig["tokens"] == 3
+  assert fig["memory_multiple_choice"] == {"two_stage": 0.3, "from_scratch": 0.15}
+  assert [p["tokens"] for p in fig["curve"]] == [1, 2, 3]
+  assert reproduce.summarize(rows)["final"]["two_stage"]["tokens"] == 4
+  assert "fig11_equal_tokens" not in reproduce.summarize(rows[:4])

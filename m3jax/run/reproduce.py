@@ -207,28 +207,35 @@ def reproduce(
 
 
 def summarize(rows: list[dict]) -> dict:
-  """The last row of each run, and Fig. 11: memory accuracy of both runs at equal tokens."""
+  """The last row of each run, and Fig. 11: memory accuracy of both runs at equal tokens
+  (the largest token count evaluated in both, and every common one as a curve)."""
   last = {}
   for r in rows:
     if r["run"] not in last or r["global_step"] > last[r["run"]]["global_step"]:
       last[r["run"]] = r
-  out = {
+  out: dict = {
     "final": {
       run: {k: r[k] for k in ("tokens", "qa_exact_match", "qa_multiple_choice", "qa_by_kind")}
       for run, r in last.items()
     }
   }
+  by_tokens = {run: {r["tokens"]: r for r in rows if r["run"] == run} for run in last}
   if {"two_stage", "from_scratch"} <= set(last):
-    a, b = last["two_stage"], last["from_scratch"]
-    out["fig11_equal_tokens"] = {
-      "tokens": [a["tokens"], b["tokens"]],
-      "memory_exact_match": {
-        "two_stage": a["qa_exact_match"]["memory"],
-        "from_scratch": b["qa_exact_match"]["memory"],
-      },
-      "memory_multiple_choice": {
-        "two_stage": a["qa_multiple_choice"]["memory"],
-        "from_scratch": b["qa_multiple_choice"]["memory"],
-      },
-    }
+    runs = ("two_stage", "from_scratch")
+    common = sorted(set(by_tokens["two_stage"]) & set(by_tokens["from_scratch"]))
+    if common:
+      point = lambda t, metric: {run: by_tokens[run][t][metric]["memory"] for run in runs}
+      out["fig11_equal_tokens"] = {
+        "tokens": common[-1],
+        "memory_exact_match": point(common[-1], "qa_exact_match"),
+        "memory_multiple_choice": point(common[-1], "qa_multiple_choice"),
+        "curve": [
+          {
+            "tokens": t,
+            "memory_exact_match": point(t, "qa_exact_match"),
+            "memory_multiple_choice": point(t, "qa_multiple_choice"),
+          }
+          for t in common
+        ],
+      }
   return out

@@ -120,6 +120,33 @@ def test_one_arm_alone_keeps_the_other_arms_rows(tmp_path):
   rows = [json.loads(line) for line in open(out / "curves.jsonl")]
   assert [(r["run"], r["step"]) for r in rows] == [("two_stage", 2), ("from_scratch", 4)]
   assert summary["fig11_equal_tokens"]["memory_multiple_choice"]["two_stage"] == 0.75
+  # Evaluating only (a run stopped early): no training, nothing new to measure here.
+  before = sorted(os.listdir(tmp_path / "runs" / "from_scratch" / "checkpoints" / "scratch"))
+  again = reproduce.reproduce(
+    config,
+    str(tmp_path / "runs"),
+    str(out),
+    scale=1.0,
+    eval_every=4,
+    num_questions=4,
+    runs=("from_scratch",),
+    train_runs=False,
+    progress=False,
+  )
+  after = sorted(os.listdir(tmp_path / "runs" / "from_scratch" / "checkpoints" / "scratch"))
+  assert after == before and len(open(out / "curves.jsonl").readlines()) == 2
+  assert again["fig11_equal_tokens"] == summary["fig11_equal_tokens"]
+
+
+def test_evaluating_without_training_needs_a_trained_run(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no trained run"):
+    reproduce.reproduce(
+      _config(tmp_path),
+      str(tmp_path / "runs"),
+      str(tmp_path / "out"),
+      runs=("from_scratch",),
+      train_runs=False,
+    )
 
 
 def _row(run, tokens, mc):

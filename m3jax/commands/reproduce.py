@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
   parser.add_argument("--questions", type=int, default=256, help="held-out QA per checkpoint")
   parser.add_argument(
+    "--no-train",
+    action="store_true",
+    help="evaluate the checkpoints the runs already kept (e.g. one stopped early) without "
+    "training further; Fig. 11 compares the runs at the tokens both reached",
+  )
+  parser.add_argument(
     "--runs",
     default=None,
     help="comma-separated runs to train and evaluate now (two_stage, from_scratch; default "
@@ -66,6 +72,7 @@ def run(args) -> int:
     eval_every=args.eval_every,
     num_questions=args.questions,
     runs=tuple(args.runs.split(",")) if args.runs else None,
+    train_runs=not args.no_train,
   )
   print(
     json.dumps(

@@ -133,13 +133,16 @@ def reproduce(
   eval_every: int | None = None,
   num_questions: int = 256,
   runs: tuple[str, ...] | None = None,
+  train_runs: bool = True,
   progress: bool = True,
 ) -> dict:
   """Trains both runs (resuming), evaluates every kept checkpoint, plots, summarizes.
 
   ``runs``: the names of :func:`plan` to train and evaluate now (default: both). Rows
   already in ``<out_dir>/curves.jsonl`` are kept whichever runs are named, so one arm can
-  be (re)run on its own and the summary still compares both.
+  be (re)run on its own and the summary still compares both. ``train_runs=False``
+  evaluates the checkpoints a run already kept (one stopped early, on a budget) without
+  training further; Fig. 11 then compares the runs at the tokens both reached.
   """
   from m3jax.evaluate import plots, report
   from m3jax.run.config import from_json
@@ -167,7 +170,13 @@ def reproduce(
     run_config.train.checkpoint_every = eval_every
     run_config.train.max_to_keep = 10_000  # every checkpoint is a point of the curve
     run_dir = os.path.join(workdir, name)
-    train(run_config, run_dir)
+    if train_runs:
+      train(run_config, run_dir)
+    elif not os.path.exists(os.path.join(run_dir, "config.json")):
+      raise FileNotFoundError(
+        f"reproduce: {run_dir} holds no trained run to evaluate; train it first "
+        "(drop --no-train) or name the runs that exist with --runs"
+      )
     # train() made data_dir content-addressed in place; the saved config says where.
     with open(os.path.join(run_dir, "config.json")) as f:
       saved = from_json(f.read())

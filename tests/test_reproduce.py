@@ -163,13 +163,19 @@ def _row(run, tokens, mc):
 
 
 def test_fig11_compares_the_runs_at_equal_tokens():
-  """A from-scratch arm stopped early is compared where both were evaluated, never its
-  last point against the other's."""
-  rows = [_row("two_stage", t, t / 10) for t in (1, 2, 3, 4)]
-  rows += [_row("from_scratch", t, t / 20) for t in (1, 2, 3)]
+  """A from-scratch arm stopped early is compared where both were evaluated (nearest
+  two-stage point within 10% of its tokens), never its last point against the other's."""
+  rows = [_row("two_stage", t, t / 100) for t in (20, 120, 220, 320, 420)]
+  rows += [_row("from_scratch", t, t / 200) for t in (5, 100, 200, 300)]
   fig = reproduce.summarize(rows)["fig11_equal_tokens"]
-  assert fig["tokens"] == 3
-  assert fig["memory_multiple_choice"] == {"two_stage": 0.3, "from_scratch": 0.15}
-  assert [p["tokens"] for p in fig["curve"]] == [1, 2, 3]
-  assert reproduce.summarize(rows)["final"]["two_stage"]["tokens"] == 4
-  assert "fig11_equal_tokens" not in reproduce.summarize(rows[:4])
+  # 5 has no two-stage point within 10% (nearest 20); 100 pairs with 120? no (20% off).
+  assert [p["tokens"] for p in fig["curve"]] == [
+    {"two_stage": 220, "from_scratch": 200},
+    {"two_stage": 320, "from_scratch": 300},
+  ]
+  assert fig["tokens"] == {"two_stage": 320, "from_scratch": 300}
+  assert fig["memory_multiple_choice"] == {"two_stage": 3.2, "from_scratch": 1.5}
+  assert reproduce.summarize(rows)["final"]["two_stage"]["tokens"] == 420
+  assert "fig11_equal_tokens" not in reproduce.summarize(rows[:5])
+
+

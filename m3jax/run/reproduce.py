@@ -215,9 +215,15 @@ def reproduce(
   return summary
 
 
+MAX_TOKEN_GAP = 0.1  # Fig. 11 pairs points whose token counts differ by at most this fraction
+
+
 def summarize(rows: list[dict]) -> dict:
-  """The last row of each run, and Fig. 11: memory accuracy of both runs at equal tokens
-  (the largest token count evaluated in both, and every common one as a curve)."""
+  """The last row of each run, and Fig. 11: memory accuracy of both runs at (nearly)
+  equal tokens. Each from-scratch point is paired with the two-stage point nearest in
+  tokens, if within ``MAX_TOKEN_GAP`` of it (the two-stage run checkpoints per stage, so
+  its points sit a warmup stage's tokens off the from-scratch run's); the headline is the
+  last pair, and both token counts are reported."""
   last = {}
   for r in rows:
     if r["run"] not in last or r["global_step"] > last[r["run"]]["global_step"]:
@@ -228,23 +234,27 @@ def summarize(rows: list[dict]) -> dict:
       for run, r in last.items()
     }
   }
-  by_tokens = {run: {r["tokens"]: r for r in rows if r["run"] == run} for run in last}
-  if {"two_stage", "from_scratch"} <= set(last):
-    runs = ("two_stage", "from_scratch")
-    common = sorted(set(by_tokens["two_stage"]) & set(by_tokens["from_scratch"]))
-    if common:
-      point = lambda t, metric: {run: by_tokens[run][t][metric]["memory"] for run in runs}
-      out["fig11_equal_tokens"] = {
-        "tokens": common[-1],
-        "memory_exact_match": point(common[-1], "qa_exact_match"),
-        "memory_multiple_choice": point(common[-1], "qa_multiple_choice"),
-        "curve": [
-          {
-            "tokens": t,
-            "memory_exact_match": point(t, "qa_exact_match"),
-            "memory_multiple_choice": point(t, "qa_multiple_choice"),
-          }
-          for t in common
-        ],
-      }
+  if not {"two_stage", "from_scratch"} <= set(last):
+    return out
+  runs = ("two_stage", "from_scratch")
+  two = sorted((r for r in rows if r["run"] == "two_stage"), key=lambda r: r["tokens"])
+  pairs = []
+  for b in sorted((r for r in rows if r["run"] == "from_scratch"), key=lambda r: r["tokens"]):
+    a = min(two, key=lambda r: abs(r["tokens"] - b["tokens"]))
+    if abs(a["tokens"] - b["tokens"]) <= MAX_TOKEN_GAP * b["tokens"]:
+      pairs.append(dict(zip(runs, (a, b))))
+
+  def point(pair):
+    return {
+      "tokens": {run: pair[run]["tokens"] for run in runs},
+      "memory_exact_match": {run: pair[run]["qa_exact_match"]["memory"] for run in runs},
+      "memory_multiple_choice": {run: pair[run]["qa_multiple_choice"]["memory"] for run in runs},
+    }
+
+  if pairs:
+    out["fig11_equal_tokens"] = {
+      **point(pairs[-1]),
+      "max_token_gap": MAX_TOKEN_GAP,
+      "curve": [point(p) for p in pairs],
+    }
   return out

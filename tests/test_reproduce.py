@@ -21,6 +21,20 @@ def _config(tmp_path):
   return c
 
 
+def _reproduce(config, tmp_path, eval_every, **kw):
+  """A quiet tiny reproduce run into tmp_path/runs and tmp_path/out."""
+  return reproduce.reproduce(
+    config,
+    str(tmp_path / "runs"),
+    str(tmp_path / "out"),
+    scale=1.0,
+    eval_every=eval_every,
+    num_questions=4,
+    progress=False,
+    **kw,
+  )
+
+
 def test_plan_keeps_tokens_equal():
   c = load_config("configs/memory3.py:small", [])
   runs = reproduce.plan(c, 3.0)
@@ -39,15 +53,7 @@ def test_plan_keeps_tokens_equal():
 def test_reproduce_tiny_resumes_and_plots(tmp_path):
   config = _config(tmp_path)
   out = tmp_path / "out"
-  summary = reproduce.reproduce(
-    config,
-    str(tmp_path / "runs"),
-    str(out),
-    scale=1.0,
-    eval_every=2,
-    num_questions=4,
-    progress=False,
-  )
+  summary = _reproduce(config, tmp_path, 2)
   rows = [json.loads(line) for line in open(out / "curves.jsonl")]
   # two_stage: warmup/2 and continual/2; from_scratch: scratch/2 and scratch/4.
   assert sorted((r["run"], r["stage"], r["step"]) for r in rows) == [
@@ -68,15 +74,7 @@ def test_reproduce_tiny_resumes_and_plots(tmp_path):
   assert not [
     p for p in os.listdir(tmp_path / "runs" / "two_stage" / "curve-banks") if p != "plots"
   ], "evaluated banks are removed"
-  reproduce.reproduce(
-    config,
-    str(tmp_path / "runs"),
-    str(out),
-    scale=1.0,
-    eval_every=2,
-    num_questions=4,
-    progress=False,
-  )
+  _reproduce(config, tmp_path, 2)
   assert len(open(out / "curves.jsonl").readlines()) == len(rows)
 
 
@@ -106,33 +104,14 @@ def test_one_arm_alone_keeps_the_other_arms_rows(tmp_path):
     qa_by_kind={},
   )
   (out / "curves.jsonl").write_text(json.dumps(earlier) + "\n")
-  summary = reproduce.reproduce(
-    config,
-    str(tmp_path / "runs"),
-    str(out),
-    scale=1.0,
-    eval_every=4,
-    num_questions=4,
-    runs=("from_scratch",),
-    progress=False,
-  )
+  summary = _reproduce(config, tmp_path, 4, runs=("from_scratch",))
   assert os.listdir(tmp_path / "runs") == ["from_scratch"]
   rows = [json.loads(line) for line in open(out / "curves.jsonl")]
   assert [(r["run"], r["step"]) for r in rows] == [("two_stage", 2), ("from_scratch", 4)]
   assert summary["fig11_equal_tokens"]["memory_multiple_choice"]["two_stage"] == 0.75
   # Evaluating only (a run stopped early): no training, nothing new to measure here.
   before = sorted(os.listdir(tmp_path / "runs" / "from_scratch" / "checkpoints" / "scratch"))
-  again = reproduce.reproduce(
-    config,
-    str(tmp_path / "runs"),
-    str(out),
-    scale=1.0,
-    eval_every=4,
-    num_questions=4,
-    runs=("from_scratch",),
-    train_runs=False,
-    progress=False,
-  )
+  again = _reproduce(config, tmp_path, 4, runs=("from_scratch",), train_runs=False)
   after = sorted(os.listdir(tmp_path / "runs" / "from_scratch" / "checkpoints" / "scratch"))
   assert after == before and len(open(out / "curves.jsonl").readlines()) == 2
   assert again["fig11_equal_tokens"] == summary["fig11_equal_tokens"]
@@ -177,5 +156,3 @@ def test_fig11_compares_the_runs_at_equal_tokens():
   assert fig["memory_multiple_choice"] == {"two_stage": 3.2, "from_scratch": 1.5}
   assert reproduce.summarize(rows)["final"]["two_stage"]["tokens"] == 420
   assert "fig11_equal_tokens" not in reproduce.summarize(rows[:5])
-
-

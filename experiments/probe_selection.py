@@ -128,7 +128,8 @@ def trained_run(workdir: str, config=None):
   """The trained run in ``workdir`` (``config``: its recorded one, read if not given)."""
   from m3jax.run.loading import load_trained_run
 
-  return load_trained_run(config or run_config(workdir), workdir, progress=False)
+  config = run_config(workdir) if config is None else config
+  return load_trained_run(config, workdir, progress=False)
 
 
 def held_out_questions(workdir: str, questions: int):

@@ -54,6 +54,11 @@ def chunk_of_queries(t: int, chunks: int, chunk_len: int) -> np.ndarray:
   return np.zeros((t,), np.int32) if chunks == 1 else np.arange(t) // chunk_len
 
 
+def padded_shape(t: int, kernel_keys: int) -> tuple[int, int]:
+  """(Tp, Sp): queries and kernel keys (at least one) padded to whole tiles."""
+  return _round_up(t, BLOCK), _round_up(max(kernel_keys, 1), BLOCK)
+
+
 def static_mask(
   t: int, s_ctx: int, offset: int, chunks: int, per_chunk: int, chunk_len: int
 ) -> np.ndarray:
@@ -61,9 +66,7 @@ def static_mask(
   docstring): the data-independent part of the mask. ``s_ctx`` and ``offset`` are the
   caller's: ``s_ctx`` slots with slot 0, query t sees slot s <= t + offset."""
   ctx = s_ctx - 1  # kernel slot j is the caller's slot j + 1
-  tp = _round_up(t, BLOCK)
-  sp = _round_up(max(ctx + chunks * per_chunk, 1), BLOCK)
-  mask = np.zeros((tp, sp), bool)
+  mask = np.zeros(padded_shape(t, ctx + chunks * per_chunk), bool)
   q = np.arange(t)
   mask[:t, :ctx] = np.arange(1, s_ctx)[None, :] <= q[:, None] + offset
   if chunks:
@@ -167,7 +170,7 @@ def splash_joint_attention(
   # Every logit less q·k_0, every value less v_0: slot 0's term becomes the sink (logit 0).
   keys = keys - k0_BxKxD[:, None].astype(keys.dtype)
   values = values - v0_BxKxD[:, None].astype(values.dtype)
-  tp, sp = _round_up(t, BLOCK), _round_up(max(keys.shape[1], 1), BLOCK)
+  tp, sp = padded_shape(t, keys.shape[1])
   q = jnp.pad(q_BxTxHxD * (d**-0.5), [(0, 0), (0, tp - t), (0, 0), (0, 0)])
   widen = lambda x: jnp.pad(x, [(0, 0), (0, sp - x.shape[1]), (0, 0), (0, 0)])
   q_BxHxTxD = q.transpose(0, 2, 1, 3)

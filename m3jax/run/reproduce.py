@@ -237,7 +237,7 @@ def summarize(rows: list[dict]) -> dict:
   if not {"two_stage", "from_scratch"} <= set(last):
     return out
   runs = ("two_stage", "from_scratch")
-  two = sorted((r for r in rows if r["run"] == "two_stage"), key=lambda r: r["tokens"])
+  two = [r for r in rows if r["run"] == "two_stage"]
   pairs = []
   for b in sorted((r for r in rows if r["run"] == "from_scratch"), key=lambda r: r["tokens"]):
     a = min(two, key=lambda r: abs(r["tokens"] - b["tokens"]))

@@ -4,14 +4,16 @@
 ``<workdir>/run.json``     package version, data hash (``sources_key``), vocabulary hash
 
 Resuming with a config that changes the model, the data, the training hyperparameters
-or a stage that has already started is refused with the differing keys; ``--force``
-starts a new run (the old workdir is moved aside, never deleted). Data preparation is
+or a stage that has already started is refused with the differing keys (a field that
+config.json predates, added by a later release, counts only when set away from its
+default, which is how the resumed run reads it); ``--force`` starts a new run (the old workdir is moved aside, never deleted). Data preparation is
 content-addressed: ``data.data_dir`` is a root and each data hash gets its own folder,
 so no run can change another run's vocabulary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,17 +60,81 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
     return config_from_json(f.read())
 
 
-def diff_keys(a, b, prefix: str) -> list[str]:
-  """Dotted keys whose values differ between two (nested) mappings."""
+_ABSENT = object()  # a key one of two configs lacks
+
+
+def diff_keys(a, b, prefix: str, accept_absent=None) -> list[str]:
+  """Dotted keys whose values differ between two (nested) mappings.
+
+  ``accept_absent(key, value)``: a key ``a`` lacks is no difference when it returns True
+  (a field added after ``a`` was written, at a value that leaves the run unchanged).
+  """
   a = a.to_dict() if hasattr(a, "to_dict") else a
   b = b.to_dict() if hasattr(b, "to_dict") else b
   if isinstance(a, dict) and isinstance(b, dict):
     out = []
     for k in list(dict.fromkeys([*a, *b])):
-      out += diff_keys(a.get(k), b.get(k), f"{prefix}.{k}")
+      out += diff_keys(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}.{k}", accept_absent)
     return out
-  norm = lambda v: list(map(norm, v)) if isinstance(v, (list, tuple)) else v
-  return [] if norm(a) == norm(b) else [prefix]
+  if a is _ABSENT and b is not _ABSENT and accept_absent is not None:
+    return [] if accept_absent(prefix, b) else [prefix]
+  a, b = (None if v is _ABSENT else v for v in (a, b))
+  return [] if _norm(a) == _norm(b) else [prefix]
+
+
+def _norm(v):
+  """A config value as JSON holds it: sequences as lists, dtypes by name."""
+  if isinstance(v, (list, tuple)):
+    return [_norm(x) for x in v]
+  if isinstance(v, type) or type(v).__module__.startswith(("numpy", "ml_dtypes")):
+    import numpy as np
+
+    return np.dtype(v).name
+  return v
+
+
+def _field_default(cls, parts: list[str]):
+  """The dataclass default of field ``parts`` (a path into ``cls``), or ``_ABSENT``."""
+  value = _ABSENT
+  for part in parts:
+    fields = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
+    f = fields.get(part)
+    if f is None:
+      return _ABSENT
+    if f.default is not dataclasses.MISSING:
+      value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+      value = f.default_factory()
+    else:
+      return _ABSENT
+    cls = type(value) if dataclasses.is_dataclass(value) else None
+  if dataclasses.is_dataclass(value):
+    return _ABSENT  # a whole new section: compared field by field, never here
+  return value
+
+
+def _at_default(key: str, value) -> bool:
+  """Whether ``value`` is the release default of the dotted config ``key``.
+
+  A resumed run reads fields its config.json predates at their defaults (the saved
+  config is filled from the dataclasses when built), so a new key left at its default
+  changes nothing; a default that would change the data moves ``data.data_dir`` (the
+  data hash), which is compared on its own.
+  """
+  from m3jax.data.config import DataConfig
+  from m3jax.model.config import ModelConfig
+  from m3jax.train.config import TrainConfig
+  from m3jax.train.stages import StageSpec
+
+  parts = key.split(".")
+  cls: type | None
+  if parts[:2] == ["train", "stages"]:
+    cls, path = StageSpec, parts[3:]
+  else:
+    cls = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}.get(parts[0])
+    path = parts[1:]
+  default = _field_default(cls, path) if cls is not None and path else _ABSENT
+  return default is not _ABSENT and _norm(default) == _norm(value)
 
 
 def check_same_model(saved, config, workdir: str) -> None:
@@ -91,19 +157,36 @@ def started_stages(workdir: str) -> list[str]:
 
 
 def resume_conflicts(saved, config, workdir: str) -> list[str]:
-  """Keys of ``config`` that make resuming ``workdir`` (trained as ``saved``) another run."""
-  keys = diff_keys(saved.model, config.model, "model")
-  keys += diff_keys(saved.get("data"), config.get("data"), "data")
-  keys += diff_keys(saved.get("seed"), config.get("seed"), "seed")
-  for k in _TRAIN_KEYS:
-    keys += diff_keys(saved.train.get(k), config.train.get(k), f"train.{k}")
+  """Keys of ``config`` that make resuming ``workdir`` (trained as ``saved``) another run.
+
+  Keys the saved config lacks (fields a later release added) conflict only when set
+  away from their default.
+  """
   from m3jax.train.config import stage_dicts
 
+  diff = lambda a, b, prefix: diff_keys(a, b, prefix, accept_absent=_at_default)
+  keys = diff(saved.model, config.model, "model")
+  keys += diff(saved.get("data"), config.get("data"), "data")
+  keys += diff(saved.get("seed"), config.get("seed"), "seed")
+  for k in _TRAIN_KEYS:
+    keys += diff(saved.train.get(k, _ABSENT), config.train.get(k, _ABSENT), f"train.{k}")
   old = {s["name"]: s for s in stage_dicts(saved.train)}
   new = {s["name"]: s for s in stage_dicts(config.train)}
   for name in started_stages(workdir):
-    keys += diff_keys(old.get(name), new.get(name), f"train.stages.{name}")
+    keys += diff(old.get(name), new.get(name), f"train.stages.{name}")
   return keys
+
+
+def new_keys(saved, config) -> list[str]:
+  """Keys of ``config`` that ``saved`` lacks (fields added since it was written)."""
+  out: list[str] = []
+
+  def record(key: str, _) -> bool:
+    out.append(key[1:])
+    return True
+
+  diff_keys(saved, config, "", accept_absent=record)
+  return out
 
 
 def start_run(workdir: str, config, *, force: bool = False) -> None:
@@ -125,6 +208,9 @@ def start_run(workdir: str, config, *, force: bool = False) -> None:
         "differ; resume with its config (drop those overrides), use another "
         "--workdir, or --force to start a new run here"
       )
+    added = new_keys(saved, config)
+    if added:
+      print(f"[m3jax.train] resuming a run that predates {', '.join(added)}: at their defaults")
   os.makedirs(workdir, exist_ok=True)
   _atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=1))
 

@@ -47,6 +47,40 @@ def test_resume_with_changed_model_is_refused_listing_keys(tmp_path, capsys):
   assert any(".replaced-" in p for p in os.listdir(tmp_path))
 
 
+def test_resume_accepts_fields_a_later_release_added_at_their_defaults(tmp_path, capsys):
+  # A config.json written before data.kb_cloze_rate, model.norm_eps and a stage's
+  # decay_fraction existed: resuming with today's config leaves them at their defaults.
+  w = str(tmp_path / "w")
+  wd.start_run(w, load_config(SPEC))
+  os.makedirs(os.path.join(w, "checkpoints", "warmup", "3"))
+  path = os.path.join(w, wd.CONFIG_FILE)
+  with open(path) as f:
+    old = json.load(f)
+  del old["data"]["kb_cloze_rate"], old["model"]["norm_eps"]
+  del old["train"]["stages"]["warmup"]["decay_fraction"]
+  with open(path, "w") as f:
+    json.dump(old, f)
+  saved = wd.saved_config(w)
+  assert wd.resume_conflicts(saved, load_config(SPEC), w) == []
+  wd.start_run(w, load_config(SPEC))
+  out = capsys.readouterr().out
+  assert "predates" in out and "data.kb_cloze_rate" in out and "model.norm_eps" in out
+  # Set away from its default, a new field does change the run (and a started stage's).
+  changed = load_config(
+    SPEC,
+    [
+      "--config.data.kb_cloze_rate=0.5",
+      "--config.model.norm_eps=0.5",
+      "--config.train.stages.warmup.decay_fraction=0.5",
+    ],
+  )
+  assert wd.resume_conflicts(saved, changed, w) == [
+    "model.norm_eps",
+    "data.kb_cloze_rate",
+    "train.stages.warmup.decay_fraction",
+  ]
+
+
 def test_torn_metrics_line_is_dropped_and_logging_resumes(tmp_path):
   path = tmp_path / "metrics.jsonl"
   path.write_text(

@@ -6,9 +6,10 @@
 Resuming with a config that changes the model, the data, the training hyperparameters
 or a stage that has already started is refused with the differing keys (a field that
 config.json predates, added by a later release, counts only when set away from its
-default, which is how the resumed run reads it); ``--force`` starts a new run (the old workdir is moved aside, never deleted). Data preparation is
-content-addressed: ``data.data_dir`` is a root and each data hash gets its own folder,
-so no run can change another run's vocabulary.
+default, which is how the resumed run reads it); ``--force`` starts a new run (the old
+workdir is moved aside, never deleted). Data preparation is content-addressed:
+``data.data_dir`` is a root and each data hash gets its own folder, so no run can
+change another run's vocabulary.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from m3jax.memory.store import BankLayout, MemoryBank  # noqa: E402
+from m3jax.memory.layout import BankLayout  # noqa: E402
+from m3jax.memory.store import MemoryBank  # noqa: E402
 
 SMALL = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16)
 PAPER = BankLayout(num_layers=22, kv_heads=8, tokens=8, head_dim=80)  # SPEC.md §2

@@ -28,7 +28,8 @@ from m3jax.data.references import Reference  # noqa: E402
 from m3jax.memory.build import make_encoder  # noqa: E402
 from m3jax.memory.retriever import NumpyRetriever, ScannRetriever, scann_available  # noqa: E402
 from m3jax.memory.storage import storage_report  # noqa: E402
-from m3jax.memory.store import BankLayout, MemoryBank  # noqa: E402
+from m3jax.memory.layout import BankLayout  # noqa: E402
+from m3jax.memory.store import MemoryBank  # noqa: E402
 from m3jax.model.config import model_config_from  # noqa: E402
 from m3jax.model.transformer import Transformer  # noqa: E402
 

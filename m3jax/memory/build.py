@@ -22,7 +22,8 @@ from m3jax.memory.encode import encode_references
 from m3jax.model.config import frozen_from, require_positive
 from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
 from m3jax.memory.bankfiles import kvstore_spec
-from m3jax.memory.store import BankLayout, MemoryBank
+from m3jax.memory.layout import BankLayout
+from m3jax.memory.store import MemoryBank
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,15 +1,17 @@
-"""What a bank was built with: hashes of the checkpoint's weights and of the tokenizer.
+"""What a bank was built with: hashes of the model config, the weights and the tokenizer.
 
 A bank's memories are the keys/values of the model's own memory layers run over each
 reference's tokens. They are stale when the weights change (a later step, another stage
 at the same step: ``warmup/12`` and ``continual/12``) or when the tokenizer changes (other
-token ids, other memories). The manifest records both fingerprints and opening compares
-them (``MemoryBank.open``).
+token ids, other memories), and mismatched when the model's shape, special ids or selection
+differ (``model_fingerprint``). The manifest records all three and opening compares them
+(``MemoryBank.open``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -58,3 +60,24 @@ def tokenizer_fingerprint(tok: Any) -> str:
   else:
     h.update(np.asarray(list(tok.encode(_PROBE)), np.int64).tobytes())
   return h.hexdigest()[:16]
+
+
+def model_fingerprint(cfg) -> str:
+  """Hash of everything that changes what a memory is (shape, ids, selection, RoPE)."""
+  m = cfg.memory
+  fields = dict(
+    vocab=cfg.vocab_size,
+    layers=cfg.num_layers,
+    heads=cfg.num_heads,
+    kv_heads=cfg.num_kv_heads,
+    head_dim=cfg.head_dim,
+    embed=cfg.embed_dim,
+    mlp=cfg.mlp_dim,
+    rope=cfg.rope_base,
+    ref_id=cfg.ref_id,
+    memory_layers=list(m.memory_layers),
+    k=m.tokens_per_head,
+    ref_len=m.ref_len,
+    selection=m.selection,
+  )
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ import ml_dtypes
 import numpy as np
 
 from m3jax.memory.encode import encode_references
-from m3jax.memory.store import BankLayout, BankRows
+from m3jax.memory.layout import BankLayout, BankRows
 
 
 class LiveBank:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from m3jax.memory.store import ROW_ARRAYS, BankRows
+from m3jax.memory.layout import ROW_ARRAYS, BankRows
 
 
 class BankOverlay:

@@ -28,8 +28,6 @@ error naming the array and the rows (zarr would otherwise read fill values).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 from typing import Callable, Sequence
@@ -38,88 +36,23 @@ import numpy as np
 import tensorstore as ts
 
 from m3jax.memory import bankfiles, quantize, rowindex, rowrecord
+from m3jax.memory.fingerprint import model_fingerprint
+from m3jax.memory.layout import (
+  ROW_ARRAYS,
+  BankLayout,
+  BankRows,
+  decode_ids,
+  encode_ids,
+  record_layout,
+  row_arrays,
+)
 from m3jax.memory.lru import LRUCache
 
 STALE_FLAG = "--allow-stale-bank (allow_stale=True to MemoryBank.open)"
-ID_BYTES = 64
-ROW_ARRAYS = ("keys", "values", "mask", "token_idx")
 
 
 class BankCorruptError(ValueError):
   """A chunk of a committed row is missing, truncated or fails its checksum."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BankLayout:
-  """Per-reference memory shape; ``pq_subspaces == 0`` means unquantized bfloat16."""
-
-  num_layers: int
-  kv_heads: int
-  tokens: int
-  head_dim: int
-  pq_subspaces: int = 0
-
-  @classmethod
-  def from_model(cls, cfg, pq_subspaces: int = 0) -> "BankLayout":
-    return cls(
-      cfg.memory.num_memory_layers,
-      cfg.num_kv_heads,
-      cfg.memory.tokens_per_head,
-      cfg.head_dim,
-      pq_subspaces,
-    )
-
-  @property
-  def row_shape(self) -> tuple[int, ...]:
-    last = self.pq_subspaces or self.head_dim
-    return (self.num_layers, self.kv_heads, self.tokens, last)
-
-
-def model_fingerprint(cfg) -> str:
-  """Hash of everything that changes what a memory is (shape, ids, selection, RoPE)."""
-  m = cfg.memory
-  fields = dict(
-    vocab=cfg.vocab_size,
-    layers=cfg.num_layers,
-    heads=cfg.num_heads,
-    kv_heads=cfg.num_kv_heads,
-    head_dim=cfg.head_dim,
-    embed=cfg.embed_dim,
-    mlp=cfg.mlp_dim,
-    rope=cfg.rope_base,
-    ref_id=cfg.ref_id,
-    memory_layers=list(m.memory_layers),
-    k=m.tokens_per_head,
-    ref_len=m.ref_len,
-    selection=m.selection,
-  )
-  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclasses.dataclass
-class BankRows:
-  """Rows as stored: keys/values bf16 [n, L, K, M, D] or uint8 codes [n, L, K, M, S]."""
-
-  keys: np.ndarray
-  values: np.ndarray
-  mask: np.ndarray
-  token_idx: np.ndarray
-
-
-def encode_ids(ids: Sequence[str]) -> np.ndarray:
-  out = np.zeros((len(ids), ID_BYTES), np.uint8)
-  for j, i in enumerate(ids):
-    b = i.encode("utf-8")
-    if len(b) > ID_BYTES or not b or b"\0" in b:
-      raise ValueError(
-        f"reference id {i!r} must be 1..{ID_BYTES} UTF-8 bytes without NUL; shorten it"
-      )
-    out[j, : len(b)] = np.frombuffer(b, np.uint8)
-  return out
-
-
-def decode_ids(rows_NxB: np.ndarray) -> list[str]:
-  return [bytes(r).rstrip(b"\0").decode("utf-8") for r in np.asarray(rows_NxB, np.uint8)]
 
 
 class MemoryBank:
@@ -139,7 +72,7 @@ class MemoryBank:
     # (contains, delete, rows_of) reads 64 B per row, not the whole record (450 KB at the
     # paper shape). Banks written before it ("id_array" absent) read ids from the records.
     self._id_array = self.packed and bool(manifest.get("id_array", False))
-    self.record = _record_layout(self.layout)
+    self.record = record_layout(self.layout)
     names = ("id_hash", "text_span", "text_bytes", "deleted") + self.row_array_names
     self._arrays = {name: self._open_array(name) for name in names}
     self.codebooks = None
@@ -282,7 +215,7 @@ class MemoryBank:
       )
     if layout.pq_subspaces and codebooks is None:
       raise ValueError("a quantized bank needs its codebooks at creation")
-    for name, (row, dt) in _row_arrays(layout, packed_rows).items():
+    for name, (row, dt) in row_arrays(layout, packed_rows).items():
       bankfiles.create_array(
         bankfiles.subpath(spec, name), row, dt, sharded, chunk_refs, shard_refs, context
       )
@@ -771,28 +704,3 @@ def _repeated(ids) -> list[str]:
       rep.append(i)
     seen.add(i)
   return rep[:5]
-
-
-def _record_layout(layout: BankLayout) -> rowrecord.RecordLayout:
-  import ml_dtypes
-
-  kv = np.uint8 if layout.pq_subspaces else ml_dtypes.bfloat16
-  return rowrecord.RecordLayout.of(layout.row_shape, kv, layout.tokens, ID_BYTES)
-
-
-def _row_arrays(layout: BankLayout, packed: bool) -> dict:
-  """name -> (row shape, TensorStore dtype) of the per-row arrays of either format."""
-  if packed:
-    return {
-      "rows": ((_record_layout(layout).record_bytes,), ts.uint8),
-      "ids": ((ID_BYTES,), ts.uint8),
-    }
-  n = layout.row_shape
-  dtype = ts.uint8 if layout.pq_subspaces else ts.bfloat16
-  return {
-    "keys": (n, dtype),
-    "values": (n, dtype),
-    "mask": ((layout.tokens,), ts.bool),
-    "token_idx": (n[:-1], ts.int32),
-    "ids": ((ID_BYTES,), ts.uint8),
-  }

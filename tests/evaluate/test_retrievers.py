@@ -8,7 +8,8 @@ import numpy as np
 
 from m3jax.evaluate import report, retrievers
 from m3jax.memory.encode import encode_references
-from m3jax.memory.store import BankLayout, MemoryBank
+from m3jax.memory.layout import BankLayout
+from m3jax.memory.store import MemoryBank
 from tests.inference.fakes import tiny_model
 from tests.memory.helpers import WordTokenizer
 

@@ -7,7 +7,8 @@ import pytest
 
 from m3jax.memory import rowindex, rowrecord
 from m3jax.memory.bankfiles import read_manifest
-from m3jax.memory.store import BankLayout, MemoryBank
+from m3jax.memory.layout import BankLayout
+from m3jax.memory.store import MemoryBank
 
 LAYOUT = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16)
 PQ = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16, pq_subspaces=4)

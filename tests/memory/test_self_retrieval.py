@@ -8,7 +8,8 @@ import pytest
 
 from m3jax.memory.encode import encode_references
 from m3jax.memory.self_retrieval import SelfRetriever, maxsim_scores
-from m3jax.memory.store import BankLayout, MemoryBank
+from m3jax.memory.layout import BankLayout
+from m3jax.memory.store import MemoryBank
 
 
 def naive_maxsim(q_QxTxHxD, qvalid, k_NxKxMxD, kvalid):

@@ -168,6 +168,7 @@ def reproduce(
     if runs is not None and name not in runs:
       continue
     run_config.train.checkpoint_every = eval_every
+    run_config.train.checkpoint_global = True  # both runs' points at the same tokens
     run_config.train.max_to_keep = 10_000  # every checkpoint is a point of the curve
     run_dir = os.path.join(workdir, name)
     if train_runs:
@@ -221,9 +222,10 @@ MAX_TOKEN_GAP = 0.1  # Fig. 11 pairs points whose token counts differ by at most
 def summarize(rows: list[dict]) -> dict:
   """The last row of each run, and Fig. 11: memory accuracy of both runs at (nearly)
   equal tokens. Each from-scratch point is paired with the two-stage point nearest in
-  tokens, if within ``MAX_TOKEN_GAP`` of it (the two-stage run checkpoints per stage, so
-  its points sit a warmup stage's tokens off the from-scratch run's); the headline is the
-  last pair, and both token counts are reported."""
+  tokens, if within ``MAX_TOKEN_GAP`` of it (runs checkpoint on global steps,
+  ``train.checkpoint_global``, so their points coincide; a two-stage run trained before
+  that checkpointed per stage, its points a warmup stage's tokens off); the headline is
+  the last pair, and both token counts are reported."""
   last = {}
   for r in rows:
     if r["run"] not in last or r["global_step"] > last[r["run"]]["global_step"]:

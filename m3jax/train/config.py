@@ -113,6 +113,9 @@ class TrainConfig:
   microbatches: int = 1
   z_loss: float = 0.0
   checkpoint_every: int = 100
+  # Count checkpoint_every over the whole run (warmup + continual ...), not within each
+  # stage: runs of other stage splits then keep checkpoints at the same tokens (Fig. 11).
+  checkpoint_global: bool = False
   max_to_keep: int = 3
   async_checkpoint: bool = True
   log_every: int = 10

@@ -218,7 +218,8 @@ class _Run:
           if tc.eval_every and step % tc.eval_every == 0:
             self._evaluate(stage, index, step, state.params)
           stop = guard.reached(step)
-          save = step % ckpt_every == 0 or step == stage.steps or stop
+          counted = self.offsets[index] + step if tc.checkpoint_global else step
+          save = counted % ckpt_every == 0 or step == stage.steps or stop
           if save or step % log_every == 0:
             t_last = self._flush(stage, index, pending, t_last)
             pending = []

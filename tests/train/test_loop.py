@@ -103,6 +103,21 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert not (tmp_path / "checkpoints" / "continual").exists()
 
 
+def test_checkpoint_global_keeps_checkpoints_at_run_steps(tmp_path):
+  # Every 2 steps of the whole run (3 + 3): global steps 2, 4, 6 and each stage's end,
+  # so the continual stage keeps its steps 1 and 3, not 2 and 3.
+  config = tiny_config(shallow=True, checkpoint_every=2, checkpoint_global=True, max_to_keep=10)
+  config.train.stages.warmup["steps"] = 3
+  config.train.stages.continual["steps"] = 3
+  train(config, str(tmp_path))
+  kept = {}
+  for stage in ("warmup", "continual"):
+    ckpt = Checkpointer(str(tmp_path / "checkpoints" / stage), async_save=False)
+    kept[stage] = sorted(ckpt.all_steps())
+    ckpt.close()
+  assert kept == {"warmup": [2, 3], "continual": [1, 3]}
+
+
 @pytest.mark.integration
 def test_stage_handoff_loads_params_and_resets_optimizer(tmp_path):
   config = tiny_config(shallow=True, checkpoint_every=100)

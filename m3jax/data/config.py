@@ -50,6 +50,10 @@ class DataConfig:
   # pieces; "slot", a value word seen after the same template words ("color ="); "mixed",
   # either, drawn per swapped word.
   memory_swap_rate: float = 0.0
+  # Swap only values every occurrence can read: chunk c reads the references of chunks
+  # c-R+1..c (R = model.memory.refs_per_chunk), so a value shared only with another
+  # chunk's reference is left as it is (swapped, nothing could predict it). Word unit.
+  memory_swap_readable: bool = False
   memory_swap_unit: str = "word"
   memory_swap_template_df: float = 0.05
   memory_swap_pool: str = "length"
@@ -86,6 +90,11 @@ class DataConfig:
       raise ValueError("data.world.heldout_fraction must be in [0, 1)")
     if self.memory_swap_unit not in ("word", "token"):
       raise ValueError(f"data.memory_swap_unit={self.memory_swap_unit!r}: use 'word' or 'token'")
+    if self.memory_swap_readable and self.memory_swap_unit != "word":
+      raise ValueError(
+        "data.memory_swap_readable needs data.memory_swap_unit='word' (token swaps do not "
+        "track where a value can be read)"
+      )
     if self.memory_swap_pool not in SWAP_POOLS:
       raise ValueError(f"data.memory_swap_pool={self.memory_swap_pool!r}: use one of {SWAP_POOLS}")
     if not 0.0 < self.memory_swap_template_df <= 1.0:

@@ -242,10 +242,18 @@ class WordSwapper:
     ref_lengths_C: np.ndarray,
     rate: float,
     rng: np.random.Generator,
+    chunk_len: int = 0,
+    window: int = 1,
   ) -> tuple[np.ndarray, np.ndarray]:
     """One row: ``(targets_T, ref_tokens_CxN)`` with each shared value word replaced, with
     probability ``rate``, everywhere in the row and its references alike; inputs are not
-    changed in place, padding beyond ``ref_lengths_C`` is left as it is."""
+    changed in place, padding beyond ``ref_lengths_C`` is left as it is.
+
+    ``chunk_len`` > 0: only words that every occurrence can read are swapped. Chunk ``c``
+    (tokens ``[c·chunk_len, (c+1)·chunk_len)``) reads the references of chunks
+    ``c-window+1..c`` (the model's ``refs_per_chunk``); a value shared only with another
+    chunk's reference would, swapped, be predictable from nothing.
+    """
     row_spans = word_spans(targets_T, self.starts_V)
     ref_spans = [word_spans(r[:n], self.starts_V) for r, n in zip(ref_tokens_CxN, ref_lengths_C)]
     row_words = [tuple(targets_T[s:e].tolist()) for s, e in row_spans]
@@ -254,6 +262,9 @@ class WordSwapper:
     ]
     in_refs = {w for ws in ref_words for w in ws}
     shared = sorted(w for w in set(row_words) & in_refs if self.is_value(w))
+    if chunk_len > 0 and shared:
+      unreadable = _unreadable(row_spans, row_words, ref_words, chunk_len, window)
+      shared = [w for w in shared if w not in unreadable]
     chosen = [w for w, u in zip(shared, rng.random(len(shared))) if u < rate]
     used = set(row_words) | in_refs
     table: dict[tuple, tuple] = {}
@@ -276,16 +287,37 @@ class WordSwapper:
           refs[c, s:e] = table[w]
     return targets, refs
 
-  def swap_batch(self, batch: dict, rate: float, rng: np.random.Generator, bos_id: int) -> dict:
+  def swap_batch(
+    self,
+    batch: dict,
+    rate: float,
+    rng: np.random.Generator,
+    bos_id: int,
+    chunk_len: int = 0,
+    window: int = 1,
+  ) -> dict:
     """A batch dict (m3jax.data.pipeline) with every row swapped; ``inputs`` rebuilt from
-    the swapped ``targets``."""
+    the swapped ``targets``; ``chunk_len``, ``window``: as in :meth:`swap_row`."""
     targets_BxT = batch["targets"].copy()
     refs_BxCxN = batch["ref_tokens"].copy()
     for b in range(targets_BxT.shape[0]):
       targets_BxT[b], refs_BxCxN[b] = self.swap_row(
-        targets_BxT[b], refs_BxCxN[b], batch["ref_lengths"][b], rate, rng
+        targets_BxT[b], refs_BxCxN[b], batch["ref_lengths"][b], rate, rng, chunk_len, window
       )
     return shift.with_targets(batch, targets_BxT, bos_id, ref_tokens=refs_BxCxN)
+
+
+def _unreadable(row_spans, row_words, ref_words, chunk_len: int, window: int) -> set:
+  """Words of the row with an occurrence (its first token's chunk ``c``) that none of the
+  references of chunks ``c-window+1..c`` holds."""
+  ref_sets = [set(ws) for ws in ref_words]
+  out = set()
+  for (start, _), w in zip(row_spans, row_words):
+    c = start // chunk_len
+    visible = range(max(0, c - window + 1), min(c + 1, len(ref_sets)))
+    if not any(w in ref_sets[j] for j in visible):
+      out.add(w)
+  return out
 
 
 def _weighted(words: list[tuple], freq: dict[tuple, int]) -> tuple[list[tuple], np.ndarray]:

@@ -45,6 +45,7 @@ class TrainIterator:
     swap_rate: float = 0.0,
     swap_stop_tokens: int = 64,
     swap_words: counterfactual.WordSwapper | None = None,
+    swap_window: int = 0,
     repeat_rate: float = 0.0,
     repeat_spans: tuple[int, int] = (8, 64),
     cloze_rate: float = 0.0,
@@ -75,6 +76,9 @@ class TrainIterator:
     self._perm_epoch: int | None = None
     self._perm = np.arange(0)
     self.swap_rate = float(swap_rate)
+    # > 0: only values readable where they occur are swapped (chunk c reads the
+    # references of chunks c-swap_window+1..c); needs chunk_len.
+    self.swap_window = int(swap_window)
     self._words: counterfactual.WordSwapper | None = None
     if self.swap_rate and self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
@@ -92,6 +96,8 @@ class TrainIterator:
       self.swap_rate = 0.0
     self.repeat_rate, self.repeat_spans = float(repeat_rate), tuple(repeat_spans)
     self.cloze_rate, self._cloze, self.chunk_len = float(cloze_rate), cloze_rows, chunk_len
+    if self.swap_window and chunk_len <= 0:
+      raise ValueError("swapping only readable values (swap_window) needs chunk_len")
     if self.cloze_rate and (cloze_rows is None or self._refs is None or chunk_len <= 0):
       raise ValueError("knowledge-base cloze rows need references, a KBCloze and chunk_len")
 
@@ -131,7 +137,14 @@ class TrainIterator:
       # Seeded by the position, so a resumed run swaps exactly as the original did.
       rng = np.random.default_rng(position)
       if self._words is not None:
-        out = self._words.swap_batch(out, self.swap_rate, rng, self.bos_id)
+        out = self._words.swap_batch(
+          out,
+          self.swap_rate,
+          rng,
+          self.bos_id,
+          chunk_len=self.chunk_len if self.swap_window else 0,
+          window=max(self.swap_window, 1),
+        )
       else:
         out = counterfactual.swap_batch(
           out, self._stop_V, self._swap_weights_V, self.swap_rate, rng, self.bos_id
@@ -261,6 +274,7 @@ def make_train_iterator(
     swap_rate=swap_rate,
     swap_stop_tokens=cfg.memory_swap_stop_tokens,
     swap_words=words if cfg.memory_swap_unit == "word" else None,
+    swap_window=model_cfg.memory.refs_per_chunk if cfg.memory_swap_readable else 0,
     repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
     repeat_spans=cfg.repeat_spans,
     cloze_rate=cloze_rate,

@@ -138,6 +138,41 @@ def test_pipeline_swaps_training_rows_deterministically_and_resumes(
   np.testing.assert_array_equal(n1["targets"], n0["targets"])
 
 
+def _unreadable_swaps(plain, swapped, chunk_len, window) -> int:
+  """Swapped target positions whose new token no reference their chunk reads holds."""
+  n = 0
+  changed = np.argwhere(plain["targets"] != swapped["targets"])
+  for b, t in changed:
+    c = t // chunk_len
+    visible = swapped["ref_tokens"][b, max(0, c - window + 1) : c + 1]
+    n += int(swapped["targets"][b, t] not in visible)
+  return n
+
+
+def test_pipeline_swaps_only_readable_values_when_asked(tiny_data, tiny_model_cfg):
+  from m3jax.data.config import data_config_from
+  from m3jax.data.pipeline import make_train_iterator
+  from tests.data.conftest import tiny_data_cfg
+
+  base_cfg, _ = tiny_data
+  mem = tiny_model_cfg.memory
+
+  def first(rate, readable=False):
+    cfg = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=rate, memory_swap_readable=readable)
+    return next(make_train_iterator(cfg, tiny_model_cfg, batch_size=8, with_references=True))
+
+  plain = first(0.0)
+  anywhere, readable = first(1.0), first(1.0, readable=True)
+  # The default swaps values of any reference of the row, some where no memory has them;
+  # readable swaps some values, each where its chunk's references hold it.
+  assert _unreadable_swaps(plain, anywhere, mem.chunk_len, mem.refs_per_chunk) > 0
+  assert (plain["targets"] != readable["targets"]).any()
+  assert _unreadable_swaps(plain, readable, mem.chunk_len, mem.refs_per_chunk) == 0
+  token_unit = tiny_data_cfg(base_cfg.data_dir, memory_swap_readable=True, memory_swap_unit="token")
+  with pytest.raises(ValueError, match="memory_swap_unit='word'"):
+    data_config_from(token_unit)
+
+
 def test_config_rejects_rates_outside_unit_interval():
   from m3jax.data.config import data_config_from
   from tests.data.conftest import tiny_data_cfg
@@ -215,6 +250,35 @@ def test_word_swapper_replaces_whole_shared_value_words_by_same_length_words():
   t0, r0 = swapper.swap_row(targets, refs, lengths, 0.0, np.random.default_rng(0))
   np.testing.assert_array_equal(t0, targets)
   np.testing.assert_array_equal(r0, refs)
+
+
+def _swapped_words(swapper, targets, refs, lengths, **where):
+  new_t, _ = swapper.swap_row(targets, refs, lengths, 1.0, np.random.default_rng(0), **where)
+  return {
+    tuple(targets[s:e])
+    for s, e in counterfactual.word_spans(targets, STARTS_V)
+    if tuple(new_t[s:e]) != tuple(targets[s:e])
+  }
+
+
+def test_readable_swap_leaves_values_their_chunk_cannot_read():
+  kb_tokens, kb_lengths = _word_kb()
+  swapper = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, template_df=0.5)
+  # Chunks of 4 tokens; chunk 0 reads reference 0 (20 ; 21 30), chunk 1 reference 2
+  # (24 ; 25 32 33). Chunk 0 holds 20 (its own reference's) and 24 (only chunk 1's
+  # reference: no chunk before it can read it); chunk 1 holds 21 30 (chunk 0's reference).
+  refs, lengths = kb_tokens[[0, 2], :5].copy(), kb_lengths[[0, 2]]
+  row = np.array([10, 20, 24, 13, 10, 21, 30, 13], np.int32)
+  assert _swapped_words(swapper, row, refs, lengths) == {(20,), (24,), (21, 30)}
+  assert _swapped_words(swapper, row, refs, lengths, chunk_len=4, window=1) == {(20,)}
+  # With R = 2 chunk 1 also reads chunk 0's reference.
+  assert _swapped_words(swapper, row, refs, lengths, chunk_len=4, window=2) == {
+    (20,),
+    (21, 30),
+  }
+  # A word is swapped everywhere or nowhere: 20 also in chunk 1, which (R = 1) cannot read it.
+  row[7] = 20
+  assert _swapped_words(swapper, row, refs, lengths, chunk_len=4, window=1) == set()
 
 
 def test_word_start_mask_splits_sentencepiece_text_into_its_words(tiny_data):

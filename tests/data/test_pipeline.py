@@ -220,3 +220,17 @@ def test_memory_module_embedder_also_works(tmp_path, tiny_model_cfg):
   )
   batch = next(_it(cfg, tiny_model_cfg, batch_size=2))
   assert (batch["ref_lengths"] > 0).any()
+
+
+def test_training_time_knobs_leave_the_data_hash_alone(tmp_path):
+  # Swaps and cloze rows are drawn while training: changing them reuses the prepared
+  # data (same content-addressed folder); a data knob (the vocabulary) does not.
+  from m3jax.data.config import data_config_from
+  from m3jax.data.prepare import sources_key
+  from tests.data.conftest import tiny_data_cfg
+
+  key = lambda **kw: sources_key(data_config_from(tiny_data_cfg(tmp_path, **kw)))
+  base = key()
+  assert base == key(memory_swap_rate=0.5, memory_swap_readable=True, memory_swap_pool="slot")
+  assert base == key(kb_cloze="on", kb_cloze_rate=0.5)
+  assert base != key(vocab_size=256)

@@ -35,6 +35,9 @@ def get(variant: str) -> ml_collections.ConfigDict:
       # The CPU demo swaps half the values a row shares with its memories (whole words),
       # so only memory predicts them (m3jax.data.counterfactual; docs/design.md).
       memory_swap_rate=0.5 if variant in ("small", "small_paper") else 0.0,
+      # ... only values the chunk where they occur can read: a value shared with another
+      # chunk's reference alone, swapped, is predictable from nothing (docs/design.md).
+      memory_swap_readable=variant in ("small", "small_paper"),
       # The vocabulary is sized to the corpus (m3jax.data.vocab), except tiny's: a test
       # fixture whose 512 pieces the tests rely on.
       vocab_min_median_count=0 if variant == "tiny" else 64,

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-from m3jax.train.config import ConfigError, TrainConfig, check_fields, validate
+from m3jax.train.config import ConfigError, TrainConfig, check_fields, field_default, validate
 from m3jax.train.workdir import config_from_json as from_json  # one reader of config.json
 
 _PREFIX = "--config."
@@ -53,13 +53,8 @@ def section_of(cls, values: Mapping[str, Any] | None = None) -> ml_collections.C
     raise ConfigError(f"{cls.__name__}: unknown keys {unknown}; valid keys: {names}")
   out = ml_collections.ConfigDict()
   for f in dataclasses.fields(cls):
-    if f.name in values:
-      value = values[f.name]
-    elif f.default is not dataclasses.MISSING:
-      value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-      value = f.default_factory()
-    else:
+    value = values[f.name] if f.name in values else field_default(f)
+    if value is dataclasses.MISSING:
       raise ConfigError(f"{cls.__name__}.{f.name} has no default; the config must set it")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
       out[f.name] = section_of(type(value), _plain(value))

@@ -88,6 +88,15 @@ def check_fields(cls, values: Mapping[str, Any], where: str) -> None:
       raise ConfigError(f"{where}.{key}={value!r}: expected {_describe(tp)}")
 
 
+def field_default(f: dataclasses.Field) -> Any:
+  """A dataclass field's default (its factory called), or ``dataclasses.MISSING``."""
+  if f.default is not dataclasses.MISSING:
+    return f.default
+  if f.default_factory is not dataclasses.MISSING:
+    return f.default_factory()
+  return dataclasses.MISSING
+
+
 def require(ok: bool, key: str, value, allowed: str) -> None:
   if not ok:
     raise ConfigError(f"{key}={value!r}: must be {allowed}")

@@ -96,17 +96,13 @@ def _norm(v):
 
 def _field_default(cls, parts: list[str]):
   """The dataclass default of field ``parts`` (a path into ``cls``), or ``_ABSENT``."""
+  from m3jax.train.config import field_default
+
   value = _ABSENT
   for part in parts:
     fields = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
-    f = fields.get(part)
-    if f is None:
-      return _ABSENT
-    if f.default is not dataclasses.MISSING:
-      value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-      value = f.default_factory()
-    else:
+    value = field_default(fields[part]) if part in fields else dataclasses.MISSING
+    if value is dataclasses.MISSING:
       return _ABSENT
     cls = type(value) if dataclasses.is_dataclass(value) else None
   if dataclasses.is_dataclass(value):

@@ -243,17 +243,19 @@ class WordSwapper:
     rate: float,
     rng: np.random.Generator,
     chunk_len: int = 0,
-    window: int = 1,
+    window: int = 0,
   ) -> tuple[np.ndarray, np.ndarray]:
     """One row: ``(targets_T, ref_tokens_CxN)`` with each shared value word replaced, with
     probability ``rate``, everywhere in the row and its references alike; inputs are not
     changed in place, padding beyond ``ref_lengths_C`` is left as it is.
 
-    ``chunk_len`` > 0: only words that every occurrence can read are swapped. Chunk ``c``
+    ``window`` > 0: only words that every occurrence can read are swapped. Chunk ``c``
     (tokens ``[c·chunk_len, (c+1)·chunk_len)``) reads the references of chunks
     ``c-window+1..c`` (the model's ``refs_per_chunk``); a value shared only with another
-    chunk's reference would, swapped, be predictable from nothing.
+    chunk's reference would, swapped, be predictable from nothing. 0: any reference.
     """
+    if window > 0 and chunk_len <= 0:
+      raise ValueError(f"swapping only readable values (window={window}) needs chunk_len > 0")
     row_spans = word_spans(targets_T, self.starts_V)
     ref_spans = [word_spans(r[:n], self.starts_V) for r, n in zip(ref_tokens_CxN, ref_lengths_C)]
     row_words = [tuple(targets_T[s:e].tolist()) for s, e in row_spans]
@@ -262,7 +264,7 @@ class WordSwapper:
     ]
     in_refs = {w for ws in ref_words for w in ws}
     shared = sorted(w for w in set(row_words) & in_refs if self.is_value(w))
-    if chunk_len > 0 and shared:
+    if window > 0 and shared:
       unreadable = _unreadable(row_spans, row_words, ref_words, chunk_len, window)
       shared = [w for w in shared if w not in unreadable]
     chosen = [w for w, u in zip(shared, rng.random(len(shared))) if u < rate]
@@ -294,7 +296,7 @@ class WordSwapper:
     rng: np.random.Generator,
     bos_id: int,
     chunk_len: int = 0,
-    window: int = 1,
+    window: int = 0,
   ) -> dict:
     """A batch dict (m3jax.data.pipeline) with every row swapped; ``inputs`` rebuilt from
     the swapped ``targets``; ``chunk_len``, ``window``: as in :meth:`swap_row`."""

@@ -96,8 +96,6 @@ class TrainIterator:
       self.swap_rate = 0.0
     self.repeat_rate, self.repeat_spans = float(repeat_rate), tuple(repeat_spans)
     self.cloze_rate, self._cloze, self.chunk_len = float(cloze_rate), cloze_rows, chunk_len
-    if self.swap_window and chunk_len <= 0:
-      raise ValueError("swapping only readable values (swap_window) needs chunk_len")
     if self.cloze_rate and (cloze_rows is None or self._refs is None or chunk_len <= 0):
       raise ValueError("knowledge-base cloze rows need references, a KBCloze and chunk_len")
 
@@ -138,12 +136,7 @@ class TrainIterator:
       rng = np.random.default_rng(position)
       if self._words is not None:
         out = self._words.swap_batch(
-          out,
-          self.swap_rate,
-          rng,
-          self.bos_id,
-          chunk_len=self.chunk_len if self.swap_window else 0,
-          window=max(self.swap_window, 1),
+          out, self.swap_rate, rng, self.bos_id, self.chunk_len, self.swap_window
         )
       else:
         out = counterfactual.swap_batch(

@@ -12,7 +12,7 @@ kvstore spec dict); every array carries a crc32c checksum per chunk:
   id_hash/          [N] uint64
   text_span/        [N, 2] int64 into text_bytes/ [T] uint8 (the reference texts)
   deleted/          [D] int64: the rows deleted, in order (tombstones, an edit log)
-  rowindex/g<G>/    the sorted id-hash run of rows [0, S) (see ``rowindex``)
+  rowindex/g<G>/    the sorted id-hash run of rows [0, S) (``rowindex``, ``idrun``)
   codebooks/        [2, L_mem, S, 256, W] float32 (PQ only; written before any row)
   manifest.json     spec version, layout, quantization, checkpoint step, fingerprints of
                     the model config, the weights and the tokenizer, committed counts
@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorstore as ts
 
-from m3jax.memory import bankfiles, quantize, rowindex, rowrecord
+from m3jax.memory import bankfiles, idrun, quantize, rowindex, rowrecord
 from m3jax.memory.fingerprint import model_fingerprint
 from m3jax.memory.layout import (
   ROW_ARRAYS,
@@ -112,17 +112,14 @@ class MemoryBank:
     )
     gen = m["rowindex_generation"]
     s = m["sorted_count"]
-    run = {}
-    if s:
-      for name in self._run_arrays + ("fences",):
-        run[name] = self._open_array(f"rowindex/g{gen}/{name}")
+    run = idrun.open_run(self._open_array, gen, self.packed) if s else {}
     fences = (
       self._read("rowindex fences", run["fences"], slice(None)) if s else np.zeros((0,), np.uint64)
     )
 
     def read_chunk(chunks):
       try:
-        return self._read_run_chunks(run, np.asarray(chunks, np.int64), s)
+        return idrun.read_chunks(run, np.asarray(chunks, np.int64), s, self.packed)
       except ValueError as e:
         raise BankCorruptError(
           f"memory bank {self.url}: id index chunks {_short(chunks)} "
@@ -131,51 +128,6 @@ class MemoryBank:
 
     tail = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
     self._index = rowindex.RowIndex(read_chunk, fences, s, tail, s)
-
-  @property
-  def _run_arrays(self) -> tuple[str, ...]:
-    """The sorted id run: ``pairs`` [C, FENCE, 2] (format 3) or ``hash``, ``rows`` [S]."""
-    return ("pairs",) if self.packed else ("hash", "rows")
-
-  def _read_run_chunks(self, run: dict, chunks_C: np.ndarray, s: int):
-    """(hash, rows) of the sorted-run chunks ``chunks_C``, concatenated (still sorted)."""
-    if self.packed:  # one index-array read of whole chunks
-      return rowindex.pairs_view(run["pairs"][chunks_C].read().result())
-    # Format 2: one slice read per chunk, all in flight at once (an index-array read of
-    # every position costs several times more in TensorStore).
-    starts = (chunks_C * rowindex.FENCE).tolist()
-    futures = {
-      name: [run[name][a : min(a + rowindex.FENCE, s)].read() for a in starts]
-      for name in ("hash", "rows")
-    }
-    return tuple(np.concatenate([f.result() for f in futures[n]]) for n in ("hash", "rows"))
-
-  def _read_run(self, gen: int, s: int):
-    """(hash, rows) of the whole sorted run of generation ``gen`` (``s`` entries)."""
-    if not s:
-      return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    if self.packed:
-      pairs = self._read("rowindex pairs", self._open_array(f"rowindex/g{gen}/pairs"), slice(None))
-      return rowindex.from_pairs(pairs)
-    return tuple(
-      self._read(f"rowindex {n}", self._open_array(f"rowindex/g{gen}/{n}"), slice(0, s))
-      for n in ("hash", "rows")
-    )
-
-  def _write_run(self, gen: int, h, r, fences) -> None:
-    arrays: list[tuple] = [("fences", fences, (), ts.uint64, 1 << 16)]
-    if self.packed:
-      arrays.append(("pairs", rowindex.to_pairs(h, r), (rowindex.FENCE, 2), ts.uint64, 1))
-    else:
-      arrays += [
-        ("hash", h, (), ts.uint64, rowindex.FENCE),
-        ("rows", r, (), ts.int64, rowindex.FENCE),
-      ]
-    for name, data, row, dt, chunk in arrays:
-      spec = bankfiles.subpath(self._spec, f"rowindex/g{gen}/{name}")
-      bankfiles.create_array(spec, row, dt, False, chunk, 0, self.context, shape0=len(data)).write(
-        data
-      ).result()
 
   # ------------------------------------------------------------------ create / open
   @classmethod
@@ -561,11 +513,11 @@ class MemoryBank:
     if not tail or (not force and tail < max(4096, m["sorted_count"] // 4)):
       return
     s, gen = m["sorted_count"], m["rowindex_generation"]
-    old_h, old_r = self._read_run(gen, s)
+    old_h, old_r = idrun.read_whole(self._read, self._open_array, gen, s, self.packed)
     tail_h = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
     h, r, fences = rowindex.merged_run(old_h, old_r, tail_h, s)
     new = gen + 1
-    self._write_run(new, h, r, fences)
+    idrun.write(self._spec, self.context, new, h, r, fences, self.packed)
     self.manifest = {**m, "sorted_count": int(m["count"]), "rowindex_generation": new}
     self._pending_drop = gen if s else None
     self._load_index()
@@ -575,10 +527,10 @@ class MemoryBank:
     drop = getattr(self, "_pending_drop", None)
     if drop is not None:  # the old run is unreferenced once the manifest names the new one
       self._kv.delete_range(
-        ts.KvStore.KeyRange(f"rowindex/g{drop}/", f"rowindex/g{drop}0")
+        ts.KvStore.KeyRange(f"{idrun.run_dir(drop)}/", f"{idrun.run_dir(drop)}0")
       ).result()
       if self._spec.get("driver") == "file":
-        shutil.rmtree(os.path.join(self._spec["path"], "rowindex", f"g{drop}"), ignore_errors=True)
+        shutil.rmtree(os.path.join(self._spec["path"], idrun.run_dir(drop)), ignore_errors=True)
       self._pending_drop = None
 
   # ------------------------------------------------------------------ reads

@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyprojec
 
 install: $(STAMP)
 
-# Longer than the demo (about 90 minutes on 2 cores; resumable): learning curves and the
+# Longer than the demo (about 80 minutes on 2 cores; resumable): learning curves and the
 # paper's Fig. 11 comparison, written on purpose to experiments/results/reproduce/.
 reproduce: $(STAMP)
 	$(PY) -m m3jax reproduce --out experiments/results/reproduce

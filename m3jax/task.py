@@ -49,9 +49,12 @@ def target_logprobs(logits_BxTxV, tokens_BxT):
 
 
 def cross_entropy(logits_BxTxV, targets_BxT, loss_mask_BxT, z_loss: float = 0.0):
-  """The training loss: mean over unmasked tokens of -log p(target) (+ z_loss · lse²).
+  """The training loss: the ``loss_mask``-weighted mean of -log p(target) (+ z_loss · lse²).
 
-  Returns (loss, aux) with aux = {"ce": ..., "tokens": number of counted tokens}.
+  ``loss_mask`` is a weight per target: 0 leaves a token out, 1 everywhere is the plain
+  mean, and a weight above 1 counts a token more (``data.memory_swap_loss_weight``).
+  Returns (loss, aux) with aux = {"ce": the unweighted mean over the counted (weight > 0)
+  tokens, "tokens": their number}; with 0/1 weights ``loss`` equals ``ce`` (+ z-loss).
   Computed in float32 whatever the activation dtype (unlike the evaluation scores,
   which keep the compute dtype; the two agree to rounding in float32).
   """
@@ -59,13 +62,14 @@ def cross_entropy(logits_BxTxV, targets_BxT, loss_mask_BxT, z_loss: float = 0.0)
   lse_BxT = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
   nll_BxT = lse_BxT - target_logit
-  mask = loss_mask_BxT.astype(jnp.float32)
-  tokens = jnp.sum(mask)
-  denom = jnp.maximum(tokens, 1.0)
-  ce = jnp.sum(nll_BxT * mask) / denom
-  loss = ce
+  weight = loss_mask_BxT.astype(jnp.float32)
+  counted = (weight > 0).astype(jnp.float32)
+  tokens = jnp.sum(counted)
+  ce = jnp.sum(nll_BxT * counted) / jnp.maximum(tokens, 1.0)
+  denom = jnp.maximum(jnp.sum(weight), 1.0)
+  loss = jnp.sum(nll_BxT * weight) / denom
   if z_loss:
-    loss = loss + z_loss * jnp.sum(jnp.square(lse_BxT) * mask) / denom
+    loss = loss + z_loss * jnp.sum(jnp.square(lse_BxT) * weight) / denom
   return loss, {"ce": ce, "tokens": tokens}
 
 

@@ -51,6 +51,19 @@ def test_span_logprob_and_loss_against_a_float64_reference():
   )
   assert float(aux["tokens"]) == tok.size
   assert float(loss) == pytest.approx(-tok.mean(), rel=1e-5)
+  # Weights (data.memory_swap_loss_weight): the loss is the weighted mean, aux "ce" and
+  # "tokens" stay the plain mean and count of the weight > 0 tokens.
+  w = mask.copy()
+  w[0, 3:9], w[1, :4] = 3.0, 0.0
+  w_pad = w[:, :-1]  # the weights of tok's positions
+  loss_w, aux_w = task.cross_entropy(
+    jnp.asarray(logits, jnp.float32),
+    jnp.asarray(np.concatenate([tokens[:, 1:], tokens[:, :1]], 1)),
+    jnp.asarray(w),
+  )
+  assert float(loss_w) == pytest.approx(-(tok * w_pad).sum() / w_pad.sum(), rel=1e-5)
+  assert float(aux_w["ce"]) == pytest.approx(-tok[w_pad > 0].mean(), rel=1e-5)
+  assert float(aux_w["tokens"]) == (w_pad > 0).sum()
   assert task.LMTask.of(cfg) is task.LMTask.of(cfg)
 
 

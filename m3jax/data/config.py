@@ -54,6 +54,9 @@ class DataConfig:
   # c-R+1..c (R = model.memory.refs_per_chunk), so a value shared only with another
   # chunk's reference is left as it is (swapped, nothing could predict it). Word unit.
   memory_swap_readable: bool = False
+  # The loss weight of a swapped token (loss_mask; 1: an ordinary token). Above 1, the
+  # tokens only memory can predict weigh more in the training loss.
+  memory_swap_loss_weight: float = 1.0
   memory_swap_unit: str = "word"
   memory_swap_template_df: float = 0.05
   memory_swap_pool: str = "length"
@@ -103,6 +106,11 @@ class DataConfig:
       )
     if not 0.0 <= self.memory_swap_rate <= 1.0:
       raise ValueError(f"data.memory_swap_rate={self.memory_swap_rate} must be in [0, 1]")
+    if not self.memory_swap_loss_weight > 0.0:
+      raise ValueError(
+        f"data.memory_swap_loss_weight={self.memory_swap_loss_weight} must be > 0 "
+        "(1: a swapped token weighs as any other)"
+      )
     if self.memory_swap_stop_tokens < 0:
       raise ValueError("data.memory_swap_stop_tokens must be >= 0")
     if not 0.0 <= self.repeat_rate <= 1.0:

@@ -4,7 +4,8 @@ The batch contract (one numpy dict per step, host-local rows):
 
   inputs      int32   [B, T]     row starts with <s>
   targets     int32   [B, T]     inputs shifted left by one (next tokens)
-  loss_mask   float32 [B, T]     1 on real targets
+  loss_mask   float32 [B, T]     the loss weight of each target: 1 on real targets, 0 off,
+                                 data.memory_swap_loss_weight on swapped ones
   ref_tokens  int32   [B, C, N]  memory stages only: ONE reference per chunk, right-padded
   ref_lengths int32   [B, C]     0 = no reference (e.g. dropped by the leakage filter)
 
@@ -46,6 +47,7 @@ class TrainIterator:
     swap_stop_tokens: int = 64,
     swap_words: counterfactual.WordSwapper | None = None,
     swap_window: int = 0,
+    swap_loss_weight: float = 1.0,
     repeat_rate: float = 0.0,
     repeat_spans: tuple[int, int] = (8, 64),
     cloze_rate: float = 0.0,
@@ -79,6 +81,7 @@ class TrainIterator:
     # > 0: only values readable where they occur are swapped (chunk c reads the
     # references of chunks c-swap_window+1..c); needs chunk_len.
     self.swap_window = int(swap_window)
+    self.swap_loss_weight = float(swap_loss_weight)  # loss_mask of a swapped target
     self._words: counterfactual.WordSwapper | None = None
     if self.swap_rate and self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
@@ -134,6 +137,7 @@ class TrainIterator:
     if self.swap_rate:
       # Seeded by the position, so a resumed run swaps exactly as the original did.
       rng = np.random.default_rng(position)
+      unswapped_BxT = out["targets"]
       if self._words is not None:
         out = self._words.swap_batch(
           out, self.swap_rate, rng, self.bos_id, self.chunk_len, self.swap_window
@@ -141,6 +145,11 @@ class TrainIterator:
       else:
         out = counterfactual.swap_batch(
           out, self._stop_V, self._swap_weights_V, self.swap_rate, rng, self.bos_id
+        )
+      if self.swap_loss_weight != 1.0:
+        swapped_BxT = out["targets"] != unswapped_BxT
+        out["loss_mask"] = np.where(swapped_BxT, self.swap_loss_weight, out["loss_mask"]).astype(
+          np.float32
         )
     if self.repeat_rate:  # in-context repetition rows (m3jax.data.repetition)
       rng = np.random.default_rng(position[:-1] + [11])
@@ -268,6 +277,7 @@ def make_train_iterator(
     swap_stop_tokens=cfg.memory_swap_stop_tokens,
     swap_words=words if cfg.memory_swap_unit == "word" else None,
     swap_window=model_cfg.memory.refs_per_chunk if cfg.memory_swap_readable else 0,
+    swap_loss_weight=cfg.memory_swap_loss_weight,
     repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
     repeat_spans=cfg.repeat_spans,
     cloze_rate=cloze_rate,

@@ -44,4 +44,8 @@ def repeat_rows(
     span = int(min(spans_B[i], t))
     start = int(rng.integers(0, t - span + 1))
     targets_BxT[i] = np.resize(targets_BxT[i, start : start + span], t)
-  return shift.with_targets(batch, targets_BxT, bos_id)
+  # A replaced row is a new row: every target counts once (the old row's weights, e.g.
+  # on swapped tokens, belonged to other positions).
+  mask_BxT = batch["loss_mask"].copy()
+  mask_BxT[chosen_B] = 1.0
+  return shift.with_targets(batch, targets_BxT, bos_id, loss_mask=mask_BxT)

@@ -346,3 +346,28 @@ def test_slot_pool_falls_back_to_the_length_pool_for_a_slot_with_one_value():
   assert t[1] != 24
   with pytest.raises(ValueError, match="swap pool"):
     counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="type")
+
+
+def test_pipeline_weights_exactly_the_swapped_targets(tiny_data, tiny_model_cfg):
+  from m3jax.data.config import data_config_from
+  from m3jax.data.pipeline import make_train_iterator
+  from tests.data.conftest import tiny_data_cfg
+
+  base_cfg, _ = tiny_data
+
+  def first(rate, weight=1.0):
+    cfg = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=rate, memory_swap_loss_weight=weight)
+    return next(make_train_iterator(cfg, tiny_model_cfg, batch_size=8, with_references=True))
+
+  plain, swapped, weighted = first(0.0), first(1.0), first(1.0, weight=3.0)
+  # The weight changes the loss mask only: the same swaps, the same rows.
+  for key in ("inputs", "targets", "ref_tokens", "ref_lengths"):
+    np.testing.assert_array_equal(weighted[key], swapped[key])
+  changed = plain["targets"] != swapped["targets"]
+  assert changed.any()
+  expected = np.where(changed, 3.0, 1.0).astype(np.float32)  # every row token is real here
+  np.testing.assert_array_equal(weighted["loss_mask"], expected)
+  np.testing.assert_array_equal(swapped["loss_mask"], np.ones_like(expected))
+  bad = tiny_data_cfg(base_cfg.data_dir, memory_swap_loss_weight=0.0)
+  with pytest.raises(ValueError, match="memory_swap_loss_weight"):
+    data_config_from(bad)

@@ -231,6 +231,11 @@ def test_training_time_knobs_leave_the_data_hash_alone(tmp_path):
 
   key = lambda **kw: sources_key(data_config_from(tiny_data_cfg(tmp_path, **kw)))
   base = key()
-  assert base == key(memory_swap_rate=0.5, memory_swap_readable=True, memory_swap_pool="slot")
+  assert base == key(
+    memory_swap_rate=0.5,
+    memory_swap_readable=True,
+    memory_swap_pool="slot",
+    memory_swap_loss_weight=3.0,
+  )
   assert base == key(kb_cloze="on", kb_cloze_rate=0.5)
   assert base != key(vocab_size=256)

@@ -74,3 +74,11 @@ def test_iterator_repeats_the_same_rows_after_resume():
   plain = TrainIterator(stream, 32, 4, seed=0, bos_id=BOS)
   differs = [not np.array_equal(next(plain)["targets"], b["targets"]) for b in batches]
   assert any(differs), "repeat_rate=0.5 changed no row in 5 batches of 4"
+
+
+def test_a_repeated_row_counts_every_target_once():
+  batch = _batch()
+  batch["loss_mask"][:, ::3] = 4.0  # e.g. swapped tokens' weights, at the old row's positions
+  out = repetition.repeat_rows(batch, 1.0, np.random.default_rng(3), BOS, 4, 12)
+  np.testing.assert_array_equal(out["loss_mask"], np.ones_like(out["loss_mask"]))
+  assert (batch["loss_mask"][:, ::3] == 4.0).all()  # the caller's batch is not mutated

@@ -63,8 +63,10 @@ def value_and_grad(
 ) -> Callable:
   """``fn(params, batch, rng) -> ((loss, aux), grads)`` over ``microbatches`` pieces.
 
-  ``loss_fn(params, batch, rng) -> (loss, aux)`` must be a mean over the counted tokens
-  of ``batch["loss_mask"]`` (aux: per-token means, and "tokens" counted). Microbatch j
+  ``loss_fn(params, batch, rng) -> (loss, aux)`` must be a mean weighted by
+  ``batch["loss_mask"]`` (aux: per-token means, and "tokens" counted); microbatches are
+  combined in proportion to their summed weights, which is exact for the loss (aux
+  means too while the weights are 0/1). Microbatch j
   gets ``fold_in(rng, j)``. With one microbatch this is ``jax.value_and_grad``.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -98,7 +98,9 @@ def memory_mass_fn(cfg: ModelConfig, stage: StageSpec, mem_sharding=None) -> Cal
     _, mass_LmxBxTxH = model.apply(
       {"params": params}, batch["inputs"], memory, return_memory_mass=True
     )
-    w_BxT = batch["loss_mask"].astype(jnp.float32)
+    # Counted tokens, not loss weights: a swapped token weighted more in the loss
+    # (data.memory_swap_loss_weight) counts once here.
+    w_BxT = (batch["loss_mask"] > 0).astype(jnp.float32)
     return jnp.einsum("lbth,bt->l", mass_LmxBxTxH.astype(jnp.float32), w_BxT) / (
       jnp.maximum(jnp.sum(w_BxT), 1.0) * mass_LmxBxTxH.shape[-1]
     )

@@ -17,7 +17,9 @@ is written last, and a matching manifest means nothing is redone. Layout of ``da
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -57,6 +59,29 @@ class DataPaths:
 
   def pretrieval(self, key: str) -> str:
     return self._p(f"pretrieval-{key}.npz")
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: str):
+  """Holds an exclusive lock on ``data_dir`` (``<data_dir>/.lock``, flock) for a block.
+
+  Runs that share a data directory (two trainings started together, a sweep's points)
+  then build each file once: the second waits, and finds what the first wrote.
+  """
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, ".lock"), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _manifest_matches(paths: DataPaths, key: str) -> bool:
+  if not os.path.exists(paths.manifest):
+    return False
+  with open(paths.manifest) as f:
+    return json.load(f).get("sources_key") == key
 
 
 def _file_digest(path: str) -> str:
@@ -171,11 +196,15 @@ def prepare_data(data_cfg) -> DataPaths:
 def _prepare_sources(cfg: DataConfig) -> DataPaths:
   paths = DataPaths(cfg.data_dir)
   key = sources_key(cfg)
-  if os.path.exists(paths.manifest):
-    with open(paths.manifest) as f:
-      if json.load(f).get("sources_key") == key:
-        return paths
-  os.makedirs(cfg.data_dir, exist_ok=True)
+  if _manifest_matches(paths, key):
+    return paths
+  with exclusive(cfg.data_dir):
+    if not _manifest_matches(paths, key):  # another run may have built it while we waited
+      _build_sources(cfg, paths, key)
+  return paths
+
+
+def _build_sources(cfg: DataConfig, paths: DataPaths, key: str) -> None:
   steps = tqdm(total=5, desc=f"prepare_data {cfg.data_dir}")
   refs, train, valid, qa_train, qa_eval = _collect(cfg)
   sources.write_jsonl(paths.references, refs)
@@ -221,4 +250,3 @@ def _prepare_sources(cfg: DataConfig) -> DataPaths:
   os.replace(paths.manifest + ".tmp", paths.manifest)
   steps.update()
   steps.close()
-  return paths

@@ -26,7 +26,7 @@ from m3jax.memory import overlap as overlap_lib
 from m3jax.data import sparse_embedder
 from m3jax.data.config import DataConfig, data_config_from
 from m3jax.data.kb import kb_references, reference_arrays
-from m3jax.data.prepare import DataPaths, load_vocab, sources_key
+from m3jax.data.prepare import DataPaths, exclusive, load_vocab, sources_key
 
 NO_REF = -1
 # Reference rows are the pieces of ``kb.kb_references`` (lines longer than ref_len split,
@@ -143,8 +143,16 @@ def pretrieve(
   if seq_len % chunk_len:
     raise ValueError(f"seq_len={seq_len} must be a multiple of chunk_len={chunk_len}")
   path = paths.pretrieval(pretrieval_key(cfg, split, seq_len, chunk_len, ref_len))
-  if os.path.exists(path):
-    return np.load(path)["ref_index"]
+  if not os.path.exists(path):
+    with exclusive(paths.data_dir):  # built once when runs share the data directory
+      if not os.path.exists(path):
+        _build(cfg, paths, split, seq_len, chunk_len, ref_len, path)
+  return np.load(path)["ref_index"]
+
+
+def _build(
+  cfg: DataConfig, paths: DataPaths, split: str, seq_len: int, chunk_len: int, ref_len: int, path
+) -> None:
   stream = np.load(paths.tokens(split))
   num_seqs = len(stream) // seq_len
   ranges = chunk_ranges(num_seqs, seq_len, chunk_len, cfg.train_query).reshape(-1, 2)
@@ -170,4 +178,3 @@ def pretrieve(
   tmp = path + ".tmp.npz"
   np.savez(tmp, ref_index=ref_index)
   os.replace(tmp, path)
-  return ref_index

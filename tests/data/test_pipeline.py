@@ -210,6 +210,54 @@ def test_prepare_and_pretrieval_are_cached(tiny_data, tiny_model_cfg):
   assert {p: os.path.getmtime(p) for p in stamps} == stamps
 
 
+def test_runs_sharing_a_data_dir_build_it_once(tmp_path, tiny_data, tiny_model_cfg, monkeypatch):
+  """Two runs started together on one data directory: the second waits on the first's
+  lock and then reads what it wrote, instead of racing it file by file (two trainings
+  once crashed on each other's ``train.jsonl.tmp``)."""
+  import os
+  import subprocess
+  import sys
+
+  from m3jax.data import prepare
+
+  cfg, paths = tiny_data
+  pipeline.prepare_for_training(cfg, tiny_model_cfg)  # the files the other run will write
+  shared = tmp_path / "shared"
+  # The other run: takes the lock, then (slowly) writes the prepared files, manifest last.
+  other = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      "import os, shutil, sys, time\n"
+      "from m3jax.data.prepare import exclusive\n"
+      "src, dst = sys.argv[1:]\n"
+      "with exclusive(dst):\n"
+      "  print('locked', flush=True)\n"
+      "  time.sleep(1.0)\n"
+      "  names = sorted(os.listdir(src), key=lambda n: n == 'manifest.json')\n"
+      "  for n in names:\n"
+      "    if n != '.lock': shutil.copy(os.path.join(src, n), os.path.join(dst, n))\n",
+      paths.data_dir,
+      str(shared),
+    ],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert other.stdout.readline().strip() == "locked"
+
+    def built_twice(*args, **kwargs):
+      raise AssertionError("built files another run was building")
+
+    monkeypatch.setattr(prepare, "_build_sources", built_twice)
+    monkeypatch.setattr(pretrieval, "_build", built_twice)
+    got = pipeline.prepare_for_training(tiny_data_cfg(shared), tiny_model_cfg)
+  finally:
+    assert other.wait(timeout=60) == 0
+  assert got.data_dir == str(shared)
+  assert os.path.exists(got.manifest)
+
+
 def test_memory_module_embedder_also_works(tmp_path, tiny_model_cfg):
   """Any m3jax.memory.embedders name plugs in (here the projected TF-IDF)."""
   cfg = tiny_data_cfg(

@@ -171,7 +171,13 @@ def test_memory_mass_is_a_separate_probe_not_part_of_the_train_step():
   rules = config.sharding.rules
   with sharding.activate(mesh, rules):
     probe = make_memory_mass_probe(cfg, stage, mesh=mesh, rules=rules)
-    mass = np.asarray(probe(TrainState(jnp.zeros((), jnp.int32), params, None), batch))
+    state = TrainState(jnp.zeros((), jnp.int32), params, None)
+    mass = np.asarray(probe(state, batch))
+    # Loss weights (data.memory_swap_loss_weight: some counted tokens weigh 3) leave it
+    # alone: a token counts once, whatever its weight in the loss.
+    heavy = np.random.default_rng(0).random(batch["loss_mask"].shape) < 0.3
+    weighted = {**batch, "loss_mask": batch["loss_mask"] * jnp.where(heavy, 3.0, 1.0)}
+    np.testing.assert_allclose(np.asarray(probe(state, weighted)), mass, rtol=1e-6)
   memory = memory_from_batch(params, cfg, batch["ref_tokens"], batch["ref_lengths"])
   _, per_token = Transformer(cfg).apply(
     {"params": params}, batch["inputs"], memory, return_memory_mass=True

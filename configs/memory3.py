@@ -56,11 +56,9 @@ _MODELS = {
     # learns to copy a value from memory at its top layer, where the query
     # has read the question; with the first half only it does not within a
     # 2-core budget), one reference per chunk, 32-token references (the
-    # invented world's references are 20-31 tokens), 24 tokens per head: selection
-    # drops a value the model has learned to read (the same k=16-trained model reads
-    # held-out closed-list values 0.65 at k=16, 0.91 at k=24; docs/design.md, "Session 15").
+    # invented world's references are 20-31 tokens), 16 tokens per head.
     memory=dict(
-      memory_layers=(0, 1, 2, 3), tokens_per_head=24, refs_per_chunk=1, chunk_len=64, ref_len=32
+      memory_layers=(0, 1, 2, 3), tokens_per_head=16, refs_per_chunk=1, chunk_len=64, ref_len=32
     ),
   ),
   # The paper's memory layout at CPU size (issue #10, docs/design.md): memories in the

@@ -5,8 +5,9 @@ A memory keeps, per memory layer and KV head, only the top-k reference tokens (S
 training can read them. For held-out questions this reads the gold reference's stored
 memory from the run's bank (``token_idx [L_mem, K, M]``: the reference positions each
 layer's head kept), finds the answer's tokens in the reference, and reports per value
-kind the share of (layer, head) pairs that kept the answer's first token, that kept all
-of its pieces, and, as chance, the share of the reference's tokens an average head keeps.
+kind and per attribute the share of (layer, head) pairs that kept the answer's first
+token, that kept all of its pieces, and, as chance, the share of the reference's tokens
+an average head keeps.
 
   python experiments/probe_selection.py --workdir RUN [--questions 256] [--out FILE]
 
@@ -61,31 +62,41 @@ def probe(run, items, value_kinds) -> dict:
 
   tokens_of = {r.id: list(r.tokens) for r in run.refs}
   pieces = document_pieces(tokens_of)
-  hits = []  # (kind, reference id holding the answer, the answer's positions in it)
+  hits = []  # (kind, attribute, reference id holding the answer, the answer's positions)
   for item, kind in zip(items, kinds.item_kinds(items, value_kinds)):
     for ref_id in pieces.get(item.get("gold_ref_id"), []):
       pos = answer_positions(run.vocab, tokens_of[ref_id], str(item["answer"]))
       if pos:
-        hits.append((kind or "unknown", ref_id, pos))
+        hits.append((kind or "unknown", item.get("attribute") or "unknown", ref_id, pos))
         break
-  got = run.bank.read([ref_id for _, ref_id, _ in hits])  # one batched read
-  rows: dict[str, list] = {}
-  for j, (kind, ref_id, pos) in enumerate(hits):
+  got = run.bank.read([hit[2] for hit in hits])  # one batched read
+  by_kind: dict[str, list] = {}
+  by_attribute: dict[str, list] = {}
+  for j, (kind, attribute, ref_id, pos) in enumerate(hits):
     valid = np.asarray(got.mask[j], bool)
     first, every, per_head = survival(np.asarray(got.token_idx[j]), valid, pos)
-    chance = per_head / len(tokens_of[ref_id])
-    rows.setdefault(kind, []).append((first, every, chance, len(pos)))
-  out = {
-    kind: {
-      "n": len(v),
-      "first_token_kept": float(np.mean([r[0] for r in v])),
-      "all_pieces_kept": float(np.mean([r[1] for r in v])),
-      "chance_per_token": float(np.mean([r[2] for r in v])),
-      "mean_pieces": float(np.mean([r[3] for r in v])),
-    }
-    for kind, v in sorted(rows.items())
+    row = (first, every, per_head / len(tokens_of[ref_id]), len(pos))
+    by_kind.setdefault(kind, []).append(row)
+    by_attribute.setdefault(attribute, []).append(row)
+  return {
+    "by_value_kind": summarize(by_kind),
+    # An attribute whose values are kept less often than a random token of the
+    # reference is one memory cannot answer, however well the model reads (session 15).
+    "by_attribute": summarize(by_attribute),
+    "answers_not_in_gold_reference": len(items) - len(hits),
   }
-  return {"by_value_kind": out, "answers_not_in_gold_reference": len(items) - len(hits)}
+
+
+def summarize(rows: dict[str, list]) -> dict:
+  """Per group: n and the means of (first kept, all kept, chance per token, pieces)."""
+  names = ("first_token_kept", "all_pieces_kept", "chance_per_token", "mean_pieces")
+  return {
+    group: {
+      "n": len(v),
+      **{name: float(np.mean([r[i] for r in v])) for i, name in enumerate(names)},
+    }
+    for group, v in sorted(rows.items())
+  }
 
 
 def main(argv=None) -> int:
@@ -93,12 +104,13 @@ def main(argv=None) -> int:
   run, items, value_kinds = held_out_questions(args.workdir, args.questions)
   result = probe(run, items, value_kinds)
   result.update(workdir=os.path.abspath(args.workdir), questions=len(items))
-  print(f"{'kind':<12} {'n':>4} {'first kept':>11} {'all kept':>9} {'chance':>7} {'pieces':>7}")
-  for kind, r in result["by_value_kind"].items():
-    print(
-      f"{kind:<12} {r['n']:>4} {r['first_token_kept']:>11.3f} {r['all_pieces_kept']:>9.3f} "
-      f"{r['chance_per_token']:>7.3f} {r['mean_pieces']:>7.2f}"
-    )
+  for title, table in (("kind", "by_value_kind"), ("attribute", "by_attribute")):
+    print(f"{title:<12} {'n':>4} {'first kept':>11} {'all kept':>9} {'chance':>7} {'pieces':>7}")
+    for group, r in result[table].items():
+      print(
+        f"{group:<12} {r['n']:>4} {r['first_token_kept']:>11.3f} {r['all_pieces_kept']:>9.3f} "
+        f"{r['chance_per_token']:>7.3f} {r['mean_pieces']:>7.2f}"
+      )
   write_result(result, args.out)
   return 0
 

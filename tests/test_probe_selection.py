@@ -35,3 +35,16 @@ def test_survival_counts_heads_that_kept_first_and_all_pieces():
   assert (first, every, per_head) == (0.25, 0.25, 2.0)
   first, every, _ = probe.survival(token_idx, valid, [5])
   assert (first, every) == (0.5, 0.5)  # head (0, 1)'s padding slot holds 5: not kept
+
+
+def test_summarize_means_each_group():
+  rows = {"b": [(1.0, 0.5, 0.25, 2), (0.0, 0.0, 0.75, 1)], "a": [(0.5, 0.5, 0.5, 1)]}
+  got = probe.summarize(rows)
+  assert list(got) == ["a", "b"]
+  assert got["b"] == {
+    "n": 2,
+    "first_token_kept": 0.5,
+    "all_pieces_kept": 0.25,
+    "chance_per_token": 0.5,
+    "mean_pieces": 1.5,
+  }

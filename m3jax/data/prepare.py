@@ -13,6 +13,7 @@ is written last, and a matching manifest means nothing is redone. Layout of ``da
   ref_tokens.npy / ref_offsets.npy   ragged tokenized references, row i = [off[i], off[i+1])
   embedder.npz      the retrieval embedder fitted on the KB (plain arrays, no pickle)
   pretrieval-*.npz  per-sequence chunk -> reference index (see pretrieval.py)
+  .lock             held (flock) while a run builds any of the above (``exclusive``)
 """
 
 from __future__ import annotations

@@ -151,8 +151,15 @@ def pretrieve(
 
 
 def _build(
-  cfg: DataConfig, paths: DataPaths, split: str, seq_len: int, chunk_len: int, ref_len: int, path
+  cfg: DataConfig,
+  paths: DataPaths,
+  split: str,
+  seq_len: int,
+  chunk_len: int,
+  ref_len: int,
+  path: str,
 ) -> None:
+  """Pre-retrieval of every packed sequence of ``split``, written to ``path``."""
   stream = np.load(paths.tokens(split))
   num_seqs = len(stream) // seq_len
   ranges = chunk_ranges(num_seqs, seq_len, chunk_len, cfg.train_query).reshape(-1, 2)

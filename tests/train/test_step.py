@@ -21,6 +21,12 @@ from tests.train.conftest import tiny_config
 # far from ln(vocab), so the attention, the memory path and the optimizer all shape the
 # numbers), seed 0, synthetic batches 0..7, a constant LR of 3e-3, one device: the loss at
 # each of GOLDEN_STEPS steps, for stage 1 (no memory) and stage 2 (memory, encode_grad).
+# Memory tokens are kept by position (selection="first"), not by attention: the attention
+# top-k is discontinuous, and a near-tie among the tiny model's scores flips with the CPU's
+# float rounding (an Intel CI machine diverged from goldens made on an AMD one at step 4,
+# 5e-4 relative by step 5). The attention score and its top-k are pinned against naive
+# references in tests/memory/test_sparsify_encode.py; the gather, the memory attention and
+# their gradients stay in these numbers.
 # The one allowed hard-coded value (rounded to 1e-6). If a change is MEANT to alter the
 # numerics (model init, data, optimizer), regenerate with:
 #   .venv/bin/python -m tests.train.test_step
@@ -28,7 +34,7 @@ from tests.train.conftest import tiny_config
 GOLDEN_STEPS, GOLDEN_INIT_STD, GOLDEN_LR = 8, 0.3, 3e-3
 GOLDEN = {
   "warmup": [9.058538, 9.034141, 8.898029, 8.671168, 8.807816, 8.618055, 8.566341, 8.505378],
-  "continual": [8.882587, 8.909496, 9.026719, 8.817307, 8.680552, 8.916651, 8.722774, 8.633408],
+  "continual": [9.056078, 9.051548, 8.895292, 8.720773, 8.878075, 8.718146, 8.840731, 8.623355],
 }
 
 
@@ -72,6 +78,7 @@ def two_step_losses(config, mesh_shape=(1, 1, 1), devices=1, stages=(0, 1), step
 def golden_losses():
   config = tiny_config()
   config.model.init_std = GOLDEN_INIT_STD
+  config.model.memory.selection = "first"
   got, _, _ = two_step_losses(config, steps=GOLDEN_STEPS, lr=GOLDEN_LR)
   return got
 

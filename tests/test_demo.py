@@ -92,6 +92,16 @@ def test_demo_smoke_then_eval_command(tmp_path, monkeypatch):
   assert _git_status() == before
   # An override that changes the trained model is refused, naming the key.
   assert cli.main(["eval", "--workdir", str(work), "--config.model.num_layers=2"]) == 2
+  # A bank keeping more tokens per head than training is not another model: it is built
+  # beside the first (its own folder) and read with its own k.
+  k = demo["memory_tokens_per_head"] * 2
+  assert (
+    cli.main(["eval", "--workdir", str(work), "--only", "qa", f"--config.bank.tokens_per_head={k}"])
+    == 0
+  )
+  assert json.loads((work / "eval" / "eval.json").read_text())["memory_tokens_per_head"] == k
+  assert (work / f"bank-step{demo['checkpoint_step']}-k{k}").is_dir()
+  assert (work / f"bank-step{demo['checkpoint_step']}").is_dir()
   # generate reads the same run (run.loading.load_trained_run); no_memory opens no bank.
   for mode in ("memory", "no_memory", "rag"):
     argv = ["generate", "--workdir", str(work), "--prompt", "Where", "--max-new-tokens", "2"]

@@ -88,7 +88,7 @@ def _random_params(model_cfg):
 
 def run(args) -> int:
   from m3jax.data.references import load_references
-  from m3jax.memory.build import bank_config_from, build_bank, default_index_dir
+  from m3jax.memory.build import bank_config_from, build_bank, default_index_dir, serving_config
   from m3jax.model.config import model_config_from
   from m3jax.run.config import build
   from m3jax.run.loading import default_bank_url, kb_references, load_trained_params
@@ -96,11 +96,11 @@ def run(args) -> int:
 
   config = config_from_args(args, workdir=args.workdir, fixed_model=args.workdir is not None)
   build(config)
-  model_cfg = model_config_from(config.model)
   bank_values = dict(config.get("bank", {}) or {})
   if args.quantization:
     bank_values["quantization"] = args.quantization
   bank_cfg = bank_config_from(bank_values)
+  model_cfg = serving_config(model_config_from(config.model), bank_cfg)
   if args.checkpoint:
     params, step = restore_params(args.checkpoint, model_cfg)
   elif args.workdir:
@@ -108,7 +108,9 @@ def run(args) -> int:
   else:
     params, step = _random_params(model_cfg)
   url = (
-    args.bank or bank_cfg.url or (default_bank_url(args.workdir, step) if args.workdir else None)
+    args.bank
+    or bank_cfg.url
+    or (default_bank_url(args.workdir, step, bank_cfg.tokens_per_head) if args.workdir else None)
   )
   if not url:
     raise ValueError("build-memory: give --bank DIR (or --workdir, or set config.bank.url)")

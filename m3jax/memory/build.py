@@ -47,6 +47,11 @@ class BankConfig:
   embedding_dim: int = 256
   encode_batch_size: int = 32
   storage_num_references: int = 112_000_000
+  # Tokens kept per (memory layer, KV head) in the bank, and so read when serving it
+  # (evaluation, decoding); 0: the model's memory.tokens_per_head, what training selects.
+  # More than training's k keeps the same top tokens plus the next ones by the same score
+  # (top-k sets nest), at proportionally more storage and memory attention.
+  tokens_per_head: int = 0
 
   def __post_init__(self):
     if self.quantization not in ("none", "pq"):
@@ -56,6 +61,11 @@ class BankConfig:
       )
     require_positive(self, ("encode_batch_size", "pq_bytes_per_vector", "embedding_dim"), "bank.")
     require_positive(self, ("chunk_refs", "shard_refs"), "bank.")  # the store's layout
+    if self.tokens_per_head < 0:
+      raise ValueError(
+        f"invalid config field 'bank.tokens_per_head': {self.tokens_per_head} < 0 "
+        "(0 keeps the model's memory.tokens_per_head)"
+      )
 
   @property
   def pq_subspaces(self) -> int:
@@ -64,6 +74,27 @@ class BankConfig:
 
 def bank_config_from(cfg: Mapping[str, Any] | None) -> BankConfig:
   return frozen_from(BankConfig, dict(cfg or {}), "bank.")
+
+
+def serving_config(model_cfg, bank_cfg: BankConfig):
+  """The model config as its bank serves it: memories of ``bank.tokens_per_head`` tokens.
+
+  Training selects ``memory.tokens_per_head`` tokens of each live-encoded reference; a
+  bank may keep another number (the weights are the same: memory tokens keep their own
+  reference positions, and a memory layer's softmax takes any number of them). Everything
+  that builds, opens or reads a bank uses this config; training uses the model's own.
+  """
+  k = bank_cfg.tokens_per_head
+  if not k or k == model_cfg.memory.tokens_per_head:
+    return model_cfg
+  if k > model_cfg.memory.ref_len:
+    raise ValueError(
+      f"invalid config field 'bank.tokens_per_head': {k} exceeds the reference length "
+      f"memory.ref_len={model_cfg.memory.ref_len}; use at most that, or 0 for training's "
+      f"{model_cfg.memory.tokens_per_head}"
+    )
+  memory = dataclasses.replace(model_cfg.memory, tokens_per_head=k)
+  return dataclasses.replace(model_cfg, memory=memory)
 
 
 def pad_references(refs: Sequence, ref_len: int, batch: int, pad_id: int = 0):

@@ -31,10 +31,11 @@ class TrainedRun:
 
 
 def evaluate_run(run: TrainedRun, ev, **kwargs) -> dict:
-  """``evaluation.evaluate_all`` on a trained run's pieces (keyword options pass through)."""
+  """``evaluation.evaluate_all`` on a trained run's pieces (keyword options pass through),
+  with the tokens per head its memories were read with (``bank.tokens_per_head``)."""
   from m3jax.evaluate import evaluation
 
-  return evaluation.evaluate_all(
+  res = evaluation.evaluate_all(
     run.cfg,
     run.params,
     run.vocab,
@@ -46,6 +47,8 @@ def evaluate_run(run: TrainedRun, ev, **kwargs) -> dict:
     ev,
     **kwargs,
   )
+  res["memory_tokens_per_head"] = run.cfg.memory.tokens_per_head
+  return res
 
 
 def last_stage_dir(config, workdir: str) -> str:
@@ -87,9 +90,10 @@ def load_trained_run(
   """
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
+  from m3jax.memory.build import bank_config_from, serving_config
   from m3jax.model.config import model_config_from
 
-  cfg = model_config_from(config.model)
+  cfg = serving_config(model_config_from(config.model), bank_config_from(config.get("bank")))
   paths = prepare_data(config.data)
   vocab = load_vocab(data_config_from(config.data), paths)
   params, step = load_trained_params(config, workdir)
@@ -102,8 +106,12 @@ def load_trained_run(
   return run
 
 
-def default_bank_url(workdir: str, step: int) -> str:
-  return os.path.join(os.path.abspath(workdir), f"bank-step{step}")
+def default_bank_url(workdir: str, step: int, tokens_per_head: int = 0) -> str:
+  """``<workdir>/bank-step<step>``, or ``…-k<tokens_per_head>`` for a bank that keeps a
+  set number of tokens per head (``bank.tokens_per_head``), so banks of one checkpoint
+  at two k sit side by side instead of refusing each other."""
+  suffix = f"-k{tokens_per_head}" if tokens_per_head else ""
+  return os.path.join(os.path.abspath(workdir), f"bank-step{step}{suffix}")
 
 
 def build_bank_for(
@@ -131,7 +139,7 @@ def build_bank_for(
 
   bank_cfg = bank_config_from(config.get("bank"))
   explicit = url is not None
-  url = url or bank_cfg.url or default_bank_url(workdir, step)
+  url = url or bank_cfg.url or default_bank_url(workdir, step, bank_cfg.tokens_per_head)
   complete = (
     MemoryBank.exists(url)
     and read_manifest(url).get("complete")

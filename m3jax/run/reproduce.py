@@ -81,12 +81,13 @@ def evaluate_checkpoint(
   """QA of one checkpoint through its own freshly built bank (deleted afterwards)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import DataPaths, load_vocab
-  from m3jax.memory.build import bank_config_from, build_bank
+  from m3jax.memory.build import bank_config_from, build_bank, serving_config
   from m3jax.model.config import model_config_from
   from m3jax.run.loading import TrainedRun, evaluate_run, kb_references
   from m3jax.train.checkpoint import restore_params
 
-  cfg = model_config_from(config.model)
+  bank_cfg = bank_config_from(config.get("bank"))
+  cfg = serving_config(model_config_from(config.model), bank_cfg)
   data_cfg = data_config_from(config.data)
   paths = DataPaths(data_cfg.data_dir)
   vocab = load_vocab(data_cfg, paths)
@@ -101,7 +102,7 @@ def evaluate_checkpoint(
       cfg,
       refs,
       url,
-      bank_cfg=bank_config_from(config.get("bank")),
+      bank_cfg=bank_cfg,
       checkpoint_step=step,
       tokenizer=vocab,
       progress=progress,

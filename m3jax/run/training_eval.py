@@ -60,16 +60,16 @@ class TrainingQA:
     from m3jax.evaluate import evaluation, fewshot, qa
     from m3jax.evaluate.report import eval_config_from
     from m3jax.inference.memory_sources import RetrievedMemory
-    from m3jax.memory.build import bank_config_from, build_index_for
+    from m3jax.memory.build import bank_config_from, build_index_for, serving_config
     from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
     from m3jax.memory.live_bank import LiveBank
     from m3jax.model.config import model_config_from
     from m3jax.run.loading import kb_references
 
     config = self.config
-    cfg = model_config_from(config.model)
-    ev = eval_config_from(config.get("eval"))
     bank_cfg = bank_config_from(config.get("bank"))
+    cfg = serving_config(model_config_from(config.model), bank_cfg)  # read as served
+    ev = eval_config_from(config.get("eval"))
     paths = prepare_data(config.data)  # a no-op once prepared
     vocab = load_vocab(data_config_from(config.data), paths)
     refs = kb_references(paths, vocab, cfg.memory.ref_len)

@@ -50,7 +50,7 @@ def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = Fa
   ``fixed_model``: the command loads a trained workdir, so an override (or a --config)
   that changes the model is an error.
   """
-  from m3jax.run.config import load_config
+  from m3jax.run.config import load_config, with_serving_defaults
   from m3jax.train import workdir as run_workdir
 
   overrides = list(getattr(args, "config_overrides", []) or [])
@@ -58,7 +58,7 @@ def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = Fa
   if args.config:
     config = load_config(args.config, overrides)
   elif saved is not None:
-    config = load_config(saved, overrides)
+    config = load_config(with_serving_defaults(saved), overrides)
   elif args.default_config:
     config = load_config(args.default_config, overrides)
   else:

@@ -239,6 +239,25 @@ def to_json(config) -> str:
   return config.to_json(indent=1, sort_keys=False)
 
 
+def with_serving_defaults(config) -> ml_collections.ConfigDict:
+  """A locked copy of a saved run's config with every ``bank`` and ``eval`` field.
+
+  A workdir's config.json lists the fields of the release that trained it; those two
+  sections only say how the trained model is served and measured, so a field added
+  since reads at its default and can be overridden
+  (``eval --workdir W --config.bank.tokens_per_head=24``). The model, data and training
+  sections are left as saved: there a new field is checked against the run
+  (``m3jax.train.workdir.resume_conflicts``).
+  """
+  from m3jax.evaluate.report import EvalConfig
+  from m3jax.memory.build import BankConfig
+
+  values = config.to_dict()
+  for name, cls in (("bank", BankConfig), ("eval", EvalConfig)):
+    values[name] = section_of(cls, values.get(name) or {}).to_dict()
+  return from_json(ml_collections.ConfigDict(values).to_json())
+
+
 # ----------------------------------------------------------------------------- build
 @dataclasses.dataclass(frozen=True)
 class RunConfig:

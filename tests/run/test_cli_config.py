@@ -98,3 +98,28 @@ def test_defaults_live_in_the_dataclasses():
   assert c.eval.max_new_tokens == EvalConfig().max_new_tokens
   assert "anti_copy_threshold" not in c.bank and "eval_overlap_threshold" not in c.data
   assert c.train.tensorboard and c.train.plot and c.train.progress_bar  # on in tiny too
+
+
+def test_a_saved_config_from_an_older_release_takes_new_serving_fields(tmp_path):
+  """A workdir's config.json predating a bank/eval field reads it at its default and
+  accepts an override of it; a model field it lacks stays an unknown key."""
+  import argparse
+  import json
+
+  from m3jax.commands.common import config_from_args
+  from m3jax.run.config import to_json
+
+  saved = json.loads(to_json(load_config("configs/memory3.py:tiny", [])))
+  del saved["bank"]["tokens_per_head"], saved["eval"]["num_questions"]
+  del saved["model"]["init_std"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+
+  def args(*overrides):
+    return argparse.Namespace(config=None, config_overrides=list(overrides), default_config=None)
+
+  config = config_from_args(args(), workdir=str(tmp_path))
+  assert config.bank.tokens_per_head == 0 and config.eval.num_questions > 0
+  config = config_from_args(args("--config.bank.tokens_per_head=8"), workdir=str(tmp_path))
+  assert build(config).bank.tokens_per_head == 8
+  with pytest.raises(ConfigError, match="init_std"):
+    config_from_args(args("--config.model.init_std=0.1"), workdir=str(tmp_path))

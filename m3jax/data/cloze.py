@@ -18,6 +18,13 @@ predict them is to find the question's words in memory and read the word at the 
 the text does not hold it (the gap), and the weights cannot (a fresh word each time). A
 blank is a value word that occurs once in ``r``, so the context never repeats it.
 
+With the whole reference as context, the value can be found by the words just before
+the gap alone (copy what followed them in memory), which a question rarely repeats: it
+names the attribute, often with words the reference puts *after* the value ("X calls V
+its home port"). ``window`` > 0 keeps only that many words on each side of the gap and,
+for two items in three, one side only (before, or after), so the lookup must also match
+the words that follow a value.
+
 No fact leaks into the weights, for held-out entities either: each value word of an
 item, entity names included, is replaced by a value word of the knowledge base drawn at
 random, so a row pairs names and values by chance, never by the facts; a word left as it
@@ -76,10 +83,14 @@ class KBCloze:
     gap: list[int],
     answer: list[int],
     pad_id: int,
+    window: int = 0,
   ):
     self.ref_tokens, self.ref_lengths, self.words = ref_tokens_NxL, ref_lengths_N, words
     self.question, self.gap, self.answer = list(question), list(gap), list(answer)
     self.pad_id = pad_id
+    if window < 0:
+      raise ValueError(f"data.kb_cloze_window={window} must be >= 0 (0: the whole reference)")
+    self.window = window
     self._usable = np.flatnonzero(ref_lengths_N > 0)
     if self._usable.size == 0:
       raise ValueError("knowledge-base cloze: the knowledge base has no reference")
@@ -106,8 +117,18 @@ class KBCloze:
     ]
     if not blanks:
       return None
-    s, e = spans[blanks[int(rng.integers(len(blanks)))]]
-    text = self.question + swapped[:s].tolist() + self.gap + swapped[e:].tolist() + self.answer
+    blank = blanks[int(rng.integers(len(blanks)))]
+    s, e = spans[blank]
+    lo, hi = 0, len(swapped)  # the whole reference around the gap
+    if self.window:
+      lo = spans[max(0, blank - self.window)][0]
+      hi = spans[min(len(spans), blank + 1 + self.window) - 1][1]
+      side = int(rng.integers(3))  # both sides, the words before only, after only
+      if side == 1 and lo < s:
+        hi = e
+      elif side == 2 and e < hi:
+        lo = s
+    text = self.question + swapped[lo:s].tolist() + self.gap + swapped[e:hi].tolist() + self.answer
     target = swapped[s:e].tolist()
     if len(text) + len(target) > chunk_len:
       return None

@@ -73,6 +73,9 @@ class DataConfig:
   # (a corpus that never shows the question format); "on" always, "off" never.
   kb_cloze: str = "auto"
   kb_cloze_rate: float = 0.25
+  # Words of context each side of a cloze gap (0: the whole reference); with a window,
+  # one side only for two items in three (m3jax.data.cloze).
+  kb_cloze_window: int = 0
   user_files: UserFiles = UserFiles()
 
   def __post_init__(self):
@@ -117,6 +120,8 @@ class DataConfig:
       raise ValueError(f"data.repeat_rate={self.repeat_rate} must be in [0, 1]")
     if self.kb_cloze not in CLOZE_MODES:
       raise ValueError(f"data.kb_cloze={self.kb_cloze!r}: use one of {CLOZE_MODES}")
+    if self.kb_cloze_window < 0:
+      raise ValueError(f"data.kb_cloze_window={self.kb_cloze_window} must be >= 0")
     if not 0.0 <= self.kb_cloze_rate <= 1.0:
       raise ValueError(f"data.kb_cloze_rate={self.kb_cloze_rate} must be in [0, 1]")
     if len(self.repeat_spans) != 2 or not 1 <= self.repeat_spans[0] <= self.repeat_spans[1]:

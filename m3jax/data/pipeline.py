@@ -259,6 +259,7 @@ def make_train_iterator(
       gap=vocab.encode(" ?"),
       answer=vocab.encode(" A:"),
       pad_id=vocab.pad_id,
+      window=cfg.kb_cloze_window,
     )
   return TrainIterator(
     stream,

@@ -111,6 +111,7 @@ def sources_key(cfg: DataConfig) -> str:
     "memory_swap_loss_weight",
     "kb_cloze",  # training-time rows, not data
     "kb_cloze_rate",
+    "kb_cloze_window",
   ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():

@@ -155,7 +155,9 @@ def evaluate_all(
         "qa_by_kind": {c: kinds.by_kind(items, p, kinds_of) for c, p in qa_res["per_item"].items()},
       }
     )
-    out["retrieval"] = retrieval_diagnostics(items, retrieved, unfiltered, vocab, L, pieces)
+    out["retrieval"] = retrieval_diagnostics(
+      items, retrieved, unfiltered, vocab, L, pieces, text_of=text_of, refs_per_chunk=R
+    )
     out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
 
   run_part("qa", qa_part)
@@ -293,9 +295,17 @@ def check_gold_ids(items: Sequence[dict], ref_ids) -> None:
       )
 
 
-def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len, pieces=None) -> dict:
+def retrieval_diagnostics(
+  items, retrieved, unfiltered, vocab, chunk_len, pieces=None, text_of=None, refs_per_chunk=1
+) -> dict:
   """How often the gold reference is retrieved (top-R), before and after anti-copy. With
-  ``pieces`` (``references.document_pieces``) any piece of a split gold line counts."""
+  ``pieces`` (``references.document_pieces``) any piece of a split gold line counts.
+
+  With ``text_of`` (reference id -> text), also how often the answer's text is in what
+  memory reads (``answer_in_retrieved``: the R references retrieved) and in what the
+  oracle reads (``answer_in_oracle``: the gold line's first R pieces): a split line's
+  gold piece may be one that does not hold the answer.
+  """
   with_gold = [it for it in items if it.get("gold_ref_id")]
   if not with_gold:
     return {}
@@ -310,12 +320,24 @@ def retrieval_diagnostics(items, retrieved, unfiltered, vocab, chunk_len, pieces
   dropped = float(
     np.mean([sum(i is not None for i in a) - sum(i is not None for i in b) for a, b in zip(u, f)])
   )
-  return {
+  out = {
     "gold_recall_at_R": hit(f),
     "gold_top1": top1(f),
     "gold_recall_at_R_unfiltered": hit(u),
     "mean_refs_dropped_by_anti_copy": dropped,
   }
+  if text_of is not None:
+    answers = [str(it["answer"]) for it in with_gold]
+    holds = lambda ids, a: any(i is not None and a in text_of[i] for i in ids)
+    oracle = [
+      (pieces.get(it["gold_ref_id"], [it["gold_ref_id"]]) if pieces else [it["gold_ref_id"]])[
+        :refs_per_chunk
+      ]
+      for it in with_gold
+    ]
+    out["answer_in_retrieved"] = float(np.mean([holds(r, a) for r, a in zip(f, answers)]))
+    out["answer_in_oracle"] = float(np.mean([holds(o, a) for o, a in zip(oracle, answers)]))
+  return out
 
 
 def attribute_examples(cfg, params, vocab, items, sources: dict, progress=True) -> dict:

@@ -201,3 +201,34 @@ def test_the_tiny_world_shows_questions_so_auto_adds_no_cloze_rows(tiny_data, ti
   assert cloze.text_has_questions(paths.train_text)
   it = make_train_iterator(cfg, tiny_model_cfg, batch_size=4, with_references=True)
   assert it.cloze_rate == 0.0 and (next(it)["loss_mask"] == 1).all()
+
+
+def test_a_window_keeps_a_few_words_each_side_and_often_one_side_only():
+  refs, lengths = _kb()
+  starts = np.ones(400, bool)
+  words = WordSwapper(refs, lengths, starts, template_df=0.5)
+  kb = cloze.KBCloze(refs, lengths, words, Q, GAP, A, PAD, window=2)
+  rng = np.random.default_rng(0)
+  seen = set()
+  for n in range(200):
+    ref = refs[n % 29 + 1, :9]
+    made = kb.item(ref, rng, chunk_len=24)
+    if made is None:
+      continue
+    tokens, mask, swapped = made
+    scored = int(np.flatnonzero(mask)[0])
+    text = tokens[len(Q) : scored - len(A)].tolist()
+    gap = text.index(GAP[0])
+    before, after = text[:gap], text[gap + 1 :]
+    where = int(np.flatnonzero(swapped == tokens[scored])[0])  # the answer's place
+    # A contiguous piece of the swapped reference around the answer, <= 2 words a side
+    # (every token is a word here), never cut in the middle of the reference's order.
+    assert len(before) <= 2 and len(after) <= 2
+    assert before == swapped[where - len(before) : where].tolist()
+    assert after == swapped[where + 1 : where + 1 + len(after)].tolist()
+    full_before, full_after = min(2, where), min(2, len(swapped) - where - 1)
+    seen.add((len(before) == full_before, len(after) == full_after))
+  # Both sides, before only and after only all occur (the values sit mid-reference).
+  assert {(True, True), (True, False), (False, True)} <= seen
+  with pytest.raises(ValueError, match="kb_cloze_window"):
+    cloze.KBCloze(refs, lengths, words, Q, GAP, A, PAD, window=-1)

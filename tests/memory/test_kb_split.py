@@ -100,6 +100,15 @@ def test_ten_ref_len_line_is_ten_references_for_training_memory_retrieval_and_ra
   gold = document_pieces(text_of)
   diag = retrieval_diagnostics([question], source, source, vocab, 16, gold)
   assert diag["gold_top1"] == 1.0 and diag["gold_recall_at_R"] == 1.0  # a piece is gold
+  diag = retrieval_diagnostics(
+    [question], source, source, vocab, 16, gold, text_of=text_of, refs_per_chunk=5
+  )
+  # Memory reads the piece holding the answer; the oracle reads the first 5 pieces, not it.
+  assert diag["answer_in_retrieved"] == 1.0 and diag["answer_in_oracle"] == 0.0
+  diag = retrieval_diagnostics(
+    [question], source, source, vocab, 16, gold, text_of=text_of, refs_per_chunk=6
+  )
+  assert diag["answer_in_oracle"] == 1.0
   oracle = memory_sources.OracleMemory(feeder, ["long"], gold)
   assert oracle.ids[0].tolist() == pieces[: cfg.memory.refs_per_chunk]
   rand = memory_sources.RandomMemory(feeder, 50, list(text_of), ["long"] * 50, 0, gold)

@@ -38,10 +38,19 @@ def kb_references(paths, vocab, ref_len: int) -> list[Reference]:
         f"{paths.references}: a split line's piece id clashes with another line's id "
         f"{dup}; rename that line (ids ending in '#<digits>' are piece ids)"
       )
-    long = len(offsets) - 1 - int(np.sum(np.diff(offsets) <= ref_len))
+    lengths = np.diff(offsets)
+    long = int(np.sum(lengths > ref_len))
+    advice = ""
+    if long > 0.1 * len(records):  # a split line's later pieces may not name its subject
+      p90 = int(np.percentile(lengths, 90))
+      advice = (
+        f"; a piece of a split line may hold a fact without its subject, and each memory "
+        f"slot reads one piece: to keep 90% of the lines whole, set "
+        f"--config.model.memory.ref_len={p90} or more (before training)"
+      )
     print(
       f"[m3jax] {long} of the {len(records)} knowledge-base lines are longer than "
-      f"model.memory.ref_len={ref_len} tokens and are split: {len(refs)} references"
+      f"model.memory.ref_len={ref_len} tokens and are split: {len(refs)} references{advice}"
     )
   return refs
 

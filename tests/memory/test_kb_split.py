@@ -43,7 +43,7 @@ def test_document_pieces_maps_a_gold_id_to_every_piece_in_order():
 
 
 def test_ten_ref_len_line_is_ten_references_for_training_memory_retrieval_and_rag(
-  tmp_path, tiny_cfg, tiny_params
+  tmp_path, tiny_cfg, tiny_params, capsys
 ):
   """The real path of the demo and eval: prepared data -> kb_references -> the run's bank
   (build_bank_for) -> the eval feeder, RAG prompts and gold diagnostics."""
@@ -75,7 +75,14 @@ def test_ten_ref_len_line_is_ten_references_for_training_memory_retrieval_and_ra
   vocab = load_vocab(pipeline.data_config_from(data), paths)
   assert len(vocab.encode(long_text)) == 10 * n
 
+  capsys.readouterr()
   refs = kb_references(paths, vocab, n)
+  # One line of five split (> 10%): the message names the ref_len that keeps 90% whole.
+  said = capsys.readouterr().out
+  assert "1 of the 5 knowledge-base lines" in said
+  assert "--config.model.memory.ref_len=" in said
+  assert len(kb_references(paths, vocab, 10 * n)) == 5  # every line fits: nothing to say
+  assert "split" not in capsys.readouterr().out
   pieces = ["long"] + [f"long#{i}" for i in range(1, 10)]
   assert [r.id for r in refs] == ["s0", "s1", *pieces, "s2", "s3"]
   text_of = {r.id: r.text for r in refs}

@@ -312,9 +312,8 @@ def retrieval_diagnostics(
   toks = [qa.encode_prompt(vocab, qa.qa_prompt(it["question"])) for it in with_gold]
   f = rag.rag_ids(retrieved, toks, chunk_len)
   u = rag.rag_ids(unfiltered, toks, chunk_len)
-  gold = [
-    set(pieces.get(g, [g]) if pieces else [g]) for g in (it["gold_ref_id"] for it in with_gold)
-  ]
+  gold_pieces = [memory_sources.line_pieces(it["gold_ref_id"], pieces) for it in with_gold]
+  gold = [set(p) for p in gold_pieces]
   hit = lambda ids: float(np.mean([bool(g.intersection(row)) for g, row in zip(gold, ids)]))
   top1 = lambda ids: float(np.mean([row[0] in g for g, row in zip(gold, ids)]))
   dropped = float(
@@ -329,12 +328,7 @@ def retrieval_diagnostics(
   if text_of is not None:
     answers = [str(it["answer"]) for it in with_gold]
     holds = lambda ids, a: any(i is not None and a in text_of[i] for i in ids)
-    oracle = [
-      (pieces.get(it["gold_ref_id"], [it["gold_ref_id"]]) if pieces else [it["gold_ref_id"]])[
-        :refs_per_chunk
-      ]
-      for it in with_gold
-    ]
+    oracle = [p[:refs_per_chunk] for p in gold_pieces]  # what OracleMemory reads
     out["answer_in_retrieved"] = float(np.mean([holds(r, a) for r, a in zip(f, answers)]))
     out["answer_in_oracle"] = float(np.mean([holds(o, a) for o, a in zip(oracle, answers)]))
   return out

@@ -61,7 +61,9 @@ class FixedMemory:
     return self.feeder.assemble(ids[:, None]), ids
 
 
-def _pieces(ref_id, pieces: Mapping[str, Sequence[str]] | None) -> list:
+def line_pieces(ref_id, pieces: Mapping[str, Sequence[str]] | None) -> list:
+  """The references of the knowledge-base line ``ref_id``, in order (``pieces``:
+  ``references.document_pieces``; without it, the id itself)."""
   if ref_id is None:
     return []
   return list(pieces.get(ref_id, [ref_id])) if pieces is not None else [ref_id]
@@ -72,7 +74,7 @@ def OracleMemory(
 ) -> FixedMemory:
   """Each row attends to its question's gold reference only: with ``pieces``
   (``references.document_pieces``) a split gold line gives its first R pieces, in order."""
-  return FixedMemory(feeder, [_pieces(g, pieces) for g in gold_ids])
+  return FixedMemory(feeder, [line_pieces(g, pieces) for g in gold_ids])
 
 
 def RandomMemory(
@@ -89,7 +91,7 @@ def RandomMemory(
   pool = list(pool)
   rows = []
   for i in range(num_rows):
-    bad = set(_pieces(exclude[i], pieces)) if i < len(exclude) else set()
+    bad = set(line_pieces(exclude[i], pieces)) if i < len(exclude) else set()
     pick = [pool[j] for j in rng.permutation(len(pool))[: feeder.refs_per_chunk + len(bad)]]
     rows.append([p for p in pick if p not in bad][: feeder.refs_per_chunk])
   return FixedMemory(feeder, rows)

@@ -57,8 +57,15 @@ _MODELS = {
     # has read the question; with the first half only it does not within a
     # 2-core budget), one reference per chunk, 32-token references (the
     # invented world's references are 20-31 tokens), 16 tokens per head.
+    # ref_len_fit: a knowledge base of longer lines (bring your own) grows
+    # ref_len to hold 90% of them whole (m3jax.run.reference_length).
     memory=dict(
-      memory_layers=(0, 1, 2, 3), tokens_per_head=16, refs_per_chunk=1, chunk_len=64, ref_len=32
+      memory_layers=(0, 1, 2, 3),
+      tokens_per_head=16,
+      refs_per_chunk=1,
+      chunk_len=64,
+      ref_len=32,
+      ref_len_fit=0.9,
     ),
   ),
   # The paper's memory layout at CPU size (issue #10, docs/design.md): memories in the
@@ -74,7 +81,12 @@ _MODELS = {
     mlp_dim=384,
     attention_impl="dense",
     memory=dict(
-      memory_layers=(0, 1, 2, 3), tokens_per_head=8, refs_per_chunk=5, chunk_len=64, ref_len=32
+      memory_layers=(0, 1, 2, 3),
+      tokens_per_head=8,
+      refs_per_chunk=5,
+      chunk_len=64,
+      ref_len=32,
+      ref_len_fit=0.9,
     ),
   ),
   "paper_2p4b": dict(

@@ -2,7 +2,9 @@
 
 A command's config is, in order: ``--config path.py:variant`` when given, else the
 workdir's recorded ``config.json`` (``train`` writes it), else the command's default
-spec; then the ``--config.a.b=v`` overrides (collected by ``m3jax.cli``).
+spec; then the ``--config.a.b=v`` overrides (collected by ``m3jax.cli``); then, for a
+command that builds a run (not one that loads a trained model), ``model.memory.ref_len``
+fitted to the knowledge base (``m3jax.run.reference_length``).
 """
 
 from __future__ import annotations
@@ -68,4 +70,8 @@ def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = Fa
     )
   if fixed_model and saved is not None:
     run_workdir.check_same_model(saved, config, workdir)
+  elif not fixed_model:
+    from m3jax.run.reference_length import fit_ref_len
+
+    config = fit_ref_len(config)  # model.memory.ref_len_fit, before anything is built
   return config

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from m3jax.data.cloze import MODES as CLOZE_MODES
 from m3jax.data.counterfactual import SWAP_POOLS
+from m3jax.data.qa_split import MODES as USER_QA_TRAIN_MODES
 from m3jax.data.synthetic import WorldConfig
 
 TRAIN_QUERIES = ("own", "previous")
@@ -76,6 +77,14 @@ class DataConfig:
   # Words of context each side of a cloze gap (0: the whole reference); with a window,
   # one side only for two items in three (m3jax.data.cloze).
   kb_cloze_window: int = 0
+  # A user's QA file split by reference (m3jax.data.qa_split): the questions about a
+  # `user_qa_train_fraction` of the references (by a seeded hash of gold_ref_id) become
+  # training documents, `user_qa_train_passes` per reference, and only the others are
+  # evaluated. "auto": when the user's training text holds no "Q: … A:" line (nothing
+  # else shows the model the questions' wording); "on" always, "off" never.
+  user_qa_train: str = "auto"
+  user_qa_train_fraction: float = 0.5
+  user_qa_train_passes: int = 4
   user_files: UserFiles = UserFiles()
 
   def __post_init__(self):
@@ -120,6 +129,17 @@ class DataConfig:
       raise ValueError(f"data.repeat_rate={self.repeat_rate} must be in [0, 1]")
     if self.kb_cloze not in CLOZE_MODES:
       raise ValueError(f"data.kb_cloze={self.kb_cloze!r}: use one of {CLOZE_MODES}")
+    if self.user_qa_train not in USER_QA_TRAIN_MODES:
+      raise ValueError(
+        f"data.user_qa_train={self.user_qa_train!r}: use one of {USER_QA_TRAIN_MODES}"
+      )
+    if not 0.0 < self.user_qa_train_fraction < 1.0:
+      raise ValueError(
+        f"data.user_qa_train_fraction={self.user_qa_train_fraction} must be in (0, 1) "
+        "(data.user_qa_train='off' evaluates every question)"
+      )
+    if self.user_qa_train_passes < 1:
+      raise ValueError(f"data.user_qa_train_passes={self.user_qa_train_passes} must be >= 1")
     if self.kb_cloze_window < 0:
       raise ValueError(f"data.kb_cloze_window={self.kb_cloze_window} must be >= 0")
     if not 0.0 <= self.kb_cloze_rate <= 1.0:

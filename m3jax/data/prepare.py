@@ -8,6 +8,7 @@ is written last, and a matching manifest means nothing is redone. Layout of ``da
   valid.jsonl       {"text"}           held-back documents for validation loss
   qa_train.jsonl    QA on train entities (their text is also inside train.jsonl)
   qa_eval.jsonl     QA for evaluation: held-out entities (facts only in the KB) + user QA
+                    (minus the questions data.user_qa_train moves to training, m3jax.data.qa_split)
   vocab.model       SentencePiece BPE (absent for the byte vocabulary)
   {train,valid}_tokens.npy   int32 streams, documents separated by eos
   ref_tokens.npy / ref_offsets.npy   ragged tokenized references, row i = [off[i], off[i+1])
@@ -24,11 +25,12 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 
 import numpy as np
 from tqdm import tqdm
 
-from m3jax.data import corpora, sources, synthetic
+from m3jax.data import cloze, corpora, qa_split, sources, synthetic
 from m3jax.data import vocab as vocab_lib
 from m3jax.data.config import DataConfig, data_config_from
 
@@ -157,7 +159,16 @@ def _collect(cfg: DataConfig):
     train += user[: len(user) - n_valid]
     valid += user[len(user) - n_valid :]
   if uf.qa:
-    qa_eval += sources.read_jsonl(uf.qa, "qa", ref_ids={r["id"] for r in refs})
+    user_qa = sources.read_jsonl(uf.qa, "qa", ref_ids={r["id"] for r in refs})
+    if _splits_user_qa(cfg):
+      trained, user_qa = _split_user_qa(cfg, user_qa)
+      qa_train += trained
+      train += [
+        dict(text=t, source="user_qa")
+        for t in qa_split.qa_documents(trained, cfg.user_qa_train_passes, cfg.seed)
+      ]
+      random.Random(cfg.seed).shuffle(train)
+    qa_eval += user_qa
   ids = [r["id"] for r in refs]
   if len(set(ids)) != len(ids):
     dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -173,6 +184,34 @@ def _collect(cfg: DataConfig):
   if not valid:
     valid = train[-1:]
   return refs, train, valid, qa_train, qa_eval
+
+
+def _splits_user_qa(cfg: DataConfig) -> bool:
+  """data.user_qa_train: "auto" splits unless the user's training text asks questions."""
+  if cfg.user_qa_train == "auto":
+    uf = cfg.user_files
+    return not (uf.train_text and cloze.text_has_questions(uf.train_text))
+  return cfg.user_qa_train == "on"
+
+
+def _split_user_qa(cfg: DataConfig, items: list[dict]) -> tuple[list[dict], list[dict]]:
+  """(training questions, evaluated questions) of the user's QA file, with a note."""
+  trained, held_out = qa_split.split_by_reference(items, cfg.user_qa_train_fraction, cfg.seed)
+  if not held_out:
+    raise ValueError(
+      f"{cfg.user_files.qa}: data.user_qa_train_fraction={cfg.user_qa_train_fraction} "
+      "left no question to evaluate; lower it, or set data.user_qa_train='off'"
+    )
+  refs = lambda its: len({it.get("gold_ref_id") for it in its})
+  print(
+    f"[m3jax] {len(trained)} of the {len(items)} questions in {cfg.user_files.qa} "
+    f"({refs(trained)} references) train as 'Q: … A:' documents, "
+    f"{cfg.user_qa_train_passes} per reference (data.user_qa_train="
+    f"{cfg.user_qa_train!r}); the {len(held_out)} about the other references are "
+    "evaluated, their facts held out",
+    flush=True,
+  )
+  return trained, held_out
 
 
 def _tokenize_stream(vocab, docs: list[dict], desc: str) -> np.ndarray:

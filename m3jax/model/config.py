@@ -38,6 +38,10 @@ class MemoryConfig:
   chunk_len: int = 64  # a retrieval every 64 tokens
   ref_len: int = 128  # references are at most 128 tokens
   selection: str = "attention"  # attention | expsum | random | first
+  # Before a run trains, ref_len grows to hold this quantile of the knowledge base's lines
+  # (in 16-token steps, at most FIT_REF_LEN_CAP; m3jax.run.reference_length). 0: ref_len as
+  # given. Read once, by the commands that build a run; the run records the result.
+  ref_len_fit: float = 0.0
 
   def __post_init__(self):
     object.__setattr__(self, "memory_layers", tuple(int(l) for l in self.memory_layers))
@@ -52,6 +56,8 @@ class MemoryConfig:
         "memory.tokens_per_head",
         f"k={self.tokens_per_head} exceeds the reference length {self.ref_len}",
       )
+    if not 0.0 <= self.ref_len_fit <= 1.0:
+      _fail("memory.ref_len_fit", f"{self.ref_len_fit} must be in [0, 1] (0: off)")
     if self.selection not in SELECTIONS:
       _fail("memory.selection", f"{self.selection!r} is not one of {SELECTIONS}")
 

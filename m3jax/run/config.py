@@ -247,7 +247,8 @@ def with_serving_defaults(config) -> ml_collections.ConfigDict:
   since reads at its default and can be overridden
   (``eval --workdir W --config.bank.tokens_per_head=24``). The model, data and training
   sections are left as saved: there a new field is checked against the run
-  (``m3jax.train.workdir.resume_conflicts``).
+  (``m3jax.train.workdir.resume_conflicts``), except ``data.user_qa_train``, which reads
+  "off" (what the run was prepared with) when absent.
   """
   from m3jax.evaluate.report import EvalConfig
   from m3jax.memory.build import BankConfig
@@ -255,6 +256,10 @@ def with_serving_defaults(config) -> ml_collections.ConfigDict:
   values = config.to_dict()
   for name, cls in (("bank", BankConfig), ("eval", EvalConfig)):
     values[name] = section_of(cls, values.get(name) or {}).to_dict()
+  if isinstance(values.get("data"), dict) and "user_qa_train" not in values["data"]:
+    # Trained before the QA split (m3jax.data.qa_split): its data, vocabulary included,
+    # was prepared with the whole QA file evaluated.
+    values["data"]["user_qa_train"] = "off"
   return from_json(ml_collections.ConfigDict(values).to_json())
 
 

@@ -1,0 +1,60 @@
+"""``model.memory.ref_len`` fitted to the knowledge base before a run is built.
+
+A knowledge-base line longer than ``ref_len`` tokens is split into pieces
+(m3jax.data.kb), and a later piece can hold a fact without its subject, which neither
+retrieval nor a memory slot (one piece each) then connects to it. On an invented world of
+39-67-token lines, all split at 32 tokens, memory's multiple choice was 0.41; at 64 it
+was 0.61 (docs/design.md, "Session 16"). The right length is a property of the user's
+lines, known only once they are tokenized, so a config may ask for it:
+``model.memory.ref_len_fit = q`` grows ``ref_len`` (never shrinks it) to hold the
+``q``-quantile line, in steps of 16 tokens, up to :data:`CAP` (the paper's 128).
+
+The commands that build a run (train, demo, reproduce, prepare, sweep) fit their config
+once, in :func:`m3jax.commands.common.config_from_args`; the workdir then records the
+fitted length, so a command that loads it reads the same model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+import numpy as np
+
+CAP = 128  # the paper's reference length (SPEC §3.3)
+STEP = 16
+
+
+def fitted_length(line_lengths: np.ndarray, quantile: float, ref_len: int) -> int:
+  """``ref_len`` grown to hold the ``quantile`` line (a multiple of STEP, at most CAP)."""
+  if not quantile or len(line_lengths) == 0:
+    return ref_len
+  want = STEP * math.ceil(float(np.quantile(line_lengths, quantile)) / STEP)
+  return max(ref_len, min(CAP, want))
+
+
+def fit_ref_len(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` with ``model.memory.ref_len`` fitted (unchanged when ``ref_len_fit`` is 0).
+
+  Prepares the data (a no-op once prepared: the vocabulary does not depend on the model).
+  """
+  memory = config.model.memory
+  quantile = float(memory.get("ref_len_fit", 0.0) or 0.0)
+  if not quantile:
+    return config
+  from m3jax.data.prepare import prepare_data
+
+  paths = prepare_data(config.data)
+  lengths = np.diff(np.load(paths.ref_offsets))
+  ref_len = fitted_length(lengths, quantile, int(memory.ref_len))
+  if ref_len != memory.ref_len:
+    whole = float(np.mean(lengths <= ref_len))
+    print(
+      f"[m3jax] model.memory.ref_len {memory.ref_len} -> {ref_len}: the knowledge base's "
+      f"{quantile:.0%} line has {int(np.quantile(lengths, quantile))} tokens "
+      f"(model.memory.ref_len_fit={quantile}); {whole:.0%} of its {len(lengths)} lines "
+      f"now fit whole",
+      flush=True,
+    )
+    memory.ref_len = ref_len
+  return config

@@ -36,15 +36,18 @@ def fitted_length(line_lengths: np.ndarray, quantile: float, ref_len: int) -> in
 def fit_ref_len(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config`` with ``model.memory.ref_len`` fitted (unchanged when ``ref_len_fit`` is 0).
 
-  Prepares the data (a no-op once prepared: the vocabulary does not depend on the model).
+  Prepares the data where the run will read it (``data.data_dir`` becomes its
+  content-addressed folder, as training makes it; a no-op once prepared, and the
+  vocabulary does not depend on the model).
   """
   memory = config.model.memory
   quantile = float(memory.get("ref_len_fit", 0.0) or 0.0)
   if not quantile:
     return config
   from m3jax.data.prepare import prepare_data
+  from m3jax.train.workdir import content_addressed
 
-  paths = prepare_data(config.data)
+  paths = prepare_data(content_addressed(config).data)  # where the run will read it
   lengths = np.diff(np.load(paths.ref_offsets))
   ref_len = fitted_length(lengths, quantile, int(memory.ref_len))
   if ref_len != memory.ref_len:

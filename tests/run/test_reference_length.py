@@ -68,3 +68,19 @@ def test_ref_len_fit_out_of_range_is_an_error():
   config.model.memory.ref_len_fit = 1.5
   with pytest.raises(ValueError, match="memory.ref_len_fit.*must be in"):
     model_config_from(config.model)
+
+
+def test_fit_prepares_the_data_where_the_run_reads_it(tmp_path):
+  """Into data_dir's content-addressed folder (as training does), not data_dir itself."""
+  import os
+
+  from m3jax.data.config import data_config_from
+  from m3jax.data.prepare import sources_key
+
+  config = _byo(tmp_path, 12)
+  config.model.memory.ref_len_fit = 0.9
+  root = config.data.data_dir
+  key = sources_key(data_config_from(config.data))
+  fit_ref_len(config)
+  assert config.data.data_dir == os.path.join(root, key)
+  assert sorted(os.listdir(root)) == [key]  # nothing prepared in the folder the user named

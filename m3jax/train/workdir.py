@@ -135,7 +135,7 @@ def _at_default(key: str, value) -> bool:
 
 
 def check_same_model(saved, config, workdir: str) -> None:
-  keys = diff_keys(saved.model, config.model, "model")
+  keys = diff_keys(saved.model, config.model, "model", accept_absent=lambda k, _: k in _CHOOSERS)
   if keys:
     raise ValueError(
       f"{workdir} was trained with another model: {', '.join(keys)} differ "
@@ -153,15 +153,25 @@ def started_stages(workdir: str) -> list[str]:
   ]
 
 
+# Keys that only choose another key's value before a run is built (the chosen value is
+# saved and compared): absent from an older config.json, any value resumes the same run.
+_CHOOSERS = frozenset({"model.memory.ref_len_fit"})
+
+
+def _unchanged_if_absent(key: str, value) -> bool:
+  return key in _CHOOSERS or _at_default(key, value)
+
+
 def resume_conflicts(saved, config, workdir: str) -> list[str]:
   """Keys of ``config`` that make resuming ``workdir`` (trained as ``saved``) another run.
 
   Keys the saved config lacks (fields a later release added) conflict only when set
-  away from their default.
+  away from their default, or never for a key in ``_CHOOSERS`` (``ref_len_fit`` picks
+  ``ref_len``, which is compared itself).
   """
   from m3jax.train.config import stage_dicts
 
-  diff = lambda a, b, prefix: diff_keys(a, b, prefix, accept_absent=_at_default)
+  diff = lambda a, b, prefix: diff_keys(a, b, prefix, accept_absent=_unchanged_if_absent)
   keys = diff(saved.model, config.model, "model")
   keys += diff(saved.get("data"), config.get("data"), "data")
   keys += diff(saved.get("seed"), config.get("seed"), "seed")

@@ -81,6 +81,25 @@ def test_resume_accepts_fields_a_later_release_added_at_their_defaults(tmp_path,
   ]
 
 
+def test_resume_of_a_run_before_ref_len_fit_compares_the_ref_len_it_chose(tmp_path):
+  # ref_len_fit only picks ref_len before a run is built: a config.json without it
+  # resumes under a config that sets it, and a ref_len it picked differently conflicts.
+  w = str(tmp_path / "w")
+  wd.start_run(w, load_config(SPEC))
+  path = os.path.join(w, wd.CONFIG_FILE)
+  with open(path) as f:
+    old = json.load(f)
+  del old["model"]["memory"]["ref_len_fit"]
+  with open(path, "w") as f:
+    json.dump(old, f)
+  saved = wd.saved_config(w)
+  fit = load_config(SPEC, ["--config.model.memory.ref_len_fit=0.9"])
+  assert wd.resume_conflicts(saved, fit, w) == []
+  longer = load_config(SPEC, ["--config.model.memory.ref_len_fit=0.9"])
+  longer.model.memory.ref_len = 2 * saved.model.memory.ref_len
+  assert wd.resume_conflicts(saved, longer, w) == ["model.memory.ref_len"]
+
+
 def test_torn_metrics_line_is_dropped_and_logging_resumes(tmp_path):
   path = tmp_path / "metrics.jsonl"
   path.write_text(

@@ -197,6 +197,15 @@ def _splits_user_qa(cfg: DataConfig) -> bool:
 def _split_user_qa(cfg: DataConfig, items: list[dict]) -> tuple[list[dict], list[dict]]:
   """(training questions, evaluated questions) of the user's QA file, with a note."""
   trained, held_out = qa_split.split_by_reference(items, cfg.user_qa_train_fraction, cfg.seed)
+  if cfg.user_qa_train == "auto" and not (trained and held_out):
+    # Too few references to put some on each side: evaluate the whole file, as "off".
+    print(
+      f"[m3jax] {cfg.user_files.qa}: its {len(items)} questions are about too few "
+      "references to train on some and evaluate the rest; all are evaluated "
+      "(data.user_qa_train='auto'; 'on' forces the split)",
+      flush=True,
+    )
+    return [], items
   if not held_out:
     raise ValueError(
       f"{cfg.user_files.qa}: data.user_qa_train_fraction={cfg.user_qa_train_fraction} "

@@ -122,6 +122,20 @@ def test_prepare_leaves_the_qa_whole_when_off_or_when_the_text_asks_questions(tm
   assert qa_train and len(qa_train) + len(qa_eval) == 40
 
 
+def test_auto_evaluates_a_qa_file_too_small_to_split_and_on_refuses_it(tmp_path):
+  paths = _world(tmp_path, PROSE)
+  with open(paths["qa"]) as f:
+    first = f.readline()
+  with open(paths["qa"], "w") as f:  # one question: no reference left to hold out
+    f.write(first)
+  one_side = "user_qa_train_fraction=0.9"  # the one reference trains at 0.9
+  train, qa_train, qa_eval = _prepared(tmp_path / "auto", paths, user_qa_train_fraction=0.9)
+  assert not qa_train and len(qa_eval) == 1
+  assert not any(d["source"] == "user_qa" for d in train)
+  with pytest.raises(ValueError, match=f"{one_side} left no question to evaluate"):
+    _prepared(tmp_path / "on", paths, user_qa_train="on", user_qa_train_fraction=0.9)
+
+
 def test_bad_split_settings_are_errors(tmp_path):
   from m3jax.data.config import data_config_from
 

@@ -72,8 +72,13 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   args.config_overrides = overrides
   args.debug = debug
+  from m3jax.train.preempted import PREEMPTED_EXIT, TrainingPreempted
+
   try:
     return int(modules[args.command].run(args) or 0)
+  except TrainingPreempted as e:
+    print(f"m3jax {args.command}: {e}", file=sys.stderr)
+    return PREEMPTED_EXIT
   except (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError) as e:
     if debug:
       raise

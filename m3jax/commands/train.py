@@ -15,8 +15,6 @@ import json
 
 from m3jax.commands.common import add_config_arguments, config_from_args
 
-PREEMPTED_EXIT = 143  # 128 + SIGTERM: saved, not finished
-
 
 def add_arguments(parser) -> None:
   add_config_arguments(parser, default="configs/memory3.py:small")
@@ -42,6 +40,7 @@ def run(args) -> int:
   from m3jax.run.config import build
   from m3jax.run.training_eval import training_evaluators
   from m3jax.train.loop import NonFiniteLossError, train
+  from m3jax.train.preempted import PREEMPTED_EXIT
 
   config = config_from_args(args, workdir=None if args.force else args.workdir)
   if args.multihost:

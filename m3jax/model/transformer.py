@@ -188,15 +188,24 @@ class Transformer(nn.Module):
 
   # ----------------------------------------------------------------------------- forward
   def __call__(
-    self, tokens_BxT, memory: MemoryKV | None = None, *, return_memory_mass: bool = False
+    self,
+    tokens_BxT,
+    memory: MemoryKV | None = None,
+    *,
+    return_memory_mass: bool = False,
+    return_exit_logits: bool = False,
   ):
     """Full forward of a context that starts at context index 0 (training / scoring).
 
     Returns logits_BxTxV, and with ``return_memory_mass`` also the attention mass on
     memories per memory layer, [Lm, B, T, H] (that needs the dense softmax: a probe,
-    never the train step).
+    never the train step). ``return_exit_logits`` returns (logits, exit_logits_BxTxV):
+    the same final norm and output head read after the last memory layer
+    (``train.memory_exit_loss``); not with ``return_memory_mass``.
     """
     c = self.cfg
+    if return_exit_logits and (return_memory_mass or not c.memory.memory_layers):
+      raise ValueError("return_exit_logits needs memory layers and no return_memory_mass")
     b, t = tokens_BxT.shape
     sink_k, sink_v = self.sink_kv()
     pos_BxT = jnp.broadcast_to(c.memory.context_offset + jnp.arange(t), (b, t))
@@ -224,11 +233,16 @@ class Transformer(nn.Module):
         )
       else:
         o = joint_attention(q, k, v, mask, mem, chunk_len=c.memory.chunk_len, impl=c.attention_impl)
-      del is_memory
-      return block.finish(x, o), mass
+      x = block.finish(x, o)
+      if return_exit_logits:  # every memory layer's output; the last one is read
+        return x, (x if is_memory else None)
+      return x, mass
 
     x, outs = self._run_layers(body, x, layer_xs, remat=True)
     logits = self._logits(x)
+    if return_exit_logits:
+      last_run = [y for y in outs if y is not None][-1]  # [layers of the run, B, T, E]
+      return logits, self._logits(last_run[-1])
     if return_memory_mass:
       masses = [m for m in outs if m is not None]
       mass = jnp.concatenate(masses) if masses else jnp.zeros((0, b, t, c.num_heads))

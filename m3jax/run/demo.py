@@ -91,8 +91,9 @@ def run_demo(
   if not skip_train:
     from m3jax.run.training_eval import training_evaluators
     from m3jax.train.loop import train
+    from m3jax.train.preempted import require_finished
 
-    summary = train(config, workdir, evaluators=training_evaluators(config))
+    summary = require_finished(train(config, workdir, evaluators=training_evaluators(config)))
   t = lap("train", t)
   params, step = load_trained_params(config, workdir)
   refs = kb_references(paths, vocab, cfg.memory.ref_len)

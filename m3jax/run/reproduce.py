@@ -149,6 +149,7 @@ def reproduce(
   from m3jax.run.config import from_json
   from m3jax.train.metrics import read_jsonl
   from m3jax.train.loop import train
+  from m3jax.train.preempted import require_finished
 
   t0 = time.perf_counter()
   os.makedirs(out_dir, exist_ok=True)
@@ -173,7 +174,7 @@ def reproduce(
     run_config.train.max_to_keep = 10_000  # every checkpoint is a point of the curve
     run_dir = os.path.join(workdir, name)
     if train_runs:
-      train(run_config, run_dir)
+      require_finished(train(run_config, run_dir))
     elif not os.path.exists(os.path.join(run_dir, "config.json")):
       raise FileNotFoundError(
         f"reproduce: {run_dir} holds no trained run to evaluate; train it first "

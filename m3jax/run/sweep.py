@@ -144,6 +144,7 @@ def run_sweep(
   """Trains (and evaluates) every point in its own workdir; writes the summary; returns it."""
   from m3jax.run.training_eval import training_evaluators
   from m3jax.train.loop import train
+  from m3jax.train.preempted import require_finished
 
   train_fn = train_fn or (lambda c, w: train(c, w, evaluators=training_evaluators(c)))
   os.makedirs(workdir, exist_ok=True)
@@ -158,7 +159,7 @@ def run_sweep(
       if _reuse_first_stage(trained_first[key], point_dir, stage):
         shared = os.path.basename(trained_first[key])
     print(f"[sweep] {name}" + (f" (stage {stage!r} reused from {shared})" if shared else ""))
-    summary = train_fn(config, point_dir)
+    summary = require_finished(train_fn(config, point_dir))
     trained_first.setdefault(key, point_dir)
     row = {
       "point": name,

@@ -121,6 +121,10 @@ class TrainConfig:
   # ~4M-token step does not fit a chip's HBM at once; m3jax.train.accumulate).
   microbatches: int = 1
   z_loss: float = 0.0
+  # > 0: in stages with memory, add this weight times the cross-entropy of the same head
+  # read after the last memory layer (a training aid for the paper's first-half layout,
+  # off by default; docs/design.md, "Session 19"). Inference never reads that exit.
+  memory_exit_loss: float = 0.0
   checkpoint_every: int = 100
   # Count checkpoint_every over the whole run (warmup + continual ...), not within each
   # stage: runs of other stage splits then keep checkpoints at the same tokens (Fig. 11).
@@ -169,7 +173,7 @@ class TrainConfig:
       self.data_source,
       f"one of {DATA_SOURCES}",
     )
-    for name in ("weight_decay", "grad_clip", "eps", "z_loss"):
+    for name in ("weight_decay", "grad_clip", "eps", "z_loss", "memory_exit_loss"):
       require(getattr(self, name) >= 0, f"{w}.{name}", getattr(self, name), ">= 0")
     for name in ("b1", "b2"):
       require(0 <= getattr(self, name) < 1, f"{w}.{name}", getattr(self, name), "in [0, 1)")

@@ -44,7 +44,16 @@ class NonFiniteLossError(RuntimeError):
 
 
 # config.train keys the optimizer and the step depend on (the step cache key).
-_OPT_KEYS = ("grad_clip", "b1", "b2", "eps", "weight_decay", "z_loss", "microbatches")
+_OPT_KEYS = (
+  "grad_clip",
+  "b1",
+  "b2",
+  "eps",
+  "weight_decay",
+  "z_loss",
+  "microbatches",
+  "memory_exit_loss",
+)
 
 # A hook is called after every step as hook(stage_name, step); raising stops training.
 Hook = Callable[[str, int], None]
@@ -290,6 +299,8 @@ class _Run:
           "tokens_per_s": tok_s,
         }
       )
+      if "exit_ce" in m:  # train.memory_exit_loss > 0, stages with memory
+        records[-1]["exit_ce"] = float(m["exit_ce"])
       if "memory_mass" in m:  # logging steps only
         records[-1]["memory_mass"] = np.asarray(m["memory_mass"]).tolist()
       if bad is None and not np.isfinite(loss):

@@ -66,21 +66,35 @@ def _batch_memory(cfg: ModelConfig, stage: StageSpec, params, batch, rng, mem_sh
 
 
 def make_loss_fn(
-  cfg: ModelConfig, stage: StageSpec, z_loss: float = 0.0, mem_sharding=None
+  cfg: ModelConfig,
+  stage: StageSpec,
+  z_loss: float = 0.0,
+  mem_sharding=None,
+  memory_exit_loss: float = 0.0,
 ) -> Callable:
   """``loss_fn(params, batch, rng, enc_params=None) -> (loss, aux)``.
 
   ``enc_params`` (default: ``params``) encodes the references; passing a separate copy
-  lets tests take the gradient through the memory path alone.
+  lets tests take the gradient through the memory path alone. ``memory_exit_loss`` > 0
+  (a stage with memory only) adds that weight times the same cross-entropy read after
+  the last memory layer (``train.memory_exit_loss``); aux then has ``exit_ce``.
   """
   model = Transformer(cfg)
+  with_exit = memory_exit_loss > 0 and stage.use_memory
 
   def loss_fn(params, batch, rng, enc_params=None):
     memory = _batch_memory(
       cfg, stage, params if enc_params is None else enc_params, batch, rng, mem_sharding
     )
-    logits = model.apply({"params": params}, batch["inputs"], memory)
-    return cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
+    if not with_exit:
+      logits = model.apply({"params": params}, batch["inputs"], memory)
+      return cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
+    logits, exit_logits = model.apply(
+      {"params": params}, batch["inputs"], memory, return_exit_logits=True
+    )
+    loss, aux = cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
+    exit_loss, exit_aux = cross_entropy(exit_logits, batch["targets"], batch["loss_mask"])
+    return loss + memory_exit_loss * exit_loss, {**aux, "exit_ce": exit_aux["ce"]}
 
   return loss_fn
 
@@ -119,6 +133,7 @@ def make_train_step(
   z_loss: float = 0.0,
   seed: int = 0,
   microbatches: int = 1,
+  memory_exit_loss: float = 0.0,
 ):
   """``train_step(state, batch, lr) -> (state, metrics)``, jitted with explicit shardings.
 
@@ -131,7 +146,7 @@ def make_train_step(
   constraints resolve against the active rules at trace time).
   """
   mem_sh = sharding.memory_shardings(mesh, rules) if stage.use_memory else None
-  loss_fn = make_loss_fn(cfg, stage, z_loss, mem_sh)
+  loss_fn = make_loss_fn(cfg, stage, z_loss, mem_sh, memory_exit_loss)
   base_rng = jax.random.key(seed)
   b_sh = batch_shardings(stage, mesh, rules)
   grad_fn = accumulate.value_and_grad(
@@ -147,6 +162,7 @@ def make_train_step(
       "loss": loss,
       "ce": aux["ce"],
       "tokens": aux["tokens"],
+      **({"exit_ce": aux["exit_ce"]} if "exit_ce" in aux else {}),
       "grad_norm": optax.global_norm(grads),
       "lr": lr,
     }
@@ -223,5 +239,6 @@ def _cached_train_step(cfg, use_memory, encode_grad, hyper, mesh, rules):
     z_loss=float(tc.z_loss),
     seed=seed,
     microbatches=int(tc.get("microbatches", 1)),
+    memory_exit_loss=float(tc.get("memory_exit_loss", 0.0)),
   )
   return step, tx, shardings

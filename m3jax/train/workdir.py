@@ -34,6 +34,7 @@ _TRAIN_KEYS = (
   "eps",
   "grad_clip",
   "z_loss",
+  "memory_exit_loss",
   "fallback_seq_len",
 )
 

@@ -1,5 +1,6 @@
 """Transformer invariants: memory-free equivalence, causality, cached decoding."""
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -11,7 +12,7 @@ import pytest
 from m3jax.memory.encode import encode_references, to_memory_kv
 from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.config import MemoryConfig, ModelConfig
-from m3jax.model import layers
+from m3jax.model import layers, stack
 from m3jax.model.transformer import Transformer
 
 CFG = ModelConfig(
@@ -306,3 +307,27 @@ def test_flat_attention_impl_gives_the_same_model():
     rtol=1e-5,
     atol=1e-5,
   )
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_exit_logits_are_the_model_cut_after_its_last_memory_layer(scan):
+  """``return_exit_logits`` reads the final norm and head after the last memory layer:
+  the same as a separately built model of just those layers (layers 0-1 of 3 here),
+  run on the same params; the full logits are unchanged. Scanned params give the same."""
+  params, cfg = _params()
+  tokens = jax.random.randint(jax.random.key(4), (2, 8), 5, cfg.vocab_size)
+  mem = _memory(params, cfg, 2, 2)
+  cut_cfg = dataclasses.replace(cfg, num_layers=max(cfg.memory.memory_layers) + 1)
+  cut_params = {k: v for k, v in params.items() if k != "layer_2"}
+  want = _forward(cut_params, cut_cfg, tokens, mem)
+  run_cfg = dataclasses.replace(cfg, scan_layers=scan)
+  run_params = stack.scan_params(params, run_cfg) if scan else params
+  logits, exit_logits = Transformer(run_cfg).apply(
+    {"params": run_params}, tokens, mem, return_exit_logits=True
+  )
+  # float32; a scan reassociates nothing, but stacking may change XLA's fusion order.
+  np.testing.assert_allclose(np.asarray(exit_logits), np.asarray(want), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(logits), np.asarray(_forward(params, cfg, tokens, mem)), rtol=1e-5, atol=1e-5
+  )
+  assert np.abs(np.asarray(exit_logits) - np.asarray(logits)).max() > 1e-2

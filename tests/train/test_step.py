@@ -250,3 +250,48 @@ if __name__ == "__main__":
 
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   print({k: [round(v, 6) for v in vs] for k, vs in golden_losses().items()})
+
+
+def _np_weighted_nll(logits_BxTxV, targets_BxT, weight_BxT):
+  """Independent reference: -log softmax at the target, weighted mean, in float64."""
+  x = np.asarray(logits_BxTxV, np.float64)
+  lse = np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1)) + x.max(-1)
+  nll = lse - np.take_along_axis(x, np.asarray(targets_BxT)[..., None], -1)[..., 0]
+  w = np.asarray(weight_BxT, np.float64)
+  return float((nll * w).sum() / max(w.sum(), 1.0))
+
+
+@pytest.mark.integration
+def test_memory_exit_loss_adds_the_cut_models_cross_entropy():
+  """train.memory_exit_loss=w: loss = CE(model) + w · CE(the model cut after its last
+  memory layer, built separately on the same params and memories); 0 leaves the loss as
+  it was; a stage without memory never adds it."""
+  import dataclasses
+
+  config = tiny_config()
+  cfg, stage, params, batch = _params_and_batch(config)
+  last = max(cfg.memory.memory_layers)
+  assert last + 1 < cfg.num_layers, "the tiny config must have layers above its memory"
+  w = 0.5
+  loss, aux = jax.jit(lambda p: make_loss_fn(cfg, stage, memory_exit_loss=w)(p, batch, None))(
+    params
+  )
+  memory = memory_from_batch(params, cfg, batch["ref_tokens"], batch["ref_lengths"])
+  full = Transformer(cfg).apply({"params": params}, batch["inputs"], memory)
+  cut_cfg = dataclasses.replace(cfg, num_layers=last + 1)
+  cut_params = {
+    k: v for k, v in params.items() if not (k.startswith("layer_") and int(k[6:]) > last)
+  }
+  cut = Transformer(cut_cfg).apply({"params": cut_params}, batch["inputs"], memory)
+  want_main = _np_weighted_nll(full, batch["targets"], batch["loss_mask"])
+  want_exit = _np_weighted_nll(cut, batch["targets"], batch["loss_mask"] > 0)
+  # float32 logits and a float32 logsumexp against float64: relative 1e-5.
+  np.testing.assert_allclose(float(loss), want_main + w * want_exit, rtol=1e-5)
+  np.testing.assert_allclose(float(aux["exit_ce"]), want_exit, rtol=1e-5)
+  plain, plain_aux = make_loss_fn(cfg, stage)(params, batch, None)
+  np.testing.assert_allclose(float(plain), want_main, rtol=1e-5)
+  assert "exit_ce" not in plain_aux
+  warmup = train_config_from(config.train).stages[0]
+  assert not warmup.use_memory
+  _, warm_aux = make_loss_fn(cfg, warmup, memory_exit_loss=w)(params, batch, None)
+  assert "exit_ce" not in warm_aux

@@ -3,7 +3,8 @@
 tiny:        CPU unit tests (seconds).
 small:       the CPU demo (4 layers, d=128): trains a few million tokens in minutes.
 small_paper: small's width with the paper's memory layout (first half of 8 layers, 5
-             references per chunk, 8 tokens per head).
+             references per chunk, 8 tokens per head), trained with the exit loss
+             after its last memory layer (train.memory_exit_loss=1).
 paper_2p4b:  the paper's 2.4B shape (L=44, H=40, H_kv=8, d_h=80, d=W=3200, vocab 60416,
              memory layers 0-21); built by shape only in tests.
 

@@ -47,8 +47,11 @@ _SIZES = {
     seq_len=256,
     eval_every=1000,
   ),
-  # small's schedule (batch 4, 200 + 3000), so the two layouts compare on one budget.
+  # small's schedule (batch 4, 200 + 3000), so the two layouts compare on one budget,
+  # plus the exit loss after the last memory layer: without it the first-half layout
+  # stays at chance at this size (docs/design.md, "Session 19").
   "small_paper": dict(
+    memory_exit_loss=1.0,
     batch_size=4,
     steps=(200, 3000),
     lrs=(3e-3, 3e-3),
@@ -112,6 +115,7 @@ def get(variant: str) -> ml_collections.ConfigDict:
       checkpoint_every=s["checkpoint_every"],
       log_every=s["log_every"],
       eval_every=s["eval_every"],
+      memory_exit_loss=s.get("memory_exit_loss", 0.0),
     ),
   )
   del c["stages"]

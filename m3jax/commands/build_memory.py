@@ -88,19 +88,15 @@ def _random_params(model_cfg):
 
 def run(args) -> int:
   from m3jax.data.references import load_references
-  from m3jax.memory.build import bank_config_from, build_bank, default_index_dir, serving_config
-  from m3jax.model.config import model_config_from
+  from m3jax.memory.build import build_bank, default_index_dir, served_configs
   from m3jax.run.config import build
   from m3jax.run.loading import default_bank_url, kb_references, load_trained_params
   from m3jax.train.checkpoint import restore_params
 
   config = config_from_args(args, workdir=args.workdir, fixed_model=args.workdir is not None)
   build(config)
-  bank_values = dict(config.get("bank", {}) or {})
-  if args.quantization:
-    bank_values["quantization"] = args.quantization
-  bank_cfg = bank_config_from(bank_values)
-  model_cfg = serving_config(model_config_from(config.model), bank_cfg)
+  overrides = {"quantization": args.quantization} if args.quantization else {}
+  model_cfg, bank_cfg = served_configs(config, **overrides)
   if args.checkpoint:
     params, step = restore_params(args.checkpoint, model_cfg)
   elif args.workdir:

@@ -19,7 +19,7 @@ import numpy as np
 
 from m3jax.memory import quantize
 from m3jax.memory.encode import encode_references
-from m3jax.model.config import frozen_from, require_positive
+from m3jax.model.config import frozen_from, model_config_from, require_positive
 from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
 from m3jax.memory.bankfiles import kvstore_spec
 from m3jax.memory.layout import BankLayout
@@ -95,6 +95,16 @@ def serving_config(model_cfg, bank_cfg: BankConfig):
     )
   memory = dataclasses.replace(model_cfg.memory, tokens_per_head=k)
   return dataclasses.replace(model_cfg, memory=memory)
+
+
+def served_configs(config: Mapping[str, Any], **bank_overrides):
+  """-> (model config as its bank serves it, BankConfig) of a whole run config.
+
+  The one way entry points read ``config.model`` and ``config.bank`` together
+  (``bank_overrides`` replace ``config.bank`` fields, e.g. a command-line quantization).
+  """
+  bank_cfg = bank_config_from({**dict(config.get("bank") or {}), **bank_overrides})
+  return serving_config(model_config_from(config.model), bank_cfg), bank_cfg
 
 
 def pad_references(refs: Sequence, ref_len: int, batch: int, pad_id: int = 0):

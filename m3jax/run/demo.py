@@ -63,8 +63,7 @@ def run_demo(
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
   from m3jax.evaluate import report
-  from m3jax.memory.build import bank_config_from, serving_config
-  from m3jax.model.config import model_config_from
+  from m3jax.memory.build import served_configs
   from m3jax.run.config import build
   from m3jax.train.workdir import content_addressed
 
@@ -72,7 +71,7 @@ def run_demo(
   config = apply_quick(config, quick)
   build(config)  # every section validated before any work
   content_addressed(config)
-  cfg = serving_config(model_config_from(config.model), bank_config_from(config.get("bank")))
+  cfg, _ = served_configs(config)
   ev = report.eval_config_from(config.get("eval"))
   results_path = results_path or ev.results_path or os.path.join(workdir, "eval", "demo.json")
   plot_dir = plot_dir or ev.plot_dir or os.path.join(workdir, "eval", "plots")

@@ -90,10 +90,9 @@ def load_trained_run(
   """
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab, prepare_data
-  from m3jax.memory.build import bank_config_from, serving_config
-  from m3jax.model.config import model_config_from
+  from m3jax.memory.build import served_configs
 
-  cfg = serving_config(model_config_from(config.model), bank_config_from(config.get("bank")))
+  cfg, _ = served_configs(config)
   paths = prepare_data(config.data)
   vocab = load_vocab(data_config_from(config.data), paths)
   params, step = load_trained_params(config, workdir)

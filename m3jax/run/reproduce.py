@@ -81,13 +81,11 @@ def evaluate_checkpoint(
   """QA of one checkpoint through its own freshly built bank (deleted afterwards)."""
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import DataPaths, load_vocab
-  from m3jax.memory.build import bank_config_from, build_bank, serving_config
-  from m3jax.model.config import model_config_from
+  from m3jax.memory.build import build_bank, served_configs
   from m3jax.run.loading import TrainedRun, evaluate_run, kb_references
   from m3jax.train.checkpoint import restore_params
 
-  bank_cfg = bank_config_from(config.get("bank"))
-  cfg = serving_config(model_config_from(config.model), bank_cfg)
+  cfg, bank_cfg = served_configs(config)
   data_cfg = data_config_from(config.data)
   paths = DataPaths(data_cfg.data_dir)
   vocab = load_vocab(data_cfg, paths)

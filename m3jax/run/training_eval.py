@@ -60,15 +60,13 @@ class TrainingQA:
     from m3jax.evaluate import evaluation, fewshot, qa
     from m3jax.evaluate.report import eval_config_from
     from m3jax.inference.memory_sources import RetrievedMemory
-    from m3jax.memory.build import bank_config_from, build_index_for, serving_config
+    from m3jax.memory.build import build_index_for, served_configs
     from m3jax.memory.feeder import MemoryFeeder, anti_copy_filter
     from m3jax.memory.live_bank import LiveBank
-    from m3jax.model.config import model_config_from
     from m3jax.run.loading import kb_references
 
     config = self.config
-    bank_cfg = bank_config_from(config.get("bank"))
-    cfg = serving_config(model_config_from(config.model), bank_cfg)  # read as served
+    cfg, bank_cfg = served_configs(config)  # read as served
     ev = eval_config_from(config.get("eval"))
     paths = prepare_data(config.data)  # a no-op once prepared
     vocab = load_vocab(data_config_from(config.data), paths)

@@ -103,28 +103,38 @@ def require(ok: bool, key: str, value, allowed: str) -> None:
 
 
 # ----------------------------------------------------------------------------- train
+# What changing a train field changes, in its metadata (read by train_keys): "step", the
+# optimizer or the compiled step (the loop's step cache key); "run", what a resumed
+# workdir trains (another value makes another run: m3jax.train.workdir.resume_conflicts).
+STEP, RUN = "step", "run"
+
+
+def _field(default, *changes: str):
+  return dataclasses.field(default=default, metadata={"changes": frozenset(changes)})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Frozen ``config.train`` (configs/sections/train.py says what each field means)."""
 
   stages: tuple[StageSpec, ...]
-  batch_size: int = 8
+  batch_size: int = _field(8, RUN)
   total_steps: int = 0  # > 0: every stage rescaled so their steps sum to this
-  fallback_seq_len: int = 64  # only when the config has no data section
-  data_source: str = "pipeline"
-  weight_decay: float = 0.1
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
-  grad_clip: float = 1.0
+  fallback_seq_len: int = _field(64, RUN)  # only when the config has no data section
+  data_source: str = _field("pipeline", RUN)
+  weight_decay: float = _field(0.1, STEP, RUN)
+  b1: float = _field(0.9, STEP, RUN)
+  b2: float = _field(0.95, STEP, RUN)
+  eps: float = _field(1e-8, STEP, RUN)
+  grad_clip: float = _field(1.0, STEP, RUN)
   # Gradient accumulation: the batch runs as this many sequential microbatches (the paper's
   # ~4M-token step does not fit a chip's HBM at once; m3jax.train.accumulate).
-  microbatches: int = 1
-  z_loss: float = 0.0
+  microbatches: int = _field(1, STEP)  # the same gradient, another compiled step
+  z_loss: float = _field(0.0, STEP, RUN)
   # > 0: in stages with memory, add this weight times the cross-entropy of the same head
   # read after the last memory layer (a training aid for the paper's first-half layout,
   # off by default; docs/design.md, "Session 19"). Inference never reads that exit.
-  memory_exit_loss: float = 0.0
+  memory_exit_loss: float = _field(0.0, STEP, RUN)
   checkpoint_every: int = 100
   # Count checkpoint_every over the whole run (warmup + continual ...), not within each
   # stage: runs of other stage splits then keep checkpoints at the same tokens (Fig. 11).
@@ -181,6 +191,14 @@ class TrainConfig:
   @property
   def stage_names(self) -> tuple[str, ...]:
     return tuple(s.name for s in self.stages)
+
+
+def train_keys(changes: str) -> tuple[str, ...]:
+  """TrainConfig fields whose value changes ``changes`` (STEP or RUN), in field order."""
+  if changes not in (STEP, RUN):
+    raise ValueError(f"train_keys: {changes!r} is not one of {(STEP, RUN)}")
+  fields = dataclasses.fields(TrainConfig)
+  return tuple(f.name for f in fields if changes in f.metadata.get("changes", ()))
 
 
 _STAGE_FIELDS = {f.name for f in dataclasses.fields(StageSpec)}

@@ -28,7 +28,7 @@ import numpy as np
 from m3jax import sharding
 from m3jax.model.config import ModelConfig, model_config_from
 from m3jax.train import distributed, paths
-from m3jax.train.config import validate
+from m3jax.train.config import STEP, train_keys, validate
 from m3jax.train.workdir import content_addressed, record_run, start_run
 from m3jax.train.checkpoint import Checkpointer, PreemptionGuard, model_config_json
 from m3jax.train.metrics import MetricsLogger, plot_losses, read_jsonl
@@ -42,18 +42,6 @@ from m3jax.train.data_source import make_iterator
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
 
-
-# config.train keys the optimizer and the step depend on (the step cache key).
-_OPT_KEYS = (
-  "grad_clip",
-  "b1",
-  "b2",
-  "eps",
-  "weight_decay",
-  "z_loss",
-  "microbatches",
-  "memory_exit_loss",
-)
 
 # A hook is called after every step as hook(stage_name, step); raising stops training.
 Hook = Callable[[str, int], None]
@@ -155,7 +143,7 @@ class _Run:
   def run_stage(self, index: int, guard: PreemptionGuard) -> dict:
     stage, tc, cfg = self.stages[index], self.tc, self.cfg
     batch = int(tc.batch_size)
-    hyper = (tuple((k, getattr(tc, k)) for k in _OPT_KEYS), int(self.config.seed))
+    hyper = (tuple((k, getattr(tc, k)) for k in train_keys(STEP)), int(self.config.seed))
     step_fn, tx, shardings = cached_train_step(cfg, stage, hyper, self.mesh, self.rules)
     ckpt = Checkpointer(
       stage_dir(self.workdir, stage),

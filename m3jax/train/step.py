@@ -211,7 +211,9 @@ def cached_train_step(cfg: ModelConfig, stage: StageSpec, hyper: tuple, mesh, ru
   Only ``use_memory``/``encode_grad`` of the stage matter (the LR is an argument), so
   the stages and sweep points of one shape, and re-runs of ``train`` in one process (a
   notebook, a resumed run), reuse one compiled step. ``hyper`` is
-  ``(tuple of (train_cfg key, value)), seed)``. Returns (step, tx, state shardings).
+  ``(tuple of (train_cfg key, value)), seed)`` over ``train_keys(STEP)``, read strictly:
+  a field the step needs that is not a STEP key fails here, not silently at its default.
+  Returns (step, tx, state shardings).
   """
   return _cached_train_step(cfg, stage.use_memory, stage.encode_grad, hyper, mesh, rules)
 
@@ -238,7 +240,7 @@ def _cached_train_step(cfg, use_memory, encode_grad, hyper, mesh, rules):
     state_shardings=shardings,
     z_loss=float(tc.z_loss),
     seed=seed,
-    microbatches=int(tc.get("microbatches", 1)),
-    memory_exit_loss=float(tc.get("memory_exit_loss", 0.0)),
+    microbatches=int(tc.microbatches),
+    memory_exit_loss=float(tc.memory_exit_loss),
   )
   return step, tx, shardings

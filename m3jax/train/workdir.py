@@ -24,19 +24,6 @@ import ml_collections
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
-# train keys whose change makes a resumed run a different run (stages: once started).
-_TRAIN_KEYS = (
-  "batch_size",
-  "data_source",
-  "weight_decay",
-  "b1",
-  "b2",
-  "eps",
-  "grad_clip",
-  "z_loss",
-  "memory_exit_loss",
-  "fallback_seq_len",
-)
 
 
 def _tuples(x):
@@ -170,13 +157,13 @@ def resume_conflicts(saved, config, workdir: str) -> list[str]:
   away from their default, or never for a key in ``_CHOOSERS`` (``ref_len_fit`` picks
   ``ref_len``, which is compared itself).
   """
-  from m3jax.train.config import stage_dicts
+  from m3jax.train.config import RUN, stage_dicts, train_keys
 
   diff = lambda a, b, prefix: diff_keys(a, b, prefix, accept_absent=_unchanged_if_absent)
   keys = diff(saved.model, config.model, "model")
   keys += diff(saved.get("data"), config.get("data"), "data")
   keys += diff(saved.get("seed"), config.get("seed"), "seed")
-  for k in _TRAIN_KEYS:
+  for k in train_keys(RUN):  # stages: compared once started, below
     keys += diff(saved.train.get(k, _ABSENT), config.train.get(k, _ABSENT), f"train.{k}")
   old = {s["name"]: s for s in stage_dicts(saved.train)}
   new = {s["name"]: s for s in stage_dicts(config.train)}

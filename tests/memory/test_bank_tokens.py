@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from m3jax.data.references import load_references
-from m3jax.memory.build import BankConfig, build_bank, load_index, make_encoder, serving_config
+from m3jax.memory.build import (
+  BankConfig,
+  build_bank,
+  load_index,
+  make_encoder,
+  served_configs,
+  serving_config,
+)
 from m3jax.memory.feeder import MemoryFeeder
 from m3jax.memory.store import MemoryBank
 from m3jax.model.transformer import Transformer
@@ -32,6 +39,21 @@ def test_serving_config_replaces_only_k(tiny_cfg):
     serving_config(tiny_cfg, BankConfig(tokens_per_head=tiny_cfg.memory.ref_len + 1))
   with pytest.raises(ValueError, match="'bank.tokens_per_head'"):
     BankConfig(tokens_per_head=-1)
+
+
+def test_served_configs_reads_model_and_bank_of_a_run_config():
+  from configs.memory3 import get_config
+
+  config = get_config("tiny")
+  k = config.model.memory.tokens_per_head
+  with config.unlocked():
+    config.bank.tokens_per_head = 2 * k
+  model_cfg, bank_cfg = served_configs(config)
+  assert bank_cfg.tokens_per_head == 2 * k and model_cfg.memory.tokens_per_head == 2 * k
+  assert model_cfg.num_layers == config.model.num_layers
+  model_cfg, bank_cfg = served_configs(config, quantization="pq", tokens_per_head=0)
+  assert bank_cfg.quantization == "pq" and model_cfg.memory.tokens_per_head == k
+  assert config.bank.quantization != "pq"  # overrides never touch the config
 
 
 def test_more_tokens_keep_the_same_top_tokens_and_add_the_next(tiny_cfg, tiny_params, refs):

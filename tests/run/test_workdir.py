@@ -47,6 +47,22 @@ def test_resume_with_changed_model_is_refused_listing_keys(tmp_path, capsys):
   assert any(".replaced-" in p for p in os.listdir(tmp_path))
 
 
+def test_resume_conflicts_name_the_train_fields_that_make_another_run(tmp_path):
+  w = str(tmp_path / "w")
+  wd.start_run(w, load_config(SPEC))
+  saved = wd.saved_config(w)
+  other_run = {"batch_size": saved.train.batch_size + 1, "memory_exit_loss": 0.5, "z_loss": 1e-4}
+  other_run |= {"weight_decay": 0.0, "b2": 0.9, "data_source": "synthetic"}
+  for key, value in other_run.items():
+    c = load_config(SPEC, [f"--config.train.{key}={value}"])
+    assert wd.resume_conflicts(saved, c, w) == [f"train.{key}"], key
+  # The same run: accumulation (the same gradient), logging, evaluation, checkpointing.
+  same_run = {"microbatches": 2, "log_every": 3, "eval_every": 7, "max_to_keep": 5}
+  for key, value in same_run.items():
+    c = load_config(SPEC, [f"--config.train.{key}={value}"])
+    assert wd.resume_conflicts(saved, c, w) == [], key
+
+
 def test_resume_accepts_fields_a_later_release_added_at_their_defaults(tmp_path, capsys):
   # A config.json written before data.kb_cloze_rate, model.norm_eps and a stage's
   # decay_fraction existed: resuming with today's config leaves them at their defaults.

@@ -268,7 +268,7 @@ def compile_train_step(
     z_loss=float(tc.z_loss),
     seed=int(config.seed),
     microbatches=microbatches,
-    memory_exit_loss=float(tc.get("memory_exit_loss", 0.0)),
+    memory_exit_loss=float(tc.memory_exit_loss),
   )
   lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
   args = (state, abstract_batch(cfg, stage, batch, seq_len, mesh, rules), lr)

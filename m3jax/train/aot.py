@@ -35,7 +35,7 @@ from m3jax.train.accumulate import check_divides
 from m3jax.train.optimizer import make_optimizer
 from m3jax.train.stages import StageSpec
 from m3jax.train.state import abstract_state
-from m3jax.train.step import batch_shardings, make_train_step
+from m3jax.train.step import batch_shardings, make_train_step, step_options
 
 GiB = 1024**3
 
@@ -265,10 +265,8 @@ def compile_train_step(
     mesh=mesh,
     rules=rules,
     state_shardings=shardings,
-    z_loss=float(tc.z_loss),
     seed=int(config.seed),
-    microbatches=microbatches,
-    memory_exit_loss=float(tc.memory_exit_loss),
+    **{**step_options(tc), "microbatches": microbatches},
   )
   lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
   args = (state, abstract_batch(cfg, stage, batch, seq_len, mesh, rules), lr)

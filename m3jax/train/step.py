@@ -122,6 +122,17 @@ def memory_mass_fn(cfg: ModelConfig, stage: StageSpec, mem_sharding=None) -> Cal
   return mass_fn
 
 
+def step_options(train_cfg) -> dict:
+  """``make_train_step``'s keyword options from a train config (``config.train`` or the
+  ConfigDict of its STEP keys), read strictly: the loop's cached step and the AOT
+  compile build the same step from one reading."""
+  return {
+    "z_loss": float(train_cfg.z_loss),
+    "microbatches": int(train_cfg.microbatches),
+    "memory_exit_loss": float(train_cfg.memory_exit_loss),
+  }
+
+
 def make_train_step(
   cfg: ModelConfig,
   stage: StageSpec,
@@ -238,9 +249,7 @@ def _cached_train_step(cfg, use_memory, encode_grad, hyper, mesh, rules):
     mesh=mesh,
     rules=rules,
     state_shardings=shardings,
-    z_loss=float(tc.z_loss),
     seed=seed,
-    microbatches=int(tc.microbatches),
-    memory_exit_loss=float(tc.memory_exit_loss),
+    **step_options(tc),
   )
   return step, tx, shardings

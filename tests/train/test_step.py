@@ -295,3 +295,22 @@ def test_memory_exit_loss_adds_the_cut_models_cross_entropy():
   assert not warmup.use_memory
   _, warm_aux = make_loss_fn(cfg, warmup, memory_exit_loss=w)(params, batch, None)
   assert "exit_ce" not in warm_aux
+
+
+def test_step_options_read_only_step_keys():
+  """The cached step rebuilds its options from the STEP keys alone (the loop's hyper key):
+  step_options must read nothing else, and pass each as a make_train_step keyword."""
+  import inspect
+
+  import ml_collections
+
+  from m3jax.train.config import STEP, train_keys
+  from m3jax.train.step import step_options
+
+  values = {k: v for k, v in train_config_from(tiny_config().train).__dict__.items()}
+  only_step = ml_collections.ConfigDict({k: values[k] for k in train_keys(STEP)})
+  only_step.z_loss, only_step.microbatches, only_step.memory_exit_loss = 1e-4, 2, 0.5
+  opts = step_options(only_step)
+  assert opts == {"z_loss": 1e-4, "microbatches": 2, "memory_exit_loss": 0.5}
+  assert set(opts) <= set(inspect.signature(make_train_step).parameters)
+  assert set(opts) <= set(train_keys(STEP))

@@ -59,6 +59,11 @@ class DataConfig:
   # tokens only memory can predict weigh more in the training loss.
   memory_swap_loss_weight: float = 1.0
   memory_swap_unit: str = "word"
+  # Word unit: a punctuation piece ("." "," "?") is a word of its own, so a value that ends
+  # a sentence or a clause ("launched in 1842.") is the same word as where a row or an
+  # answer says it without ("1842"). False (the default): words run on through trailing
+  # punctuation, as before session 21; measured both ways in docs/design.md, "Session 21".
+  memory_swap_split_punctuation: bool = False
   memory_swap_template_df: float = 0.05
   memory_swap_pool: str = "length"
   memory_swap_stop_tokens: int = 64

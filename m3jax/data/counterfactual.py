@@ -20,6 +20,8 @@ iterator's position, so a resumed run swaps identically.
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 from m3jax.data import shift
@@ -124,26 +126,50 @@ def swap_batch(
 # in a small share), not by a count tuned to one world.
 
 
-def word_start_mask(vocab) -> np.ndarray:
-  """bool [V]: tokens that begin a word. SentencePiece: pieces starting with '▁' and the
-  special ids. A vocabulary without word pieces (bytes) makes every token a word, which
-  reduces word swapping to token swapping."""
+# Word boundaries, one code per token id ([V] int8): CONTINUES a word, STARTS one, or is
+# PUNCTUATION, a word of its own that also ends the one before and begins a new one after
+# it. Without the last, "1842." and "(1842)" in a reference would be other words than
+# the "1842" a training row or an answer says, and a natural-prose world's values, which
+# end sentences and clauses, would never be shared and never swapped (docs/design.md,
+# session 21).
+CONTINUES, STARTS, PUNCTUATION = 0, 1, 2
+
+
+def _is_punctuation(piece: str) -> bool:
+  text = piece.lstrip("\u2581")
+  return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
+
+
+def word_start_mask(vocab, split_punctuation: bool = False) -> np.ndarray:
+  """int8 [V]: each token's word-boundary code (CONTINUES, STARTS, PUNCTUATION).
+  SentencePiece: pieces starting with '\u2581' and the special ids start a word; with
+  ``split_punctuation``, pieces of punctuation only ("." "," ")" "\u2581(") are
+  PUNCTUATION (without, a word runs on through its trailing punctuation: "1842." is a
+  word of its own; ``data.memory_swap_split_punctuation``). A vocabulary without word
+  pieces (bytes) makes every token a word, which reduces word swapping to token swapping."""
   size = int(vocab.vocab_size)
   sp = getattr(vocab, "_sp", None)
   if sp is None:
-    return np.ones(size, bool)
-  starts_V = np.array([sp.id_to_piece(i).startswith("\u2581") for i in range(size)], bool)
-  starts_V[:NUM_SPECIAL] = True
-  return starts_V
+    return np.full(size, STARTS, np.int8)
+  pieces = [sp.id_to_piece(i) for i in range(size)]
+  codes_V = np.array([STARTS if p.startswith("\u2581") else CONTINUES for p in pieces], np.int8)
+  if split_punctuation:
+    codes_V[[_is_punctuation(p) for p in pieces]] = PUNCTUATION
+  codes_V[:NUM_SPECIAL] = STARTS
+  return codes_V
 
 
 def word_spans(tokens_T: np.ndarray, starts_V: np.ndarray) -> list[tuple[int, int]]:
   """``[(start, end), ...]`` of the words of ``tokens_T``: a word runs from a word-start
-  token to the next one (the first span may be a word's tail, cut by row packing)."""
+  token (any nonzero code of ``starts_V``, a bool mask included) to the next one, and a
+  PUNCTUATION token is a word of its own (the first span may be a word's tail, cut by row
+  packing)."""
   n = len(tokens_T)
   if n == 0:
     return []
-  cuts = np.flatnonzero(starts_V[tokens_T])
+  codes_T = np.asarray(starts_V)[tokens_T].astype(np.int8)
+  after_punct_T = np.concatenate([[False], codes_T[:-1] == PUNCTUATION])
+  cuts = np.flatnonzero((codes_T != CONTINUES) | after_punct_T)
   bounds = np.unique(np.concatenate([[0], cuts, [n]]))
   return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 

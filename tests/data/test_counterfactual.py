@@ -138,6 +138,35 @@ def test_pipeline_swaps_training_rows_deterministically_and_resumes(
   np.testing.assert_array_equal(n1["targets"], n0["targets"])
 
 
+def test_pipeline_swaps_values_before_punctuation_only_when_asked(tiny_data, tiny_model_cfg):
+  """data.memory_swap_split_punctuation reaches the swapper: the tiny world's prose ends
+  sentences with values ("... 1850."), which split punctuation makes shareable, so more
+  positions swap, and none of them is a punctuation piece (a template word of its own)."""
+  from m3jax.data.config import data_config_from
+  from m3jax.data.pipeline import make_train_iterator
+  from m3jax.data.prepare import load_vocab
+  from tests.data.conftest import tiny_data_cfg
+
+  base_cfg, paths = tiny_data
+  codes_V = counterfactual.word_start_mask(load_vocab(data_config_from(base_cfg), paths), True)
+
+  def first(rate, split_punctuation):
+    cfg = tiny_data_cfg(
+      base_cfg.data_dir,
+      memory_swap_rate=rate,
+      memory_swap_split_punctuation=split_punctuation,
+    )
+    it = make_train_iterator(cfg, tiny_model_cfg, batch_size=8, with_references=True)
+    return np.concatenate([next(it)["targets"] for _ in range(4)])
+
+  plain = first(0.0, False)
+  np.testing.assert_array_equal(plain, first(0.0, True))
+  joined, split = plain != first(1.0, False), plain != first(1.0, True)
+  assert split.sum() > joined.sum()
+  punctuation = codes_V[plain] == counterfactual.PUNCTUATION
+  assert punctuation.any() and not (split & punctuation).any()
+
+
 def _unreadable_swaps(plain, swapped, chunk_len, window) -> int:
   """Swapped target positions whose new token no reference their chunk reads holds."""
   n = 0
@@ -192,6 +221,38 @@ def test_word_spans_cut_at_word_starts():
   tokens = np.array([31, 12, 13, 30, 31, 14, 30], np.int32)  # a tail, then 3 words
   assert counterfactual.word_spans(tokens, STARTS_V) == [(0, 1), (1, 2), (2, 5), (5, 7)]
   assert counterfactual.word_spans(np.array([], np.int32), STARTS_V) == []
+
+
+# Token 40 is punctuation: a word of its own that also ends the word before it.
+CODES_V = STARTS_V.astype(np.int8)
+CODES_V[40] = counterfactual.PUNCTUATION
+
+
+def test_word_spans_make_punctuation_a_word_of_its_own():
+  # "12 30 ." "13" "." "31": the piece after punctuation begins a word though it is a
+  # continuation piece ("(1842" would otherwise be one word).
+  tokens = np.array([12, 30, 40, 13, 40, 31, 32], np.int32)
+  assert counterfactual.word_spans(tokens, CODES_V) == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 7)]
+  assert counterfactual.word_spans(tokens, STARTS_V) == [(0, 3), (3, 7)]
+
+
+def test_a_value_that_ends_a_sentence_in_the_reference_is_swapped():
+  # The reference says "10 21 30 ." (the value, then a full stop), the row "10 21 30 13":
+  # one value word, shared, so swapped in both; the full stop is a template word.
+  refs = [[10, 20, 40], [10, 21, 30, 40], [10, 22, 23, 31, 40], [10, 24, 40], [10, 25, 32, 40]]
+  n = max(map(len, refs))
+  kb = np.array([r + [0] * (n - len(r)) for r in refs], np.int32)
+  lengths = np.array([len(r) for r in refs], np.int32)
+  swapper = counterfactual.WordSwapper(kb, lengths, CODES_V, template_df=0.5)
+  assert (40,) in swapper.template and swapper.is_value((21, 30))
+  row = np.array([10, 21, 30, 13], np.int32)
+  new_t, new_r = swapper.swap_row(row, kb[1:2], lengths[1:2], 1.0, np.random.default_rng(0))
+  assert tuple(new_t[1:3]) != (21, 30) and tuple(new_r[0, 1:3]) == tuple(new_t[1:3])
+  assert new_r[0, 3] == 40 and new_t[3] == 13
+  # Without punctuation codes "21 30 ." is another word than "21 30": nothing is shared.
+  plain = counterfactual.WordSwapper(kb, lengths, STARTS_V, template_df=0.5)
+  same_t, _ = plain.swap_row(row, kb[1:2], lengths[1:2], 1.0, np.random.default_rng(0))
+  np.testing.assert_array_equal(same_t, row)
 
 
 def _word_kb():
@@ -287,10 +348,19 @@ def test_word_start_mask_splits_sentencepiece_text_into_its_words(tiny_data):
 
   cfg, paths = tiny_data
   vocab = load_vocab(data_config_from(cfg), paths)
-  starts = counterfactual.word_start_mask(vocab)
+  starts = counterfactual.word_start_mask(vocab, split_punctuation=True)
   text = "the founded year 1850 and Zorblatt"
   tokens = np.array(vocab.encode(text), np.int32)
   words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, starts)]
+  assert words == text.split()
+  # Punctuation is a word of its own: the value is the same word before a full stop.
+  text = "Zorblatt was founded in 1850. In 1850, Zorblatt grew."
+  tokens = np.array(vocab.encode(text), np.int32)
+  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, starts)]
+  assert words == "Zorblatt was founded in 1850 . In 1850 , Zorblatt grew .".split()
+  # data.memory_swap_split_punctuation=False: words run on through their punctuation.
+  joined = counterfactual.word_start_mask(vocab, split_punctuation=False)
+  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, joined)]
   assert words == text.split()
 
 

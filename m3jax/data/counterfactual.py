@@ -140,7 +140,7 @@ def _is_punctuation(piece: str) -> bool:
   return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
 
 
-def word_start_mask(vocab, split_punctuation: bool = False) -> np.ndarray:
+def word_start_mask(vocab, *, split_punctuation: bool) -> np.ndarray:
   """int8 [V]: each token's word-boundary code (CONTINUES, STARTS, PUNCTUATION).
   SentencePiece: pieces starting with '\u2581' and the special ids start a word; with
   ``split_punctuation``, pieces of punctuation only ("." "," ")" "\u2581(") are

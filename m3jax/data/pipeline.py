@@ -244,7 +244,7 @@ def make_train_iterator(
     words = counterfactual.WordSwapper(
       ref_tokens,
       ref_lengths,
-      counterfactual.word_start_mask(vocab, cfg.memory_swap_split_punctuation),
+      counterfactual.word_start_mask(vocab, split_punctuation=cfg.memory_swap_split_punctuation),
       cfg.memory_swap_template_df,
       cfg.memory_swap_pool,
     )

@@ -148,7 +148,9 @@ def test_pipeline_swaps_values_before_punctuation_only_when_asked(tiny_data, tin
   from tests.data.conftest import tiny_data_cfg
 
   base_cfg, paths = tiny_data
-  codes_V = counterfactual.word_start_mask(load_vocab(data_config_from(base_cfg), paths), True)
+  codes_V = counterfactual.word_start_mask(
+    load_vocab(data_config_from(base_cfg), paths), split_punctuation=True
+  )
 
   def first(rate, split_punctuation):
     cfg = tiny_data_cfg(

@@ -102,7 +102,7 @@ class KBCloze:
     reference, or None when a value could not be swapped, none occurs once, or the item
     does not fit in a chunk."""
     swapped, _ = self.words.swap_row(ref_T, ref_T[None], np.array([len(ref_T)]), 1.0, rng)
-    spans = word_spans(swapped, self.words.starts_V)
+    spans = word_spans(swapped, self.words.boundaries_V)
     word_list = [tuple(swapped[s:e].tolist()) for s, e in spans]
     original = [tuple(ref_T[s:e].tolist()) for s, e in spans]
     if any(w == o and self.words.is_value(o) for w, o in zip(word_list, original)):

@@ -140,7 +140,7 @@ def _is_punctuation(piece: str) -> bool:
   return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
 
 
-def word_start_mask(vocab, *, split_punctuation: bool) -> np.ndarray:
+def word_boundary_codes(vocab, *, split_punctuation: bool) -> np.ndarray:
   """int8 [V]: each token's word-boundary code (CONTINUES, STARTS, PUNCTUATION).
   SentencePiece: pieces starting with '\u2581' and the special ids start a word; with
   ``split_punctuation``, pieces of punctuation only ("." "," ")" "\u2581(") are
@@ -159,15 +159,15 @@ def word_start_mask(vocab, *, split_punctuation: bool) -> np.ndarray:
   return codes_V
 
 
-def word_spans(tokens_T: np.ndarray, starts_V: np.ndarray) -> list[tuple[int, int]]:
+def word_spans(tokens_T: np.ndarray, boundaries_V: np.ndarray) -> list[tuple[int, int]]:
   """``[(start, end), ...]`` of the words of ``tokens_T``: a word runs from a word-start
-  token (any nonzero code of ``starts_V``, a bool mask included) to the next one, and a
+  token (any nonzero code of ``boundaries_V``, a bool mask included) to the next one, and a
   PUNCTUATION token is a word of its own (the first span may be a word's tail, cut by row
   packing)."""
   n = len(tokens_T)
   if n == 0:
     return []
-  codes_T = np.asarray(starts_V)[tokens_T].astype(np.int8)
+  codes_T = np.asarray(boundaries_V)[tokens_T].astype(np.int8)
   after_punct_T = np.concatenate([[False], codes_T[:-1] == PUNCTUATION])
   cuts = np.flatnonzero((codes_T != CONTINUES) | after_punct_T)
   bounds = np.unique(np.concatenate([[0], cuts, [n]]))
@@ -192,7 +192,7 @@ class WordSwapper:
     self,
     ref_tokens_NxL: np.ndarray,
     ref_lengths_N: np.ndarray,
-    starts_V: np.ndarray,
+    boundaries_V: np.ndarray,
     template_df: float,
     pool: str = "length",
   ):
@@ -201,7 +201,7 @@ class WordSwapper:
     self.pool = pool
     if not 0.0 < template_df <= 1.0:
       raise ValueError(f"template_df={template_df} must be in (0, 1]")
-    self.starts_V = starts_V
+    self.boundaries_V = boundaries_V
     df: dict[tuple, int] = {}
     freq: dict[tuple, int] = {}
     ref_words = [self._words(tokens[:n]) for tokens, n in zip(ref_tokens_NxL, ref_lengths_N)]
@@ -238,7 +238,7 @@ class WordSwapper:
     self.slot_pools = {k: _weighted(sorted(c), c) for k, c in slot_freq.items()}
 
   def _words(self, tokens: np.ndarray) -> list[tuple]:
-    return [tuple(tokens[s:e].tolist()) for s, e in word_spans(tokens, self.starts_V)]
+    return [tuple(tokens[s:e].tolist()) for s, e in word_spans(tokens, self.boundaries_V)]
 
   def _slot(self, words: list[tuple], i: int) -> tuple:
     """The template words right before word ``i`` (at most ``SLOT_WORDS``): its slot."""
@@ -282,8 +282,10 @@ class WordSwapper:
     """
     if window > 0 and chunk_len <= 0:
       raise ValueError(f"swapping only readable values (window={window}) needs chunk_len > 0")
-    row_spans = word_spans(targets_T, self.starts_V)
-    ref_spans = [word_spans(r[:n], self.starts_V) for r, n in zip(ref_tokens_CxN, ref_lengths_C)]
+    row_spans = word_spans(targets_T, self.boundaries_V)
+    ref_spans = [
+      word_spans(r[:n], self.boundaries_V) for r, n in zip(ref_tokens_CxN, ref_lengths_C)
+    ]
     row_words = [tuple(targets_T[s:e].tolist()) for s, e in row_spans]
     ref_words = [
       [tuple(r[s:e].tolist()) for s, e in sp] for r, sp in zip(ref_tokens_CxN, ref_spans)

@@ -244,7 +244,9 @@ def make_train_iterator(
     words = counterfactual.WordSwapper(
       ref_tokens,
       ref_lengths,
-      counterfactual.word_start_mask(vocab, split_punctuation=cfg.memory_swap_split_punctuation),
+      counterfactual.word_boundary_codes(
+        vocab, split_punctuation=cfg.memory_swap_split_punctuation
+      ),
       cfg.memory_swap_template_df,
       cfg.memory_swap_pool,
     )

@@ -148,7 +148,7 @@ def test_pipeline_swaps_values_before_punctuation_only_when_asked(tiny_data, tin
   from tests.data.conftest import tiny_data_cfg
 
   base_cfg, paths = tiny_data
-  codes_V = counterfactual.word_start_mask(
+  codes_V = counterfactual.word_boundary_codes(
     load_vocab(data_config_from(base_cfg), paths), split_punctuation=True
   )
 
@@ -344,13 +344,13 @@ def test_readable_swap_leaves_values_their_chunk_cannot_read():
   assert _swapped_words(swapper, row, refs, lengths, chunk_len=4, window=1) == set()
 
 
-def test_word_start_mask_splits_sentencepiece_text_into_its_words(tiny_data):
+def test_word_boundary_codes_split_sentencepiece_text_into_its_words(tiny_data):
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import load_vocab
 
   cfg, paths = tiny_data
   vocab = load_vocab(data_config_from(cfg), paths)
-  starts = counterfactual.word_start_mask(vocab, split_punctuation=True)
+  starts = counterfactual.word_boundary_codes(vocab, split_punctuation=True)
   text = "the founded year 1850 and Zorblatt"
   tokens = np.array(vocab.encode(text), np.int32)
   words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, starts)]
@@ -361,7 +361,7 @@ def test_word_start_mask_splits_sentencepiece_text_into_its_words(tiny_data):
   words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, starts)]
   assert words == "Zorblatt was founded in 1850 . In 1850 , Zorblatt grew .".split()
   # data.memory_swap_split_punctuation=False: words run on through their punctuation.
-  joined = counterfactual.word_start_mask(vocab, split_punctuation=False)
+  joined = counterfactual.word_boundary_codes(vocab, split_punctuation=False)
   words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, joined)]
   assert words == text.split()
 

@@ -61,8 +61,10 @@ class DataConfig:
   memory_swap_unit: str = "word"
   # Word unit: a punctuation piece ("." "," "?") is a word of its own, so a value that ends
   # a sentence or a clause ("launched in 1842.") is the same word as where a row or an
-  # answer says it without ("1842"). False (the default): words run on through trailing
-  # punctuation, as before session 21; measured both ways in docs/design.md, "Session 21".
+  # answer says it without ("1842"). The configs (configs/sections/data.py) turn it on;
+  # False here is the behaviour of runs whose config.json predates the field (words run
+  # on through trailing punctuation), so resuming one never changes its data stream.
+  # Measured both ways in docs/design.md, "Session 21" and "Session 22".
   memory_swap_split_punctuation: bool = False
   memory_swap_template_df: float = 0.05
   memory_swap_pool: str = "length"

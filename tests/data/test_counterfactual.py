@@ -350,19 +350,19 @@ def test_word_boundary_codes_split_sentencepiece_text_into_its_words(tiny_data):
 
   cfg, paths = tiny_data
   vocab = load_vocab(data_config_from(cfg), paths)
-  starts = counterfactual.word_boundary_codes(vocab, split_punctuation=True)
+  split_V = counterfactual.word_boundary_codes(vocab, split_punctuation=True)
   text = "the founded year 1850 and Zorblatt"
   tokens = np.array(vocab.encode(text), np.int32)
-  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, starts)]
+  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, split_V)]
   assert words == text.split()
   # Punctuation is a word of its own: the value is the same word before a full stop.
   text = "Zorblatt was founded in 1850. In 1850, Zorblatt grew."
   tokens = np.array(vocab.encode(text), np.int32)
-  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, starts)]
+  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, split_V)]
   assert words == "Zorblatt was founded in 1850 . In 1850 , Zorblatt grew .".split()
   # data.memory_swap_split_punctuation=False: words run on through their punctuation.
-  joined = counterfactual.word_boundary_codes(vocab, split_punctuation=False)
-  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, joined)]
+  joined_V = counterfactual.word_boundary_codes(vocab, split_punctuation=False)
+  words = [vocab.decode(tokens[s:e]) for s, e in counterfactual.word_spans(tokens, joined_V)]
   assert words == text.split()
 
 

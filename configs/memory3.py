@@ -98,15 +98,16 @@ _MODELS = {
     head_dim=80,
     embed_dim=3200,
     mlp_dim=3200,
-    # auto: cuDNN on GPU, Pallas splash on TPU (m3jax.memory.attention).
+    # auto: cuDNN on GPU, m3jax's Pallas flash kernel on TPU
+    # (m3jax.model.joint_attention.resolve_impl).
     dtype="bfloat16",
     param_dtype="float32",
     attention_impl="auto",
     # Two scanned runs (memory layers 0-21, the rest); the backward
-    # pass keeps the projections' outputs and recomputes attention
-    # (m3jax.model.stack documents each policy).
+    # pass keeps the projections' outputs and the flash kernel's output
+    # and logsumexp, and recomputes the rest (m3jax.model.stack).
     scan_layers=True,
-    remat_policy="dots_except_attention",
+    remat_policy="dots_attention_out",
     memory=dict(
       memory_layers=tuple(range(22)), tokens_per_head=8, refs_per_chunk=5, chunk_len=64, ref_len=128
     ),

@@ -123,10 +123,10 @@ def _print(result: dict) -> None:
   )
   if flops["kernel_calls_from_masks_per_step"]:
     print(
-      f"  Pallas attention kernels: {flops['kernels_without_flops_per_step']:.0f} calls per "
+      f"  Pallas attention kernels: {flops['kernel_calls_per_step']:.0f} calls per "
       f"step in the HLO ({flops['kernel_calls_from_masks_per_step']:.0f} expected), "
       f"{flops['kernel_flops_from_masks_per_device']:.4g} FLOPs per device from their tile "
-      f"masks; matmuls + kernels {flops['compiled_with_kernels_per_device']:.4g} (ratio "
+      f"masks ({'in the HLO, their cost estimates' if flops['kernel_flops_in_hlo'] else 'added'}); matmuls + kernels {flops['compiled_with_kernels_per_device']:.4g} (ratio "
       f"{flops['compiled_with_kernels_over_formula']:.3f} to App. A)"
     )
   if flops["unknown_trip_counts"] or flops["kernels_without_flops_per_step"]:
@@ -221,9 +221,9 @@ def compile_and_report(config, args) -> dict:
     formula_parts = flops.train_step_flops(cfg, seq_len, batch, **stage_kw)
     # What XLA also counts, accounted for (see m3jax.train.flops).
     remat = config.model.get("remat_policy", "none")
-    # A fused kernel (splash) skips masked tiles and recomputes inside itself; its FLOPs
-    # are not in the matmul count but counted from its tile masks instead.
-    fused = cfg.attention_impl.startswith("splash")
+    # A fused kernel (splash, flash) skips masked tiles and recomputes inside itself; its
+    # FLOPs are not XLA matmuls but counted from its tile masks instead.
+    fused = flops.kernel_of(cfg.attention_impl) is not None
     # The live encoder's short references run XLA attention even then
     # (joint_attention.impl_for_short_causal): XLA counts them, as it does dense layers.
     enc_xla = not flops.encoder_on_kernel(cfg)
@@ -236,10 +236,9 @@ def compile_and_report(config, args) -> dict:
         cfg, seq_len, batch, remat, fused_attention=fused, encoder_refs=enc_refs * enc_xla
       ),
     }
-    if fused:
-      kernels = flops.splash_kernels(
-        cfg, seq_len, batch, **stage_kw, remat=remat, microbatches=microbatches
-      )
+    kernels = flops.attention_kernels(
+      cfg, seq_len, batch, **stage_kw, remat=remat, microbatches=microbatches
+    )
     per_device_batch = out.details["per_device_batch"]
   if getattr(args, "hlo_out", None):
     _write_text(args.hlo_out, out.executable.as_text())
@@ -250,14 +249,19 @@ def compile_and_report(config, args) -> dict:
   )
   summary["flops"]["formula_per_step"] = formula_parts
   accounted = (formula_parts["total"] + sum(extras.values())) / n
-  # Fused kernels: XLA counts none of their FLOPs; they are added from their tile masks
-  # (m3jax.train.flops.splash_kernels), and the call count is checked against the HLO's.
-  with_kernels = summary["flops"]["compiled_flops_per_device"] + kernels["flops"] / n
+  # Fused kernels: XLA's matmuls hold none of their FLOPs. A kernel with a cost estimate
+  # (flash) is counted from it in the HLO, one without (splash) is added from its tile
+  # masks (m3jax.train.flops.attention_kernels); the tests check the calls against the HLO.
+  in_hlo = flops.kernel_of(cfg.attention_impl) == "flash"
+  with_kernels = summary["flops"]["compiled_flops_per_device"] + (
+    0.0 if in_hlo else kernels["flops"] / n
+  )
   summary["flops"].update(
     extras_per_step=extras,
     accounted_per_device=accounted,
     kernel_calls_from_masks_per_step=kernels["calls"],
     kernel_flops_from_masks_per_device=kernels["flops"] / n,
+    kernel_flops_in_hlo=in_hlo,
     compiled_with_kernels_per_device=with_kernels,
     compiled_with_kernels_over_formula=with_kernels / summary["flops"]["formula_per_device"],
     compiled_over_accounted=with_kernels / accounted,

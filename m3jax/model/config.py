@@ -13,8 +13,17 @@ import jax.numpy as jnp
 
 SELECTIONS = ("attention", "expsum", "random", "first")
 # What the backward pass keeps of each layer (m3jax.model.stack.remat_policy says how).
-REMAT_POLICIES = ("none", "full", "dots", "dots_except_attention")
-ATTENTION_IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "auto")
+REMAT_POLICIES = ("none", "full", "dots", "dots_except_attention", "dots_attention_out")
+ATTENTION_IMPLS = (
+  "dense",
+  "flat",
+  "cudnn",
+  "splash",
+  "splash_interpret",
+  "flash",
+  "flash_interpret",
+  "auto",
+)
 
 
 def _fail(field: str, msg: str):
@@ -103,7 +112,7 @@ class ModelConfig:
   bos_id: int = 3
   ref_id: int = 4
   attention_impl: str = (
-    "dense"  # dense | flat | cudnn | splash | auto (m3jax.model.joint_attention)
+    "dense"  # dense | flat | cudnn | splash | flash | auto (m3jax.model.joint_attention)
   )
   scan_layers: bool = False  # nn.scan-style stacked layers (m3jax.model.stack)
   remat_policy: str = "none"  # one of REMAT_POLICIES (m3jax.model.stack)

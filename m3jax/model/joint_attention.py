@@ -6,7 +6,8 @@ parameters. The memory part is vectorized over chunks (queries reshaped to
 (context and memory share one max and one denominator) so that a fully masked
 memory contributes exact zeros and the output is bitwise the memory-free one. That dense form is the reference; the fused forms (``impl``) run the
 same Eq. (4) as one attention kernel without a [T, S] score matrix in HBM: cuDNN flash
-attention on GPU, Pallas splash attention on TPU (m3jax.model.splash_attention), XLA elsewhere.
+attention on GPU, a Pallas kernel on TPU (m3jax's own flash kernel, or the library's
+splash attention: m3jax.model.splash_attention), XLA elsewhere.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ def _queries_by_chunk(q_BxTxKxGxD, num_chunks: int, chunk_len: int):
   return q.reshape(b, num_chunks, chunk_len, *q.shape[2:])
 
 
-IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "auto")
+IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "flash", "flash_interpret", "auto")
+KERNEL_IMPLS = ("splash", "splash_interpret", "flash", "flash_interpret")  # need Causal
+
+
+def on_kernel(impl: str) -> bool:
+  """Whether ``impl`` runs one of the Pallas TPU kernels (m3jax.model.splash_attention)."""
+  return impl in KERNEL_IMPLS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,20 +63,21 @@ class Causal:
 
 
 def resolve_impl(impl: str) -> str:
-  """``auto`` -> the fused kernel of the default backend: cudnn on GPU, splash on TPU,
-  flat (XLA) elsewhere. Other names pass through. (An ahead-of-time TPU compile traced
-  on a CPU host must name ``splash``: inside ``jit`` the target devices are unknown.)"""
+  """``auto`` -> the fused kernel of the default backend: cudnn on GPU, m3jax's own
+  flash kernel on TPU (fused backward; splash stays selectable by name), flat (XLA)
+  elsewhere. Other names pass through. (An ahead-of-time TPU compile traced on a CPU host
+  must name the kernel: inside ``jit`` the target devices are unknown; ``aot.for_tpu``.)"""
   if impl not in IMPLS:
     raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
   if impl != "auto":
     return impl
-  return {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}.get(jax.default_backend(), "flat")
+  return {"gpu": "cudnn", "cuda": "cudnn", "tpu": "flash"}.get(jax.default_backend(), "flat")
 
 
 def impl_for_cache(impl: str) -> str:
   """The impl for attention over a KV cache (arbitrary mask): splash needs ``Causal``."""
   impl = resolve_impl(impl)
-  return "flat" if impl.startswith("splash") else impl
+  return "flat" if on_kernel(impl) else impl
 
 
 def impl_for_short_causal(impl: str, t: int) -> str:
@@ -78,7 +86,7 @@ def impl_for_short_causal(impl: str, t: int) -> str:
   softmax's t², else XLA ("flat"). A 129-token reference pads to 3 tiles, 3x the dense
   pairs (6x App. A's causal half); a 2,049-slot training row computes 0.6x the dense."""
   impl = resolve_impl(impl)
-  if impl.startswith("splash") and splash.computed_pairs(t, t, 0, 0, 0, 1) >= t * t:
+  if on_kernel(impl) and splash.computed_pairs(t, t, 0, 0, 0, 1) >= t * t:
     return "flat"
   return impl
 
@@ -110,7 +118,8 @@ def joint_attention(
       memories] with a block mask; XLA), "cudnn" (the same call on cuDNN flash attention:
       for long bf16 training sequences on GPU), "splash" (Pallas TPU kernel, needs a
       ``Causal`` mask; m3jax.model.splash_attention; "splash_interpret" runs it in Pallas
-      interpret mode anywhere), "auto" (``resolve_impl``). The memory mass
+      interpret mode anywhere), "flash" / "flash_interpret" (m3jax's own Pallas kernel on
+      the same layout, with a fused backward: m3jax.model.flash_kernel), "auto" (``resolve_impl``). The memory mass
       needs "dense" (asking for it selects it).
 
   Returns:
@@ -119,7 +128,7 @@ def joint_attention(
   impl = "dense" if return_memory_mass else resolve_impl(impl)
   b, t = q_BxTxHxD.shape[:2]
   if isinstance(mask_BxTxS, Causal):
-    if impl.startswith("splash"):
+    if on_kernel(impl):
       return splash.splash_joint_attention(
         q_BxTxHxD,
         k_BxSxKxD,
@@ -127,12 +136,13 @@ def joint_attention(
         mask_BxTxS.offset,
         memory,
         chunk_len=chunk_len,
-        interpret=impl == "splash_interpret",
+        interpret=impl.endswith("_interpret"),
+        kernel=impl.removesuffix("_interpret"),
       )
     mask_BxTxS = mask_BxTxS.dense(b, t, k_BxSxKxD.shape[1])
-  elif impl.startswith("splash"):
+  elif on_kernel(impl):
     raise ValueError(
-      "splash attention needs a Causal(offset) mask (fresh causal context); "
+      f"{impl} attention needs a Causal(offset) mask (fresh causal context); "
       "use impl_for_cache() for attention over a KV cache"
     )
   if impl != "dense":

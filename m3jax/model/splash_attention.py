@@ -1,4 +1,8 @@
-"""Joint attention as one Pallas splash-attention kernel (TPU): no [T, S] score matrix.
+"""Joint attention as one Pallas TPU kernel: no [T, S] score matrix.
+
+The layout below feeds either kernel: the library's splash attention
+(``kernel="splash"``) or m3jax's own (``kernel="flash"``, m3jax.model.flash_kernel:
+the same tiles, a fused backward, outputs a remat policy can keep).
 
 The caller's keys are ``[slot 0 | context slots 1… | memories]``: slot 0 is ``<ref>`` (the
 sink in the training forward, the reference's first token in encoding) and is visible to
@@ -41,8 +45,11 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from m3jax import axes
+from m3jax.model import flash_kernel
 
 BLOCK = 128  # splash tiles (query and key) are multiples of 128 lanes
+KERNELS = ("splash", "flash")
+assert flash_kernel.BLOCK == BLOCK  # one tiling, so computed_pairs counts either kernel
 
 
 def _round_up(n: int, m: int) -> int:
@@ -150,9 +157,13 @@ def splash_joint_attention(
   *,
   chunk_len: int = 64,
   interpret: bool = False,
+  kernel: str = "splash",
 ):
   """Joint attention (same result as ``joint_attention`` with a ``Causal(offset)`` mask,
-  ``offset >= 0``: slot 0 is visible to every query and is merged outside the kernel)."""
+  ``offset >= 0``: slot 0 is visible to every query and is merged outside the kernel),
+  on the library's splash kernel or on m3jax's own ``flash`` kernel."""
+  if kernel not in KERNELS:
+    raise ValueError(f"kernel {kernel!r} is not one of {KERNELS}")
   if offset < 0:
     raise ValueError(f"splash attention needs slot 0 visible to every query; offset={offset}")
   b, t, h, d = q_BxTxHxD.shape
@@ -177,7 +188,12 @@ def splash_joint_attention(
   k_BxKxSxD, v_BxKxSxD = widen(keys).transpose(0, 2, 1, 3), widen(values).transpose(0, 2, 1, 3)
   q_ids, kv_ids = segment_ids(b, t, s_ctx, mem_mask_BxN, (tp, sp))
 
+  layout = flash_kernel.Layout(t, tp, sp, s_ctx - 1, offset, chunks, per_chunk, chunk_len)
+
   def attend(q, k, v, q_ids, kv_ids, heads):
+    if kernel == "flash":
+      valid = (kv_ids == 0).astype(jnp.int32)[:, None]
+      return flash_kernel.flash_attention(layout, interpret, q, k, v, valid)
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel
 
     kern = _kernel(t, s_ctx, offset, chunks, per_chunk, chunk_len, heads, interpret)

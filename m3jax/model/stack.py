@@ -23,6 +23,11 @@ of one ``layer_{i}`` and a leading axis of length ``last - first + 1``;
                          the three MLP projections. Attention (its batched score and
                          value matmuls, softmax, or the fused kernel), norms, RoPE and
                          SiLU are recomputed, so no [T, S] score matrix is kept.
+  dots_attention_out     as dots_except_attention, and also the output and logsumexp
+                         of the ``flash`` kernel (named ``attention_out`` and
+                         ``attention_lse``, m3jax.model.flash_kernel): its backward
+                         then needs no forward kernel again. Other attention impls
+                         name nothing, so for them it is dots_except_attention.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from m3jax import axes
-from m3jax.model import layers
+from m3jax.model import flash_kernel, layers
 from m3jax.model.config import ModelConfig
 
 _STACK_NAME = re.compile(r"^layers_(\d+)_to_(\d+)$")
@@ -60,11 +65,19 @@ def stack_name(start: int, stop: int) -> str:
 
 def remat_policy(name: str):
   """``(use_checkpoint, policy)`` for ``jax.checkpoint`` (see the module docstring)."""
+  cp = jax.checkpoint_policies
   policies = {
     "none": (False, None),
     "full": (True, None),
     "dots": (True, jax.checkpoint_policies.checkpoint_dots),
-    "dots_except_attention": (True, jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
+    "dots_except_attention": (True, cp.checkpoint_dots_with_no_batch_dims),
+    "dots_attention_out": (
+      True,
+      cp.save_from_both_policies(
+        cp.checkpoint_dots_with_no_batch_dims,
+        cp.save_only_these_names(flash_kernel.OUT_NAME, flash_kernel.LSE_NAME),
+      ),
+    ),
   }
   if name not in policies:
     raise ValueError(f"model.remat_policy={name!r} is not one of {sorted(policies)}")

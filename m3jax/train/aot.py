@@ -74,13 +74,14 @@ class Topology:
 
 
 def for_tpu(cfg: ModelConfig) -> ModelConfig:
-  """``attention_impl="auto"`` as a TPU host resolves it (Pallas splash attention).
+  """``attention_impl="auto"`` as a TPU host resolves it (m3jax's flash kernel,
+  ``joint_attention.resolve_impl``).
 
   Compiling runs on a CPU host, where ``auto`` would pick XLA attention and compile a
   program that no TPU run executes; an explicit impl is kept (to compare kernels).
   """
   if cfg.attention_impl == "auto":
-    return dataclasses.replace(cfg, attention_impl="splash")
+    return dataclasses.replace(cfg, attention_impl="flash")
   return cfg
 
 

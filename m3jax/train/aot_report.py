@@ -154,6 +154,8 @@ def summarize(executable, *, model_flops_per_device: float, hbm_bytes: int) -> d
       "loops": counted.loops,
       "unknown_trip_counts": counted.unknown_trip_counts,
       "kernels_without_flops_per_step": counted.opaque_kernels,
+      "kernel_calls_per_step": counted.kernels,
+      "kernel_flops_in_hlo_per_device": counted.kernel_flops,
       "transcendentals_per_device": cost["transcendentals"],
       "bytes_accessed_per_device": cost["bytes_accessed"],
     },

@@ -29,22 +29,30 @@ from __future__ import annotations
 
 from m3jax.model import splash_attention as splash
 from m3jax.model.config import ModelConfig
-from m3jax.model.joint_attention import impl_for_short_causal
+from m3jax.model.joint_attention import impl_for_short_causal, on_kernel
 
-# Matmuls per computed query-key pair (each 2·d_h FLOPs per head) in the splash kernels:
+# Per kernel (m3jax.model.splash_attention's layout): (forward matmuls, backward matmuls,
+# backward calls) per computed query-key pair (each 2·d_h FLOPs per head). splash:
 # forward q·kᵀ and p·v; backward (unfused) dq kernel q·kᵀ, do·vᵀ, ds·k and dkv kernel
-# q·kᵀ, pᵀ·do, do·vᵀ, dsᵀ·q. (The fused backward would do 5 in one call, but its
-# per-KV-tile float32 dq partials took v5e:16x16 stage 1 from 8.4 to 31.4 GiB: docs/tpu.md.)
-SPLASH_FWD_MATMULS, SPLASH_BWD_MATMULS, SPLASH_BWD_CALLS = 2, 7, 2
-# Remat policies under which the backward runs the kernel's forward again: every
-# checkpointing policy (none saves a Pallas call's outputs; m3jax.model.stack).
-KERNEL_RECOMPUTED = ("full", "dots", "dots_except_attention")
+# q·kᵀ, pᵀ·do, do·vᵀ, dsᵀ·q (its fused backward's per-KV-tile float32 dq partials took
+# v5e:16x16 stage 1 from 8.4 to 31.4 GiB: docs/tpu.md). flash (m3jax.model.flash_kernel):
+# one fused backward call, q·kᵀ, pᵀ·do, do·vᵀ, dsᵀ·q, ds·k.
+KERNEL_MATMULS = {"splash": (2, 7, 2), "flash": (2, 5, 1)}
+# Remat policies under which the backward runs a kernel's forward again: every
+# checkpointing policy, except the one that saves the flash kernel's named outputs.
+_CHECKPOINTING = ("full", "dots", "dots_except_attention", "dots_attention_out")
+KERNEL_RECOMPUTED = {"splash": _CHECKPOINTING, "flash": _CHECKPOINTING[:3]}
+
+
+def kernel_of(impl: str) -> str | None:
+  """The Pallas kernel an attention impl runs ("splash", "flash"), or None (XLA)."""
+  return impl.removesuffix("_interpret") if on_kernel(impl) else None
 
 
 def encoder_on_kernel(c: ModelConfig) -> bool:
-  """Whether the live encoder's references run the splash kernel (else XLA attention):
-  the choice ``Transformer.encode`` makes (``joint_attention.impl_for_short_causal``)."""
-  return impl_for_short_causal(c.attention_impl, c.memory.ref_len + 1).startswith("splash")
+  """Whether the live encoder's references run the kernel (else XLA attention): the
+  choice ``Transformer.encode`` makes (``joint_attention.impl_for_short_causal``)."""
+  return on_kernel(impl_for_short_causal(c.attention_impl, c.memory.ref_len + 1))
 
 
 def _linear_per_token(c: ModelConfig) -> int:
@@ -121,7 +129,7 @@ def dense_attention_extra(
   T·(T+1) (sink + context) and masks half: 2·2·T·(T/2+1)·H·d_h more per layer forward,
   ×3 with the backward. Stage 2's encoder likewise computes (N+1)² pairs where App. A
   counts N²/2 (×3 with encode_grad). ``context`` / ``encoder``: which of the two runs
-  dense XLA attention (a fused kernel's work is counted by ``splash_kernels`` instead).
+  dense XLA attention (a fused kernel's work is counted by ``attention_kernels``).
   """
   hd = c.num_heads * c.head_dim
   extra = 3 * c.num_layers * 4 * t * (t / 2 + 1) * hd if context else 0.0
@@ -158,15 +166,16 @@ def remat_extra(
   per_layer = {
     "full": 2 * t * _linear_per_token(c) + attention,
     "dots_except_attention": attention,
+    "dots_attention_out": attention,  # XLA attention names no outputs to keep
   }.get(policy, 0.0)
   extra = c.num_layers * per_layer
-  if encoder_refs and policy in ("full", "dots_except_attention"):
+  if encoder_refs and policy in ("full", "dots_except_attention", "dots_attention_out"):
     n, layers = c.memory.ref_len + 1, c.memory.encode_depth - 1
     extra += encoder_refs * layers * 4 * n * n * hd
   return extra * batch
 
 
-def splash_kernels(
+def attention_kernels(
   c: ModelConfig,
   t: int,
   batch: int,
@@ -176,21 +185,26 @@ def splash_kernels(
   remat: str | None = None,
   microbatches: int = 1,
 ) -> dict[str, float]:
-  """{"calls", "flops"} of a train step's splash attention kernels, which XLA cannot
-  count (Mosaic custom calls): from each call's static tile mask
-  (``splash_attention.computed_pairs``) and the kernels' matmuls per pair.
+  """{"calls", "flops"} of a train step's Pallas attention kernels (``c.attention_impl``
+  splash or flash), from each call's static tile mask
+  (``splash_attention.computed_pairs``) and the kernel's matmuls per pair. XLA's matmul
+  count has none of them: splash carries no cost estimate (this is its count), flash
+  carries this count as its ``cost_estimate`` (m3jax.train.hlo_flops reads it back).
 
-  Per layer: a forward call and a dq and a dkv call, plus the forward again under a
-  remat policy that does not save the kernel's outputs (``KERNEL_RECOMPUTED``). The live
-  encoder's short references run XLA attention, not the kernel
-  (``joint_attention.impl_for_short_causal``): XLA counts them. A call covers the whole
-  microbatch (the kernel is vmapped).
+  Per layer: a forward call and the backward calls (splash: dq and dkv; flash: one),
+  plus the forward again under a remat policy that does not keep the kernel's outputs
+  (``KERNEL_RECOMPUTED``). The live encoder's short references run XLA attention, not
+  the kernel (``joint_attention.impl_for_short_causal``): XLA counts them. A call covers
+  the whole microbatch.
   """
+  kernel = kernel_of(c.attention_impl)
+  if kernel is None:
+    return {"calls": 0.0, "flops": 0.0}
+  fwd_matmuls, bwd_matmuls, bwd_calls = KERNEL_MATMULS[kernel]
   m, hd = c.memory, c.num_heads * c.head_dim
-  recompute = 1 if (remat or "none") in KERNEL_RECOMPUTED else 0
-  fwd_calls, bwd_calls = 1 + recompute, SPLASH_BWD_CALLS
+  fwd_calls = 1 + int((remat or "none") in KERNEL_RECOMPUTED[kernel])
   per_pair = lambda matmuls: matmuls * 2 * hd
-  train_matmuls = fwd_calls * SPLASH_FWD_MATMULS + SPLASH_BWD_MATMULS
+  train_matmuls = fwd_calls * fwd_matmuls + bwd_matmuls
   plain = splash.computed_pairs(t, t + 1, 1, 0, 0, m.chunk_len)
   mem_layers = m.num_memory_layers if use_memory else 0
   pairs = (c.num_layers - mem_layers) * plain
@@ -202,7 +216,7 @@ def splash_kernels(
   calls = c.num_layers * (fwd_calls + bwd_calls)
   if use_memory and encoder_on_kernel(c):
     n, layers = m.ref_len, m.encode_depth - 1
-    enc_matmuls = train_matmuls if encode_grad else SPLASH_FWD_MATMULS
+    enc_matmuls = train_matmuls if encode_grad else fwd_matmuls
     enc_pairs = layers * splash.computed_pairs(n + 1, n + 1, 0, 0, 0, m.chunk_len)
     flops += (t // m.chunk_len) * batch * enc_pairs * per_pair(enc_matmuls)
     calls += layers * ((fwd_calls + bwd_calls) if encode_grad else 1)

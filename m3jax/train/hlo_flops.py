@@ -45,7 +45,8 @@ _DIMS = re.compile(r"\b(lhs_contracting_dims|rhs_contracting_dims)=\{([\d,\s]*)\
 _DIM_LABELS = re.compile(r"\bdim_labels=([\w]+)_([\w]+)->([\w]+)")
 # A Pallas (Mosaic) kernel: its FLOPs are what its ``cost_estimate`` says, if it has one.
 _KERNEL = 'custom_call_target="tpu_custom_call"'
-_COST_ESTIMATE = re.compile(r'\\?"cost_estimate\\?"\s*:\s*\{\s*\\?"flops\\?"\s*:\s*(\d+)')
+# (libtpu writes the count as a JSON string: "flops":"8388608".)
+_COST_ESTIMATE = re.compile(r'\\?"cost_estimate\\?"\s*:\s*\{\s*\\?"flops\\?"\s*:\s*\\?"?(\d+)')
 # Instructions whose called computation is the one an earlier ``-start`` already ran.
 _NO_RECURSE = ("async-update", "async-done")
 
@@ -64,13 +65,17 @@ class Counts:
   """Per-execution totals of one computation (callees and trip counts folded in)."""
 
   flops: float = 0.0
-  opaque_kernels: float = 0.0  # Pallas/Mosaic custom calls with no cost estimate
+  kernels: float = 0.0  # Pallas/Mosaic custom calls
+  kernel_flops: float = 0.0  # the FLOPs of their cost estimates (included in flops)
+  opaque_kernels: float = 0.0  # those with no cost estimate
   collectives: dict[str, float] = dataclasses.field(
     default_factory=lambda: dict.fromkeys(COLLECTIVES, 0.0)
   )
 
   def add(self, other: Counts, times: float = 1.0) -> None:
     self.flops += times * other.flops
+    self.kernels += times * other.kernels
+    self.kernel_flops += times * other.kernel_flops
     self.opaque_kernels += times * other.opaque_kernels
     for k, v in other.collectives.items():
       self.collectives[k] += times * v
@@ -278,6 +283,8 @@ class Analysis:
   collectives: dict[str, float]
   loops: list[dict]  # {"while": name, "trip_count": n, "source": how it was found}
   opaque_kernels: float  # Pallas kernel launches per step whose FLOPs are not counted
+  kernels: float = 0.0  # every Pallas kernel launch per step
+  kernel_flops: float = 0.0  # FLOPs of the kernels' cost estimates (part of ``flops``)
 
   @property
   def unknown_trip_counts(self) -> int:
@@ -328,9 +335,11 @@ def analyze(text: str, *, use_trip_counts: bool = True) -> Analysis:
       elif instr.opcode == "convolution":
         total.flops += convolution_flops(instr, shapes)
       elif instr.opcode == "custom-call" and _KERNEL in instr.attrs:
+        total.kernels += 1
         estimate = _COST_ESTIMATE.search(instr.attrs)
         if estimate:
           total.flops += float(estimate.group(1))
+          total.kernel_flops += float(estimate.group(1))
         else:
           total.opaque_kernels += 1
       base = instr.opcode.removesuffix("-start")
@@ -356,4 +365,11 @@ def analyze(text: str, *, use_trip_counts: bool = True) -> Analysis:
     return total
 
   result = count(entry)
-  return Analysis(result.flops, dict(result.collectives), loops, result.opaque_kernels)
+  return Analysis(
+    result.flops,
+    dict(result.collectives),
+    loops,
+    result.opaque_kernels,
+    result.kernels,
+    result.kernel_flops,
+  )

@@ -1,6 +1,7 @@
-"""Fused memory attention (XLA flat, Pallas splash) equals the dense two-part softmax.
+"""Fused memory attention (XLA flat, Pallas splash, m3jax's flash) equals the dense
+two-part softmax.
 
-The splash kernel is the real Pallas TPU kernel run in interpret mode on CPU. Float32:
+The splash and flash kernels are the real Pallas TPU kernels run in interpret mode on CPU. Float32:
 the fused forms sum the same terms in another order (online softmax in tiles), so they
 agree with the dense reference to float32 rounding; tolerance 1e-5 relative to the
 largest magnitude of each compared array.
@@ -124,6 +125,26 @@ def test_splash_kernel_encoding_layout_equals_dense():
   _check("splash_interpret", 9, 0, 0)
 
 
+def test_flash_kernel_equals_dense_forward_and_gradients():
+  """m3jax's own kernel (fused backward) on the training layout: memories, 3 chunks."""
+  _check("flash_interpret", 20, 3, 1)
+
+
+@pytest.mark.integration
+def test_flash_kernel_across_tiles_equals_dense_forward_and_gradients():
+  """Three query tiles, the diagonal across tile edges, 38 chunks of memories (the dq of
+  each query tile accumulates over several KV tiles)."""
+  _check("flash_interpret", 300, 38, 1)
+
+
+@pytest.mark.integration
+def test_flash_kernel_one_chunk_and_encoding_layouts_equal_dense():
+  """One memory chunk read by every query (decoding's layout), and offset 0 with no
+  memory (encoding): query 0 sees no kernel key, only the sink."""
+  _check("flash_interpret", 20, 1, 1)
+  _check("flash_interpret", 9, 0, 0)
+
+
 def test_splash_refuses_a_layout_without_slot_0_visible():
   q, k, v, _ = _inputs(4, 0, 0)
   with pytest.raises(ValueError, match="slot 0"):
@@ -137,7 +158,7 @@ def test_impls_resolve_and_splash_needs_a_causal_layout():
   with pytest.raises(ValueError, match="Causal"):
     joint_attention(q, k, v, jnp.ones((B, 4, 5), bool), impl="splash")
   with pytest.raises(ValueError, match="not one of"):
-    joint_attention(q, k, v, Causal(1), impl="flash")
+    joint_attention(q, k, v, Causal(1), impl="flashy")
 
 
 def test_computed_pairs_counts_the_tiles_the_kernel_visits():

@@ -175,20 +175,32 @@ def test_scanned_decoding_equals_unrolled():
 
 
 @functools.cache
-def _stage2_grads(scan_layers: bool, policy: str):
+def _stage2_grads(scan_layers: bool, policy: str, impl: str = "dense"):
   params, scanned = _params()
-  cfg = dataclasses.replace(SCAN if scan_layers else CFG, remat_policy=policy)
+  cfg = dataclasses.replace(SCAN if scan_layers else CFG, remat_policy=policy, attention_impl=impl)
   return jax.jit(jax.grad(_loss(cfg, _tokens((2, 10)), True)))(scanned if scan_layers else params)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention"])
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_except_attention", "dots_attention_out"])
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 def test_every_remat_policy_gives_the_same_gradients(policy, scan_layers):
   _close(
     _stage2_grads(scan_layers, policy),
     _stage2_grads(scan_layers, "none"),
     f"{policy} (scan_layers={scan_layers})",
+  )
+
+
+@pytest.mark.integration
+def test_scanned_stage2_on_the_flash_kernel_keeping_its_outputs_equals_dense():
+  """The whole stage-2 gradient (memory layers, live encoding) with m3jax's own kernel
+  in interpret mode, scanned, under dots_attention_out (the kernel's outputs kept, its
+  forward not rerun), equals the dense reference without remat."""
+  _close(
+    _stage2_grads(True, "dots_attention_out", "flash_interpret"),
+    _stage2_grads(True, "none"),
+    "flash, scanned, dots_attention_out",
   )
 
 

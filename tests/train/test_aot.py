@@ -90,13 +90,13 @@ def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
 @pytest.mark.integration
 @pytest.mark.parametrize("remat", ["dots_except_attention", "none"])
 def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path, remat):
-  """The Pallas kernel (what ``auto`` runs on a TPU) lowers and compiles for the topology;
-  its FLOPs are outside the matmul count, and the report says how many calls that is."""
+  """The library's Pallas kernel lowers and compiles for the topology; its FLOPs are
+  outside the matmul count, and the report says how many calls that is."""
   proc, result = _compile_tiny_stage2(
     tmp_path,
     "--per-device-batch",
     "1",
-    "--config.model.attention_impl=auto",
+    "--config.model.attention_impl=splash",
     "--config.model.scan_layers=True",
     f"--config.model.remat_policy={remat}",
   )
@@ -105,6 +105,7 @@ def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path, remat):
   # The kernel calls the HLO holds (trip counts included) are the ones the tile-mask count
   # expects: a forward, a dq and a dkv call per layer and encoder layer, per microbatch.
   assert got["kernels_without_flops_per_step"] == got["kernel_calls_from_masks_per_step"] > 0
+  assert got["kernel_calls_per_step"] == got["kernel_calls_from_masks_per_step"]
   # A forward, a dq and a dkv call per layer and microbatch, and the forward again under
   # a remat policy (none saves a Pallas call's outputs).
   layers, micro = result["model"]["num_layers"], 8 // (4 * 1)  # batch / (devices x 1 per device)
@@ -121,6 +122,34 @@ def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path, remat):
   )
   assert result["flops"]["extras_per_step"]["dense_attention_masked_half"] == encoder_only > 0
   assert "Pallas kernel calls" in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+  "remat,per_layer", [("dots_attention_out", 2), ("dots_except_attention", 3)]
+)
+def test_tiny_stage2_with_the_flash_kernel_counts_its_cost_estimates(tmp_path, remat, per_layer):
+  """m3jax's own kernel compiles for the topology with one fused backward call per layer;
+  its FLOPs are in the HLO (its cost estimates) and equal the tile-mask count; under
+  dots_attention_out its forward is not run again (2 calls per layer, not 3)."""
+  _, result = _compile_tiny_stage2(
+    tmp_path,
+    "--per-device-batch",
+    "1",
+    "--config.model.attention_impl=flash",
+    "--config.model.scan_layers=True",
+    f"--config.model.remat_policy={remat}",
+  )
+  assert result["model"]["attention_impl_compiled"] == "flash"
+  got = result["flops"]
+  layers, micro = result["model"]["num_layers"], 8 // (4 * 1)
+  assert got["kernel_calls_per_step"] == got["kernel_calls_from_masks_per_step"]
+  assert got["kernel_calls_per_step"] == layers * per_layer * micro
+  assert got["kernels_without_flops_per_step"] == 0 and got["kernel_flops_in_hlo"]
+  assert got["kernel_flops_in_hlo_per_device"] == pytest.approx(
+    got["kernel_flops_from_masks_per_device"]
+  )
+  assert got["compiled_with_kernels_per_device"] == got["compiled_flops_per_device"]
 
 
 def test_topology_libtpu_rejects_is_a_clear_error():
@@ -196,7 +225,7 @@ def test_mesh_search_tries_tensor_parallel_meshes_until_one_fits(tmp_path):
 
 def test_auto_attention_compiles_the_kernel_a_tpu_run_uses():
   cfg = model_config_from(memory3.get_config("paper_2p4b").model)
-  assert cfg.attention_impl == "auto" and aot.for_tpu(cfg).attention_impl == "splash"
+  assert cfg.attention_impl == "auto" and aot.for_tpu(cfg).attention_impl == "flash"
   dense = model_config_from(memory3.get_config("tiny").model)
   assert aot.for_tpu(dense) is dense  # an explicit impl is kept
 

@@ -120,6 +120,31 @@ body=%body, backend_config={"known_trip_count":{"n":"44"}}
   assert result.collectives["all-reduce"] == 1
 
 
+def test_pallas_kernels_count_their_cost_estimate_or_are_reported_opaque():
+  """libtpu writes a kernel's cost_estimate with the count as a JSON string; a kernel with
+  none adds no FLOPs and is reported instead (splash attention gives none)."""
+
+  def kernel(name, estimate):
+    config = '{"custom_call_config": {"body": "AAAA"' + estimate + "}}"
+    return (
+      f"  %{name} = bf16[8,128]{{1,0}} custom-call(%a), "
+      f'custom_call_target="tpu_custom_call", backend_config={config}\n'
+    )
+
+  text = (
+    "HloModule m\n\nENTRY %main (a: bf16[8,128]) -> bf16[8,128] {\n"
+    + "  %a = bf16[8,128]{1,0} parameter(0)\n"
+    + kernel("k1", ', "cost_estimate":{"flops":"8388608","transcendentals":"1"}')
+    + kernel("k2", ', "cost_estimate":{"flops":1000,"transcendentals":1}')
+    + kernel("k3", "")
+    + "  ROOT %r = bf16[8,128]{1,0} add(%k1, %k2)\n}\n"
+  )
+  result = hlo_flops.analyze(text)
+  assert result.flops == 8388608 + 1000
+  assert result.opaque_kernels == 1 and result.kernels == 3
+  assert result.kernel_flops == 8388608 + 1000
+
+
 CFG = ModelConfig(
   vocab_size=97,
   num_layers=4,

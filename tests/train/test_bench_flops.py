@@ -21,3 +21,32 @@ def test_flops_match_appendix_a():
   )
   # The read is tiny next to the step (App. A: 1.44e-4 TFLOPs per chunk and memory).
   assert flops_memory_read(cfg, 2048) < 0.01 * flops_stage1(cfg, 2048)
+
+
+@pytest.mark.parametrize(
+  "impl,remat,calls_per_layer,matmuls",
+  [
+    ("splash", "none", 3, 2 + 7),  # forward, dq, dkv
+    ("splash", "dots_except_attention", 4, 2 * 2 + 7),  # + the forward again
+    ("splash", "dots_attention_out", 4, 2 * 2 + 7),  # splash names no outputs to keep
+    ("flash", "dots_except_attention", 3, 2 * 2 + 5),  # forward twice, one fused backward
+    ("flash", "dots_attention_out", 2, 2 + 5),  # outputs kept: the forward once
+    ("dense", "dots_attention_out", 0, 0),  # XLA attention: no kernel
+  ],
+)
+def test_kernel_calls_and_flops_per_policy(impl, remat, calls_per_layer, matmuls):
+  """Stage 1 of a 3-layer model at T = 256: every layer's kernel call visits 3 tiles of
+  128 x 128 (the causal diagonal after the sink is merged out: tiles (0,0), (1,0), (1,1))."""
+  import dataclasses
+
+  from m3jax.model.config import ModelConfig
+  from m3jax.train import flops
+
+  cfg = ModelConfig(
+    vocab_size=50, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8, embed_dim=32, mlp_dim=64
+  )
+  cfg = dataclasses.replace(cfg, attention_impl=impl)
+  got = flops.attention_kernels(cfg, 256, 2, use_memory=False, remat=remat, microbatches=2)
+  assert got["calls"] == 3 * calls_per_layer * 2
+  pairs = 3 * 128 * 128
+  assert got["flops"] == 3 * pairs * matmuls * 2 * (4 * 8) * 2  # layers, batch 2

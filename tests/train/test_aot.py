@@ -87,20 +87,26 @@ def test_tiny_stage2_on_v5e_2x2_matches_app_a_flops(tmp_path):
   assert "compiled in" in proc.stdout
 
 
+def _compile_tiny_stage2_on_kernel(out_dir, impl, remat):
+  """The tiny stage-2 step, scanned, on a Pallas kernel, one sequence per device."""
+  proc, result = _compile_tiny_stage2(
+    out_dir,
+    "--per-device-batch",
+    "1",
+    f"--config.model.attention_impl={impl}",
+    "--config.model.scan_layers=True",
+    f"--config.model.remat_policy={remat}",
+  )
+  assert result["model"]["attention_impl_compiled"] == impl
+  return proc, result
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("remat", ["dots_except_attention", "none"])
 def test_tiny_stage2_with_the_splash_kernel_compiles_for_v5e(tmp_path, remat):
   """The library's Pallas kernel lowers and compiles for the topology; its FLOPs are
   outside the matmul count, and the report says how many calls that is."""
-  proc, result = _compile_tiny_stage2(
-    tmp_path,
-    "--per-device-batch",
-    "1",
-    "--config.model.attention_impl=splash",
-    "--config.model.scan_layers=True",
-    f"--config.model.remat_policy={remat}",
-  )
-  assert result["model"]["attention_impl_compiled"] == "splash"
+  proc, result = _compile_tiny_stage2_on_kernel(tmp_path, "splash", remat)
   got = result["flops"]
   # The kernel calls the HLO holds (trip counts included) are the ones the tile-mask count
   # expects: a forward, a dq and a dkv call per layer and encoder layer, per microbatch.
@@ -132,15 +138,7 @@ def test_tiny_stage2_with_the_flash_kernel_counts_its_cost_estimates(tmp_path, r
   """m3jax's own kernel compiles for the topology with one fused backward call per layer;
   its FLOPs are in the HLO (its cost estimates) and equal the tile-mask count; under
   dots_attention_out its forward is not run again (2 calls per layer, not 3)."""
-  _, result = _compile_tiny_stage2(
-    tmp_path,
-    "--per-device-batch",
-    "1",
-    "--config.model.attention_impl=flash",
-    "--config.model.scan_layers=True",
-    f"--config.model.remat_policy={remat}",
-  )
-  assert result["model"]["attention_impl_compiled"] == "flash"
+  _, result = _compile_tiny_stage2_on_kernel(tmp_path, "flash", remat)
   got = result["flops"]
   layers, micro = result["model"]["num_layers"], 8 // (4 * 1)
   assert got["kernel_calls_per_step"] == got["kernel_calls_from_masks_per_step"]

@@ -46,6 +46,11 @@ def on_kernel(impl: str) -> bool:
   return impl in KERNEL_IMPLS
 
 
+def kernel_of(impl: str) -> str | None:
+  """The Pallas kernel an attention impl runs ("splash", "flash"), or None (XLA)."""
+  return impl.removesuffix("_interpret") if on_kernel(impl) else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Causal:
   """The mask of a fresh causal context: query t sees key slots s <= t + offset.
@@ -128,7 +133,8 @@ def joint_attention(
   impl = "dense" if return_memory_mass else resolve_impl(impl)
   b, t = q_BxTxHxD.shape[:2]
   if isinstance(mask_BxTxS, Causal):
-    if on_kernel(impl):
+    kernel = kernel_of(impl)
+    if kernel is not None:
       return splash.splash_joint_attention(
         q_BxTxHxD,
         k_BxSxKxD,
@@ -137,7 +143,7 @@ def joint_attention(
         memory,
         chunk_len=chunk_len,
         interpret=impl.endswith("_interpret"),
-        kernel=impl.removesuffix("_interpret"),
+        kernel=kernel,
       )
     mask_BxTxS = mask_BxTxS.dense(b, t, k_BxSxKxD.shape[1])
   elif on_kernel(impl):

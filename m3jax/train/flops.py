@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from m3jax.model import splash_attention as splash
 from m3jax.model.config import ModelConfig
-from m3jax.model.joint_attention import impl_for_short_causal, on_kernel
+from m3jax.model.joint_attention import impl_for_short_causal, kernel_of, on_kernel
 
 # Per kernel (m3jax.model.splash_attention's layout): (forward matmuls, backward matmuls,
 # backward calls) per computed query-key pair (each 2·d_h FLOPs per head). splash:
@@ -42,11 +42,9 @@ KERNEL_MATMULS = {"splash": (2, 7, 2), "flash": (2, 5, 1)}
 # checkpointing policy, except the one that saves the flash kernel's named outputs.
 _CHECKPOINTING = ("full", "dots", "dots_except_attention", "dots_attention_out")
 KERNEL_RECOMPUTED = {"splash": _CHECKPOINTING, "flash": _CHECKPOINTING[:3]}
-
-
-def kernel_of(impl: str) -> str | None:
-  """The Pallas kernel an attention impl runs ("splash", "flash"), or None (XLA)."""
-  return impl.removesuffix("_interpret") if on_kernel(impl) else None
+# Kernels whose calls carry a cost estimate, which m3jax.train.hlo_flops counts in the HLO
+# (splash has none: its FLOPs are added from the tile masks).
+KERNEL_COST_IN_HLO = {"splash": False, "flash": True}
 
 
 def encoder_on_kernel(c: ModelConfig) -> bool:

@@ -167,6 +167,7 @@ def compile_and_report(config, args) -> dict:
   from m3jax.train.config import train_config_from
 
   cfg = aot.for_tpu(model_config_from(config.model))
+  kernel = kernel_of(cfg.attention_impl)  # the Pallas attention kernel, or None (XLA)
   topo = aot.tpu_topology(args.topology)
   n = len(topo.devices)
   seq_len = resolve_seq_len(config)
@@ -224,7 +225,7 @@ def compile_and_report(config, args) -> dict:
     remat = config.model.get("remat_policy", "none")
     # A fused kernel (splash, flash) skips masked tiles and recomputes inside itself; its
     # FLOPs are not XLA matmuls but counted from its tile masks instead.
-    fused = kernel_of(cfg.attention_impl) is not None
+    fused = kernel is not None
     # The live encoder's short references run XLA attention even then
     # (joint_attention.impl_for_short_causal): XLA counts them, as it does dense layers.
     enc_xla = not flops.encoder_on_kernel(cfg)
@@ -253,7 +254,6 @@ def compile_and_report(config, args) -> dict:
   # Fused kernels: XLA's matmuls hold none of their FLOPs. A kernel with a cost estimate
   # (flash) is counted from it in the HLO, one without (splash) is added from its tile
   # masks (m3jax.train.flops.attention_kernels); the tests check the calls against the HLO.
-  kernel = kernel_of(cfg.attention_impl)
   in_hlo = kernel is not None and flops.KERNEL_COST_IN_HLO[kernel]
   with_kernels = summary["flops"]["compiled_flops_per_device"] + (
     0.0 if in_hlo else kernels["flops"] / n

@@ -200,21 +200,18 @@ def _bwd_kernel(
     dv_ref[...] = dv_scr[...].astype(dv_ref.dtype)
 
 
-def _cost(layout: Layout, b: int, h: int, d: int, matmuls: int, nbytes: int) -> pl.CostEstimate:
-  pairs = int(layout.tiles().sum()) * BLOCK * BLOCK * b * h
+def _cost(tiles: np.ndarray, b: int, h: int, d: int, matmuls: int, nbytes: int) -> pl.CostEstimate:
+  pairs = int(tiles.sum()) * BLOCK * BLOCK * b * h
   return pl.CostEstimate(
     flops=pairs * matmuls * 2 * d, transcendentals=pairs, bytes_accessed=int(nbytes)
   )
 
 
-def _interpret(interpret: bool):
-  return bool(interpret)
-
-
 def _forward(layout: Layout, interpret: bool, q, k, v, valid):
   b, h, tp, d = q.shape
   group = h // k.shape[1]
-  idx, cnt = tile_lists(layout.tiles())
+  tiles = layout.tiles()
+  idx, cnt = tile_lists(tiles)
   q_spec = pl.BlockSpec((None, None, BLOCK, d), lambda b, h, i, jj, idx, cnt: (b, h, i, 0))
   kv_spec = pl.BlockSpec(
     (None, None, BLOCK, d), lambda b, h, i, jj, idx, cnt: (b, h // group, idx[i, jj], 0)
@@ -242,8 +239,8 @@ def _forward(layout: Layout, interpret: bool, q, k, v, valid):
     compiler_params=pltpu.CompilerParams(
       dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")
     ),
-    cost_estimate=_cost(layout, b, h, d, MATMULS_FWD, nbytes),
-    interpret=_interpret(interpret),
+    cost_estimate=_cost(tiles, b, h, d, MATMULS_FWD, nbytes),
+    interpret=interpret,
     name="m3jax_flash_fwd",
   )(jnp.asarray(idx), jnp.asarray(cnt), q, k, v, valid)
   return out, lse[..., 0]
@@ -253,7 +250,8 @@ def _backward(layout: Layout, interpret: bool, q, k, v, valid, out, lse_BxHxTp, 
   b, h, tp, d = q.shape
   kv_heads, sp = k.shape[1], k.shape[2]
   group = h // kv_heads
-  idx, cnt = tile_lists(layout.tiles().T)
+  tiles = layout.tiles()
+  idx, cnt = tile_lists(tiles.T)
   lanes = lambda x: jnp.broadcast_to(x[..., None], (*x.shape, LANES))
   di = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
   q_spec = pl.BlockSpec((None, None, BLOCK, d), lambda b, h, j, ii, idx, cnt: (b, h, idx[j, ii], 0))
@@ -285,8 +283,8 @@ def _backward(layout: Layout, interpret: bool, q, k, v, valid, out, lse_BxHxTp, 
       # dq of a query tile gathers every KV tile: the KV loop must not be split.
       dimension_semantics=("parallel", "parallel", "arbitrary", "arbitrary")
     ),
-    cost_estimate=_cost(layout, b, h, d, MATMULS_BWD, nbytes),
-    interpret=_interpret(interpret),
+    cost_estimate=_cost(tiles, b, h, d, MATMULS_BWD, nbytes),
+    interpret=interpret,
     name="m3jax_flash_bwd",
   )(jnp.asarray(idx), jnp.asarray(cnt), q, k, v, valid, do, lanes(lse_BxHxTp), lanes(di))
   per_kv = lambda x: x.reshape(b, kv_heads, group, sp, d).sum(axis=2).astype(k.dtype)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from m3jax.model import splash_attention as splash
+from m3jax.model.config import ATTENTION_IMPLS
 
 
 def _masked(logits, mask):
@@ -37,7 +38,7 @@ def _queries_by_chunk(q_BxTxKxGxD, num_chunks: int, chunk_len: int):
   return q.reshape(b, num_chunks, chunk_len, *q.shape[2:])
 
 
-IMPLS = ("dense", "flat", "cudnn", "splash", "splash_interpret", "flash", "flash_interpret", "auto")
+IMPLS = ATTENTION_IMPLS  # one list of names (m3jax.model.config validates configs with it)
 KERNEL_IMPLS = ("splash", "splash_interpret", "flash", "flash_interpret")  # need Causal
 
 

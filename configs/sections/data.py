@@ -44,6 +44,9 @@ def get(variant: str) -> ml_collections.ConfigDict:
       # ... only values the chunk where they occur can read: a value shared with another
       # chunk's reference alone, swapped, is predictable from nothing (docs/design.md).
       memory_swap_readable=variant in ("small", "small_paper"),
+      # A training answer's words are values, however many references hold them ("6" in
+      # "walks on 6 legs" is in more than 5%: without this never swapped, never read).
+      memory_swap_answer_values=True,
       # The vocabulary is sized to the corpus (m3jax.data.vocab), except tiny's: a test
       # fixture whose 512 pieces the tests rely on.
       vocab_min_median_count=0 if variant == "tiny" else 64,

@@ -66,6 +66,13 @@ class DataConfig:
   # on through trailing punctuation), so resuming one never changes its data stream.
   # Measured both ways in docs/design.md, "Session 21" and "Session 22".
   memory_swap_split_punctuation: bool = False
+  # Word unit: the words of training QA answers that no training question says are
+  # values even when more than `memory_swap_template_df` of the references hold them (a
+  # value of an attribute with few options: "6" in "walks on 6 legs"; without this such
+  # values are never swapped, and memory is never needed to read them).
+  # m3jax.data.counterfactual.answer_value_words. The configs turn it on; False here is
+  # what runs whose config.json predates the field did. docs/design.md, "Session 24".
+  memory_swap_answer_values: bool = False
   memory_swap_template_df: float = 0.05
   memory_swap_pool: str = "length"
   memory_swap_stop_tokens: int = 64

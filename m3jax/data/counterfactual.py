@@ -21,6 +21,7 @@ iterator's position, so a resumed run swaps identically.
 from __future__ import annotations
 
 import unicodedata
+from typing import Callable, Collection, Iterable
 
 import numpy as np
 
@@ -174,6 +175,30 @@ def word_spans(tokens_T: np.ndarray, boundaries_V: np.ndarray) -> list[tuple[int
   return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
+def answer_value_words(
+  items: Iterable[dict], encode: Callable[[str], list[int]], boundaries_V: np.ndarray
+) -> set[tuple]:
+  """The words of training QA answers that no training question uses: values, whatever
+  their document frequency in the knowledge base.
+
+  An answer's words are values ("6", "Elones", "diving"), except those the questions
+  also say ("the" in "the diving bell": "What is the ..."), which are template words.
+  Only training items may be passed (evaluation answers would tell training which words
+  the test asks about).
+  """
+  answers: set[tuple] = set()
+  asked: set[tuple] = set()
+
+  def words(text: str) -> list[tuple]:
+    tokens = np.asarray(encode(" " + " ".join(str(text).split())), np.int64)
+    return [tuple(tokens[s:e].tolist()) for s, e in word_spans(tokens, boundaries_V)]
+
+  for it in items:
+    answers.update(words(it["answer"]))
+    asked.update(words(it["question"]))
+  return answers - asked
+
+
 SWAP_POOLS = ("length", "slot", "mixed")
 SLOT_WORDS = 2  # template words that name a value's slot ("color =", "built in")
 
@@ -182,7 +207,9 @@ class WordSwapper:
   """Whole-word counterfactual swaps, with the knowledge base's word statistics.
 
   Template words are those in more than ``template_df`` of the references (document
-  frequency); the rest are values. A replacement is a value word of the knowledge base
+  frequency), except the words in ``values`` (:func:`answer_value_words`: a value of an
+  attribute with few options, "6" in "walks on 6 legs", is in more than 5% of the
+  references, yet a value); the rest are values. A replacement is a value word of the knowledge base
   with the same number of pieces (drawn by its frequency), so the row keeps its length
   and its word boundaries, and the swapped fact reads like one the knowledge base could
   hold.
@@ -195,6 +222,7 @@ class WordSwapper:
     boundaries_V: np.ndarray,
     template_df: float,
     pool: str = "length",
+    values: Collection[tuple] = (),
   ):
     if pool not in SWAP_POOLS:
       raise ValueError(f"swap pool {pool!r}: use one of {SWAP_POOLS}")
@@ -211,7 +239,8 @@ class WordSwapper:
       for w in set(words):
         df[w] = df.get(w, 0) + 1
     limit = template_df * max(1, len(ref_lengths_N))
-    self.template = {w for w, d in df.items() if d > limit}
+    values = set(values)
+    self.template = {w for w, d in df.items() if d > limit and w not in values}
     pools: dict[int, list[tuple]] = {}
     for w in sorted(freq):
       if w not in self.template and min(w) >= NUM_SPECIAL:

@@ -20,9 +20,11 @@ host ``process_index`` of ``process_count`` keeps its contiguous slice of those 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from m3jax.data import cloze, counterfactual, kb, pretrieval, repetition, shift
+from m3jax.data import cloze, counterfactual, kb, pretrieval, repetition, shift, sources
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
 
@@ -179,6 +181,18 @@ class TrainIterator:
     return out
 
 
+def _answer_values(cfg, paths: DataPaths, vocab) -> set[tuple]:
+  """data.memory_swap_answer_values: the training answers' value words (qa_train.jsonl
+  only; the evaluated questions are never read here)."""
+  if not cfg.memory_swap_answer_values or not os.path.exists(paths.qa_train):
+    return set()
+  return counterfactual.answer_value_words(
+    sources.read_jsonl(paths.qa_train, "qa"),
+    vocab.encode,
+    counterfactual.word_boundary_codes(vocab, split_punctuation=cfg.memory_swap_split_punctuation),
+  )
+
+
 def make_train_iterator(
   data_cfg,
   model_cfg,
@@ -249,6 +263,7 @@ def make_train_iterator(
       ),
       cfg.memory_swap_template_df,
       cfg.memory_swap_pool,
+      values=_answer_values(cfg, paths, vocab),
     )
   cloze_rows = None
   if cloze_rate:

@@ -110,6 +110,7 @@ def sources_key(cfg: DataConfig) -> str:
     "memory_swap_template_df",
     "memory_swap_pool",
     "memory_swap_readable",
+    "memory_swap_answer_values",
     "memory_swap_loss_weight",
     "kb_cloze",  # training-time rows, not data
     "kb_cloze_rate",

@@ -443,3 +443,100 @@ def test_pipeline_weights_exactly_the_swapped_targets(tiny_data, tiny_model_cfg)
   bad = tiny_data_cfg(base_cfg.data_dir, memory_swap_loss_weight=0.0)
   with pytest.raises(ValueError, match="memory_swap_loss_weight"):
     data_config_from(bad)
+
+
+def test_answer_value_words_are_the_answers_words_no_question_says():
+  # Word-start tokens 10-29, continuations 30+. "What is the ..." asks; answers name values.
+  lexicon = {"what": [10], "is": [11], "the": [12], "legs": [13], "six": [14], "diving": [15]}
+  lexicon |= {"bell": [16, 30], "x": [17]}
+
+  def encode(text):
+    return [t for w in text.split() for t in lexicon[w]]
+
+  items = [
+    dict(question="what is the legs x", answer="six"),
+    dict(question="what is the x", answer=" the   diving bell "),
+  ]
+  words = counterfactual.answer_value_words(items, encode, STARTS_V)
+  assert words == {(14,), (15,), (16, 30)}  # "the" is asked, so a template word
+
+
+def test_a_few_option_value_that_an_answer_names_is_swapped_despite_its_frequency():
+  # Ten references "10 v 11": v is 20 in five of them (df 0.5, over template_df 0.3), so
+  # frequency alone calls it a template word and it is never swapped.
+  refs = [[10, 20 if i % 2 else 21 + i, 11] for i in range(10)]
+  kb = np.array(refs, np.int32)
+  lengths = np.full(10, 3, np.int32)
+  row = np.array([10, 20, 11, 13], np.int32)
+  by_frequency = counterfactual.WordSwapper(kb, lengths, STARTS_V, template_df=0.3)
+  assert (20,) in by_frequency.template
+  same, _ = by_frequency.swap_row(row, kb[1:2], lengths[1:2], 1.0, np.random.default_rng(0))
+  np.testing.assert_array_equal(same, row)
+  named = counterfactual.WordSwapper(kb, lengths, STARTS_V, template_df=0.3, values={(20,)})
+  assert named.template == {(10,), (11,)}
+  new_t, new_r = named.swap_row(row, kb[1:2], lengths[1:2], 1.0, np.random.default_rng(0))
+  assert new_t[1] != 20 and new_r[0, 1] == new_t[1]
+  assert (new_t[[0, 2, 3]] == row[[0, 2, 3]]).all()
+
+
+def test_pipeline_swaps_a_few_option_attribute_only_with_answer_values(tmp_path, tiny_model_cfg):
+  """A user world whose one attribute has 4 values (each in a quarter of the references):
+  by frequency alone the colours are template words and no training row's colour is ever
+  swapped; data.memory_swap_answer_values names them values (the training questions'
+  answers), and then they are."""
+  import json
+
+  from m3jax.data import prepare
+  from m3jax.data.pipeline import make_train_iterator
+  from m3jax.data.vocab import load_vocab
+  from tests.data.conftest import tiny_data_cfg
+
+  colors = ["red", "blue", "green", "gold"]
+  syl = ["ka", "lo", "mir", "tev", "sun", "dra", "pol", "gai", "ren", "vos"]
+  names = [syl[i % 10] + syl[i // 10 % 10] + syl[i * 7 % 10] for i in range(120)]
+  files = {
+    "references": [
+      dict(id=f"r{i}", text=f"{n} is painted {colors[i % 4]}.") for i, n in enumerate(names)
+    ],
+    "train_text": [dict(text=f"Some prose about the weather on day {i}.") for i in range(60)],
+    "qa": [
+      dict(
+        question=f"What color is {n}?", answer=colors[i % 4], choices=colors, gold_ref_id=f"r{i}"
+      )
+      for i, n in enumerate(names)
+    ],
+  }
+
+  def cfg(**overrides):
+    c = tiny_data_cfg(tmp_path / "data", synthetic=False, real_text=False, **overrides)
+    c.memory_swap_split_punctuation = True
+    for name, records in files.items():
+      path = tmp_path / f"{name}.jsonl"
+      path.write_text("".join(json.dumps(r) + "\n" for r in records))
+      c.user_files[name] = str(path)
+    return c
+
+  paths = prepare.prepare_data(cfg())
+  vocab = load_vocab("sentencepiece", paths.vocab_model)
+
+  def rows(rate, values):
+    c = cfg(memory_swap_rate=rate, memory_swap_answer_values=values)
+    it = make_train_iterator(c, tiny_model_cfg, batch_size=8, with_references=True)
+    return np.concatenate([next(it)["targets"] for _ in range(4)])
+
+  def colour_swaps(plain, swapped):  # (occurrences of a colour word, how many changed)
+    seen = changed = 0
+    for a, b in zip(plain, swapped):
+      for color in colors:
+        ids = vocab.encode(" " + color)
+        for s in range(len(a) - len(ids) + 1):
+          if a[s : s + len(ids)].tolist() == ids:
+            seen += 1
+            changed += b[s : s + len(ids)].tolist() != ids
+    return seen, changed
+
+  plain = rows(0.0, False)
+  seen, changed = colour_swaps(plain, rows(1.0, False))
+  assert seen > 50 and changed == 0
+  seen, changed = colour_swaps(plain, rows(1.0, True))
+  assert changed > seen // 2

@@ -51,6 +51,22 @@ def test_fit_grows_ref_len_to_the_knowledge_base(tmp_path, capsys):
   assert fit_ref_len(off).model.memory.ref_len == 32  # ref_len_fit 0: as given
 
 
+def test_fit_grows_the_banks_tokens_per_head_in_proportion(tmp_path, capsys):
+  config = _byo(tmp_path, 12)
+  config.model.memory.ref_len_fit = 0.9
+  config.bank.tokens_per_head = 6  # of 32 tokens: 15 of 80
+  fit_ref_len(config)
+  assert (config.model.memory.ref_len, config.bank.tokens_per_head) == (80, 15)
+  assert "bank.tokens_per_head 6 -> 15" in capsys.readouterr().out
+  fit_ref_len(config)  # fitted once: unchanged
+  assert config.bank.tokens_per_head == 15
+  (tmp_path / "zero").mkdir()
+  zero = _byo(tmp_path / "zero", 12)
+  zero.model.memory.ref_len_fit = 0.9
+  assert zero.bank.tokens_per_head == 0  # 0 serves training's k, whatever the length
+  assert fit_ref_len(zero).bank.tokens_per_head == 0
+
+
 def test_commands_that_build_a_run_fit_and_those_that_load_one_do_not(tmp_path):
   from m3jax.commands.common import config_from_args
 

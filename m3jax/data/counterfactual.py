@@ -209,10 +209,10 @@ class WordSwapper:
   Template words are those in more than ``template_df`` of the references (document
   frequency), except the words in ``values`` (:func:`answer_value_words`: a value of an
   attribute with few options, "6" in "walks on 6 legs", is in more than 5% of the
-  references, yet a value); the rest are values. A replacement is a value word of the knowledge base
-  with the same number of pieces (drawn by its frequency), so the row keeps its length
-  and its word boundaries, and the swapped fact reads like one the knowledge base could
-  hold.
+  references, yet a value); the rest are values. A replacement is a value word of the
+  knowledge base with the same number of pieces (drawn by its frequency), so the row
+  keeps its length and its word boundaries, and the swapped fact reads like one the
+  knowledge base could hold.
   """
 
   def __init__(

@@ -22,10 +22,11 @@ and numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
+
+from m3jax.data import sources
 
 _SYL = [
   "ka",
@@ -243,9 +244,7 @@ def main(argv=None) -> None:
   refs, train, qa = build(args.entities, args.seed)
   os.makedirs(args.out, exist_ok=True)
   for name, rows in (("references", refs), ("train", train), ("qa", qa)):
-    with open(os.path.join(args.out, f"{name}.jsonl"), "w") as f:
-      for r in rows:
-        f.write(json.dumps(r) + "\n")
+    sources.write_jsonl(os.path.join(args.out, f"{name}.jsonl"), rows)
   print(f"{args.out}: {len(refs)} references, {len(train)} training documents, {len(qa)} questions")
 
 

@@ -34,10 +34,11 @@ counts of patents and telescopes, cooking minutes).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
+
+from m3jax.data import sources
 
 _SYL = (
   "bri ox tam elo gund pim sar wex ju hal kor ibi nes ruv ta sko mel dov ari fyn gel ope zim hud"
@@ -446,9 +447,7 @@ def main(argv=None) -> None:
   refs, train, qa = build(args.entities, args.seed)
   os.makedirs(args.out, exist_ok=True)
   for name, rows in (("references", refs), ("train", train), ("qa", qa)):
-    with open(os.path.join(args.out, f"{name}.jsonl"), "w", encoding="utf-8") as f:
-      for r in rows:
-        f.write(json.dumps(r) + "\n")
+    sources.write_jsonl(os.path.join(args.out, f"{name}.jsonl"), rows)
   held = len({q["gold_ref_id"] for q in qa})
   print(
     f"{args.out}: {len(refs)} references ({len(refs) - held} train, {held} held out), "

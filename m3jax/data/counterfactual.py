@@ -175,6 +175,11 @@ def word_spans(tokens_T: np.ndarray, boundaries_V: np.ndarray) -> list[tuple[int
   return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
+def word_tuples(tokens_T: np.ndarray, boundaries_V: np.ndarray) -> list[tuple]:
+  """The words of ``tokens_T`` (:func:`word_spans`), each as a tuple of its token ids."""
+  return [tuple(tokens_T[s:e].tolist()) for s, e in word_spans(tokens_T, boundaries_V)]
+
+
 def answer_value_words(
   items: Iterable[dict], encode: Callable[[str], list[int]], boundaries_V: np.ndarray
 ) -> set[tuple]:
@@ -191,7 +196,7 @@ def answer_value_words(
 
   def words(text: str) -> list[tuple]:
     tokens = np.asarray(encode(" " + " ".join(str(text).split())), np.int64)
-    return [tuple(tokens[s:e].tolist()) for s, e in word_spans(tokens, boundaries_V)]
+    return word_tuples(tokens, boundaries_V)
 
   for it in items:
     answers.update(words(it["answer"]))
@@ -267,7 +272,7 @@ class WordSwapper:
     self.slot_pools = {k: _weighted(sorted(c), c) for k, c in slot_freq.items()}
 
   def _words(self, tokens: np.ndarray) -> list[tuple]:
-    return [tuple(tokens[s:e].tolist()) for s, e in word_spans(tokens, self.boundaries_V)]
+    return word_tuples(tokens, self.boundaries_V)
 
   def _slot(self, words: list[tuple], i: int) -> tuple:
     """The template words right before word ``i`` (at most ``SLOT_WORDS``): its slot."""

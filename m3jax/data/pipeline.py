@@ -181,15 +181,13 @@ class TrainIterator:
     return out
 
 
-def _answer_values(cfg, paths: DataPaths, vocab) -> set[tuple]:
+def _answer_values(cfg, paths: DataPaths, vocab, boundaries_V: np.ndarray) -> set[tuple]:
   """data.memory_swap_answer_values: the training answers' value words (qa_train.jsonl
   only; the evaluated questions are never read here)."""
   if not cfg.memory_swap_answer_values or not os.path.exists(paths.qa_train):
     return set()
   return counterfactual.answer_value_words(
-    sources.read_jsonl(paths.qa_train, "qa"),
-    vocab.encode,
-    counterfactual.word_boundary_codes(vocab, split_punctuation=cfg.memory_swap_split_punctuation),
+    sources.read_jsonl(paths.qa_train, "qa"), vocab.encode, boundaries_V
   )
 
 
@@ -255,15 +253,16 @@ def make_train_iterator(
   words = None
   if with_references and ((swap_rate and cfg.memory_swap_unit == "word") or cloze_rate):
     assert ref_tokens is not None and ref_lengths is not None
+    codes_V = counterfactual.word_boundary_codes(
+      vocab, split_punctuation=cfg.memory_swap_split_punctuation
+    )
     words = counterfactual.WordSwapper(
       ref_tokens,
       ref_lengths,
-      counterfactual.word_boundary_codes(
-        vocab, split_punctuation=cfg.memory_swap_split_punctuation
-      ),
+      codes_V,
       cfg.memory_swap_template_df,
       cfg.memory_swap_pool,
-      values=_answer_values(cfg, paths, vocab),
+      values=_answer_values(cfg, paths, vocab, codes_V),
     )
   cloze_rows = None
   if cloze_rate:

@@ -152,6 +152,8 @@ def evaluate_all(
         "qa_exact_match": qa_res["exact_match"],
         "qa_multiple_choice": qa_res["multiple_choice"],
         "qa_multiple_choice_by_attribute": qa_res["multiple_choice_by_attribute"],
+        "qa_max_new_tokens": qa_res["max_new_tokens"],
+        "qa_answers_over_budget": qa_res["answers_over_budget"],
         "qa_by_kind": {c: kinds.by_kind(items, p, kinds_of) for c, p in qa_res["per_item"].items()},
       }
     )

@@ -20,7 +20,7 @@ def insertion_roundtrip(
   records,
   *,
   generator=None,
-  max_new_tokens: int = 8,
+  max_new_tokens: int = 0,
   batch_size: int = 16,
   refit_index: bool = True,
   progress: bool = False,

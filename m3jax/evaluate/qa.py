@@ -40,6 +40,20 @@ def first_answer(generated: str) -> str:
   return re.split(r"\n|\bQ:", generated, maxsplit=1)[0]
 
 
+def answer_token_budget(vocab, items: Sequence[dict], max_new_tokens: int) -> tuple[int, int]:
+  """-> (tokens to generate, answers that budget cannot judge).
+
+  ``max_new_tokens`` 0 sizes the budget to the longest answer's tokens + 1: the line break
+  that ends an answer must fit, or a greedy answer cut at the budget would match a longer
+  wrong one. A fixed budget counts the answers it cannot hold with their break: their
+  exact match is not measured, only cut off (a world with long answers)."""
+  if max_new_tokens < 0:
+    raise ValueError(f"max_new_tokens={max_new_tokens}: a number of tokens, or 0 for auto")
+  lengths = [len(vocab.encode(" " + str(it["answer"]))) for it in items]
+  budget = max_new_tokens or max(lengths, default=0) + 1
+  return budget, sum(n >= budget for n in lengths)
+
+
 def encode_prompt(vocab, text: str, max_len: int | None = None) -> np.ndarray:
   ids = np.asarray([vocab.bos_id] + list(vocab.encode(text)), np.int32)
   if max_len is not None and len(ids) > max_len:
@@ -206,7 +220,7 @@ def evaluate_qa(
   items: Sequence[dict],
   conditions: dict,
   *,
-  max_new_tokens: int = 8,
+  max_new_tokens: int = 0,
   batch_size: int = 16,
   max_prompt_tokens: int = 2048,
   generator: Generator | None = None,
@@ -214,13 +228,22 @@ def evaluate_qa(
   exact_match: bool = True,
 ) -> dict:
   """-> {"exact_match": {cond: acc}, "multiple_choice": {cond: acc}, "per_item": …,
-  "retrieved_ids": {cond: [[ids]]}}. Items without ``choices`` skip multiple choice.
+  "retrieved_ids": {cond: [[ids]]}, "max_new_tokens", "answers_over_budget"}. Items
+  without ``choices`` skip multiple choice. ``max_new_tokens`` 0 (default) generates as
+  many tokens as the longest answer needs (:func:`answer_token_budget`).
 
   ``exact_match=False`` scores the choices only (no generation; exact match is None):
   the cheap check run during training."""
   if not items:
     raise ValueError("no QA items to evaluate (empty QA file?)")
   gen = (generator or Generator(cfg, params)) if exact_match else None
+  max_new_tokens, over = answer_token_budget(vocab, items, max_new_tokens)
+  if over and gen is not None:
+    print(
+      f"[m3jax.qa] {over} of {len(items)} answers need more than max_new_tokens="
+      f"{max_new_tokens} generated tokens (with the line break that ends them): their exact "
+      "match is cut off; raise eval.max_new_tokens, or set it to 0 to size it to the answers"
+    )
   scorer = _scorer(cfg)
   em, mc, per_item, all_ids = {}, {}, {}, {}
   for name, cond in conditions.items():
@@ -275,6 +298,8 @@ def evaluate_qa(
     "per_item": per_item,
     "retrieved_ids": all_ids,
     "num_items": len(items),
+    "max_new_tokens": max_new_tokens,
+    "answers_over_budget": over,
     "multiple_choice_by_attribute": {
       name: by_attribute(items, preds) for name, preds in per_item.items()
     },

@@ -19,7 +19,7 @@ class EvalConfig:
   conditions: tuple = ("no_memory", "memory", "oracle_memory", "rag", "random_memory")
   num_questions: int = 256
   qa_batch_size: int = 32
-  max_new_tokens: int = 8
+  max_new_tokens: int = 0  # exact match's generation budget; 0 = the longest answer + 1
   few_shot: int = 3
   max_prompt_tokens: int = 1024
   temperature: float = 0.0
@@ -49,8 +49,13 @@ class EvalConfig:
     bad = [c for c in self.conditions if c not in CONDITIONS]
     if bad:
       raise ValueError(f"invalid config field 'eval.conditions': {bad} not in {CONDITIONS}")
-    lengths = ("max_new_tokens", "max_prompt_tokens", "speed_prompt_tokens", "speed_new_tokens")
+    lengths = ("max_prompt_tokens", "speed_prompt_tokens", "speed_new_tokens")
     require_positive(self, ("qa_batch_size", "speed_batch", "speed_runs", *lengths), "eval.")
+    if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+      raise ValueError(
+        f"invalid config field 'eval.max_new_tokens': {self.max_new_tokens!r}; a number of "
+        "tokens >= 1, or 0 to size it to the longest answer"
+      )
     if not isinstance(self.few_shot, int) or self.few_shot < 0:
       raise ValueError(
         f"invalid config field 'eval.few_shot': {self.few_shot!r}; a number of demonstrations >= 0"
@@ -150,6 +155,12 @@ def table(results: Mapping[str, Any]) -> str:
     notes.append(
       "perplexity: memory = causal (chunk c reads chunk c-1's retrieval), "
       "oracle_memory = retrieved with the scored chunk's own text"
+    )
+  if results.get("qa_answers_over_budget"):
+    notes.append(
+      f"exact match: {results['qa_answers_over_budget']} answers need more than "
+      f"eval.max_new_tokens={results.get('qa_max_new_tokens')} tokens and are cut off "
+      "(0 sizes it to the answers)"
     )
   ret = results.get("retrieval") or {}
   if ret:

@@ -156,3 +156,63 @@ def test_answer_normalization_and_errors():
     qa.encode_prompt(ByteVocab(), "x" * 100, max_len=50)
   with pytest.raises(ValueError, match="no QA items"):
     qa.evaluate_qa(None, None, ByteVocab(), [], {})
+
+
+class _CharVocab:
+  """One token per character: an answer of n characters is n + 1 tokens with its space."""
+
+  bos_id = 1
+
+  def encode(self, text):
+    return [ord(ch) for ch in text]
+
+  def decode(self, ids):
+    return "".join(chr(i) for i in ids)
+
+
+class _Oracle:
+  """A generator that knows every answer: each row generates " <answer>\\n" cut at the
+  budget it is given, so exact match measures the budget alone."""
+
+  def __init__(self, answers):
+    self.answers, self.budgets = answers, []
+
+  def generate(self, toks, max_new_tokens, memory_fn=None):
+    self.budgets.append(max_new_tokens)
+    rows = [[ord(ch) for ch in f" {a}\n"][:max_new_tokens] for a in self.answers[: len(toks)]]
+    return type("Result", (), {"tokens": rows})()
+
+
+def test_answer_token_budget_fits_the_longest_answer_and_its_break():
+  vocab = _CharVocab()
+  items = [{"answer": "ab"}, {"answer": "abcdef"}]  # 3 and 7 tokens with the space
+  assert qa.answer_token_budget(vocab, items, 0) == (8, 0)
+  assert qa.answer_token_budget(vocab, items, 8) == (8, 0)
+  assert qa.answer_token_budget(vocab, items, 7) == (7, 1)  # no room for the break
+  assert qa.answer_token_budget(vocab, items, 3) == (3, 2)
+  with pytest.raises(ValueError, match="0 for auto"):
+    qa.answer_token_budget(vocab, items, -1)
+
+
+@pytest.mark.parametrize("budget, exact", [(0, 1.0), (31, 1.0), (12, 0.5)])
+def test_exact_match_is_never_cut_off_by_an_auto_budget(budget, exact):
+  """Answers longer than a fixed budget cannot match; the auto budget holds them all."""
+  cfg, params = tiny_model()
+  answers = ["short", "a long invented two-word name"]  # 6 and 30 tokens with the space
+  items = [{"question": f"q{i}", "answer": a} for i, a in enumerate(answers)]
+  gen = _Oracle(answers)
+  conds = {"no_memory": lambda part: ([it["question"] for it in part], None, None)}
+  out = qa.evaluate_qa(
+    cfg,
+    params,
+    _CharVocab(),
+    items,
+    conds,
+    max_new_tokens=budget,
+    batch_size=2,
+    generator=gen,
+    progress=False,
+  )
+  assert out["exact_match"]["no_memory"] == exact
+  assert gen.budgets == [out["max_new_tokens"]] == [budget or 31]
+  assert out["answers_over_budget"] == (1 if exact < 1 else 0)

@@ -204,7 +204,7 @@ def answer_value_words(
   return answers - asked
 
 
-SWAP_POOLS = ("length", "slot", "mixed")
+SWAP_POOLS = ("length", "slot", "mixed", "pieces")
 SLOT_WORDS = 2  # template words that name a value's slot ("color =", "built in")
 
 
@@ -218,6 +218,13 @@ class WordSwapper:
   knowledge base with the same number of pieces (drawn by its frequency), so the row
   keeps its length and its word boundaries, and the swapped fact reads like one the
   knowledge base could hold.
+
+  Pool "pieces" recombines instead: piece i of a replacement is drawn on its own among
+  the i-th pieces of the value words with as many pieces (by frequency). A knowledge-base
+  word is known to the weights, so once its first piece is read they complete it without
+  memory, and memory is never needed past a value's first piece; a held-out "Melskoruv"
+  then comes out as a known "Melpimope" and "1797" as "1788" (docs/design.md, "Session
+  25"). A recombined word is new, so each of its pieces must be read.
   """
 
   def __init__(
@@ -256,6 +263,19 @@ class WordSwapper:
         "data.memory_swap_template_df or set data.memory_swap_rate=0"
       )
     self.pools = {k: _weighted(ws, freq) for k, ws in pools.items()}
+    # Pool "pieces": per length n, per position i < n, the i-th pieces of the value words
+    # of n pieces and their probabilities (by word frequency).
+    self.piece_pools: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for n, ws in pools.items():
+      per_position = []
+      for i in range(n):
+        piece_counts: dict[int, int] = {}
+        for w in ws:
+          piece_counts[w[i]] = piece_counts.get(w[i], 0) + freq[w]
+        ids = np.array(sorted(piece_counts), np.int64)
+        weight = np.array([piece_counts[t] for t in ids.tolist()], np.float64)
+        per_position.append((ids, weight / weight.sum()))
+      self.piece_pools[n] = per_position
     # Slot pools: the value words seen after the same template words ("color =", "was
     # built in"), so a swapped value is one of its kind and the weights' prior for that
     # slot is no help: only reading memory predicts it.
@@ -285,11 +305,21 @@ class WordSwapper:
     """Replacement words for ``w`` and their probabilities: its slot's value words of the
     same length (pool "slot", when that slot has another; pool "mixed", for half the
     swapped words, drawn per word), else any value word of the same length."""
+    if self.pool == "pieces":
+      raise ValueError("pool 'pieces' draws recombined words (_draw), not from a word list")
     if self.pool == "slot" or (self.pool == "mixed" and rng.random() < 0.5):
       slot = self.slot_pools.get((self.slot_of.get(w, ()), len(w)))
       if slot is not None and len(slot[0]) > 1:
         return slot
     return self.pools[len(w)]
+
+  def _draw(self, w: tuple, rng: np.random.Generator, size: int = 8) -> list[tuple]:
+    """``size`` candidate replacements for ``w``, in the order they are tried."""
+    if self.pool == "pieces":
+      cols = [ids[rng.choice(len(ids), size=size, p=p)] for ids, p in self.piece_pools[len(w)]]
+      return [tuple(int(c[j]) for c in cols) for j in range(size)]
+    words, p = self._candidates(w, rng)
+    return [words[i] for i in rng.choice(len(words), size=size, p=p)]
 
   def is_value(self, w: tuple) -> bool:
     """A word swaps get to replace: not a template word, no special id, a pool of its length."""
@@ -333,11 +363,10 @@ class WordSwapper:
     used = set(row_words) | in_refs
     table: dict[tuple, tuple] = {}
     for w in chosen:
-      words, p = self._candidates(w, rng)
-      for i in rng.choice(len(words), size=8, p=p):  # a few draws; a used word is skipped
-        if words[i] not in used:
-          table[w] = words[i]
-          used.add(words[i])
+      for new in self._draw(w, rng):  # a few draws; a used word is skipped
+        if new not in used:
+          table[w] = new
+          used.add(new)
           break
     if not table:
       return targets_T, ref_tokens_CxN

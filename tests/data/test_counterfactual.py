@@ -406,6 +406,32 @@ def test_slot_pool_replaces_a_value_by_one_seen_after_the_same_template_words():
   assert 130 <= in_slot <= 170, in_slot
 
 
+def test_pieces_pool_recombines_pieces_position_by_position_into_new_words():
+  # Four 3-piece values (a word start, then two continuation pieces) after template word 10.
+  words = [(14, 30, 40), (15, 31, 41), (16, 32, 42), (17, 33, 43)]
+  rng_kb = np.random.default_rng(2)
+  kb_tokens = np.array([[10, *words[int(rng_kb.integers(4))]] for _ in range(40)], np.int32)
+  kb_lengths = np.full(40, 4, np.int32)
+  pieces = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="pieces")
+  length = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="length")
+  targets = np.array([10, 14, 30, 40, 12, 14, 30, 40], np.int32)
+  ref = np.array([[10, 14, 30, 40]], np.int32)
+  new_words = 0
+  for seed in range(200):
+    t, r = pieces.swap_row(targets, ref, np.array([4]), 1.0, np.random.default_rng(seed))
+    w = tuple(t[1:4].tolist())
+    assert w == tuple(t[5:8].tolist()) == tuple(r[0, 1:4].tolist()), "consistent"
+    assert w != (14, 30, 40)
+    # piece i of the replacement is an i-th piece of a value word: boundaries are kept
+    assert 14 <= w[0] <= 17 and 30 <= w[1] <= 33 and 40 <= w[2] <= 43, w
+    new_words += w not in words
+    t, _ = length.swap_row(targets, ref, np.array([4]), 1.0, np.random.default_rng(seed))
+    assert tuple(t[1:4].tolist()) in words[1:], "the length pool draws knowledge-base words"
+  # 64 recombinations, 4 of them knowledge-base words and one the swapped word itself:
+  # about 60/63 of the replacements are new (200 draws: mean 190, sd 3).
+  assert new_words >= 175, new_words
+
+
 def test_slot_pool_falls_back_to_the_length_pool_for_a_slot_with_one_value():
   kb_tokens = np.array([[10, 20, 11, 24], [10, 21, 11, 0], [10, 22, 13, 25], [10, 23, 13, 26]])
   kb_lengths = np.array([4, 3, 4, 4])

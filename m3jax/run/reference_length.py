@@ -7,8 +7,9 @@ retrieval nor a memory slot (one piece each) then connects to it. On an invented
 was 0.61 (docs/design.md, "Session 16"). The right length is a property of the user's
 lines, known only once they are tokenized, so a config may ask for it:
 ``model.memory.ref_len_fit = q`` grows ``ref_len`` (never shrinks it) to hold the
-``q``-quantile line, in steps of 16 tokens, up to :data:`CAP` (the paper's 128), and a
-``bank.tokens_per_head`` set in the config grows in proportion.
+``q``-quantile line, in steps of 16 tokens, up to :data:`CAP` (the paper's 128), and the
+tokens kept per head, ``model.memory.tokens_per_head`` (training's selection) and a
+``bank.tokens_per_head`` set in the config (the bank's), grow in proportion.
 
 The commands that build a run (train, demo, reproduce, prepare, sweep) fit their config
 once, in :func:`m3jax.commands.common.config_from_args`; the workdir then records the
@@ -60,24 +61,30 @@ def fit_ref_len(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       f"now fit whole",
       flush=True,
     )
-    _scale_bank_tokens(config, int(memory.ref_len), ref_len)
+    _scale_kept_tokens(config, int(memory.ref_len), ref_len)
     memory.ref_len = ref_len
   return config
 
 
-def _scale_bank_tokens(config: ml_collections.ConfigDict, old: int, new: int) -> None:
-  """``bank.tokens_per_head`` (when set) grown with ``ref_len``: the bank keeps the same
-  share of a longer reference. A value of several pieces (a number, a two-word name) sits
-  in more of a longer line's tokens, and a fixed k keeps fewer of them (docs/design.md,
-  "Session 24")."""
-  bank = config.get("bank")
-  k = int(bank.get("tokens_per_head", 0) or 0) if bank is not None else 0
-  if not k:
-    return
-  scaled = min(new, int(round(k * new / old)))
-  print(
-    f"[m3jax] bank.tokens_per_head {k} -> {scaled}: the same share of a {new}-token "
-    f"reference as of a {old}-token one",
-    flush=True,
-  )
-  bank.tokens_per_head = scaled
+def _scale_kept_tokens(config: ml_collections.ConfigDict, old: int, new: int) -> None:
+  """The tokens kept per head grown with ``ref_len``, so a longer reference keeps the same
+  share of its tokens: ``model.memory.tokens_per_head`` (what training selects and reads)
+  and ``bank.tokens_per_head`` when set (what the bank serves; 0 serves training's k). A
+  value of several pieces (a number, a two-word name) sits in more of a longer line's
+  tokens, and a fixed k keeps fewer of them: in training, the pieces after a value's first
+  are then often not in memory, and the model learns to complete a value from its weights
+  instead of reading it (docs/design.md, "Session 24" for the bank, "Session 25" for
+  training)."""
+  memory, bank = config.model.memory, config.get("bank")
+  fields = [("model.memory", memory)] + ([("bank", bank)] if bank is not None else [])
+  for name, section in fields:
+    k = int(section.get("tokens_per_head", 0) or 0)
+    if not k:
+      continue
+    scaled = min(new, int(round(k * new / old)))
+    print(
+      f"[m3jax] {name}.tokens_per_head {k} -> {scaled}: the same share of a {new}-token "
+      f"reference as of a {old}-token one",
+      flush=True,
+    )
+    section.tokens_per_head = scaled

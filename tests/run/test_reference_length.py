@@ -51,15 +51,18 @@ def test_fit_grows_ref_len_to_the_knowledge_base(tmp_path, capsys):
   assert fit_ref_len(off).model.memory.ref_len == 32  # ref_len_fit 0: as given
 
 
-def test_fit_grows_the_banks_tokens_per_head_in_proportion(tmp_path, capsys):
+def test_fit_grows_the_tokens_kept_per_head_in_proportion(tmp_path, capsys):
   config = _byo(tmp_path, 12)
   config.model.memory.ref_len_fit = 0.9
-  config.bank.tokens_per_head = 6  # of 32 tokens: 15 of 80
+  config.model.memory.tokens_per_head = 4  # training's selection: 4 of 32 tokens, 10 of 80
+  config.bank.tokens_per_head = 6  # the bank's: 6 of 32 tokens, 15 of 80
   fit_ref_len(config)
-  assert (config.model.memory.ref_len, config.bank.tokens_per_head) == (80, 15)
-  assert "bank.tokens_per_head 6 -> 15" in capsys.readouterr().out
+  memory = config.model.memory
+  assert (memory.ref_len, memory.tokens_per_head, config.bank.tokens_per_head) == (80, 10, 15)
+  out = capsys.readouterr().out
+  assert "model.memory.tokens_per_head 4 -> 10" in out and "bank.tokens_per_head 6 -> 15" in out
   fit_ref_len(config)  # fitted once: unchanged
-  assert config.bank.tokens_per_head == 15
+  assert (memory.tokens_per_head, config.bank.tokens_per_head) == (10, 15)
   (tmp_path / "zero").mkdir()
   zero = _byo(tmp_path / "zero", 12)
   zero.model.memory.ref_len_fit = 0.9

@@ -50,7 +50,8 @@ class DataConfig:
   # Word replacements come from `memory_swap_pool`: "length", any value word with as many
   # pieces; "slot", a value word seen after the same template words ("color ="); "mixed",
   # either, drawn per swapped word; "pieces", a new word whose i-th piece is drawn among
-  # the value words' i-th pieces, so every piece of it must be read from memory.
+  # the value words' i-th pieces, so every piece of it must be read from memory (measured
+  # worse: docs/design.md, "Session 25").
   memory_swap_rate: float = 0.0
   # Swap only values every occurrence can read: chunk c reads the references of chunks
   # c-R+1..c (R = model.memory.refs_per_chunk), so a value shared only with another

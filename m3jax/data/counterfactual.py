@@ -221,10 +221,10 @@ class WordSwapper:
 
   Pool "pieces" recombines instead: piece i of a replacement is drawn on its own among
   the i-th pieces of the value words with as many pieces (by frequency). A knowledge-base
-  word is known to the weights, so once its first piece is read they complete it without
-  memory, and memory is never needed past a value's first piece; a held-out "Melskoruv"
-  then comes out as a known "Melpimope" and "1797" as "1788" (docs/design.md, "Session
-  25"). A recombined word is new, so each of its pieces must be read.
+  word is known to the weights, which can complete it once its first piece is read; a
+  recombined word is new, so each of its pieces must be read. Measured worse than
+  "length" (docs/design.md, "Session 25": what kept a held-out "Melskoruv" from being
+  read past "Mel" was training's selection, which dropped the later pieces).
   """
 
   def __init__(

@@ -264,9 +264,9 @@ class WordSwapper:
       )
     self.pools = {k: _weighted(ws, freq) for k, ws in pools.items()}
     # Pool "pieces": per length n, per position i < n, the i-th pieces of the value words
-    # of n pieces and their probabilities (by word frequency).
+    # of n pieces and their probabilities (by word frequency); built for that pool only.
     self.piece_pools: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for n, ws in pools.items():
+    for n, ws in pools.items() if pool == "pieces" else ():
       per_position = []
       for i in range(n):
         piece_counts: dict[int, int] = {}
@@ -305,8 +305,6 @@ class WordSwapper:
     """Replacement words for ``w`` and their probabilities: its slot's value words of the
     same length (pool "slot", when that slot has another; pool "mixed", for half the
     swapped words, drawn per word), else any value word of the same length."""
-    if self.pool == "pieces":
-      raise ValueError("pool 'pieces' draws recombined words (_draw), not from a word list")
     if self.pool == "slot" or (self.pool == "mixed" and rng.random() < 0.5):
       slot = self.slot_pools.get((self.slot_of.get(w, ()), len(w)))
       if slot is not None and len(slot[0]) > 1:

@@ -237,8 +237,10 @@ def evaluate_qa(
   if not items:
     raise ValueError("no QA items to evaluate (empty QA file?)")
   gen = (generator or Generator(cfg, params)) if exact_match else None
-  max_new_tokens, over = answer_token_budget(vocab, items, max_new_tokens)
-  if over and gen is not None:
+  over = 0  # scoring the choices alone generates nothing: no budget to size
+  if gen is not None:
+    max_new_tokens, over = answer_token_budget(vocab, items, max_new_tokens)
+  if over:
     print(
       f"[m3jax.qa] {over} of {len(items)} answers need more than max_new_tokens="
       f"{max_new_tokens} generated tokens (with the line break that ends them): their exact "

@@ -160,9 +160,12 @@ def memory_shardings(mesh: Mesh, rules):
   return MemoryKV(kv, kv, named(mesh, axes.MEMORY_MASK_AXES, rules))
 
 
-def cache_shardings(mesh: Mesh, rules):
-  """NamedShardings for a decoding Cache."""
+def cache_shardings(mesh: Mesh, rules, *, smeared_keys: bool = False):
+  """NamedShardings for a decoding Cache (``smeared_keys``: the model's config flag)."""
   from m3jax.model.transformer import Cache
 
   kv = named(mesh, axes.CACHE_KV_AXES, rules)
-  return Cache(kv, kv, named(mesh, (axes.BATCH,), rules), named(mesh, (axes.BATCH, None), rules))
+  last = named(mesh, axes.CACHE_LAST_KEY_AXES, rules) if smeared_keys else None
+  return Cache(
+    kv, kv, named(mesh, (axes.BATCH,), rules), named(mesh, (axes.BATCH, None), rules), last
+  )

@@ -116,6 +116,13 @@ class ModelConfig:
   )
   scan_layers: bool = False  # nn.scan-style stacked layers (m3jax.model.stack)
   remat_policy: str = "none"  # one of REMAT_POLICIES (m3jax.model.stack)
+  # Smeared keys (Olsson et al. 2022, "In-context learning and induction heads"): each
+  # KV head's key at position t is sigmoid(a)·k_t + (1 - sigmoid(a))·k_{t-1}, with one
+  # learned a per (layer, KV head), before RoPE. A key then says which token came
+  # before it, so a head can find "the token after the one just written" (a copy: in
+  # context or in memory) without first growing a previous-token head in an earlier
+  # layer. Off in the paper's configs; m3jax.model.layers.AttentionProjections.
+  smeared_keys: bool = False
 
   def __post_init__(self):
     shape = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "embed_dim", "mlp_dim")
@@ -154,7 +161,8 @@ class ModelConfig:
     """Closed form of paper §3.4: per layer 2d² + 2·d·d_h·H_kv + 3dW (plus norms)."""
     d, w = self.embed_dim, self.mlp_dim
     attn = 2 * d * self.num_heads * self.head_dim + 2 * d * self.head_dim * self.num_kv_heads
-    return self.num_layers * (attn + 3 * d * w + 2 * d) + d
+    smear = self.num_kv_heads if self.smeared_keys else 0
+    return self.num_layers * (attn + 3 * d * w + 2 * d + smear) + d
 
 
 def frozen_from(cls, values: Mapping[str, Any], prefix: str):

@@ -90,8 +90,17 @@ class AttentionProjections(nn.Module):
     self.wk = _weight(self, "k", e, k, d)
     self.wv = _weight(self, "v", e, k, d)
     self.wo = _weight(self, "o", h, d, e)
+    if c.smeared_keys:  # sigmoid(0) = 1/2: each key starts as the mean of two tokens'
+      self.smear = self.param(
+        "smear",
+        nn.with_logical_partitioning(nn.initializers.zeros, (axes.KV_HEADS,)),
+        (c.num_kv_heads,),
+        c.param_dtype,
+      )
 
-  def qkv(self, h_BxTxE):
+  def qkv(self, h_BxTxE, *, smear: bool = False):
+    """GQA projections of normed inputs; ``smear``: keys smeared within the sequence
+    (``smear_keys``; a no-op unless ``cfg.smeared_keys``)."""
     dt = self.cfg.dtype
     q = jnp.einsum("bte,ehd->bthd", h_BxTxE, self.wq.astype(dt))
     k = jnp.einsum("bte,ekd->btkd", h_BxTxE, self.wk.astype(dt))
@@ -99,7 +108,19 @@ class AttentionProjections(nn.Module):
     q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.HEAD_DIM))
     k = nn.with_logical_constraint(k, (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM))
     v = nn.with_logical_constraint(v, (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM))
-    return q, k, v
+    return q, (self.smear_keys(k) if smear else k), v
+
+  def smear_keys(self, k_BxTxKxD, k_before_BxKxD=None):
+    """Smeared keys (``cfg.smeared_keys``; identity when off): position t mixes in the
+    raw key of t - 1, per KV head. ``k_before_BxKxD`` is the raw key of the token before
+    position 0 (decoding: the cache's last one); None: position 0 has none and keeps
+    its own key."""
+    if not self.cfg.smeared_keys:
+      return k_BxTxKxD
+    first = k_BxTxKxD[:, :1] if k_before_BxKxD is None else k_before_BxKxD[:, None]
+    prev_BxTxKxD = jnp.concatenate([first.astype(k_BxTxKxD.dtype), k_BxTxKxD[:, :-1]], axis=1)
+    a_K = jax.nn.sigmoid(self.smear.astype(jnp.float32)).astype(k_BxTxKxD.dtype)[:, None]
+    return a_K * k_BxTxKxD + (1 - a_K) * prev_BxTxKxD
 
   def out(self, o_BxTxHxD):
     return jnp.einsum("bthd,hde->bte", o_BxTxHxD, self.wo.astype(self.cfg.dtype))
@@ -118,7 +139,8 @@ class Block(nn.Module):
     self.mlp = MLP(c)
 
   def qkv(self, x_BxTxE):
-    return self.attn.qkv(self.attn_norm(x_BxTxE))
+    """(q, k, v) before RoPE, keys smeared within the sequence (``cfg.smeared_keys``)."""
+    return self.attn.qkv(self.attn_norm(x_BxTxE), smear=True)
 
   def init_all(self, x_BxTxE):
     """Touches every parameter (no attention): how stacked layers are initialized."""

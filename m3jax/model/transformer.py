@@ -47,6 +47,9 @@ class Cache:
   v_LxBxSxKxD: jax.Array
   end_index_B: jax.Array  # context tokens written so far, per row
   mem_mask_BxN: jax.Array  # which resident memory slots hold a real token
+  # Smeared keys only (cfg.smeared_keys): each layer's raw key of each row's last written
+  # token, which the next token's key mixes in. None otherwise.
+  k_last_LxBxKxD: jax.Array | None = None
 
   @property
   def memory_slots(self) -> int:
@@ -258,7 +261,10 @@ class Transformer(nn.Module):
     shape = (c.num_layers, batch, 1 + n + max_len, c.num_kv_heads, c.head_dim)
     k = jnp.zeros(shape, c.dtype).at[:, :, 0].set(sink_k[:, None].astype(c.dtype))
     v = jnp.zeros(shape, c.dtype).at[:, :, 0].set(sink_v[:, None].astype(c.dtype))
-    return Cache(k, v, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, n), bool))
+    k_last = None
+    if c.smeared_keys:
+      k_last = jnp.zeros((c.num_layers, batch, c.num_kv_heads, c.head_dim), c.dtype)
+    return Cache(k, v, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, n), bool), k_last)
 
   def load_memory(self, cache: Cache, memory: MemoryKV) -> Cache:
     """Makes ``memory`` (C == 1) the resident memory that later ``step`` calls read.
@@ -311,15 +317,28 @@ class Transformer(nn.Module):
     slot_BxT = idx_BxT + 1 + n
     mem_mask = None if memory is None else memory.mask_BxCxRxM
     impl = impl_for_cache(c.attention_impl) if t > 1 else "dense"
+    written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
+    smeared = cache.k_last_LxBxKxD is not None
 
     def layer_xs(start, stop, is_memory):
       mem = self._memory_slice(memory, start, stop) if is_memory else None
-      return jnp.arange(start, stop), mem
+      last = cache.k_last_LxBxKxD[start:stop] if smeared else None
+      return jnp.arange(start, stop), mem, last
 
     def body(block, carry, xs, *, is_memory):
       x, k_cache, v_cache = carry
-      i, mem_kv = xs
-      q, k, v = block.qkv(x)
+      i, mem_kv, k_last_BxKxD = xs
+      new_last = None
+      if smeared:  # a row's first token has no token before it: it keeps its own key
+        q, k_raw, v = block.attn.qkv(block.attn_norm(x))
+        before = jnp.where((start_B > 0)[:, None, None], k_last_BxKxD, k_raw[:, 0])
+        k = block.attn.smear_keys(k_raw, before)
+        at_B = jnp.maximum(written_B - 1, 0)
+        new_last = jnp.where(
+          (written_B > 0)[:, None, None], k_raw[jnp.arange(b), at_B], k_last_BxKxD
+        )
+      else:
+        q, k, v = block.qkv(x)
       q = layers.apply_rope(q, pos_BxT, c.rope_base)
       k = layers.apply_rope(k, pos_BxT, c.rope_base)
       k_cache = k_cache.at[i, rows_Bx1, slot_BxT].set(k.astype(k_cache.dtype), mode="drop")
@@ -334,12 +353,12 @@ class Transformer(nn.Module):
         chunk_len=c.memory.chunk_len,
         impl=impl,
       )
-      return (block.finish(x, o), k_cache, v_cache), None
+      return (block.finish(x, o), k_cache, v_cache), new_last
 
     carry = (self.embed(tokens_BxT), cache.k_LxBxSxKxD, cache.v_LxBxSxKxD)
-    (x, k_cache, v_cache), _ = self._run_layers(body, carry, layer_xs)
-    written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
-    new_cache = Cache(k_cache, v_cache, start_B + written_B, cache.mem_mask_BxN)
+    (x, k_cache, v_cache), lasts = self._run_layers(body, carry, layer_xs)
+    k_last = jnp.concatenate(lasts).astype(cache.k_last_LxBxKxD.dtype) if smeared else None
+    new_cache = Cache(k_cache, v_cache, start_B + written_B, cache.mem_mask_BxN, k_last)
     return self._logits(x), new_cache
 
   # ----------------------------------------------------------------------------- encoding

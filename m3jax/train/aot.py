@@ -321,7 +321,7 @@ def compile_decode_step(cfg: ModelConfig, mesh, rules, *, batch: int, max_len: i
     cache_shape = jax.eval_shape(
       lambda p: model.apply({"params": p}, batch, max_len, method=Transformer.init_cache), params
     )
-  c_sh = sharding.cache_shardings(mesh, rules)
+  c_sh = sharding.cache_shardings(mesh, rules, smeared_keys=cfg.smeared_keys)
   cache = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache_shape, c_sh
   )

@@ -60,6 +60,10 @@ _MODELS = {
     # invented world's references are 20-31 tokens), 16 tokens per head.
     # ref_len_fit: a knowledge base of longer lines (bring your own) grows
     # ref_len to hold 90% of them whole (m3jax.run.reference_length).
+    # smeared_keys_fit: smeared keys (model.smeared_keys) unless one word introduces
+    # most of the knowledge base's values, as "=" does in the demo world's
+    # key = value lines (m3jax.run.key_smearing; docs/design.md, "Session 26").
+    smeared_keys_fit=0.5,
     memory=dict(
       memory_layers=(0, 1, 2, 3),
       tokens_per_head=16,
@@ -81,6 +85,7 @@ _MODELS = {
     embed_dim=128,
     mlp_dim=384,
     attention_impl="dense",
+    smeared_keys_fit=0.5,  # as small
     memory=dict(
       memory_layers=(0, 1, 2, 3),
       tokens_per_head=8,

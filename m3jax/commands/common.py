@@ -71,7 +71,9 @@ def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = Fa
   if fixed_model and saved is not None:
     run_workdir.check_same_model(saved, config, workdir)
   elif not fixed_model:
+    from m3jax.run.key_smearing import fit_smeared_keys
     from m3jax.run.reference_length import fit_ref_len
 
     config = fit_ref_len(config)  # model.memory.ref_len_fit, before anything is built
+    config = fit_smeared_keys(config)  # model.smeared_keys_fit, from the same data
   return config

@@ -123,6 +123,11 @@ class ModelConfig:
   # context or in memory) without first growing a previous-token head in an earlier
   # layer. Off in the paper's configs; m3jax.model.layers.AttentionProjections.
   smeared_keys: bool = False
+  # Before a run trains, smeared_keys is set from the knowledge base when this is > 0: on
+  # unless one word precedes more than this share of the training answers in their
+  # references (a key = value table, where every value follows "=" and a smeared key
+  # cannot tell attributes apart). m3jax.run.key_smearing; 0: smeared_keys as given.
+  smeared_keys_fit: float = 0.0
 
   def __post_init__(self):
     shape = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "embed_dim", "mlp_dim")
@@ -147,6 +152,8 @@ class ModelConfig:
       _fail("attention_impl", f"{self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
     if self.remat_policy not in REMAT_POLICIES:
       _fail("remat_policy", f"{self.remat_policy!r} is not one of {REMAT_POLICIES}")
+    if not 0.0 <= self.smeared_keys_fit <= 1.0:
+      _fail("smeared_keys_fit", f"{self.smeared_keys_fit} must be in [0, 1] (0: off)")
     if self.ref_id == self.bos_id:
       _fail("ref_id", "<ref> and <s> must be different tokens")
 

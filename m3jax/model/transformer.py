@@ -357,7 +357,9 @@ class Transformer(nn.Module):
 
     carry = (self.embed(tokens_BxT), cache.k_LxBxSxKxD, cache.v_LxBxSxKxD)
     (x, k_cache, v_cache), lasts = self._run_layers(body, carry, layer_xs)
-    k_last = jnp.concatenate(lasts).astype(cache.k_last_LxBxKxD.dtype) if smeared else None
+    k_last = None
+    if cache.k_last_LxBxKxD is not None:
+      k_last = jnp.concatenate(lasts).astype(cache.k_last_LxBxKxD.dtype)
     new_cache = Cache(k_cache, v_cache, start_B + written_B, cache.mem_mask_BxN, k_last)
     return self._logits(x), new_cache
 

@@ -66,7 +66,8 @@ class EncodedLayers:
 
   k_LxBxNxKxD: keys rotated at reference positions 1..N (what gets stored).
   v_LxBxNxKxD: values.
-  q_raw_LxBxNxHxD, k_raw_LxBxNxKxD: projections without RoPE, for selection scores.
+  q_raw_LxBxNxHxD, k_raw_LxBxNxKxD: projections without RoPE (keys smeared when
+  ``cfg.smeared_keys``, as attention sees them), for selection scores.
   """
 
   k_LxBxNxKxD: jax.Array

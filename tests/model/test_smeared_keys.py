@@ -176,3 +176,22 @@ def test_parameter_count_closed_form(smeared):
   n = sum(x.size for x in jax.tree_util.tree_leaves(params["params"]))
   embed = cfg.vocab_size * cfg.embed_dim * (1 if cfg.tie_embeddings else 2)
   assert n - embed == cfg.non_embedding_params()
+
+
+@pytest.mark.parametrize("smeared", [False, True])
+def test_cache_shardings_match_the_cache_a_model_makes(smeared):
+  """The decode step's out_shardings (and the AOT compile's) must have the cache's tree."""
+  from m3jax import sharding
+
+  cfg = dataclasses.replace(CFG, smeared_keys=smeared)
+  mesh = sharding.make_mesh((-1, 1, 1))
+  specs = sharding.cache_shardings(
+    mesh, sharding.normalize_rules(sharding.DEFAULT_RULES), smeared_keys=smeared
+  )
+  params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
+  cache = Transformer(cfg).apply(
+    params, 8, 8, method=Transformer.init_cache
+  )  # 8 rows: any host device count up to 8
+  assert jax.tree_util.tree_structure(specs) == jax.tree_util.tree_structure(cache)
+  placed = jax.device_put(cache, specs)
+  assert (placed.k_last_LxBxKxD is not None) is smeared

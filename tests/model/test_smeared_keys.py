@@ -17,24 +17,13 @@ import pytest
 
 from m3jax.memory.encode import encode_references, to_memory_kv
 from m3jax.model import layers, stack
-from m3jax.model.config import MemoryConfig, ModelConfig
 from m3jax.model.transformer import Transformer
+from tests.model.test_transformer import CFG as PLAIN
 
 TOL = 1e-5
-CFG = ModelConfig(
-  vocab_size=97,
-  num_layers=3,
-  num_heads=4,
-  num_kv_heads=2,
-  head_dim=8,
-  embed_dim=32,
-  mlp_dim=64,
-  init_std=0.3,  # attention far from uniform, so that a wrong key shows
-  smeared_keys=True,
-  memory=MemoryConfig(
-    memory_layers=(0, 1), tokens_per_head=3, refs_per_chunk=2, chunk_len=4, ref_len=6
-  ),
-)
+# test_transformer's model (memory layers 0-1 of 3, 2 references of 3 tokens per chunk of
+# 4) with attention far from uniform, so that a wrong key shows.
+CFG = dataclasses.replace(PLAIN, init_std=0.3, smeared_keys=True)
 
 
 @functools.cache

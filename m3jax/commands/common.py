@@ -3,8 +3,8 @@
 A command's config is, in order: ``--config path.py:variant`` when given, else the
 workdir's recorded ``config.json`` (``train`` writes it), else the command's default
 spec; then the ``--config.a.b=v`` overrides (collected by ``m3jax.cli``); then, for a
-command that builds a run (not one that loads a trained model), ``model.memory.ref_len``
-fitted to the knowledge base (``m3jax.run.reference_length``).
+command that builds a run (not one that loads a trained model), the ``*_fit`` fields
+applied to the knowledge base (``m3jax.run.knowledge_fit``: ``ref_len``, smeared keys).
 """
 
 from __future__ import annotations
@@ -71,9 +71,7 @@ def config_from_args(args, *, workdir: str | None = None, fixed_model: bool = Fa
   if fixed_model and saved is not None:
     run_workdir.check_same_model(saved, config, workdir)
   elif not fixed_model:
-    from m3jax.run.key_smearing import fit_smeared_keys
-    from m3jax.run.reference_length import fit_ref_len
+    from m3jax.run.knowledge_fit import fit_to_knowledge_base
 
-    config = fit_ref_len(config)  # model.memory.ref_len_fit, before anything is built
-    config = fit_smeared_keys(config)  # model.smeared_keys_fit, from the same data
+    config = fit_to_knowledge_base(config)  # the *_fit fields, before anything is built
   return config

@@ -14,7 +14,7 @@ than the share ``s`` of the training answers where they stand in their gold refe
 ``smeared_keys`` stays as configured.
 
 The commands that build a run fit their config once, after ``ref_len``
-(m3jax.commands.common.config_from_args); the workdir records the result.
+(m3jax.run.knowledge_fit); the workdir records the result.
 """
 
 from __future__ import annotations
@@ -60,18 +60,17 @@ def _references_by_id(records: list[dict]) -> dict[str, str]:
   return {k: " ".join(v) for k, v in texts.items()}
 
 
-def fit_smeared_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def fit_smeared_keys(config: ml_collections.ConfigDict, paths=None) -> ml_collections.ConfigDict:
   """``config`` with ``model.smeared_keys`` set from its knowledge base (unchanged when
-  ``model.smeared_keys_fit`` is 0). Prepares the data where the run will read it (a no-op
-  once prepared), as m3jax.run.reference_length does."""
+  ``model.smeared_keys_fit`` is 0). ``paths``: the run's prepared data
+  (m3jax.run.reference_length.prepared_paths), prepared here when None."""
   share_max = float(config.model.get("smeared_keys_fit", 0.0) or 0.0)
   if not share_max:
     return config
-  from m3jax.data.prepare import prepare_data
   from m3jax.data.sources import read_jsonl
-  from m3jax.train.workdir import content_addressed
+  from m3jax.run.reference_length import prepared_paths
 
-  paths = prepare_data(content_addressed(config).data)
+  paths = paths or prepared_paths(config)
   refs = _references_by_id(read_jsonl(paths.references))
   word, share, n = top_word_share(preceding_words(refs, read_jsonl(paths.qa_train)))
   if not n:

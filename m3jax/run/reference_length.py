@@ -12,7 +12,7 @@ tokens kept per head, ``model.memory.tokens_per_head`` (training's selection) an
 ``bank.tokens_per_head`` set in the config (the bank's), grow in proportion.
 
 The commands that build a run (train, demo, reproduce, prepare, sweep) fit their config
-once, in :func:`m3jax.commands.common.config_from_args`; the workdir then records the
+once, through :func:`m3jax.run.knowledge_fit.fit_to_knowledge_base`; the workdir records the
 fitted length, so a command that loads it reads the same model.
 """
 
@@ -35,21 +35,26 @@ def fitted_length(line_lengths: np.ndarray, quantile: float, ref_len: int) -> in
   return max(ref_len, min(CAP, want))
 
 
-def fit_ref_len(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def prepared_paths(config: ml_collections.ConfigDict):
+  """The run's prepared data (DataPaths), where the run will read it: ``data.data_dir``
+  becomes its content-addressed folder, as training makes it (a no-op once prepared, and
+  the vocabulary does not depend on the model). Hashes the user's files to find it."""
+  from m3jax.data.prepare import prepare_data
+  from m3jax.train.workdir import content_addressed
+
+  return prepare_data(content_addressed(config).data)
+
+
+def fit_ref_len(config: ml_collections.ConfigDict, paths=None) -> ml_collections.ConfigDict:
   """``config`` with ``model.memory.ref_len`` fitted (unchanged when ``ref_len_fit`` is 0).
 
-  Prepares the data where the run will read it (``data.data_dir`` becomes its
-  content-addressed folder, as training makes it; a no-op once prepared, and the
-  vocabulary does not depend on the model).
+  ``paths``: the run's prepared data (``prepared_paths``), prepared here when None.
   """
   memory = config.model.memory
   quantile = float(memory.get("ref_len_fit", 0.0) or 0.0)
   if not quantile:
     return config
-  from m3jax.data.prepare import prepare_data
-  from m3jax.train.workdir import content_addressed
-
-  paths = prepare_data(content_addressed(config).data)  # where the run will read it
+  paths = paths or prepared_paths(config)
   lengths = np.diff(np.load(paths.ref_offsets))
   ref_len = fitted_length(lengths, quantile, int(memory.ref_len))
   if ref_len != memory.ref_len:

@@ -24,8 +24,7 @@ import shutil
 from typing import Any, Callable
 
 from m3jax.run.config import apply_overrides, load_config
-from m3jax.run.key_smearing import fit_smeared_keys
-from m3jax.run.reference_length import fit_ref_len
+from m3jax.run.knowledge_fit import fit_to_knowledge_base
 from m3jax.train.config import stage_dicts
 
 
@@ -71,7 +70,7 @@ def sweep_points(spec: str, extra_overrides=()) -> list[tuple[str, Any]]:
     name = point_name(overrides)
     overrides.pop("_name", None)
     config = load_config(spec, list(extra_overrides))
-    points.append((name, fit_smeared_keys(fit_ref_len(apply_overrides(config, overrides)))))
+    points.append((name, fit_to_knowledge_base(apply_overrides(config, overrides))))
   names = [n for n, _ in points]
   if len(set(names)) != len(names):
     raise ValueError(

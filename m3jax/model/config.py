@@ -123,6 +123,11 @@ class ModelConfig:
   # context or in memory) without first growing a previous-token head in an earlier
   # layer. Off in the paper's configs; m3jax.model.layers.AttentionProjections.
   smeared_keys: bool = False
+  # How many earlier tokens a smeared key mixes in (W): s·k_t + (1 - s)·Σ_j π_j·k_{t-j},
+  # j = 1..W, π a learned softmax per (layer, KV head). W = 2 lets a key say which two
+  # words introduce it ("founded in", "headquarters ="), where one ("in", "=") may be
+  # shared by every attribute. 1: Olsson et al.'s previous-token smear.
+  smear_width: int = 1
   # Before a run trains, smeared_keys is set from the knowledge base when this is > 0: on
   # unless one word precedes more than this share of the training answers in their
   # references (a key = value table, where every value follows "=" and a smeared key
@@ -131,7 +136,7 @@ class ModelConfig:
 
   def __post_init__(self):
     shape = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "embed_dim", "mlp_dim")
-    require_positive(self, ("vocab_size", *shape))
+    require_positive(self, ("vocab_size", *shape, "smear_width"))
     if self.num_heads % self.num_kv_heads:
       _fail(
         "num_kv_heads",
@@ -168,7 +173,8 @@ class ModelConfig:
     """Closed form of paper §3.4: per layer 2d² + 2·d·d_h·H_kv + 3dW (plus norms)."""
     d, w = self.embed_dim, self.mlp_dim
     attn = 2 * d * self.num_heads * self.head_dim + 2 * d * self.head_dim * self.num_kv_heads
-    smear = self.num_kv_heads if self.smeared_keys else 0
+    taps = self.smear_width if self.smear_width > 1 else 0
+    smear = self.num_kv_heads * (1 + taps) if self.smeared_keys else 0
     return self.num_layers * (attn + 3 * d * w + 2 * d + smear) + d
 
 

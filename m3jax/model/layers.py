@@ -97,6 +97,13 @@ class AttentionProjections(nn.Module):
         (c.num_kv_heads,),
         c.param_dtype,
       )
+    if c.smeared_keys and c.smear_width > 1:  # softmax(0): earlier tokens start equal
+      self.smear_taps = self.param(
+        "smear_taps",
+        nn.with_logical_partitioning(nn.initializers.zeros, (axes.KV_HEADS, None)),
+        (c.num_kv_heads, c.smear_width),
+        c.param_dtype,
+      )
 
   def qkv(self, h_BxTxE, *, smear: bool = False):
     """GQA projections of normed inputs; ``smear``: keys smeared within the sequence
@@ -110,15 +117,26 @@ class AttentionProjections(nn.Module):
     v = nn.with_logical_constraint(v, (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM))
     return q, (self.smear_keys(k) if smear else k), v
 
-  def smear_keys(self, k_BxTxKxD, k_before_BxKxD=None):
+  def smear_keys(self, k_BxTxKxD, k_before_BxWxKxD=None):
     """Smeared keys (``cfg.smeared_keys``; identity when off): position t mixes in the
-    raw key of t - 1, per KV head. ``k_before_BxKxD`` is the raw key of the token before
-    position 0 (decoding: the cache's last one); None: position 0 has none and keeps
-    its own key."""
-    if not self.cfg.smeared_keys:
+    raw keys of the W = ``cfg.smear_width`` tokens before it, per KV head:
+    s·k_t + (1 - s)·Σ_j π_j·k_{t-j}, s = sigmoid(smear), π = softmax(smear_taps) (π = 1
+    when W = 1). ``k_before_BxWxKxD``: the raw keys of the W tokens before position 0,
+    oldest first (decoding: the cache's); None: there are none, and position 0's own key
+    stands in for each."""
+    c = self.cfg
+    if not c.smeared_keys:
       return k_BxTxKxD
-    first = k_BxTxKxD[:, :1] if k_before_BxKxD is None else k_before_BxKxD[:, None]
-    prev_BxTxKxD = jnp.concatenate([first.astype(k_BxTxKxD.dtype), k_BxTxKxD[:, :-1]], axis=1)
+    w, t = c.smear_width, k_BxTxKxD.shape[1]
+    before = k_BxTxKxD[:, :1].repeat(w, axis=1) if k_before_BxWxKxD is None else k_before_BxWxKxD
+    ext_BxWTxKxD = jnp.concatenate([before.astype(k_BxTxKxD.dtype), k_BxTxKxD], axis=1)
+    back = lambda j: ext_BxWTxKxD[:, w - j : w - j + t]  # k_{t-j} at position t
+    if w == 1:
+      prev_BxTxKxD = back(1)
+    else:
+      pi_KxW = jax.nn.softmax(self.smear_taps.astype(jnp.float32), axis=-1)
+      pi_KxW = pi_KxW.astype(k_BxTxKxD.dtype)
+      prev_BxTxKxD = sum(pi_KxW[:, j - 1][:, None] * back(j) for j in range(1, w + 1))
     a_K = jax.nn.sigmoid(self.smear.astype(jnp.float32)).astype(k_BxTxKxD.dtype)[:, None]
     return a_K * k_BxTxKxD + (1 - a_K) * prev_BxTxKxD
 

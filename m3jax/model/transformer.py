@@ -47,9 +47,10 @@ class Cache:
   v_LxBxSxKxD: jax.Array
   end_index_B: jax.Array  # context tokens written so far, per row
   mem_mask_BxN: jax.Array  # which resident memory slots hold a real token
-  # Smeared keys only (cfg.smeared_keys): each layer's raw key of each row's last written
-  # token, which the next token's key mixes in. None otherwise.
-  k_last_LxBxKxD: jax.Array | None = None
+  # Smeared keys only (cfg.smeared_keys): each layer's raw keys of each row's last W =
+  # cfg.smear_width written tokens (oldest first), which the next tokens' keys mix in.
+  # None otherwise.
+  k_last_LxBxWxKxD: jax.Array | None = None
 
   @property
   def memory_slots(self) -> int:
@@ -264,7 +265,8 @@ class Transformer(nn.Module):
     v = jnp.zeros(shape, c.dtype).at[:, :, 0].set(sink_v[:, None].astype(c.dtype))
     k_last = None
     if c.smeared_keys:
-      k_last = jnp.zeros((c.num_layers, batch, c.num_kv_heads, c.head_dim), c.dtype)
+      shape = (c.num_layers, batch, c.smear_width, c.num_kv_heads, c.head_dim)
+      k_last = jnp.zeros(shape, c.dtype)
     return Cache(k, v, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, n), bool), k_last)
 
   def load_memory(self, cache: Cache, memory: MemoryKV) -> Cache:
@@ -319,25 +321,27 @@ class Transformer(nn.Module):
     mem_mask = None if memory is None else memory.mask_BxCxRxM
     impl = impl_for_cache(c.attention_impl) if t > 1 else "dense"
     written_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
-    smeared = cache.k_last_LxBxKxD is not None
+    smeared = cache.k_last_LxBxWxKxD is not None
 
     def layer_xs(start, stop, is_memory):
       mem = self._memory_slice(memory, start, stop) if is_memory else None
-      last = cache.k_last_LxBxKxD[start:stop] if smeared else None
+      last = cache.k_last_LxBxWxKxD[start:stop] if smeared else None
       return jnp.arange(start, stop), mem, last
 
     def body(block, carry, xs, *, is_memory):
       x, k_cache, v_cache = carry
-      i, mem_kv, k_last_BxKxD = xs
+      i, mem_kv, k_last_BxWxKxD = xs
       new_last = None
-      if smeared:  # a row's first token has no token before it: it keeps its own key
+      if smeared:  # before a row's first token, its own key stands in (as in training)
         q, k_raw, v = block.attn.qkv(block.attn_norm(x))
-        before = jnp.where((start_B > 0)[:, None, None], k_last_BxKxD, k_raw[:, 0])
+        w = k_last_BxWxKxD.shape[1]
+        first = k_raw[:, :1].repeat(w, axis=1).astype(k_last_BxWxKxD.dtype)
+        before = jnp.where((start_B > 0)[:, None, None, None], k_last_BxWxKxD, first)
         k = block.attn.smear_keys(k_raw, before)
-        at_B = jnp.maximum(written_B - 1, 0)
-        new_last = jnp.where(
-          (written_B > 0)[:, None, None], k_raw[jnp.arange(b), at_B], k_last_BxKxD
-        )
+        # [before, this call's tokens]: the last W written sit at written_B … + W - 1.
+        ext_BxWTxKxD = jnp.concatenate([before, k_raw.astype(before.dtype)], axis=1)
+        at_BxW = written_B[:, None] + jnp.arange(w)[None]
+        new_last = ext_BxWTxKxD[jnp.arange(b)[:, None], at_BxW]
       else:
         q, k, v = block.qkv(x)
       q = layers.apply_rope(q, pos_BxT, c.rope_base)
@@ -359,8 +363,8 @@ class Transformer(nn.Module):
     carry = (self.embed(tokens_BxT), cache.k_LxBxSxKxD, cache.v_LxBxSxKxD)
     (x, k_cache, v_cache), lasts = self._run_layers(body, carry, layer_xs)
     k_last = None
-    if cache.k_last_LxBxKxD is not None:
-      k_last = jnp.concatenate(lasts).astype(cache.k_last_LxBxKxD.dtype)
+    if cache.k_last_LxBxWxKxD is not None:
+      k_last = jnp.concatenate(lasts).astype(cache.k_last_LxBxWxKxD.dtype)
     new_cache = Cache(k_cache, v_cache, start_B + written_B, cache.mem_mask_BxN, k_last)
     return self._logits(x), new_cache
 

@@ -1,6 +1,6 @@
-"""Smeared keys (``model.smeared_keys``): the formula, causality, and every path that
-computes keys (training forward, reference encoding, prefill, decode, scanned layers)
-agreeing with each other.
+"""Smeared keys (``model.smeared_keys``, ``model.smear_width``): the formula, causality,
+and every path that computes keys (training forward, reference encoding, prefill, decode,
+scanned layers) agreeing with each other, for one and for several earlier tokens.
 
 Float32 throughout; the cached paths run the same ops in another association order
 (cache buffers, padding), hence 1e-5 as in test_transformer.py.
@@ -26,16 +26,23 @@ TOL = 1e-5
 CFG = dataclasses.replace(PLAIN, init_std=0.3, smeared_keys=True)
 
 
+def _cfg(width=1):
+  return dataclasses.replace(CFG, smear_width=width)
+
+
 @functools.cache
 def _params(cfg=CFG):
   tokens = jnp.zeros((1, 8), jnp.int32)
   params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(0), tokens)["params"])
-  # Distinct mixes per (layer, head), far from the init's 1/2, so a swapped or shared
-  # coefficient shows.
+  # Distinct mixes per (layer, head, tap), far from the init's 1/2 and uniform taps, so a
+  # swapped or shared coefficient shows.
   rng = np.random.default_rng(3)
   for i in range(cfg.num_layers):
-    smear = rng.uniform(-2.5, 2.5, cfg.num_kv_heads).astype(np.float32)
-    params[f"layer_{i}"]["attn"]["smear"] = jnp.asarray(smear)
+    attn = params[f"layer_{i}"]["attn"]
+    attn["smear"] = jnp.asarray(rng.uniform(-2.5, 2.5, cfg.num_kv_heads), jnp.float32)
+    if cfg.smear_width > 1:
+      taps = rng.uniform(-2.5, 2.5, (cfg.num_kv_heads, cfg.smear_width))
+      attn["smear_taps"] = jnp.asarray(taps, jnp.float32)
   return params
 
 
@@ -50,17 +57,26 @@ def _memory(params, batch, chunks, seed=1):
 def test_off_adds_no_parameter_and_no_cache_field():
   cfg = dataclasses.replace(CFG, smeared_keys=False)
   params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
-  assert "smear" not in params["params"]["layer_0"]["attn"]
+  assert not {"smear", "smear_taps"} & set(params["params"]["layer_0"]["attn"])
   cache = Transformer(cfg).apply(params, 1, 4, method=Transformer.init_cache)
-  assert cache.k_last_LxBxKxD is None
+  assert cache.k_last_LxBxWxKxD is None
 
 
-def test_block_keys_are_the_papers_formula_written_out():
+def test_width_one_has_no_taps():
+  """W = 1 is Olsson et al.'s smear: one parameter per head, as before smear_width."""
+  assert "smear_taps" not in _params()["layer_0"]["attn"]
+  assert _params(_cfg(3))["layer_0"]["attn"]["smear_taps"].shape == (CFG.num_kv_heads, 3)
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_block_keys_are_the_formula_written_out(width):
   """Block.qkv's keys against the projection and the mix written per position by hand:
-  k'_t = s·k_t + (1 - s)·k_{t-1}, s = sigmoid(a_head), k'_0 = k_0."""
-  p = _params()["layer_1"]
+  k'_t = s·k_t + (1 - s)·Σ_j π_j·k_{t-j}, s = sigmoid(a_head), π = softmax(taps_head)
+  (1 for W = 1), and k_0 standing in for the keys before position 0."""
+  cfg = _cfg(width)
+  p = _params(cfg)["layer_1"]
   x = jax.random.normal(jax.random.key(4), (2, 5, CFG.embed_dim))
-  _, k, _ = layers.Block(CFG).apply({"params": p}, x, method=layers.Block.qkv)
+  _, k, _ = layers.Block(cfg).apply({"params": p}, x, method=layers.Block.qkv)
   h = np.asarray(x, np.float64)
   h = (
     h
@@ -69,31 +85,41 @@ def test_block_keys_are_the_papers_formula_written_out():
   )
   raw = np.einsum("bte,ekd->btkd", h, np.asarray(p["attn"]["k"], np.float64))
   s = 1 / (1 + np.exp(-np.asarray(p["attn"]["smear"], np.float64)))
-  want = raw.copy()
-  for t in range(1, raw.shape[1]):
+  pi = np.ones((CFG.num_kv_heads, 1))
+  if width > 1:
+    e = np.exp(np.asarray(p["attn"]["smear_taps"], np.float64))
+    pi = e / e.sum(-1, keepdims=True)
+  want = np.zeros_like(raw)
+  for t in range(raw.shape[1]):
     for head in range(CFG.num_kv_heads):
-      want[:, t, head] = s[head] * raw[:, t, head] + (1 - s[head]) * raw[:, t - 1, head]
+      prev = sum(pi[head, j - 1] * raw[:, max(t - j, 0), head] for j in range(1, width + 1))
+      want[:, t, head] = s[head] * raw[:, t, head] + (1 - s[head]) * prev
   np.testing.assert_allclose(np.asarray(k), want, rtol=1e-5, atol=1e-5)
 
 
-def test_a_token_changes_no_earlier_logit():
-  params = _params()
+@pytest.mark.parametrize("width", [1, 2])
+def test_a_token_changes_no_earlier_logit(width):
+  cfg = _cfg(width)
+  params = _params(cfg)
   t = jax.random.randint(jax.random.key(5), (1, 10), 5, CFG.vocab_size)
   mem = _memory(params, 1, 3)
-  base = Transformer(CFG).apply({"params": params}, t, mem)
-  changed = Transformer(CFG).apply({"params": params}, t.at[0, 6].set(7), mem)
+  base = Transformer(cfg).apply({"params": params}, t, mem)
+  changed = Transformer(cfg).apply({"params": params}, t.at[0, 6].set(7), mem)
   np.testing.assert_array_equal(np.asarray(base[0, :6]), np.asarray(changed[0, :6]))
   assert np.abs(np.asarray(base[0, 7]) - np.asarray(changed[0, 7])).max() > 1e-3
 
 
-def test_prefill_then_decode_equals_the_full_forward():
-  """Decoding carries each layer's last raw key in the cache; the first decoded token
-  must mix in the prompt's last key, and so on across chunk boundaries."""
-  params = _params()
-  b, t, prompt = 2, 11, 5
+@pytest.mark.parametrize("width,prompt", [(1, 5), (3, 5), (3, 1)])
+def test_prefill_then_decode_equals_the_full_forward(width, prompt):
+  """Decoding carries each layer's last W raw keys in the cache; the first decoded token
+  must mix in the prompt's last keys, and so on across chunk boundaries. A prompt shorter
+  than W leaves stand-ins for the keys before it in the cache, as training has."""
+  cfg = _cfg(width)
+  params = _params(cfg)
+  b, t = 2, 11
   tokens = jax.random.randint(jax.random.key(6), (b, t), 5, CFG.vocab_size)
   mem = _memory(params, b, -(-t // CFG.memory.chunk_len))
-  model = Transformer(CFG)
+  model = Transformer(cfg)
   full = model.apply({"params": params}, tokens, mem)
   cache = model.apply({"params": params}, b, 12, method=Transformer.init_cache)
   pre = -(-prompt // CFG.memory.chunk_len)
@@ -117,50 +143,56 @@ def test_prefill_then_decode_equals_the_full_forward():
   )
 
 
-def test_ragged_prefill_keeps_each_rows_own_last_key():
-  params = _params()
+@pytest.mark.parametrize("width,short", [(1, 3), (3, 2)])
+def test_ragged_prefill_keeps_each_rows_own_last_keys(width, short):
+  cfg = _cfg(width)
+  params = _params(cfg)
   tokens = jax.random.randint(jax.random.key(7), (2, 9), 5, CFG.vocab_size)
-  lengths = jnp.array([6, 3])
-  model = Transformer(CFG)
+  lengths = jnp.array([6, short])
+  model = Transformer(cfg)
   cache = model.apply({"params": params}, 2, 12, method=Transformer.init_cache)
   padded = jnp.where(jnp.arange(6)[None] < lengths[:, None], tokens[:, :6], 0)
   _, cache = model.apply(
     {"params": params}, padded, cache, lengths_B=lengths, method=Transformer.step
   )
-  nxt = jnp.stack([tokens[0, 6], tokens[1, 3]])[:, None]
+  nxt = jnp.stack([tokens[0, 6], tokens[1, short]])[:, None]
   logits, _ = model.apply({"params": params}, nxt, cache, method=Transformer.step)
-  for row, n in ((0, 7), (1, 4)):
+  for row, n in ((0, 7), (1, short + 1)):
     full = model.apply({"params": params}, tokens[row : row + 1, :n])
     np.testing.assert_allclose(
       np.asarray(logits[row, 0]), np.asarray(full[0, n - 1]), rtol=TOL, atol=TOL
     )
 
 
-def test_scanned_layers_equal_unrolled_with_smeared_keys():
-  params = _params()
-  scan_cfg = dataclasses.replace(CFG, scan_layers=True)
+@pytest.mark.parametrize("width", [1, 2])
+def test_scanned_layers_equal_unrolled_with_smeared_keys(width):
+  cfg = _cfg(width)
+  params = _params(cfg)
+  scan_cfg = dataclasses.replace(cfg, scan_layers=True)
   scanned = stack.scan_params(params, scan_cfg)
   t = jax.random.randint(jax.random.key(8), (2, 8), 5, CFG.vocab_size)
   mem = _memory(params, 2, 2)
-  a = Transformer(CFG).apply({"params": params}, t, mem)
+  a = Transformer(cfg).apply({"params": params}, t, mem)
   b = Transformer(scan_cfg).apply({"params": scanned}, t, mem)
   np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=TOL, atol=TOL)
 
 
 def test_the_mix_is_learned():
-  params = _params()
+  cfg = _cfg(2)
+  params = _params(cfg)
   t = jax.random.randint(jax.random.key(9), (2, 8), 5, CFG.vocab_size)
 
   def loss(p):
-    return jnp.mean(Transformer(CFG).apply({"params": p}, t) ** 2)
+    return jnp.mean(Transformer(cfg).apply({"params": p}, t) ** 2)
 
   g = jax.grad(loss)(params)
-  assert all(np.abs(np.asarray(g[f"layer_{i}"]["attn"]["smear"])).min() > 0 for i in range(3))
+  for name in ("smear", "smear_taps"):
+    assert all(np.abs(np.asarray(g[f"layer_{i}"]["attn"][name])).min() > 0 for i in range(3))
 
 
-@pytest.mark.parametrize("smeared", [False, True])
-def test_parameter_count_closed_form(smeared):
-  cfg = dataclasses.replace(CFG, smeared_keys=smeared)
+@pytest.mark.parametrize("smeared,width", [(False, 1), (True, 1), (True, 3)])
+def test_parameter_count_closed_form(smeared, width):
+  cfg = dataclasses.replace(CFG, smeared_keys=smeared, smear_width=width)
   params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
   n = sum(x.size for x in jax.tree_util.tree_leaves(params["params"]))
   embed = cfg.vocab_size * cfg.embed_dim * (1 if cfg.tie_embeddings else 2)
@@ -172,7 +204,7 @@ def test_cache_shardings_match_the_cache_a_model_makes(smeared):
   """The decode step's out_shardings (and the AOT compile's) must have the cache's tree."""
   from m3jax import sharding
 
-  cfg = dataclasses.replace(CFG, smeared_keys=smeared)
+  cfg = dataclasses.replace(CFG, smeared_keys=smeared, smear_width=2)
   mesh = sharding.make_mesh((-1, 1, 1))
   specs = sharding.cache_shardings(
     mesh, sharding.normalize_rules(sharding.DEFAULT_RULES), smeared_keys=smeared
@@ -183,4 +215,4 @@ def test_cache_shardings_match_the_cache_a_model_makes(smeared):
   )  # 8 rows: any host device count up to 8
   assert jax.tree_util.tree_structure(specs) == jax.tree_util.tree_structure(cache)
   placed = jax.device_put(cache, specs)
-  assert (placed.k_last_LxBxKxD is not None) is smeared
+  assert (placed.k_last_LxBxWxKxD is not None) is smeared

@@ -8,10 +8,9 @@ sentences it raised exact match by 0.34 and 0.18; on the demo world, whose refer
 ``key = value`` tables where every value follows "=", it made no value's key tell its
 attribute and cost seed 0 0.58 (docs/design.md, "Session 26"). Which kind of knowledge
 base a run has is a property of its text, so a config may ask for it:
-``model.smeared_keys_fit = s`` turns smeared keys on unless the same ``model.smear_width``
-words (the ones a smeared key sees) precede more than the share ``s`` of the training
-answers where they stand in their gold references (``qa_train.jsonl``), and off when they
-do. No training answer found in a reference:
+``model.smeared_keys_fit = s`` turns smeared keys on unless a single word precedes more
+than the share ``s`` of the training answers where they stand in their gold references
+(``qa_train.jsonl``), and off when one does. No training answer found in a reference:
 ``smeared_keys`` stays as configured.
 
 The commands that build a run fit their config once, after ``ref_len``
@@ -28,13 +27,10 @@ import ml_collections
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
-def preceding_words(
-  references: dict[str, str], qa: list[dict], width: int = 1
-) -> collections.Counter:
-  """The ``width`` words (or punctuation marks; fewer at a reference's start), joined by a
-  space, right before each answer's first occurrence in its gold reference; answers
-  without a gold reference holding them are skipped. A reference split at ``ref_len``
-  (ids ``id``, ``id#1``, …) is searched whole."""
+def preceding_words(references: dict[str, str], qa: list[dict]) -> collections.Counter:
+  """The word (or punctuation mark) right before each answer's first occurrence in its
+  gold reference; answers without a gold reference holding them are skipped. A reference
+  split at ``ref_len`` (ids ``id``, ``id#1``, …) is searched whole."""
   counts: collections.Counter = collections.Counter()
   for q in qa:
     text = references.get(str(q.get("gold_ref_id", "")), "")
@@ -43,12 +39,12 @@ def preceding_words(
       continue
     words = _WORD.findall(text[:at])
     if words:
-      counts[" ".join(words[-width:])] += 1
+      counts[words[-1]] += 1
   return counts
 
 
 def top_word_share(counts: collections.Counter) -> tuple[str, float, int]:
-  """(the commonest preceding words, their share, how many answers were found)."""
+  """(the commonest preceding word, its share, how many answers were found)."""
   n = sum(counts.values())
   if not n:
     return "", 0.0, 0
@@ -76,9 +72,7 @@ def fit_smeared_keys(config: ml_collections.ConfigDict, paths=None) -> ml_collec
 
   paths = paths or prepared_paths(config)
   refs = _references_by_id(read_jsonl(paths.references))
-  width = int(config.model.get("smear_width", 1) or 1)
-  counts = preceding_words(refs, read_jsonl(paths.qa_train), width)
-  word, share, n = top_word_share(counts)
+  word, share, n = top_word_share(preceding_words(refs, read_jsonl(paths.qa_train)))
   if not n:
     print(
       "[m3jax] model.smeared_keys_fit: no training answer stands in its gold reference; "

@@ -34,17 +34,6 @@ def test_the_word_before_each_answer_is_counted_where_it_stands():
   assert preceding_words(refs, qa) == collections.Counter({"in": 1, "=": 1})
 
 
-def test_width_counts_the_words_that_introduce_each_answer():
-  refs = {"a": "X was launched in 1842.", "b": "Y | year = 1901", "c": "1777 first"}
-  qa = [
-    dict(answer="1842", gold_ref_id="a"),
-    dict(answer="1901", gold_ref_id="b"),
-    dict(answer="first", gold_ref_id="c"),  # one word before it: fewer than the width
-  ]
-  want = collections.Counter({"launched in": 1, "year =": 1, "1777": 1})
-  assert preceding_words(refs, qa, width=2) == want
-
-
 @pytest.mark.parametrize(
   "templates, word, share", [(PROSE, "in", 1 / 3), (TABLE, "=", 1.0)], ids=["prose", "table"]
 )
@@ -80,15 +69,6 @@ def test_fit_turns_smeared_keys_on_for_prose_and_off_for_a_table(tmp_path, capsy
   config.model.smeared_keys = not on  # the fit decides, whatever was configured
   assert fit_smeared_keys(config).model.smeared_keys is on
   assert f"model.smeared_keys={on}" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("width, on", [(1, False), (2, True)])
-def test_a_table_gets_smeared_keys_at_a_width_that_tells_its_keys_apart(tmp_path, width, on):
-  """ "launched =", "builder =", "cargo =": two words name the attribute where "=" alone
-  cannot (model.smear_width)."""
-  config = _byo(tmp_path, TABLE)
-  config.model.smear_width = width
-  assert fit_smeared_keys(config).model.smeared_keys is on
 
 
 def test_fit_off_or_without_answers_keeps_the_configured_value(tmp_path, capsys):

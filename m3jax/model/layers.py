@@ -77,6 +77,22 @@ class MLP(nn.Module):
     return h_BxTxF @ down.astype(c.dtype)
 
 
+def key_history(k_BxTxKxD, w: int, k_before_BxWxKxD=None, has_before_B=None):
+  """[the raw keys of the ``w`` tokens before position 0, oldest first; the T raw keys]:
+  ``[B, w + T, K, D]`` in ``k_BxTxKxD``'s dtype, what smeared keys read. Where a row has
+  no earlier tokens (``k_before_BxWxKxD`` None, or ``has_before_B`` False for that row:
+  decoding from an empty cache), its position-0 key stands in for each of them, in
+  training and in decoding alike."""
+  first_BxWxKxD = k_BxTxKxD[:, :1].repeat(w, axis=1)
+  if k_before_BxWxKxD is None:
+    before_BxWxKxD = first_BxWxKxD
+  else:
+    before_BxWxKxD = k_before_BxWxKxD.astype(k_BxTxKxD.dtype)
+    if has_before_B is not None:
+      before_BxWxKxD = jnp.where(has_before_B[:, None, None, None], before_BxWxKxD, first_BxWxKxD)
+  return jnp.concatenate([before_BxWxKxD, k_BxTxKxD], axis=1)
+
+
 class AttentionProjections(nn.Module):
   """GQA projections; the attention itself is the pure function in m3jax.model.joint_attention."""
 
@@ -115,22 +131,20 @@ class AttentionProjections(nn.Module):
     q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.HEAD_DIM))
     k = nn.with_logical_constraint(k, (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM))
     v = nn.with_logical_constraint(v, (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM))
-    return q, (self.smear_keys(k) if smear else k), v
+    if smear and self.cfg.smeared_keys:
+      k = self.smear_keys(key_history(k, self.cfg.smear_width))
+    return q, k, v
 
-  def smear_keys(self, k_BxTxKxD, k_before_BxWxKxD=None):
-    """Smeared keys (``cfg.smeared_keys``; identity when off): position t mixes in the
-    raw keys of the W = ``cfg.smear_width`` tokens before it, per KV head:
+  def smear_keys(self, ext_BxWTxKxD):
+    """Smeared keys (``cfg.smeared_keys``) of the last T positions of ``ext_BxWTxKxD``
+    (``key_history``: the W = ``cfg.smear_width`` raw keys before position 0, then the T
+    raw keys): position t mixes in the raw keys of the W tokens before it, per KV head:
     s·k_t + (1 - s)·Σ_j π_j·k_{t-j}, s = sigmoid(smear), π = softmax(smear_taps) (π = 1
-    when W = 1). ``k_before_BxWxKxD``: the raw keys of the W tokens before position 0,
-    oldest first (decoding: the cache's); None: there are none, and position 0's own key
-    stands in for each."""
-    c = self.cfg
-    if not c.smeared_keys:
-      return k_BxTxKxD
-    w, t = c.smear_width, k_BxTxKxD.shape[1]
-    before = k_BxTxKxD[:, :1].repeat(w, axis=1) if k_before_BxWxKxD is None else k_before_BxWxKxD
-    ext_BxWTxKxD = jnp.concatenate([before.astype(k_BxTxKxD.dtype), k_BxTxKxD], axis=1)
+    when W = 1)."""
+    w = self.cfg.smear_width
+    t = ext_BxWTxKxD.shape[1] - w
     back = lambda j: ext_BxWTxKxD[:, w - j : w - j + t]  # k_{t-j} at position t
+    k_BxTxKxD = back(0)
     if w == 1:
       prev_BxTxKxD = back(1)
     else:

@@ -332,14 +332,12 @@ class Transformer(nn.Module):
       x, k_cache, v_cache = carry
       i, mem_kv, k_last_BxWxKxD = xs
       new_last = None
-      if smeared:  # before a row's first token, its own key stands in (as in training)
+      if smeared:
         q, k_raw, v = block.attn.qkv(block.attn_norm(x))
         w = k_last_BxWxKxD.shape[1]
-        first = k_raw[:, :1].repeat(w, axis=1).astype(k_last_BxWxKxD.dtype)
-        before = jnp.where((start_B > 0)[:, None, None, None], k_last_BxWxKxD, first)
-        k = block.attn.smear_keys(k_raw, before)
-        # [before, this call's tokens]: the last W written sit at written_B … + W - 1.
-        ext_BxWTxKxD = jnp.concatenate([before, k_raw.astype(before.dtype)], axis=1)
+        ext_BxWTxKxD = layers.key_history(k_raw, w, k_last_BxWxKxD, has_before_B=start_B > 0)
+        k = block.attn.smear_keys(ext_BxWTxKxD)
+        # The last W keys written sit at written_B … written_B + W - 1 of the history.
         at_BxW = written_B[:, None] + jnp.arange(w)[None]
         new_last = ext_BxWTxKxD[jnp.arange(b)[:, None], at_BxW]
       else:

@@ -10,7 +10,7 @@ training, QA, perplexity, generation and the probes call it:
   (``chunk_query_tokens``) and how per-query memories become the per-chunk ``MemoryKV``
   of a batch (``gather_memory``);
 * the QA prompt format (``qa_prompt``, ``qa_text``), used by the synthetic world's
-  training text and by evaluation prompts alike.
+  training text and by evaluation prompts alike, and the RAG prompt's headers.
 
 Layering: imports only ``m3jax.model`` and ``m3jax.model.memory_kv`` (it sits above the
 memory core and below data / train / inference / evaluate, which all import it).
@@ -31,6 +31,12 @@ from m3jax.model.config import ModelConfig
 
 
 # ------------------------------------------------------------------------- QA format
+# The RAG prompt's headers (paper §7.4: header1 refs header2 prompt; m3jax.inference.rag),
+# here because training's in-context reference rows (m3jax.data.context_refs) use them too.
+RAG_HEADER_REFERENCES = "Reference:"
+RAG_HEADER_QUESTION = "Question:"
+
+
 def qa_prompt(question: str) -> str:
   """The one QA prompt; the model should continue it with `` {answer}``."""
   return f"Q: {question} A:"

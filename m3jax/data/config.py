@@ -93,6 +93,12 @@ class DataConfig:
   # Words of context each side of a cloze gap (0: the whole reference); with a window,
   # one side only for two items in three (m3jax.data.cloze).
   kb_cloze_window: int = 0
+  # In-context reference rows (m3jax.data.context_refs): in memory stages, this fraction
+  # of training rows shows its chunks' references as text in the RAG prompt's format and
+  # reads no memory, so the RAG baseline is trained to copy values in context as memory
+  # rows train reading them from memory. 0: off (the RAG condition then measures a
+  # memory-trained model's incidental in-context copying).
+  context_ref_rate: float = 0.0
   # A user's QA file split by reference (m3jax.data.qa_split): the questions about a
   # `user_qa_train_fraction` of the references (by a seeded hash of gold_ref_id) become
   # training documents, `user_qa_train_passes` per reference, and only the others are
@@ -158,6 +164,8 @@ class DataConfig:
       raise ValueError(f"data.user_qa_train_passes={self.user_qa_train_passes} must be >= 1")
     if self.kb_cloze_window < 0:
       raise ValueError(f"data.kb_cloze_window={self.kb_cloze_window} must be >= 0")
+    if not 0.0 <= self.context_ref_rate <= 1.0:
+      raise ValueError(f"data.context_ref_rate={self.context_ref_rate} must be in [0, 1]")
     if not 0.0 <= self.kb_cloze_rate <= 1.0:
       raise ValueError(f"data.kb_cloze_rate={self.kb_cloze_rate} must be in [0, 1]")
     if len(self.repeat_spans) != 2 or not 1 <= self.repeat_spans[0] <= self.repeat_spans[1]:

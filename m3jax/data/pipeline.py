@@ -24,9 +24,19 @@ import os
 
 import numpy as np
 
-from m3jax.data import cloze, counterfactual, kb, pretrieval, repetition, shift, sources
+from m3jax.data import (
+  cloze,
+  context_refs,
+  counterfactual,
+  kb,
+  pretrieval,
+  repetition,
+  shift,
+  sources,
+)
 from m3jax.data.config import data_config_from
 from m3jax.data.prepare import DataPaths, load_vocab, prepare_data
+from m3jax.task import RAG_HEADER_QUESTION, RAG_HEADER_REFERENCES
 
 
 class TrainIterator:
@@ -54,6 +64,8 @@ class TrainIterator:
     repeat_spans: tuple[int, int] = (8, 64),
     cloze_rate: float = 0.0,
     cloze_rows: cloze.KBCloze | None = None,
+    context_rate: float = 0.0,
+    context_rows: context_refs.ContextRefs | None = None,
     chunk_len: int = 0,
   ):
     if batch_size % process_count:
@@ -103,6 +115,9 @@ class TrainIterator:
     self.cloze_rate, self._cloze, self.chunk_len = float(cloze_rate), cloze_rows, chunk_len
     if self.cloze_rate and (cloze_rows is None or self._refs is None or chunk_len <= 0):
       raise ValueError("knowledge-base cloze rows need references, a KBCloze and chunk_len")
+    self.context_rate, self._context = float(context_rate), context_rows
+    if self.context_rate and (context_rows is None or self._refs is None or chunk_len <= 0):
+      raise ValueError("in-context reference rows need references, a ContextRefs and chunk_len")
 
   # -- checkpointing ------------------------------------------------------------------------
   def state(self) -> dict:
@@ -153,6 +168,10 @@ class TrainIterator:
         out["loss_mask"] = np.where(swapped_BxT, self.swap_loss_weight, out["loss_mask"]).astype(
           np.float32
         )
+    if self.context_rate:  # in-context reference rows (m3jax.data.context_refs)
+      assert self._context is not None
+      rng = np.random.default_rng(position[:-1] + [17])
+      out = self._context.replace_rows(out, self.context_rate, rng, self.bos_id, self.chunk_len)
     if self.repeat_rate:  # in-context repetition rows (m3jax.data.repetition)
       rng = np.random.default_rng(position[:-1] + [11])
       out = repetition.repeat_rows(out, self.repeat_rate, rng, self.bos_id, *self.repeat_spans)
@@ -277,6 +296,15 @@ def make_train_iterator(
       pad_id=vocab.pad_id,
       window=cfg.kb_cloze_window,
     )
+  context_rate, context_rows = 0.0, None
+  if split == "train" and with_references and cfg.context_ref_rate:
+    context_rate = cfg.context_ref_rate
+    context_rows = context_refs.ContextRefs(
+      header=vocab.encode(RAG_HEADER_REFERENCES),
+      separator=vocab.encode(RAG_HEADER_QUESTION),
+      max_refs=model_cfg.memory.refs_per_chunk,
+      pad_id=vocab.pad_id,
+    )
   return TrainIterator(
     stream,
     seq_len,
@@ -299,6 +327,8 @@ def make_train_iterator(
     repeat_spans=cfg.repeat_spans,
     cloze_rate=cloze_rate,
     cloze_rows=cloze_rows,
+    context_rate=context_rate,
+    context_rows=context_rows,
     chunk_len=chunk_len,
   )
 

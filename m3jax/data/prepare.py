@@ -115,6 +115,7 @@ def sources_key(cfg: DataConfig) -> str:
     "kb_cloze",  # training-time rows, not data
     "kb_cloze_rate",
     "kb_cloze_window",
+    "context_ref_rate",  # training-time rows, not data
   ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():

@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from m3jax.task import ChunkQuery, chunk_query_tokens
+from m3jax.task import RAG_HEADER_QUESTION, RAG_HEADER_REFERENCES, ChunkQuery, chunk_query_tokens
 
-HEADER_REFERENCES = "Reference:"
-HEADER_QUESTION = "Question:"
+HEADER_REFERENCES = RAG_HEADER_REFERENCES  # defined once, in the task layer
+HEADER_QUESTION = RAG_HEADER_QUESTION
 
 
 def rag_text(

@@ -137,7 +137,7 @@ def test_pipeline_cloze_rows_in_training_only_and_resumable(tiny_data, tiny_mode
   cloze items (a few scored tokens per chunk, each in its chunk's memory), a restored
   iterator builds the same rows, and held-out batches are never touched."""
   from m3jax.data.pipeline import make_train_iterator
-  from tests.data.conftest import tiny_data_cfg
+  from tests.data.conftest import assert_resumable_and_training_only, tiny_data_cfg
 
   base_cfg, _ = tiny_data
   chunk = tiny_model_cfg.memory.chunk_len
@@ -158,16 +158,8 @@ def test_pipeline_cloze_rows_in_training_only_and_resumable(tiny_data, tiny_mode
       mask[row, c * chunk : (c + 1) * chunk] > 0
     ]
     assert np.isin(scored, batch["ref_tokens"][row, c]).all()
-  expected = next(it)
-  again = make(1.0)
-  again.restore({"epoch": 0, "step": 1})
-  got = next(again)
-  for key in expected:
-    np.testing.assert_array_equal(got[key], expected[key])
-  v0, v1 = next(make(0.0, "valid")), next(make(1.0, "valid"))
-  for key in v0:
-    np.testing.assert_array_equal(v0[key], v1[key])
-  assert (v1["loss_mask"] == 1).all()
+  assert_resumable_and_training_only(make)
+  assert (next(make(1.0, "valid"))["loss_mask"] == 1).all()
 
 
 def test_config_rejects_a_cloze_rate_outside_the_unit_interval():

@@ -33,13 +33,18 @@ def _batch(b=3, c=4, n=5):
   )
 
 
+def _row(batch, r, max_refs):
+  """context_row on row ``r`` of ``batch``."""
+  return context_refs.context_row(
+    batch["targets"][r], batch["loss_mask"][r], batch["ref_tokens"][r],
+    batch["ref_lengths"][r], CHUNK, max_refs, HEADER, SEP, PAD,
+  )  # fmt: skip
+
+
 def test_a_row_shows_its_first_chunks_references_then_their_text():
   batch = _batch()
   # max_refs 2: header(2) + ref0(2) + ref1(3) + sep(1) = 8, + 2 chunks of text = 16 <= 16.
-  targets, mask = context_refs.context_row(
-    batch["targets"][1], batch["loss_mask"][1], batch["ref_tokens"][1],
-    batch["ref_lengths"][1], CHUNK, 2, HEADER, SEP, PAD,
-  )  # fmt: skip
+  targets, mask = _row(batch, 1, 2)
   expected = [50, 51, 210, 210, 211, 211, 211, 52] + list(range(1100, 1108))
   assert targets.tolist() == expected
   assert mask.tolist() == [0.0] * 8 + [1, 1, 1, 1, 1, 3, 1, 1]
@@ -49,17 +54,11 @@ def test_references_that_do_not_fit_with_their_text_are_not_shown_and_the_rest_i
   batch = _batch()
   # max_refs 4, but header + ref0 + ref1 + sep (8) + their 2 chunks (8) fill the 16-token
   # row, so ref2 is left out and only 2 chunks of text follow.
-  targets, mask = context_refs.context_row(
-    batch["targets"][0], batch["loss_mask"][0], batch["ref_tokens"][0],
-    batch["ref_lengths"][0], CHUNK, 4, HEADER, SEP, PAD,
-  )  # fmt: skip
+  targets, mask = _row(batch, 0, 4)
   assert targets[:8].tolist() == [50, 51, 200, 200, 201, 201, 201, 52]
   assert 202 not in targets.tolist()
   # max_refs 1: header + ref0 + sep = 5 tokens, one chunk of text (4), then padding.
-  targets, mask = context_refs.context_row(
-    batch["targets"][0], batch["loss_mask"][0], batch["ref_tokens"][0],
-    batch["ref_lengths"][0], CHUNK, 1, HEADER, SEP, PAD,
-  )  # fmt: skip
+  targets, mask = _row(batch, 0, 1)
   assert targets.tolist() == [50, 51, 200, 200, 52, 1000, 1001, 1002, 1003] + [PAD] * 7
   assert mask.tolist() == [0.0] * 5 + [1.0] * 4 + [0.0] * 7
 
@@ -67,20 +66,7 @@ def test_references_that_do_not_fit_with_their_text_are_not_shown_and_the_rest_i
 def test_a_row_whose_first_chunk_reads_nothing_is_left_as_it_is():
   batch = _batch()
   batch["ref_lengths"][2, 0] = 0
-  assert (
-    context_refs.context_row(
-      batch["targets"][2],
-      batch["loss_mask"][2],
-      batch["ref_tokens"][2],
-      batch["ref_lengths"][2],
-      CHUNK,
-      2,
-      HEADER,
-      SEP,
-      PAD,
-    )  # fmt: skip
-    is None
-  )
+  assert _row(batch, 2, 2) is None
   out = context_refs.context_rows(
     batch, 1.0, np.random.default_rng(0), BOS, PAD, CHUNK, 2, HEADER, SEP
   )
@@ -126,7 +112,7 @@ def test_pipeline_context_rows_in_training_only_and_resumable(tiny_data, tiny_mo
   from m3jax.data.pipeline import make_train_iterator
   from m3jax.data.prepare import load_vocab
   from m3jax.task import RAG_HEADER_REFERENCES
-  from tests.data.conftest import tiny_data_cfg
+  from tests.data.conftest import assert_resumable_and_training_only, tiny_data_cfg
 
   base_cfg, paths = tiny_data
 
@@ -147,15 +133,7 @@ def test_pipeline_context_rows_in_training_only_and_resumable(tiny_data, tiny_mo
     assert batch["targets"][row, : len(header)].tolist() == header
     # the reference as the memory row would have read it (the same swap, same seed)
     np.testing.assert_array_equal(after, ref)
-  expected = next(it)
-  again = make(1.0)
-  again.restore({"epoch": 0, "step": 1})
-  got = next(again)
-  for key in expected:
-    np.testing.assert_array_equal(got[key], expected[key])
-  v0, v1 = next(make(0.0, "valid")), next(make(1.0, "valid"))
-  for key in v0:
-    np.testing.assert_array_equal(v0[key], v1[key])
+  assert_resumable_and_training_only(make)
 
 
 def test_config_rejects_a_rate_outside_the_unit_interval():

@@ -18,16 +18,13 @@ import numpy as np
 
 from m3jax.task import RAG_HEADER_QUESTION, RAG_HEADER_REFERENCES, ChunkQuery, chunk_query_tokens
 
-HEADER_REFERENCES = RAG_HEADER_REFERENCES  # defined once, in the task layer
-HEADER_QUESTION = RAG_HEADER_QUESTION
-
 
 def rag_text(
   ref_texts: Sequence[str],
   prompt_text: str,
   *,
-  header1: str = HEADER_REFERENCES,
-  header2: str = HEADER_QUESTION,
+  header1: str = RAG_HEADER_REFERENCES,
+  header2: str = RAG_HEADER_QUESTION,
 ) -> str:
   """header1 + refs + header2 + prompt, separated by line breaks (§7.4)."""
   return "\n".join([header1, *ref_texts, header2, prompt_text])

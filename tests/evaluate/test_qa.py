@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from m3jax import task
 from m3jax.evaluate import qa
-from m3jax.inference import memory_sources, rag
+from m3jax.inference import memory_sources
 from m3jax.inference.generate import ChunkQuery, chunk_query_tokens
 from m3jax.model.memory_kv import MemoryKV
 from m3jax.model.transformer import Transformer
@@ -93,7 +94,7 @@ def test_rag_and_memory_use_the_same_ids_and_rag_format(setup):
   np.testing.assert_array_equal(ids, m_ids)
   lines = r_texts[0].split("\n")
   kept = [i for i in r_ids[0] if i is not None]
-  assert lines[0] == rag.HEADER_REFERENCES and lines[-2] == rag.HEADER_QUESTION
+  assert lines[0] == task.RAG_HEADER_REFERENCES and lines[-2] == task.RAG_HEADER_QUESTION
   assert lines[1:-2] == [text_of[i] for i in kept] and lines[-1] == m_texts[0]
   assert items[0]["gold_ref_id"] in kept  # the retrieval itself works
 

@@ -17,8 +17,9 @@ a figure that favours memory.
 with its memories removed (``ref_lengths`` 0 for every chunk), where ``ref(c)`` is the
 reference chunk ``c`` reads, already swapped with the row (so the swapped values are in
 the context and nowhere else), and n ≤ ``max_refs`` chunks whose references fit in
-the row together with their chunks' text. Only the row's text is scored (the headers and references are context, and the
-rest of the row, whose swapped values no shown reference holds, is padding). Pure numpy
+the row together with their chunks' text. Only the row's text is scored (the headers
+and references are context, and the rest of the row, whose swapped values no shown
+reference holds, is padding). Pure numpy
 on the host; the caller seeds ``rng`` by stream position, so a resumed run builds the
 same rows.
 """
@@ -57,7 +58,7 @@ def context_row(
   if shown == 0:
     return None
   prefix += list(separator)
-  text = min(shown * chunk_len, t - len(prefix))
+  text = shown * chunk_len  # fits: the loop above checked it
   targets = np.full(t, pad_id, targets_T.dtype)
   mask = np.zeros(t, np.float32)
   targets[: len(prefix)] = prefix
@@ -69,7 +70,7 @@ def context_row(
 @dataclasses.dataclass(frozen=True)
 class ContextRefs:
   """What an in-context row is built from: ``header``/``separator`` are the token ids of
-  the RAG prompt's header1/header2 (m3jax.inference.rag) in the run's vocabulary, and
+  the RAG prompt's header1/header2 (m3jax.task.RAG_HEADER_*) in the run's vocabulary, and
   ``max_refs`` the references shown (the model's refs_per_chunk, as RAG retrieves)."""
 
   header: list[int]

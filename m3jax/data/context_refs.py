@@ -9,8 +9,8 @@ same value out of its context, so on a small model the RAG condition measures ho
 memory-trained model happens to copy in context: a baseline weakened by our training,
 a figure that favours memory.
 
-``context_rows`` gives the RAG condition the same kind of signal. With probability
-``rate`` a memory-stage row becomes
+``ContextRefs.replace_rows`` gives the RAG condition the same kind of signal. With
+probability ``rate`` a memory-stage row becomes
 
     header1 ref(chunk 0) … ref(chunk n-1) header2 <the row's first n chunks> <pad …>
 
@@ -81,46 +81,30 @@ class ContextRefs:
   def replace_rows(
     self, batch: dict, rate: float, rng: np.random.Generator, bos_id: int, chunk_len: int
   ) -> dict:
-    return context_rows(
-      batch, rate, rng, bos_id, self.pad_id, chunk_len, self.max_refs, self.header, self.separator
-    )
-
-
-def context_rows(
-  batch: dict,
-  rate: float,
-  rng: np.random.Generator,
-  bos_id: int,
-  pad_id: int,
-  chunk_len: int,
-  max_refs: int,
-  header: list[int],
-  separator: list[int],
-) -> dict:
-  """The batch with about ``rate`` of its rows turned into in-context reference rows (a
-  memory-stage batch: ``ref_tokens`` [B, C, N], one reference per chunk)."""
-  if not 0.0 <= rate <= 1.0:
-    raise ValueError(f"in-context reference rate={rate} must be in [0, 1]")
-  if max_refs < 1:
-    raise ValueError(f"in-context rows need max_refs >= 1, got {max_refs}")
-  chosen_B = rng.random(batch["targets"].shape[0]) < rate
-  if not chosen_B.any():
-    return batch
-  targets, mask = batch["targets"].copy(), batch["loss_mask"].copy()
-  lengths = batch["ref_lengths"].copy()
-  for b in np.flatnonzero(chosen_B):
-    made = context_row(
-      targets[b],
-      mask[b],
-      batch["ref_tokens"][b],
-      lengths[b],
-      chunk_len,
-      max_refs,
-      header,
-      separator,
-      pad_id,
-    )
-    if made is not None:
-      targets[b], mask[b] = made
-      lengths[b] = 0
-  return shift.with_targets(batch, targets, bos_id, loss_mask=mask, ref_lengths=lengths)
+    """The batch with about ``rate`` of its rows turned into in-context reference rows (a
+    memory-stage batch: ``ref_tokens`` [B, C, N], one reference per chunk)."""
+    if not 0.0 <= rate <= 1.0:
+      raise ValueError(f"in-context reference rate={rate} must be in [0, 1]")
+    if self.max_refs < 1:
+      raise ValueError(f"in-context rows need max_refs >= 1, got {self.max_refs}")
+    chosen_B = rng.random(batch["targets"].shape[0]) < rate
+    if not chosen_B.any():
+      return batch
+    targets, mask = batch["targets"].copy(), batch["loss_mask"].copy()
+    lengths = batch["ref_lengths"].copy()
+    for b in np.flatnonzero(chosen_B):
+      made = context_row(
+        targets[b],
+        mask[b],
+        batch["ref_tokens"][b],
+        lengths[b],
+        chunk_len,
+        self.max_refs,
+        self.header,
+        self.separator,
+        self.pad_id,
+      )
+      if made is not None:
+        targets[b], mask[b] = made
+        lengths[b] = 0
+    return shift.with_targets(batch, targets, bos_id, loss_mask=mask, ref_lengths=lengths)

@@ -116,6 +116,8 @@ def sources_key(cfg: DataConfig) -> str:
     "kb_cloze_rate",
     "kb_cloze_window",
     "context_ref_rate",  # training-time rows, not data
+    "repeat_rate",  # training-time rows, not data
+    "repeat_spans",
   ):
     fields.pop(k)
   for k, path in dataclasses.asdict(cfg.user_files).items():

@@ -67,8 +67,8 @@ def test_a_row_whose_first_chunk_reads_nothing_is_left_as_it_is():
   batch = _batch()
   batch["ref_lengths"][2, 0] = 0
   assert _row(batch, 2, 2) is None
-  out = context_refs.context_rows(
-    batch, 1.0, np.random.default_rng(0), BOS, PAD, CHUNK, 2, HEADER, SEP
+  out = context_refs.ContextRefs(HEADER, SEP, 2, PAD).replace_rows(
+    batch, 1.0, np.random.default_rng(0), BOS, CHUNK
   )
   np.testing.assert_array_equal(out["targets"][2], batch["targets"][2])
   np.testing.assert_array_equal(out["ref_lengths"][2], batch["ref_lengths"][2])
@@ -77,8 +77,8 @@ def test_a_row_whose_first_chunk_reads_nothing_is_left_as_it_is():
 
 def test_rows_keep_the_batch_contract_and_are_a_function_of_the_rng():
   batch = _batch(b=64)
-  rows = lambda seed: context_refs.context_rows(
-    batch, 0.5, np.random.default_rng(seed), BOS, PAD, CHUNK, 1, HEADER, SEP
+  rows = lambda seed: context_refs.ContextRefs(HEADER, SEP, 1, PAD).replace_rows(
+    batch, 0.5, np.random.default_rng(seed), BOS, CHUNK
   )
   out = rows(0)
   for key in ("targets", "loss_mask", "ref_tokens", "ref_lengths", "inputs"):
@@ -92,7 +92,9 @@ def test_rows_keep_the_batch_contract_and_are_a_function_of_the_rng():
   np.testing.assert_array_equal(rows(0)["targets"], out["targets"])
   assert not np.array_equal(rows(1)["targets"], out["targets"])
   assert (
-    context_refs.context_rows(batch, 0.0, np.random.default_rng(0), BOS, PAD, CHUNK, 1, HEADER, SEP)
+    context_refs.ContextRefs(HEADER, SEP, 1, PAD).replace_rows(
+      batch, 0.0, np.random.default_rng(0), BOS, CHUNK
+    )
     is batch
   )
 
@@ -100,9 +102,13 @@ def test_rows_keep_the_batch_contract_and_are_a_function_of_the_rng():
 def test_bad_rates_and_reference_counts_are_errors():
   batch = _batch()
   with pytest.raises(ValueError, match="rate"):
-    context_refs.context_rows(batch, 1.5, np.random.default_rng(0), BOS, PAD, CHUNK, 1, HEADER, SEP)
+    context_refs.ContextRefs(HEADER, SEP, 1, PAD).replace_rows(
+      batch, 1.5, np.random.default_rng(0), BOS, CHUNK
+    )
   with pytest.raises(ValueError, match="max_refs"):
-    context_refs.context_rows(batch, 0.5, np.random.default_rng(0), BOS, PAD, CHUNK, 0, HEADER, SEP)
+    context_refs.ContextRefs(HEADER, SEP, 0, PAD).replace_rows(
+      batch, 0.5, np.random.default_rng(0), BOS, CHUNK
+    )
 
 
 def test_pipeline_context_rows_in_training_only_and_resumable(tiny_data, tiny_model_cfg):

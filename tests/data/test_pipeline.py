@@ -271,7 +271,7 @@ def test_memory_module_embedder_also_works(tmp_path, tiny_model_cfg):
 
 
 def test_training_time_knobs_leave_the_data_hash_alone(tmp_path):
-  # Swaps and cloze rows are drawn while training: changing them reuses the prepared
+  # Swaps, cloze, context and repetition rows are drawn while training: changing them reuses the prepared
   # data (same content-addressed folder); a data knob (the vocabulary) does not.
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import sources_key
@@ -286,4 +286,6 @@ def test_training_time_knobs_leave_the_data_hash_alone(tmp_path):
     memory_swap_loss_weight=3.0,
   )
   assert base == key(kb_cloze="on", kb_cloze_rate=0.5)
+  assert base == key(context_ref_rate=0.2)
+  assert base == key(repeat_rate=0.3, repeat_spans=(4, 16))
   assert base != key(vocab_size=256)

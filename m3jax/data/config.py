@@ -11,6 +11,7 @@ from m3jax.data.qa_split import MODES as USER_QA_TRAIN_MODES
 from m3jax.data.synthetic import WorldConfig
 
 TRAIN_QUERIES = ("own", "previous")
+DOC_ORDERS = ("as_given", "similar")  # m3jax.data.doc_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,13 @@ class DataConfig:
   # tiled to the row's length, a copy signal for worlds whose text never repeats.
   repeat_rate: float = 0.0
   repeat_spans: tuple[int, int] = (8, 64)
+  # The order of the training documents in the stream (m3jax.data.doc_order): "as_given"
+  # (the sources' order; a user QA split shuffles it), or "similar": grouped by the
+  # reference each is most like, `doc_group_size` look-alike references a group, so a
+  # chunk's window of R references (model.memory.refs_per_chunk) holds hard negatives, as
+  # at inference. Part of the prepared data (its hash).
+  doc_order: str = "as_given"
+  doc_group_size: int = 8
   # Knowledge-base cloze rows (m3jax.data.cloze): in memory stages, this fraction of
   # training rows is replaced by "Q: <a reference with one value gapped> A: <value>"
   # items, one per chunk, each reading its (fully swapped) reference from memory.
@@ -149,6 +157,10 @@ class DataConfig:
       raise ValueError("data.memory_swap_stop_tokens must be >= 0")
     if not 0.0 <= self.repeat_rate <= 1.0:
       raise ValueError(f"data.repeat_rate={self.repeat_rate} must be in [0, 1]")
+    if self.doc_order not in DOC_ORDERS:
+      raise ValueError(f"data.doc_order={self.doc_order!r}: use one of {DOC_ORDERS}")
+    if self.doc_group_size < 1:
+      raise ValueError(f"data.doc_group_size={self.doc_group_size} must be >= 1")
     if self.kb_cloze not in CLOZE_MODES:
       raise ValueError(f"data.kb_cloze={self.kb_cloze!r}: use one of {CLOZE_MODES}")
     if self.user_qa_train not in USER_QA_TRAIN_MODES:

@@ -261,6 +261,16 @@ def _prepare_sources(cfg: DataConfig) -> DataPaths:
 def _build_sources(cfg: DataConfig, paths: DataPaths, key: str) -> None:
   steps = tqdm(total=5, desc=f"prepare_data {cfg.data_dir}")
   refs, train, valid, qa_train, qa_eval = _collect(cfg)
+  from m3jax.data import doc_order, sparse_embedder
+
+  embedder = sparse_embedder.make(cfg.embedder, cfg.embedding_dim)
+  embedder.fit([r["text"] for r in refs])
+  corpus = [r["text"] for r in refs] + [d["text"] for d in train]  # the vocabulary's, as given
+  if cfg.doc_order == "similar":  # look-alike references in one window (m3jax.data.doc_order)
+    order = doc_order.similar_order(
+      embedder, [d["text"] for d in train], corpus[: len(refs)], cfg.doc_group_size, cfg.seed
+    )
+    train = [train[i] for i in order]
   sources.write_jsonl(paths.references, refs)
   sources.write_jsonl(paths.train_text, train)
   sources.write_jsonl(paths.valid_text, valid)
@@ -269,7 +279,6 @@ def _build_sources(cfg: DataConfig, paths: DataPaths, key: str) -> None:
   steps.update()
   vocab: vocab_lib.ByteVocab | vocab_lib.SentencePieceVocab
   if cfg.vocab_kind == "sentencepiece":
-    corpus = [r["text"] for r in refs] + [d["text"] for d in train]
     vocab = vocab_lib.train_sentencepiece(
       corpus, paths.vocab_model, cfg.vocab_size, cfg.seed, cfg.vocab_min_median_count
     )
@@ -283,10 +292,6 @@ def _build_sources(cfg: DataConfig, paths: DataPaths, key: str) -> None:
   np.save(paths.ref_tokens, np.concatenate([np.asarray(r, np.int32) for r in ref_ids]))
   np.save(paths.ref_offsets, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
   steps.update()
-  from m3jax.data import sparse_embedder
-
-  embedder = sparse_embedder.make(cfg.embedder, cfg.embedding_dim)
-  embedder.fit([r["text"] for r in refs])
   embedder.save(paths.embedder)
   steps.update()
   with open(paths.manifest + ".tmp", "w") as f:

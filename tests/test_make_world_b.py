@@ -7,7 +7,7 @@ import re
 import pytest
 
 from experiments import make_world_b
-from m3jax.data import cloze, qa_split, sources
+from tests.byo_files import assert_loadable
 
 
 def _write(tmp_path, name, entities=60, seed=11):
@@ -34,18 +34,7 @@ def world(tmp_path_factory):
 
 def test_files_parse_and_the_loader_accepts_them(world):
   out, refs, train, qa = world
-  got = sources.read_jsonl(str(out / "references.jsonl"), "references")
-  assert len(got) == len(refs) == 60
-  assert len(sources.read_jsonl(str(out / "train.jsonl"), "train_text")) == len(train)
-  ids = {r["id"] for r in got}
-  items = sources.read_jsonl(str(out / "qa.jsonl"), "qa", ref_ids=ids)  # raises if invalid
-  assert len(items) == len(qa) > 0
-  assert all(set(r) == {"id", "text"} for r in refs)
-  assert all(set(d) == {"text"} for d in train)
-  # No Q: ... A: text, so data.user_qa_train="auto" splits the QA file, and both halves exist.
-  assert not cloze.text_has_questions(str(out / "train.jsonl"))
-  trained, evaluated = qa_split.split_by_reference(items, 0.5, 0)
-  assert trained and evaluated
+  assert_loadable(out, refs, train, qa, 60)
 
 
 def test_references_are_short_sentences_with_every_fact(world):

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from experiments import make_world_c
-from m3jax.data import cloze, qa_split, sources
+from tests.byo_files import assert_loadable
 from m3jax.evaluate import kinds
 
 
@@ -36,19 +36,8 @@ def world(tmp_path_factory):
 
 def test_files_parse_and_the_loader_accepts_them(world):
   out, _, refs, train, qa = world
-  got = sources.read_jsonl(str(out / "references.jsonl"), "references")
-  assert len(got) == len(refs) == 120
-  assert len(sources.read_jsonl(str(out / "train.jsonl"), "train_text")) == len(train)
-  ids = {r["id"] for r in got}
-  items = sources.read_jsonl(str(out / "qa.jsonl"), "qa", ref_ids=ids)  # raises if invalid
-  assert len(items) == len(qa) > 0
-  assert all(set(r) == {"id", "text"} for r in refs)
-  assert all(set(d) == {"text"} for d in train)
+  assert_loadable(out, refs, train, qa, 120)
   assert all(set(it) == {"question", "answer", "choices", "gold_ref_id", "attribute"} for it in qa)
-  # No Q: ... A: text, so data.user_qa_train="auto" splits the QA file, and both halves exist.
-  assert not cloze.text_has_questions(str(out / "train.jsonl"))
-  trained, evaluated = qa_split.split_by_reference(items, 0.5, 0)
-  assert trained and evaluated
 
 
 def test_references_are_prose_with_every_fact(world):

@@ -123,7 +123,10 @@ def _at_default(key: str, value) -> bool:
 
 
 def check_same_model(saved, config, workdir: str) -> None:
+  """Refuses serving ``workdir``'s weights as another model; keys that only say how the
+  model reads its memories (``_READ_TIME``) may differ."""
   keys = diff_keys(saved.model, config.model, "model", accept_absent=lambda k, _: k in _CHOOSERS)
+  keys = [k for k in keys if k not in _READ_TIME]
   if keys:
     raise ValueError(
       f"{workdir} was trained with another model: {', '.join(keys)} differ "
@@ -144,6 +147,10 @@ def started_stages(workdir: str) -> list[str]:
 # Keys that only choose another key's value before a run is built (the chosen value is
 # saved and compared): absent from an older config.json, any value resumes the same run.
 _CHOOSERS = frozenset({"model.memory.ref_len_fit"})
+# Keys that change how a trained model reads memory, not its parameters or its bank:
+# evaluating with another number of references per chunk is a measurement, not another
+# model (docs/design.md, "Session 29").
+_READ_TIME = frozenset({"model.memory.refs_per_chunk"})
 
 
 def _unchanged_if_absent(key: str, value) -> bool:

@@ -4,6 +4,8 @@ import hashlib
 import json
 import os
 
+import pytest
+
 from m3jax import cli
 from m3jax.run.config import load_config
 from m3jax.train import workdir as wd
@@ -45,6 +47,13 @@ def test_resume_with_changed_model_is_refused_listing_keys(tmp_path, capsys):
   wd.start_run(w, c, force=True)
   assert wd.saved_config(w).train.stages.warmup.peak_lr == 0.1
   assert any(".replaced-" in p for p in os.listdir(tmp_path))
+
+
+def test_serving_another_model_is_refused_but_reading_more_references_is_not():
+  saved = load_config(SPEC)
+  wd.check_same_model(saved, load_config(SPEC, ["--config.model.memory.refs_per_chunk=2"]), "w")
+  with pytest.raises(ValueError, match=r"model\.num_layers differ"):
+    wd.check_same_model(saved, load_config(SPEC, ["--config.model.num_layers=2"]), "w")
 
 
 def test_resume_conflicts_name_the_train_fields_that_make_another_run(tmp_path):

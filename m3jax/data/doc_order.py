@@ -8,7 +8,7 @@ previous chunks' references are about unrelated entities, often of another kind,
 model trained with R > 1 can tell its own reference from the others by their kind and
 never learns to pick the right one among look-alikes: the paper layout (R = 5) read a
 gold reference alone far better than among four retrieved neighbours (docs/design.md,
-"Session 27").
+"Session 27"), and one neighbour beside it was enough to halve exact match ("Session 29").
 
 ``data.doc_order="similar"`` puts look-alikes in the same windows. The references are
 split into groups of ``doc_group_size`` nearest neighbours (greedy, by the data
@@ -17,6 +17,8 @@ reference most similar to it; groups come in random order and documents in rando
 within a group. A training row then packs documents about neighbouring references, and
 the previous chunks' references are hard negatives, as at inference. Host-side numpy,
 once, while the data is prepared; O(N²) similarity over N references in batches.
+Measured in "Session 29": two retrieved references are read far better (multiple choice
+0.578 → 0.715), five not, while a 256-token training row's windows hold 2.5 on average.
 """
 
 from __future__ import annotations

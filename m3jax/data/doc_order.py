@@ -27,23 +27,14 @@ from typing import Sequence
 
 import numpy as np
 
-from m3jax.data.sparse_embedder import embed_references, similarity
+from m3jax.data.sparse_embedder import embed_references, top_k
 
 
-def nearest(embedder, texts: Sequence[str], ref_emb, k: int, batch: int = 1024) -> np.ndarray:
+def nearest(embedder, texts: Sequence[str], ref_emb, k: int) -> np.ndarray:
   """The ``k`` references most similar to each text -> int [Q, k], best first; -1 where a
   text shares no word with any reference."""
-  n = ref_emb.shape[0]
-  k = min(k, n)
-  out = np.full((len(texts), k), -1, np.int64)
-  for i in range(0, len(texts), batch):
-    scores_QxN = similarity(embedder, texts[i : i + batch], ref_emb)
-    top = np.argpartition(-scores_QxN, k - 1, axis=1)[:, :k]
-    best = np.take_along_axis(scores_QxN, top, 1)
-    order = np.argsort(-best, axis=1, kind="stable")
-    top, best = np.take_along_axis(top, order, 1), np.take_along_axis(best, order, 1)
-    out[i : i + len(top)] = np.where(best > 0, top, -1)
-  return out
+  ids, scores = top_k(embedder, texts, ref_emb, k)
+  return np.where(scores > 0, ids, -1)
 
 
 def reference_groups(

@@ -263,12 +263,13 @@ def _build_sources(cfg: DataConfig, paths: DataPaths, key: str) -> None:
   refs, train, valid, qa_train, qa_eval = _collect(cfg)
   from m3jax.data import doc_order, sparse_embedder
 
+  ref_texts = [r["text"] for r in refs]
   embedder = sparse_embedder.make(cfg.embedder, cfg.embedding_dim)
-  embedder.fit([r["text"] for r in refs])
-  corpus = [r["text"] for r in refs] + [d["text"] for d in train]  # the vocabulary's, as given
+  embedder.fit(ref_texts)
+  corpus = ref_texts + [d["text"] for d in train]  # the vocabulary's, documents as given
   if cfg.doc_order == "similar":  # look-alike references in one window (m3jax.data.doc_order)
     order = doc_order.similar_order(
-      embedder, [d["text"] for d in train], corpus[: len(refs)], cfg.doc_group_size, cfg.seed
+      embedder, corpus[len(refs) :], ref_texts, cfg.doc_group_size, cfg.seed
     )
     train = [train[i] for i in order]
   sources.write_jsonl(paths.references, refs)

@@ -53,24 +53,6 @@ def chunk_ranges(num_seqs: int, seq_len: int, chunk_len: int, query: str) -> np.
   return np.stack([start, end], -1)
 
 
-def _top_candidates(
-  embedder, queries: list[str], ref_emb_NxD, k: int, batch: int = 2048
-) -> np.ndarray:
-  """Exact top-k cosine -> int32 [Q, k] (best first); empty queries get all -1."""
-  k = min(k, ref_emb_NxD.shape[0])
-  out = np.full((len(queries), k), NO_REF, np.int32)
-  for i in tqdm(range(0, len(queries), batch), desc="retrieve", leave=False):
-    part = queries[i : i + batch]
-    live = [j for j, q in enumerate(part) if q.strip()]
-    if not live:
-      continue
-    scores_QxN = sparse_embedder.similarity(embedder, [part[j] for j in live], ref_emb_NxD)
-    top = np.argpartition(-scores_QxN, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores_QxN, top, 1), axis=1, kind="stable")
-    out[i + np.asarray(live)] = np.take_along_axis(top, order, 1)
-  return out
-
-
 def filter_leaks(
   seq_tokens: np.ndarray,
   candidates_CxK: np.ndarray,
@@ -169,7 +151,7 @@ def _build(
   refs = kb_references(paths, vocab, ref_len)
   ref_tokens, ref_lengths = reference_arrays(refs, ref_len)
   ref_emb = sparse_embedder.embed_references(embedder, [r.text for r in refs])
-  cands = _top_candidates(embedder, queries, ref_emb, cfg.retrieval_candidates)
+  cands, _ = sparse_embedder.top_k(embedder, queries, ref_emb, cfg.retrieval_candidates)
   num_chunks = seq_len // chunk_len
   cands = cands.reshape(num_seqs, num_chunks, -1)
   ref_index = np.full((num_seqs, num_chunks), NO_REF, np.int32)

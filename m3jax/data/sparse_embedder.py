@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from m3jax.memory.embedders import SparseTfidfEmbedder, make_embedder
 
-__all__ = ["SparseTfidfEmbedder", "make", "load", "similarity", "embed_references"]
+__all__ = ["SparseTfidfEmbedder", "make", "load", "similarity", "top_k", "embed_references"]
 
 
 def make(name: str, dim: int):
@@ -43,6 +44,28 @@ def similarity(embedder, queries: Sequence[str], ref_emb) -> np.ndarray:
   if hasattr(embedder, "embed_sparse") and not isinstance(ref_emb, np.ndarray):
     return np.asarray((embedder.embed_sparse(queries) @ ref_emb.T).toarray(), np.float32)
   return embedder.embed(queries) @ np.asarray(ref_emb).T
+
+
+def top_k(
+  embedder, queries: Sequence[str], ref_emb_NxD, k: int, batch: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+  """Exact top-k cosine of each query -> (ids int32 [Q, k], scores float32 [Q, k]), best
+  first (ties by reference order); an empty query gets ids -1 and scores 0."""
+  k = min(k, ref_emb_NxD.shape[0])
+  ids = np.full((len(queries), k), -1, np.int32)
+  scores = np.zeros((len(queries), k), np.float32)
+  for i in tqdm(range(0, len(queries), batch), desc="retrieve", leave=False):
+    part = queries[i : i + batch]
+    live = [j for j, q in enumerate(part) if q.strip()]
+    if not live:
+      continue
+    scores_QxN = similarity(embedder, [part[j] for j in live], ref_emb_NxD)
+    top = np.argpartition(-scores_QxN, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores_QxN, top, 1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, 1)
+    ids[i + np.asarray(live)] = top
+    scores[i + np.asarray(live)] = np.take_along_axis(scores_QxN, top, 1)
+  return ids, scores
 
 
 def embed_references(embedder, texts: Sequence[str]):

@@ -271,8 +271,9 @@ def test_memory_module_embedder_also_works(tmp_path, tiny_model_cfg):
 
 
 def test_training_time_knobs_leave_the_data_hash_alone(tmp_path):
-  # Swaps, cloze, context and repetition rows are drawn while training: changing them reuses the prepared
-  # data (same content-addressed folder); a data knob (the vocabulary) does not.
+  # Swaps, cloze, context and repetition rows are drawn while training: changing them
+  # reuses the prepared data (same content-addressed folder); a data knob (the
+  # vocabulary) does not.
   from m3jax.data.config import data_config_from
   from m3jax.data.prepare import sources_key
   from tests.data.conftest import tiny_data_cfg

@@ -55,6 +55,11 @@ def encode_references(
     if rng is not None
     else [None] * cfg.memory.num_memory_layers
   )
+  ref_keys_LxBxKxD = None
+  if cfg.memory.reference_keys:
+    ref_keys_LxBxKxD = Transformer(cfg).apply(
+      {"params": params}, enc.k_raw_LxBxNxKxD, valid_BxN, method=Transformer.reference_keys
+    )
   keys, values, idxs = [], [], []
   mask = None
   for l in range(cfg.memory.num_memory_layers):
@@ -62,7 +67,10 @@ def encode_references(
       enc.q_raw_LxBxNxHxD[l], enc.k_raw_LxBxNxKxD[l], valid_BxN, selection, rngs[l]
     )
     idx_BxKxM, mask = sparsify.top_k_indices(scores, k)
-    keys.append(sparsify.gather_tokens(enc.k_LxBxNxKxD[l], idx_BxKxM))
+    keys_BxKxMxD = sparsify.gather_tokens(enc.k_LxBxNxKxD[l], idx_BxKxM)
+    if ref_keys_LxBxKxD is not None:
+      keys_BxKxMxD = keys_BxKxMxD + ref_keys_LxBxKxD[l][:, :, None, :]
+    keys.append(keys_BxKxMxD)
     values.append(sparsify.gather_tokens(enc.v_LxBxNxKxD[l], idx_BxKxM))
     idxs.append(idx_BxKxM)
   return EncodedMemories(jnp.stack(keys, 1), jnp.stack(values, 1), mask, jnp.stack(idxs, 1))

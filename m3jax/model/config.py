@@ -51,6 +51,15 @@ class MemoryConfig:
   # (in 16-token steps, at most FIT_REF_LEN_CAP; m3jax.run.reference_length). 0: ref_len as
   # given. Read once, by the commands that build a run; the run records the result.
   ref_len_fit: float = 0.0
+  # Reference keys (not in the paper; off in its configs): every memory key of a reference
+  # also carries one pooled key of the whole reference, g·Σ_t a_t·k_t with a_t =
+  # softmax_t(k_t·w / √D) over its raw (un-rotated) keys, a learned w and g per memory
+  # layer and KV head (both start at 0: the paper's keys), placed at the sink's position
+  # 0. A query's score for a memory token is then its own match plus its reference's,
+  # so a query that knows the asked entity can prefer the gold reference's value over a
+  # look-alike's of the same attribute. m3jax.model.transformer.Transformer.reference_keys;
+  # docs/design.md, "Session 30".
+  reference_keys: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "memory_layers", tuple(int(l) for l in self.memory_layers))
@@ -175,7 +184,12 @@ class ModelConfig:
     attn = 2 * d * self.num_heads * self.head_dim + 2 * d * self.head_dim * self.num_kv_heads
     taps = self.smear_width if self.smear_width > 1 else 0
     smear = self.num_kv_heads * (1 + taps) if self.smeared_keys else 0
-    return self.num_layers * (attn + 3 * d * w + 2 * d + smear) + d
+    pool = self.num_kv_heads * (self.head_dim + 1) if self.memory.reference_keys else 0
+    return (
+      self.num_layers * (attn + 3 * d * w + 2 * d + smear)
+      + self.memory.num_memory_layers * pool
+      + d
+    )
 
 
 def frozen_from(cls, values: Mapping[str, Any], prefix: str):

@@ -91,6 +91,20 @@ class Transformer(nn.Module):
     else:
       self.blocks = [layers.Block(c, name=f"layer_{i}") for i in range(c.num_layers)]
     self.final_norm = layers.RMSNorm(c.norm_eps, c.param_dtype)
+    if c.memory.reference_keys:  # zeros: uniform pooling, gate 0 (the paper's keys)
+      lk, kd = (c.memory.num_memory_layers, c.num_kv_heads), (axes.KV_HEADS, axes.HEAD_DIM)
+      self.ref_pool = self.param(
+        "ref_pool",
+        nn.with_logical_partitioning(nn.initializers.zeros, (None, *kd)),
+        (*lk, c.head_dim),
+        c.param_dtype,
+      )
+      self.ref_gate = self.param(
+        "ref_gate",
+        nn.with_logical_partitioning(nn.initializers.zeros, (None, axes.KV_HEADS)),
+        lk,
+        c.param_dtype,
+      )
     if not c.tie_embeddings:
       self.lm_head = self.param(
         "lm_head",
@@ -367,6 +381,21 @@ class Transformer(nn.Module):
     return self._logits(x), new_cache
 
   # ----------------------------------------------------------------------------- encoding
+  def reference_keys(self, k_raw_LxBxNxKxD, valid_BxN):
+    """[L, B, K, D]: each reference's pooled key per memory layer and KV head
+    (``model.memory.reference_keys``), g·Σ_t a_t·k_t, a = softmax_t(k_t·w / √D) over the
+    reference's valid tokens; added to every memory key it keeps (at RoPE position 0)."""
+    d = self.cfg.head_dim
+    k = k_raw_LxBxNxKxD.astype(jnp.float32)
+    w_LxKxD = self.ref_pool.astype(jnp.float32)
+    logits_LxBxNxK = jnp.einsum("lbnkd,lkd->lbnk", k, w_LxKxD) * d**-0.5
+    logits_LxBxNxK = jnp.where(valid_BxN[None, :, :, None], logits_LxBxNxK, -jnp.inf)
+    a_LxBxNxK = jax.nn.softmax(logits_LxBxNxK, axis=2)
+    a_LxBxNxK = jnp.where(valid_BxN[None, :, :, None], a_LxBxNxK, 0.0)  # empty: all 0
+    pooled_LxBxKxD = jnp.einsum("lbnk,lbnkd->lbkd", a_LxBxNxK, k)
+    gate_LxK = self.ref_gate.astype(jnp.float32)
+    return (gate_LxK[:, None, :, None] * pooled_LxBxKxD).astype(k_raw_LxBxNxKxD.dtype)
+
   def encode(self, ref_tokens_BxN):
     """Runs ``[<ref>, r_1 … r_N]`` through the memory layers only (causal, positions 0..N).
 

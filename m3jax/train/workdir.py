@@ -124,8 +124,9 @@ def _at_default(key: str, value) -> bool:
 
 def check_same_model(saved, config, workdir: str) -> None:
   """Refuses serving ``workdir``'s weights as another model; keys that only say how the
-  model reads its memories (``_READ_TIME``) may differ."""
-  keys = diff_keys(saved.model, config.model, "model", accept_absent=lambda k, _: k in _CHOOSERS)
+  model reads its memories (``_READ_TIME``) may differ, and so may fields ``saved``
+  predates that ``config`` leaves at their defaults (the weights were trained so)."""
+  keys = diff_keys(saved.model, config.model, "model", accept_absent=_unchanged_if_absent)
   keys = [k for k in keys if k not in _READ_TIME]
   if keys:
     raise ValueError(

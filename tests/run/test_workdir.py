@@ -56,6 +56,24 @@ def test_serving_another_model_is_refused_but_reading_more_references_is_not():
     wd.check_same_model(saved, load_config(SPEC, ["--config.model.num_layers=2"]), "w")
 
 
+def test_weights_trained_before_a_model_field_existed_serve_at_its_default(tmp_path):
+  # A config.json written before model.memory.reference_keys existed is the same model as
+  # today's config with the field at its default, and another one with it on.
+  w = str(tmp_path / "w")
+  wd.start_run(w, load_config(SPEC))
+  path = os.path.join(w, wd.CONFIG_FILE)
+  with open(path) as f:
+    old = json.load(f)
+  del old["model"]["memory"]["reference_keys"]
+  with open(path, "w") as f:
+    json.dump(old, f)
+  saved = wd.saved_config(w)
+  wd.check_same_model(saved, load_config(SPEC), w)
+  on = load_config(SPEC, ["--config.model.memory.reference_keys=True"])
+  with pytest.raises(ValueError, match=r"model\.memory\.reference_keys differ"):
+    wd.check_same_model(saved, on, w)
+
+
 def test_resume_conflicts_name_the_train_fields_that_make_another_run(tmp_path):
   w = str(tmp_path / "w")
   wd.start_run(w, load_config(SPEC))

@@ -52,7 +52,12 @@ class DataConfig:
   # pieces; "slot", a value word seen after the same template words ("color ="); "mixed",
   # either, drawn per swapped word; "pieces", a new word whose i-th piece is drawn among
   # the value words' i-th pieces, so every piece of it must be read from memory (measured
-  # worse: docs/design.md, "Session 25").
+  # worse: docs/design.md, "Session 25"); "attribute", as "length" except that a value of
+  # a closed-list attribute of the training QA (few options, m3jax.data.value_kinds) is
+  # replaced by another of its options. With any word in its place, a closed-list word's
+  # own type (a riverbed's "granite") stops naming the attribute it answers, and a
+  # swapped value can be found only by the words around it, which a question phrased
+  # otherwise does not share (docs/design.md, "Session 30").
   memory_swap_rate: float = 0.0
   # Swap only values every occurrence can read: chunk c reads the references of chunks
   # c-R+1..c (R = model.memory.refs_per_chunk), so a value shared only with another

@@ -21,11 +21,12 @@ iterator's position, so a resumed run swaps identically.
 from __future__ import annotations
 
 import unicodedata
-from typing import Callable, Collection, Iterable
+from typing import Callable, Collection, Iterable, Mapping
 
 import numpy as np
 
 from m3jax.data import shift
+from m3jax.data.value_kinds import value_kinds
 from m3jax.data.vocab import NUM_SPECIAL
 
 
@@ -204,7 +205,31 @@ def answer_value_words(
   return answers - asked
 
 
-SWAP_POOLS = ("length", "slot", "mixed", "pieces")
+def closed_list_options(
+  items: Iterable[dict], encode: Callable[[str], list[int]], boundaries_V: np.ndarray
+) -> dict[tuple, str]:
+  """Value word -> its attribute, for the answers of closed-list attributes (few options,
+  each shared by many entities: m3jax.data.value_kinds) among ``items``; the words the
+  questions also say are left out, as in :func:`answer_value_words`. Items without an
+  ``attribute`` give nothing. Only training items may be passed."""
+  items = [it for it in items if it.get("attribute") is not None]
+  closed = {a for a, k in value_kinds(items).items() if k == "closed_list"}
+  asked: set[tuple] = set()
+  out: dict[tuple, str] = {}
+
+  def words(text: str) -> list[tuple]:
+    tokens = np.asarray(encode(" " + " ".join(str(text).split())), np.int64)
+    return word_tuples(tokens, boundaries_V)
+
+  for it in items:
+    asked.update(words(it["question"]))
+    if str(it["attribute"]) in closed:
+      for w in words(it["answer"]):
+        out.setdefault(w, str(it["attribute"]))
+  return {w: a for w, a in out.items() if w not in asked}
+
+
+SWAP_POOLS = ("length", "slot", "mixed", "pieces", "attribute")
 SLOT_WORDS = 2  # template words that name a value's slot ("color =", "built in")
 
 
@@ -235,6 +260,7 @@ class WordSwapper:
     template_df: float,
     pool: str = "length",
     values: Collection[tuple] = (),
+    options: Mapping[tuple, str] | None = None,
   ):
     if pool not in SWAP_POOLS:
       raise ValueError(f"swap pool {pool!r}: use one of {SWAP_POOLS}")
@@ -290,6 +316,15 @@ class WordSwapper:
         counts = slot_freq.setdefault((slot, len(w)), {})
         counts[w] = counts.get(w, 0) + 1
     self.slot_pools = {k: _weighted(sorted(c), c) for k, c in slot_freq.items()}
+    # Pool "attribute": a closed-list value's options (``options``: value word ->
+    # attribute, closed_list_options), per attribute and length, by their frequency in
+    # the knowledge base (1 for an option no reference holds).
+    self.option_of = dict(options or {})
+    option_freq: dict[tuple, dict[tuple, int]] = {}
+    for w, attr in self.option_of.items():
+      if min(w) >= NUM_SPECIAL:
+        option_freq.setdefault((attr, len(w)), {})[w] = max(freq.get(w, 0), 1)
+    self.option_pools = {k: _weighted(sorted(c), c) for k, c in option_freq.items()}
 
   def _words(self, tokens: np.ndarray) -> list[tuple]:
     return word_tuples(tokens, self.boundaries_V)
@@ -304,7 +339,12 @@ class WordSwapper:
   def _candidates(self, w: tuple, rng: np.random.Generator) -> tuple[list[tuple], np.ndarray]:
     """Replacement words for ``w`` and their probabilities: its slot's value words of the
     same length (pool "slot", when that slot has another; pool "mixed", for half the
-    swapped words, drawn per word), else any value word of the same length."""
+    swapped words, drawn per word; pool "attribute": a closed-list value's other options
+    of its length, when it has some), else any value word of the same length."""
+    if self.pool == "attribute" and w in self.option_of:
+      options = self.option_pools.get((self.option_of[w], len(w)))
+      if options is not None and len(options[0]) > 1:
+        return options
     if self.pool == "slot" or (self.pool == "mixed" and rng.random() < 0.5):
       slot = self.slot_pools.get((self.slot_of.get(w, ()), len(w)))
       if slot is not None and len(slot[0]) > 1:

@@ -210,6 +210,16 @@ def _answer_values(cfg, paths: DataPaths, vocab, boundaries_V: np.ndarray) -> se
   )
 
 
+def _closed_list_options(cfg, paths: DataPaths, vocab, boundaries_V: np.ndarray) -> dict:
+  """data.memory_swap_pool="attribute": the closed-list options of the training answers
+  (qa_train.jsonl only, items with an ``attribute``; empty without them)."""
+  if cfg.memory_swap_pool != "attribute" or not os.path.exists(paths.qa_train):
+    return {}
+  return counterfactual.closed_list_options(
+    sources.read_jsonl(paths.qa_train, "qa"), vocab.encode, boundaries_V
+  )
+
+
 def make_train_iterator(
   data_cfg,
   model_cfg,
@@ -282,6 +292,7 @@ def make_train_iterator(
       cfg.memory_swap_template_df,
       cfg.memory_swap_pool,
       values=_answer_values(cfg, paths, vocab, codes_V),
+      options=_closed_list_options(cfg, paths, vocab, codes_V),
     )
   cloze_rows = None
   if cloze_rate:

@@ -18,24 +18,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-KINDS = ("name", "closed_list", "number")
+from m3jax.data.value_kinds import KINDS, value_kinds
 
-
-def value_kinds(items: Sequence[dict]) -> dict[str, str]:
-  """attribute -> kind, for every attribute of ``items`` (items without one are skipped)."""
-  answers: dict[str, list[str]] = {}
-  for it in items:
-    if it.get("attribute") is not None:
-      answers.setdefault(str(it["attribute"]), []).append(str(it["answer"]).strip())
-  kinds = {}
-  for attr, vals in answers.items():
-    if all(v.replace(",", "").isdigit() for v in vals):
-      kinds[attr] = "number"
-    elif len(set(vals)) / len(vals) > 0.5:
-      kinds[attr] = "name"
-    else:
-      kinds[attr] = "closed_list"
-  return kinds
+__all__ = ["KINDS", "by_kind", "item_kinds", "value_kinds"]
 
 
 def item_kinds(items: Sequence[dict], kinds: dict[str, str] | None = None) -> list[str | None]:

@@ -376,3 +376,50 @@ def test_a_few_option_value_that_an_answer_names_is_swapped_despite_its_frequenc
   new_t, new_r = named.swap_row(row, kb[1:2], lengths[1:2], 1.0, np.random.default_rng(0))
   assert new_t[1] != 20 and new_r[0, 1] == new_t[1]
   assert (new_t[[0, 2, 3]] == row[[0, 2, 3]]).all()
+
+
+def test_closed_list_options_are_the_answers_of_few_option_attributes():
+  # "bed" has 2 options over 4 questions (closed list); "who" 4 names over 4 (names);
+  # "year" digits (numbers). Word-start tokens 10-29; "what is the ..." asks.
+  lexicon = {"what": [10], "is": [11], "the": [12], "bed": [13], "who": [14], "year": [15]}
+  lexicon |= {"silt": [20], "clay": [21], "ann": [22], "bo": [23], "cy": [24], "di": [25]}
+  lexicon |= {"1842": [26, 30], "1901": [26, 31], "x": [17]}
+
+  def encode(text):
+    return [t for w in text.split() for t in lexicon[w]]
+
+  items = [dict(question="what is the bed x", answer=a, attribute="bed") for a in ("silt",) * 3]
+  items += [dict(question="what is the bed x", answer="clay", attribute="bed")]
+  items += [dict(question="who x", answer=a, attribute="who") for a in ("ann", "bo", "cy", "di")]
+  items += [dict(question="what year x", answer=a, attribute="year") for a in ("1842", "1901")]
+  items += [dict(question="what is the x", answer="the silt")]  # no attribute: not read
+  options = counterfactual.closed_list_options(items, encode, STARTS_V)
+  assert options == {(20,): "bed", (21,): "bed"}
+
+
+def test_attribute_pool_replaces_a_closed_list_value_by_another_of_its_options():
+  # One template word 10 before every value. Options of "bed": 14..17; of "tail": 18..21;
+  # names 22..29 (not options). Every value is one piece, so the length pool mixes them.
+  rng_kb = np.random.default_rng(3)
+  refs = [
+    [10, int(rng_kb.integers(14, 18)), 10, int(rng_kb.integers(18, 22)), 10, 22 + i % 8]
+    for i in range(40)
+  ]
+  kb_tokens, kb_lengths = np.array(refs, np.int32), np.full(40, 6, np.int32)
+  options = {(t,): "bed" for t in range(14, 18)} | {(t,): "tail" for t in range(18, 22)}
+  attr = counterfactual.WordSwapper(
+    kb_tokens, kb_lengths, STARTS_V, 0.5, pool="attribute", options=options
+  )
+  length = counterfactual.WordSwapper(kb_tokens, kb_lengths, STARTS_V, 0.5, pool="length")
+  targets = np.array([10, 14, 10, 18, 10, 22, 14], np.int32)
+  ref = np.array([[10, 14, 10, 18, 10, 22]], np.int32)
+  crossed, names = 0, set()
+  for seed in range(100):
+    t, r = attr.swap_row(targets, ref, np.array([6]), 1.0, np.random.default_rng(seed))
+    assert 14 <= t[1] < 18 and t[1] != 14 and t[6] == t[1] == r[0, 1], "a bed for a bed"
+    assert 18 <= t[3] < 22 and t[3] != 18 and t[3] == r[0, 3], "a tail for a tail"
+    names.add(int(t[5]))
+    t, _ = length.swap_row(targets, ref, np.array([6]), 1.0, np.random.default_rng(seed))
+    crossed += not 14 <= t[1] < 18
+  assert crossed > 0, "the length pool draws across attributes (what this pool prevents)"
+  assert any(not 22 <= n < 30 for n in names), "a non-option draws from every value word"

@@ -6,6 +6,8 @@ selection indices sit under stop_gradient). Host-side batching lives in the bank
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -55,7 +57,7 @@ def encode_references(
     if rng is not None
     else [None] * cfg.memory.num_memory_layers
   )
-  ref_keys_LxBxKxD = None
+  ref_keys_LxBxKxD: Any = None  # [L, B, K, D] (model.memory.reference_keys)
   if cfg.memory.reference_keys:
     ref_keys_LxBxKxD = Transformer(cfg).apply(
       {"params": params}, enc.k_raw_LxBxNxKxD, valid_BxN, method=Transformer.reference_keys

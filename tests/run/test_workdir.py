@@ -56,18 +56,31 @@ def test_serving_another_model_is_refused_but_reading_more_references_is_not():
     wd.check_same_model(saved, load_config(SPEC, ["--config.model.num_layers=2"]), "w")
 
 
-def test_weights_trained_before_a_model_field_existed_serve_at_its_default(tmp_path):
-  # A config.json written before model.memory.reference_keys existed is the same model as
-  # today's config with the field at its default, and another one with it on.
+def _run_predating(tmp_path, *keys: str, started: bool = False):
+  """(workdir, its saved config) of a run whose config.json lacks the dotted ``keys``, as
+  one written before those fields existed; ``started``: a warmup checkpoint exists."""
   w = str(tmp_path / "w")
   wd.start_run(w, load_config(SPEC))
+  if started:
+    os.makedirs(os.path.join(w, "checkpoints", "warmup", "3"))
   path = os.path.join(w, wd.CONFIG_FILE)
   with open(path) as f:
     old = json.load(f)
-  del old["model"]["memory"]["reference_keys"]
+  for key in keys:
+    *parents, leaf = key.split(".")
+    node = old
+    for part in parents:
+      node = node[part]
+    del node[leaf]
   with open(path, "w") as f:
     json.dump(old, f)
-  saved = wd.saved_config(w)
+  return w, wd.saved_config(w)
+
+
+def test_weights_trained_before_a_model_field_existed_serve_at_its_default(tmp_path):
+  # A config.json written before model.memory.reference_keys existed is the same model as
+  # today's config with the field at its default, and another one with it on.
+  w, saved = _run_predating(tmp_path, "model.memory.reference_keys")
   wd.check_same_model(saved, load_config(SPEC), w)
   on = load_config(SPEC, ["--config.model.memory.reference_keys=True"])
   with pytest.raises(ValueError, match=r"model\.memory\.reference_keys differ"):
@@ -93,17 +106,8 @@ def test_resume_conflicts_name_the_train_fields_that_make_another_run(tmp_path):
 def test_resume_accepts_fields_a_later_release_added_at_their_defaults(tmp_path, capsys):
   # A config.json written before data.kb_cloze_rate, model.norm_eps and a stage's
   # decay_fraction existed: resuming with today's config leaves them at their defaults.
-  w = str(tmp_path / "w")
-  wd.start_run(w, load_config(SPEC))
-  os.makedirs(os.path.join(w, "checkpoints", "warmup", "3"))
-  path = os.path.join(w, wd.CONFIG_FILE)
-  with open(path) as f:
-    old = json.load(f)
-  del old["data"]["kb_cloze_rate"], old["model"]["norm_eps"]
-  del old["train"]["stages"]["warmup"]["decay_fraction"]
-  with open(path, "w") as f:
-    json.dump(old, f)
-  saved = wd.saved_config(w)
+  keys = ("data.kb_cloze_rate", "model.norm_eps", "train.stages.warmup.decay_fraction")
+  w, saved = _run_predating(tmp_path, *keys, started=True)
   assert wd.resume_conflicts(saved, load_config(SPEC), w) == []
   wd.start_run(w, load_config(SPEC))
   out = capsys.readouterr().out
@@ -127,15 +131,7 @@ def test_resume_accepts_fields_a_later_release_added_at_their_defaults(tmp_path,
 def test_resume_of_a_run_before_ref_len_fit_compares_the_ref_len_it_chose(tmp_path):
   # ref_len_fit only picks ref_len before a run is built: a config.json without it
   # resumes under a config that sets it, and a ref_len it picked differently conflicts.
-  w = str(tmp_path / "w")
-  wd.start_run(w, load_config(SPEC))
-  path = os.path.join(w, wd.CONFIG_FILE)
-  with open(path) as f:
-    old = json.load(f)
-  del old["model"]["memory"]["ref_len_fit"]
-  with open(path, "w") as f:
-    json.dump(old, f)
-  saved = wd.saved_config(w)
+  w, saved = _run_predating(tmp_path, "model.memory.ref_len_fit")
   fit = load_config(SPEC, ["--config.model.memory.ref_len_fit=0.9"])
   assert wd.resume_conflicts(saved, fit, w) == []
   longer = load_config(SPEC, ["--config.model.memory.ref_len_fit=0.9"])

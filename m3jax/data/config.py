@@ -78,7 +78,7 @@ class DataConfig:
   # values even when more than `memory_swap_template_df` of the references hold them (a
   # value of an attribute with few options: "6" in "walks on 6 legs"; without this such
   # values are never swapped, and memory is never needed to read them).
-  # m3jax.data.counterfactual.answer_value_words. The configs turn it on; False here is
+  # m3jax.data.qa_values.answer_value_words. The configs turn it on; False here is
   # what runs whose config.json predates the field did. docs/design.md, "Session 24".
   memory_swap_answer_values: bool = False
   memory_swap_template_df: float = 0.05

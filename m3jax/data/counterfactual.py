@@ -21,12 +21,11 @@ iterator's position, so a resumed run swaps identically.
 from __future__ import annotations
 
 import unicodedata
-from typing import Callable, Collection, Iterable, Mapping
+from typing import Collection, Mapping
 
 import numpy as np
 
 from m3jax.data import shift
-from m3jax.data.value_kinds import value_kinds
 from m3jax.data.vocab import NUM_SPECIAL
 
 
@@ -181,54 +180,6 @@ def word_tuples(tokens_T: np.ndarray, boundaries_V: np.ndarray) -> list[tuple]:
   return [tuple(tokens_T[s:e].tolist()) for s, e in word_spans(tokens_T, boundaries_V)]
 
 
-def answer_value_words(
-  items: Iterable[dict], encode: Callable[[str], list[int]], boundaries_V: np.ndarray
-) -> set[tuple]:
-  """The words of training QA answers that no training question uses: values, whatever
-  their document frequency in the knowledge base.
-
-  An answer's words are values ("6", "Elones", "diving"), except those the questions
-  also say ("the" in "the diving bell": "What is the ..."), which are template words.
-  Only training items may be passed (evaluation answers would tell training which words
-  the test asks about).
-  """
-  answers: set[tuple] = set()
-  asked: set[tuple] = set()
-
-  def words(text: str) -> list[tuple]:
-    tokens = np.asarray(encode(" " + " ".join(str(text).split())), np.int64)
-    return word_tuples(tokens, boundaries_V)
-
-  for it in items:
-    answers.update(words(it["answer"]))
-    asked.update(words(it["question"]))
-  return answers - asked
-
-
-def closed_list_options(
-  items: Iterable[dict], encode: Callable[[str], list[int]], boundaries_V: np.ndarray
-) -> dict[tuple, str]:
-  """Value word -> its attribute, for the answers of closed-list attributes (few options,
-  each shared by many entities: m3jax.data.value_kinds) among ``items``; the words the
-  questions also say are left out, as in :func:`answer_value_words`. Items without an
-  ``attribute`` give nothing. Only training items may be passed."""
-  items = [it for it in items if it.get("attribute") is not None]
-  closed = {a for a, k in value_kinds(items).items() if k == "closed_list"}
-  asked: set[tuple] = set()
-  out: dict[tuple, str] = {}
-
-  def words(text: str) -> list[tuple]:
-    tokens = np.asarray(encode(" " + " ".join(str(text).split())), np.int64)
-    return word_tuples(tokens, boundaries_V)
-
-  for it in items:
-    asked.update(words(it["question"]))
-    if str(it["attribute"]) in closed:
-      for w in words(it["answer"]):
-        out.setdefault(w, str(it["attribute"]))
-  return {w: a for w, a in out.items() if w not in asked}
-
-
 SWAP_POOLS = ("length", "slot", "mixed", "pieces", "attribute")
 SLOT_WORDS = 2  # template words that name a value's slot ("color =", "built in")
 
@@ -237,7 +188,7 @@ class WordSwapper:
   """Whole-word counterfactual swaps, with the knowledge base's word statistics.
 
   Template words are those in more than ``template_df`` of the references (document
-  frequency), except the words in ``values`` (:func:`answer_value_words`: a value of an
+  frequency), except the words in ``values`` (:func:`m3jax.data.qa_values.answer_value_words`: a value of an
   attribute with few options, "6" in "walks on 6 legs", is in more than 5% of the
   references, yet a value); the rest are values. A replacement is a value word of the
   knowledge base with the same number of pieces (drawn by its frequency), so the row
@@ -317,7 +268,7 @@ class WordSwapper:
         counts[w] = counts.get(w, 0) + 1
     self.slot_pools = {k: _weighted(sorted(c), c) for k, c in slot_freq.items()}
     # Pool "attribute": a closed-list value's options (``options``: value word ->
-    # attribute, closed_list_options), per attribute and length, by their frequency in
+    # attribute, m3jax.data.qa_values.closed_list_options), per attribute and length, by their frequency in
     # the knowledge base (1 for an option no reference holds).
     self.option_of = dict(options or {})
     option_freq: dict[tuple, dict[tuple, int]] = {}

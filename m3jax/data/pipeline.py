@@ -30,6 +30,7 @@ from m3jax.data import (
   counterfactual,
   kb,
   pretrieval,
+  qa_values,
   repetition,
   shift,
   sources,
@@ -200,24 +201,19 @@ class TrainIterator:
     return out
 
 
-def _answer_values(cfg, paths: DataPaths, vocab, boundaries_V: np.ndarray) -> set[tuple]:
-  """data.memory_swap_answer_values: the training answers' value words (qa_train.jsonl
-  only; the evaluated questions are never read here)."""
-  if not cfg.memory_swap_answer_values or not os.path.exists(paths.qa_train):
-    return set()
-  return counterfactual.answer_value_words(
-    sources.read_jsonl(paths.qa_train, "qa"), vocab.encode, boundaries_V
-  )
-
-
-def _closed_list_options(cfg, paths: DataPaths, vocab, boundaries_V: np.ndarray) -> dict:
-  """data.memory_swap_pool="attribute": the closed-list options of the training answers
-  (qa_train.jsonl only, items with an ``attribute``; empty without them)."""
-  if cfg.memory_swap_pool != "attribute" or not os.path.exists(paths.qa_train):
-    return {}
-  return counterfactual.closed_list_options(
-    sources.read_jsonl(paths.qa_train, "qa"), vocab.encode, boundaries_V
-  )
+def _qa_swap_words(cfg, paths: DataPaths, vocab, boundaries_V: np.ndarray):
+  """(value words, closed-list options) the word swap takes from the training answers
+  (qa_train.jsonl only; the evaluated questions are never read here), read once:
+  ``data.memory_swap_answer_values`` asks for the first, ``data.memory_swap_pool=
+  "attribute"`` for the second; each is empty when not asked for or without the file."""
+  want_values = cfg.memory_swap_answer_values
+  want_options = cfg.memory_swap_pool == "attribute"
+  if not (want_values or want_options) or not os.path.exists(paths.qa_train):
+    return set(), {}
+  items = sources.read_jsonl(paths.qa_train, "qa")
+  values = qa_values.answer_value_words(items, vocab.encode, boundaries_V) if want_values else set()
+  options = qa_values.closed_list_options(items, vocab.encode, boundaries_V) if want_options else {}
+  return values, options
 
 
 def make_train_iterator(
@@ -285,14 +281,15 @@ def make_train_iterator(
     codes_V = counterfactual.word_boundary_codes(
       vocab, split_punctuation=cfg.memory_swap_split_punctuation
     )
+    values, options = _qa_swap_words(cfg, paths, vocab, codes_V)
     words = counterfactual.WordSwapper(
       ref_tokens,
       ref_lengths,
       codes_V,
       cfg.memory_swap_template_df,
       cfg.memory_swap_pool,
-      values=_answer_values(cfg, paths, vocab, codes_V),
-      options=_closed_list_options(cfg, paths, vocab, codes_V),
+      values=values,
+      options=options,
     )
   cloze_rows = None
   if cloze_rate:

@@ -4,7 +4,7 @@ word spans, pools and answer values (in the pipeline: test_counterfactual_pipeli
 import numpy as np
 import pytest
 
-from m3jax.data import counterfactual
+from m3jax.data import counterfactual, qa_values
 from m3jax.data.vocab import NUM_SPECIAL
 
 V = 64
@@ -356,7 +356,7 @@ def test_answer_value_words_are_the_answers_words_no_question_says():
     dict(question="what is the legs x", answer="six"),
     dict(question="what is the x", answer=" the   diving bell "),
   ]
-  words = counterfactual.answer_value_words(items, encode, STARTS_V)
+  words = qa_values.answer_value_words(items, encode, STARTS_V)
   assert words == {(14,), (15,), (16, 30)}  # "the" is asked, so a template word
 
 
@@ -393,7 +393,7 @@ def test_closed_list_options_are_the_answers_of_few_option_attributes():
   items += [dict(question="who x", answer=a, attribute="who") for a in ("ann", "bo", "cy", "di")]
   items += [dict(question="what year x", answer=a, attribute="year") for a in ("1842", "1901")]
   items += [dict(question="what is the x", answer="the silt")]  # no attribute: not read
-  options = counterfactual.closed_list_options(items, encode, STARTS_V)
+  options = qa_values.closed_list_options(items, encode, STARTS_V)
   assert options == {(20,): "bed", (21,): "bed"}
 
 

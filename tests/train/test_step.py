@@ -94,16 +94,24 @@ def test_golden_losses():
     "the memory stage must differ from the memory-free one at every step"
   )
   for name, expected in GOLDEN.items():
-    # float32 on CPU, one device: deterministic up to XLA version changes (~1e-6 rel per
-    # step, compounding over the steps; 1e-4 is still far below any real change).
-    np.testing.assert_allclose(
-      got[name],
-      expected,
-      rtol=1e-4,
-      err_msg=f"stage {name!r} losses changed: got {got[name]}. If intended, regenerate "
-      "GOLDEN with `.venv/bin/python -m tests.train.test_step` (see the comment "
-      "above GOLDEN in tests/train/test_step.py)",
-    )
+    # Two tolerances, both measured. Steps 0-1 are float32 forward passes from the same init
+    # and one Adam step: a change to the model, the data, the init or the first update moves
+    # them by far more than 1e-5 (a 1e-7 relative perturbation of the init moves them by at
+    # most 2.4e-6). From step 2 on the trajectory is chaotic: Adam's first steps move every
+    # coordinate by about ±lr whatever its gradient's size, so rounding-level gradients
+    # become lr-sized moves. The same 1e-7 perturbation then moves the losses by up to
+    # 3.4e-4 by step 7 (both stages, three perturbations), and two CI CPUs differed by
+    # 1.9e-4 (continual, session 30); 2e-3 is 6x the measured chaos and still catches a
+    # step that trains differently.
+    for steps, rtol in ((slice(0, 2), 1e-5), (slice(2, None), 2e-3)):
+      np.testing.assert_allclose(
+        got[name][steps],
+        expected[steps],
+        rtol=rtol,
+        err_msg=f"stage {name!r} losses changed: got {got[name]}. If intended, regenerate "
+        "GOLDEN with `.venv/bin/python -m tests.train.test_step` (see the comment "
+        "above GOLDEN in tests/train/test_step.py)",
+      )
 
 
 def test_chunk_windows_match_naive():

@@ -227,12 +227,15 @@ def make_train_iterator(
   process_index: int = 0,
   process_count: int = 1,
   shuffle: bool | None = None,
+  memory_window: str = "chunks",
 ) -> TrainIterator:
   """Prepares the data if needed and returns the batch iterator for one host.
 
   ``model_cfg`` (a ModelConfig) supplies the special ids, chunk_len and ref_len, and its
   vocab_size must cover the data vocabulary. ``split`` is "train" or "valid" (valid is
-  not shuffled by default).
+  not shuffled by default). ``memory_window`` is the stage's (StageSpec.memory_window):
+  the readable swap takes only values a chunk's window can read, the previous R-1
+  chunks' references too with "chunks", the chunk's own reference alone with "similar".
   """
   cfg = data_config_from(data_cfg)
   seq_len = seq_len or cfg.seq_len
@@ -329,7 +332,11 @@ def make_train_iterator(
     swap_rate=swap_rate,
     swap_stop_tokens=cfg.memory_swap_stop_tokens,
     swap_words=words if cfg.memory_swap_unit == "word" else None,
-    swap_window=model_cfg.memory.refs_per_chunk if cfg.memory_swap_readable else 0,
+    swap_window=(
+      (model_cfg.memory.refs_per_chunk if memory_window == "chunks" else 1)
+      if cfg.memory_swap_readable
+      else 0
+    ),
     swap_loss_weight=cfg.memory_swap_loss_weight,
     repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
     repeat_spans=cfg.repeat_spans,

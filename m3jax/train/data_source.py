@@ -54,5 +54,6 @@ def make_iterator(
       with_references=stage.use_memory,
       process_index=process_index,
       process_count=process_count,
+      memory_window=stage.memory_window,
     )
   raise ValueError(f"config.train.data_source={source!r}: choose 'pipeline' or 'synthetic'")

@@ -12,6 +12,10 @@ import dataclasses
 from typing import Any, Iterable, Mapping
 
 SCHEDULES = ("wsd", "cosine", "constant")
+# Which references a chunk reads in training (m3jax.train.memory_batch): "chunks", the
+# paper's (its own and the previous R-1 chunks'), or "similar" (its own and the R-1
+# batch references most like it; not in the paper).
+MEMORY_WINDOWS = ("chunks", "similar")
 
 
 def resize_stage(stage: dict, steps: int) -> dict:
@@ -31,10 +35,12 @@ class StageSpec:
     False and init_from="previous" the previous optimizer state is carried over.
   use_memory: encode the batch's references live and attend to them.
   encode_grad: gradients flow into the reference encoding through the selected K/V.
-
-  Chunk c always reads the references of chunks c-R+1..c; which text retrieved them
-  (the chunk's own or, strictly causal, the previous one) is the data's
-  ``config.data.train_query``.
+  memory_window: "chunks" (the paper's: chunk c reads the references of chunks
+    c-R+1..c) or "similar" (not in the paper: its own reference and the R-1 distinct
+    references of the batch most like it, the shape of a retrieved top-R;
+    m3jax.train.memory_batch.similar_windows). Which text retrieved each chunk's own
+    reference (its own or, strictly causal, the previous one) is the data's
+    ``config.data.train_query``.
   """
 
   name: str
@@ -48,9 +54,12 @@ class StageSpec:
   reset_optimizer: bool = True
   use_memory: bool = False
   encode_grad: bool = True
+  memory_window: str = "chunks"
 
   def __post_init__(self):
     where = f"config.train.stages[{self.name!r}]"
+    if self.memory_window not in MEMORY_WINDOWS:
+      raise ValueError(f"{where}.memory_window={self.memory_window!r}: use one of {MEMORY_WINDOWS}")
     if not self.name or "/" in self.name:
       raise ValueError(f"{where}: name must be a non-empty string without '/'")
     if self.steps <= 0:

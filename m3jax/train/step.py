@@ -59,6 +59,7 @@ def _batch_memory(cfg: ModelConfig, stage: StageSpec, params, batch, rng, mem_sh
     batch["ref_lengths"],
     encode_grad=stage.encode_grad,
     rng=rng if cfg.memory.selection == "random" else None,
+    window=stage.memory_window,
   )
   if mem_sharding is not None:
     memory = jax.lax.with_sharding_constraint(memory, mem_sharding)

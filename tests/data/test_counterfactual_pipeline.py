@@ -111,6 +111,44 @@ def test_pipeline_swaps_only_readable_values_when_asked(tiny_data, tiny_model_cf
     data_config_from(token_unit)
 
 
+def test_readable_swap_under_similar_windows_takes_own_reference_values(tiny_data, tiny_model_cfg):
+  # A "similar" window (StageSpec.memory_window) reads the chunk's own reference, not the
+  # previous chunks': a readable swap then takes only values that reference holds.
+  from m3jax.data.pipeline import make_train_iterator
+  from tests.data.conftest import tiny_data_cfg
+
+  base_cfg, _ = tiny_data
+  mem = tiny_model_cfg.memory
+
+  def first(rate, window):
+    cfg = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=rate, memory_swap_readable=True)
+    it = make_train_iterator(
+      cfg, tiny_model_cfg, batch_size=8, with_references=True, memory_window=window
+    )
+    return next(it)
+
+  def not_in_own_reference(swapped) -> int:
+    """Swapped words (runs of changed targets) that their first token's chunk's own
+    reference does not hold (the swap's rule: a word is read where it starts)."""
+    n = 0
+    changed = plain["targets"] != swapped["targets"]
+    for b, t in np.argwhere(changed):
+      if t > 0 and changed[b, t - 1]:
+        continue  # not a word's first token
+      end = t
+      while end + 1 < changed.shape[1] and changed[b, end + 1]:
+        end += 1
+      own = swapped["ref_tokens"][b, t // mem.chunk_len]
+      n += int(not np.isin(swapped["targets"][b, t : end + 1], own).all())
+    return n
+
+  plain, chunks, similar = first(0.0, "chunks"), first(1.0, "chunks"), first(1.0, "similar")
+  # The paper's window swaps some values that only an earlier chunk's reference holds.
+  assert not_in_own_reference(chunks) > 0
+  assert (plain["targets"] != similar["targets"]).any()
+  assert not_in_own_reference(similar) == 0
+
+
 def test_pipeline_weights_exactly_the_swapped_targets(tiny_data, tiny_model_cfg):
   from m3jax.data.config import data_config_from
   from m3jax.data.pipeline import make_train_iterator

@@ -54,8 +54,9 @@ def similar_windows(ref_tokens_BxCxN, ref_lengths_BxC, refs_per_chunk: int):
   differ from it token for token, one copy of each (the first in B·C order). A chunk
   without a reference reads nothing; slots without a candidate are masked. A training
   window then holds R different references, as the top-R a question retrieves does,
-  never the same reference twice (a paper window holds a document's reference once per
-  chunk it spans, so the reference a chunk needs often outweighs the others by count).
+  never the same reference twice (a paper window holds a reference once per chunk that
+  retrieved it: on the unseen world the chunk's own reference is there twice in 28% of
+  the windows of look-alike 512-token rows; docs/design.md, "Session 31").
   O((B·C)²) in the batch: a CPU-scale study option, off in every config.
   """
   b, c, n = ref_tokens_BxCxN.shape

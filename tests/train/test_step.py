@@ -97,11 +97,11 @@ def test_golden_losses():
     # Two tolerances, both measured. Steps 0-1 are float32 forward passes from the same init
     # and one Adam step: a change to the model, the data, the init or the first update moves
     # them by far more than 1e-5 (a 1e-7 relative perturbation of the init moves them by at
-    # most 2.4e-6). From step 2 on the trajectory is chaotic: Adam's first steps move every
-    # coordinate by about ±lr whatever its gradient's size, so rounding-level gradients
-    # become lr-sized moves. The same 1e-7 perturbation then moves the losses by up to
-    # 3.4e-4 by step 7 (both stages, three perturbations), and two CI CPUs differed by
-    # 1.9e-4 (continual, session 30); 2e-3 is 6x the measured chaos and still catches a
+    # most 2.4e-6). From step 2 on the trajectory is chaotic (likely Adam: its first steps move
+    # every coordinate by about ±lr whatever its gradient's size, so rounding-level gradients
+    # become lr-sized moves). The same 1e-7 perturbation then moves the losses by up to
+    # 3.4e-4 by step 7 (both stages, three perturbations), and CI's CPU differed from the
+    # goldens by 1.9e-4 (stage 2, stop 37); 2e-3 is 6x the measured chaos and still catches a
     # step that trains differently.
     for steps, rtol in ((slice(0, 2), 1e-5), (slice(2, None), 2e-3)):
       np.testing.assert_allclose(

@@ -316,6 +316,9 @@ def make_train_iterator(
       max_refs=model_cfg.memory.refs_per_chunk,
       pad_id=vocab.pad_id,
     )
+  # The chunks a training chunk's memory window reads (StageSpec.memory_window): the
+  # readable swap takes only values they hold.
+  readable_window = model_cfg.memory.refs_per_chunk if memory_window == "chunks" else 1
   return TrainIterator(
     stream,
     seq_len,
@@ -332,11 +335,7 @@ def make_train_iterator(
     swap_rate=swap_rate,
     swap_stop_tokens=cfg.memory_swap_stop_tokens,
     swap_words=words if cfg.memory_swap_unit == "word" else None,
-    swap_window=(
-      (model_cfg.memory.refs_per_chunk if memory_window == "chunks" else 1)
-      if cfg.memory_swap_readable
-      else 0
-    ),
+    swap_window=readable_window if cfg.memory_swap_readable else 0,
     swap_loss_weight=cfg.memory_swap_loss_weight,
     repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
     repeat_spans=cfg.repeat_spans,

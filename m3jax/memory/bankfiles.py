@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import tensorstore as ts
+
+from m3jax.memory.layout import BankLayout, row_arrays
 
 SPEC_VERSION = 3  # 3: one packed record per row (rows/); 2: one array per field
 READ_SPEC_VERSIONS = (2, 3)
@@ -80,6 +83,45 @@ def create_array(spec, row_shape, dtype, sharded, chunk_refs, shard_refs, contex
     dtype=dtype,
     context=context,
   ).result()
+
+
+def create_bank_arrays(
+  spec: dict,
+  layout: BankLayout,
+  codebooks,
+  packed_rows: bool,
+  sharded: bool,
+  chunk_refs: int,
+  shard_refs: int,
+  context,
+) -> None:
+  """Every array of a new, empty bank under ``spec``: the per-row arrays (``chunk_refs``
+  rows per chunk, or one row per chunk in shards of ``shard_refs``), the id hashes, text
+  spans and bytes, the deletion log, and the PQ codebooks (written here, before any row;
+  ``codebooks`` is None for an unquantized layout)."""
+  if layout.pq_subspaces and codebooks is None:
+    raise ValueError("a quantized bank needs its codebooks at creation")
+  for name, (row, dt) in row_arrays(layout, packed_rows).items():
+    create_array(subpath(spec, name), row, dt, sharded, chunk_refs, shard_refs, context)
+  for name, row, dt, chunk in (
+    ("id_hash", (), ts.uint64, 4096),
+    ("text_span", (2,), ts.int64, 4096),
+    ("text_bytes", (), ts.uint8, 1 << 18),
+    ("deleted", (), ts.int64, 4096),
+  ):
+    create_array(subpath(spec, name), row, dt, False, chunk, 0, context)
+  if layout.pq_subspaces:
+    cb = np.asarray(codebooks, np.float32)
+    create_array(
+      subpath(spec, "codebooks"),
+      cb.shape[1:],
+      ts.float32,
+      False,
+      cb.shape[0],
+      0,
+      context,
+      shape0=cb.shape[0],
+    ).write(cb).result()
 
 
 REQUIRED = (

@@ -27,7 +27,6 @@ error naming the array and the rows (zarr would otherwise read fill values).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from typing import Callable, Sequence
@@ -36,7 +35,8 @@ import numpy as np
 import tensorstore as ts
 
 from m3jax.memory import bankfiles, idrun, quantize, rowindex, rowrecord
-from m3jax.memory.fingerprint import model_fingerprint
+from m3jax.memory.damage import BankCorruptError, locate_damage, read_checked, short, verify_rows
+from m3jax.memory.manifest import new_manifest, stale_problems
 from m3jax.memory.layout import (
   ROW_ARRAYS,
   BankLayout,
@@ -44,15 +44,10 @@ from m3jax.memory.layout import (
   decode_ids,
   encode_ids,
   record_layout,
-  row_arrays,
 )
 from m3jax.memory.lru import LRUCache
 
 STALE_FLAG = "--allow-stale-bank (allow_stale=True to MemoryBank.open)"
-
-
-class BankCorruptError(ValueError):
-  """A chunk of a committed row is missing, truncated or fails its checksum."""
 
 
 class MemoryBank:
@@ -92,18 +87,8 @@ class MemoryBank:
     return bankfiles.open_array(bankfiles.subpath(self._spec, name), self.context)
 
   def _read(self, name, arr, index, rows=None):
-    """``arr[index]`` as numpy; a damaged chunk -> BankCorruptError naming array and rows.
-
-    Chunks are stored even when equal to the fill value, so a missing chunk of a
-    committed row is damage, never zeros."""
-    try:
-      return np.asarray(arr[index].read().result())
-    except ValueError as e:
-      where = f"rows {_short(rows)}" if rows is not None else f"index {index}"
-      raise BankCorruptError(
-        f"memory bank {self.url}: array '{name}' {where} cannot be read ({e}); the bank "
-        "is damaged: rebuild it with build-memory"
-      ) from None
+    """``arr[index]`` as numpy; a damaged chunk -> BankCorruptError naming array and rows."""
+    return read_checked(self.url, name, arr, index, rows)
 
   def _load_index(self):
     m = self.manifest
@@ -122,7 +107,7 @@ class MemoryBank:
         return idrun.read_chunks(run, np.asarray(chunks, np.int64), s, self.packed)
       except ValueError as e:
         raise BankCorruptError(
-          f"memory bank {self.url}: id index chunks {_short(chunks)} "
+          f"memory bank {self.url}: id index chunks {short(chunks)} "
           f"cannot be read ({e}); rebuild the bank with build-memory"
         ) from None
 
@@ -165,52 +150,18 @@ class MemoryBank:
         f"{url} is a non-empty folder that is not a memory bank; give "
         "build-memory an empty or new folder"
       )
-    if layout.pq_subspaces and codebooks is None:
-      raise ValueError("a quantized bank needs its codebooks at creation")
-    for name, (row, dt) in row_arrays(layout, packed_rows).items():
-      bankfiles.create_array(
-        bankfiles.subpath(spec, name), row, dt, sharded, chunk_refs, shard_refs, context
-      )
-    for name, row, dt, chunk in (
-      ("id_hash", (), ts.uint64, 4096),
-      ("text_span", (2,), ts.int64, 4096),
-      ("text_bytes", (), ts.uint8, 1 << 18),
-      ("deleted", (), ts.int64, 4096),
-    ):
-      bankfiles.create_array(bankfiles.subpath(spec, name), row, dt, False, chunk, 0, context)
-    if layout.pq_subspaces:
-      cb = np.asarray(codebooks, np.float32)
-      bankfiles.create_array(
-        bankfiles.subpath(spec, "codebooks"),
-        cb.shape[1:],
-        ts.float32,
-        False,
-        cb.shape[0],
-        0,
-        context,
-        shape0=cb.shape[0],
-      ).write(cb).result()
-    manifest = {
-      "spec_version": bankfiles.SPEC_VERSION if packed_rows else 2,
-      "id_array": True,
-      "complete": False,
-      "layout": dataclasses.asdict(layout),
-      "dtype": "uint8" if layout.pq_subspaces else "bfloat16",
-      "quantization": (
-        {"kind": "pq", "bytes_per_vector": layout.pq_subspaces, "relative_mse": pq_rel_mse}
-        if layout.pq_subspaces
-        else {"kind": "none"}
-      ),
-      "checkpoint_step": int(checkpoint_step),
-      "model_fingerprint": model_fingerprint(model_cfg) if model_cfg is not None else None,
-      "params_fingerprint": params_fingerprint,
-      "tokenizer_fingerprint": tokenizer_fingerprint,
-      "count": 0,
-      "num_deleted": 0,
-      "text_bytes": 0,
-      "sorted_count": 0,
-      "rowindex_generation": 0,
-    }
+    bankfiles.create_bank_arrays(
+      spec, layout, codebooks, packed_rows, sharded, chunk_refs, shard_refs, context
+    )
+    manifest = new_manifest(
+      layout,
+      packed_rows=packed_rows,
+      model_cfg=model_cfg,
+      checkpoint_step=checkpoint_step,
+      params_fingerprint=params_fingerprint,
+      tokenizer_fingerprint=tokenizer_fingerprint,
+      pq_rel_mse=pq_rel_mse,
+    )
     bankfiles.write_manifest(spec, kv, manifest)
     return cls(url, spec, manifest, context, cache_size)
 
@@ -235,38 +186,14 @@ class MemoryBank:
     context = context or ts.Context()
     spec = bankfiles.kvstore_spec(url)
     manifest = bankfiles.read_manifest(url, context=context)
-    problems = []
-    if model_cfg is not None:
-      want = BankLayout.from_model(
-        model_cfg, manifest["layout"]["pq_subspaces"] if pq_subspaces is None else pq_subspaces
-      )
-      have = BankLayout(**manifest["layout"])
-      if want != have:
-        problems.append(f"has layout {have} but the model config needs {want}")
-      fp = model_fingerprint(model_cfg)
-      if manifest["model_fingerprint"] not in (None, fp):
-        problems.append(
-          f"was built for model fingerprint {manifest['model_fingerprint']} "
-          f"but the model config has {fp}"
-        )
-    for what, got, key in (
-      ("checkpoint weights", params_fingerprint, "params_fingerprint"),
-      ("tokenizer", tokenizer_fingerprint, "tokenizer_fingerprint"),
-    ):
-      if got is not None and manifest[key] != got:
-        problems.append(
-          f"was built with {what} of fingerprint {manifest[key]}, this run's "
-          f"{what} have fingerprint {got}"
-        )
-    if (
-      params_fingerprint is None
-      and checkpoint_step is not None
-      and manifest["checkpoint_step"] != checkpoint_step
-    ):
-      problems.append(
-        f"was encoded at checkpoint step {manifest['checkpoint_step']} but the "
-        f"model is at step {checkpoint_step}"
-      )
+    problems = stale_problems(
+      manifest,
+      model_cfg=model_cfg,
+      pq_subspaces=pq_subspaces,
+      checkpoint_step=checkpoint_step,
+      params_fingerprint=params_fingerprint,
+      tokenizer_fingerprint=tokenizer_fingerprint,
+    )
     if problems and not allow_stale:
       raise ValueError(
         f"memory bank {url} {'; and '.join(problems)}: the memories are stale; "
@@ -588,28 +515,12 @@ class MemoryBank:
     return {name: fields[name][pick] for name in ROW_ARRAYS}
 
   def _locate_damage(self, name, rows):
-    """Re-reads row by row to name exactly the damaged rows, then raises."""
-    bad, msg = [], ""
-    for r in rows.tolist():
-      try:
-        self._arrays[name][r].read().result()
-      except ValueError as e:
-        bad.append(r)
-        msg = msg or str(e)
-    raise BankCorruptError(
-      f"memory bank {self.url}: array '{name}' rows {_short(bad)} are "
-      f"damaged ({msg}); rebuild the bank with build-memory"
-    )
+    locate_damage(self.url, name, self._arrays[name], rows)
 
   def verify(self, batch: int = 4096) -> None:
     """Reads every committed row of every array (checksums); raises on the first damage."""
     for name in self.row_array_names + ("id_hash", "text_span"):
-      for s in range(0, self.count, batch):
-        rows = np.arange(s, min(self.count, s + batch))
-        try:
-          self._arrays[name][s : s + len(rows)].read().result()
-        except ValueError:
-          self._locate_damage(name, rows)
+      verify_rows(self.url, name, self._arrays[name], self.count, batch)
 
   def get_or_encode(self, ids: Sequence[str], encode_fn: Callable) -> BankRows:
     """Cold start (paper §3.1): encodes ids missing from the bank, writes them back, reads.
@@ -642,11 +553,6 @@ class MemoryBank:
     if self.packed:
       return self._read_records(np.arange(n), ROW_ARRAYS)
     return {name: self._read(name, self._arrays[name], slice(0, n)) for name in ROW_ARRAYS}
-
-
-def _short(rows) -> str:
-  rows = list(rows)
-  return ", ".join(map(str, rows[:8])) + (f" … ({len(rows)} rows)" if len(rows) > 8 else "")
 
 
 def _repeated(ids) -> list[str]:

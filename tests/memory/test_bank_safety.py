@@ -13,7 +13,8 @@ from m3jax.memory.build import BankConfig, build_bank, load_index
 from m3jax.memory.fingerprint import params_fingerprint, tokenizer_fingerprint
 from m3jax.memory.retriever import SparseRetriever
 from m3jax.memory.layout import BankLayout
-from m3jax.memory.store import BankCorruptError, MemoryBank
+from m3jax.memory.damage import BankCorruptError
+from m3jax.memory.store import MemoryBank
 from tests.memory.helpers import WordTokenizer
 
 LAYOUT = BankLayout(num_layers=2, kv_heads=2, tokens=4, head_dim=16)

@@ -80,10 +80,4 @@ def model_fingerprint(cfg) -> str:
     ref_len=m.ref_len,
     selection=m.selection,
   )
-  # Options that change a stored key for the same weights' shapes; hashed only when on,
-  # so a bank built without them keeps the fingerprint it was written with.
-  if cfg.smeared_keys:
-    fields["smeared_keys"] = cfg.smear_width
-  if m.reference_keys:
-    fields["reference_keys"] = True
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

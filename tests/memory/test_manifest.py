@@ -7,7 +7,6 @@ import re
 import pytest
 
 from m3jax.memory import bankfiles
-from m3jax.memory.fingerprint import model_fingerprint
 from m3jax.memory.layout import BankLayout
 from m3jax.memory.manifest import new_manifest, stale_problems
 
@@ -67,17 +66,3 @@ def test_another_model_with_the_same_layout_is_stale(manifest, tiny_cfg):
   assert BankLayout.from_model(other) == BankLayout.from_model(tiny_cfg)
   (problem,) = stale_problems(manifest, model_cfg=other)
   assert "model fingerprint" in problem
-
-
-def test_key_options_change_the_model_fingerprint_only_when_on(tiny_cfg):
-  """Smeared and reference keys change every stored key for the same layout; a config
-  with them off keeps the fingerprint banks were built with before they existed."""
-  base = model_fingerprint(tiny_cfg)
-  smeared = dataclasses.replace(tiny_cfg, smeared_keys=True)
-  wider = dataclasses.replace(smeared, smear_width=2)
-  ref_keys = dataclasses.replace(
-    tiny_cfg, memory=dataclasses.replace(tiny_cfg.memory, reference_keys=True)
-  )
-  prints = [model_fingerprint(c) for c in (tiny_cfg, smeared, wider, ref_keys)]
-  assert len(set(prints)) == 4
-  assert model_fingerprint(dataclasses.replace(tiny_cfg, smear_width=2)) == base

@@ -42,6 +42,17 @@ def select_items(items: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
   return [items[i] for i in pick]
 
 
+def rag_prompt_budget(ev, trained_tokens: int | None, vocab, items) -> int | None:
+  """RAG's prompt budget in tokens (``eval.rag_max_tokens``): as set; for 0 the trained
+  row length less the answer's generated tokens; None for -1 or an unknown length."""
+  if ev.rag_max_tokens > 0:
+    return ev.rag_max_tokens
+  if ev.rag_max_tokens < 0 or trained_tokens is None:
+    return None
+  answer, _ = qa.answer_token_budget(vocab, items, ev.max_new_tokens)
+  return max(1, trained_tokens - answer)
+
+
 def evaluate_all(
   cfg,
   params,
@@ -58,7 +69,10 @@ def evaluate_all(
   metrics_jsonl: str | None = None,
   qa_items: Sequence[dict] | None = None,
   only: Sequence[str] | None = None,
+  trained_tokens: int | None = None,
 ) -> dict:
+  """``trained_tokens``: the length of the rows the model was trained on (data.seq_len),
+  which sets RAG's prompt budget when ``ev.rag_max_tokens`` is 0 (None: no budget)."""
   from m3jax.data.sources import read_jsonl
 
   selected = tuple(only) if only else DEFAULT_PARTS
@@ -101,6 +115,7 @@ def evaluate_all(
   demos = None
   if ev.few_shot:
     demos = lambda batch: fewshot.demonstrations(batch, pool, ev.few_shot, ev.random_memory_seed)
+  rag_budget = rag_prompt_budget(ev, trained_tokens, vocab, items)
   conditions = qa.make_conditions(
     vocab,
     L,
@@ -113,6 +128,7 @@ def evaluate_all(
     rag_headers=dict(header1=ev.rag_header_references, header2=ev.rag_header_question),
     demos=demos,
     pieces=pieces,
+    rag_max_tokens=rag_budget,
   )
   gen = Generator(cfg, params, sampling=SamplingConfig(ev.temperature, ev.top_k))
   out = {"num_questions": len(items), "skipped": {}}
@@ -161,6 +177,10 @@ def evaluate_all(
       items, retrieved, unfiltered, vocab, L, pieces, text_of=text_of, refs_per_chunk=R
     )
     out["qa_examples"] = {c: v[:5] for c, v in qa_res["per_item"].items()}
+    if "rag" in qa_res["retrieved_ids"]:
+      read = [len(row) for row in qa_res["retrieved_ids"]["rag"]]
+      out["rag_prompt_budget"] = rag_budget
+      out["rag_refs_read"] = float(np.mean(read))
 
   run_part("qa", qa_part)
 

@@ -154,6 +154,7 @@ def make_conditions(
   names: Sequence[str] = CONDITIONS,
   demos: Callable[[Sequence[dict]], list[str]] | None = None,
   pieces: Mapping[str, Sequence[str]] | None = None,
+  rag_max_tokens: int | None = None,
 ):
   """Condition name -> fn(items) -> (prompt texts, memory_fn or None, ids or None).
 
@@ -162,7 +163,10 @@ def make_conditions(
   ``demos``: items -> few-shot prefixes (``m3jax.evaluate.fewshot``). With demonstrations,
   memory and RAG retrieve with the question alone (§7.4), and RAG's text goes
   header1 + refs + header2 + demonstrations + question. ``pieces``: gold id -> its
-  reference ids (``references.document_pieces``) for the oracle and random memories."""
+  reference ids (``references.document_pieces``) for the oracle and random memories.
+  ``rag_max_tokens``: RAG's prompt budget; it reads the retrieved references, best first,
+  that fit (``rag.references_that_fit``; at least one), and its ids are those it read
+  (None where one was left out). None: every retrieved reference."""
   from m3jax.evaluate import fewshot
   from m3jax.inference import memory_sources, rag
 
@@ -186,12 +190,17 @@ def make_conditions(
 
   def _rag(items):
     src = source(items)
-    ids = rag.rag_ids(src, [enc(q) for q in questions(items)], chunk_len)
-    texts = [
-      rag.rag_text([ref_text(i) for i in row if i is not None], p, **(rag_headers or {}))
-      for p, row in zip(prompts(items), ids)
-    ]
-    return texts, None, ids
+    headers = rag_headers or {}
+    texts, read = [], []
+    for p, row in zip(
+      prompts(items), rag.rag_ids(src, [enc(q) for q in questions(items)], chunk_len)
+    ):
+      ranked = [i for i in row if i is not None]
+      refs = [ref_text(i) for i in ranked]
+      n = rag.references_that_fit(refs, p, lambda t: len(enc(t)), rag_max_tokens, **headers)
+      texts.append(rag.rag_text(refs[:n], p, **headers))
+      read.append(ranked[:n] + [None] * (len(row) - n))
+    return texts, None, read
 
   table = {
     "no_memory": lambda items: (prompts(items), None, None),

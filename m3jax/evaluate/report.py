@@ -27,6 +27,11 @@ class EvalConfig:
   anti_copy_threshold: float = 2 / 3
   rag_header_references: str = "Reference:"
   rag_header_question: str = "Question:"
+  # RAG's prompt budget in tokens: the retrieved references it reads are those that fit,
+  # best first (at least one). 0: the length of the rows the model was trained on
+  # (data.seq_len) less the answer's tokens, so no RAG prompt reaches positions the model
+  # never saw; -1: every retrieved reference, however long the prompt.
+  rag_max_tokens: int = 0
   random_memory_seed: int = 0
   perplexity_sequences: int = 32
   speed_batch: int = 16
@@ -59,6 +64,11 @@ class EvalConfig:
     if not isinstance(self.few_shot, int) or self.few_shot < 0:
       raise ValueError(
         f"invalid config field 'eval.few_shot': {self.few_shot!r}; a number of demonstrations >= 0"
+      )
+    if not isinstance(self.rag_max_tokens, int) or self.rag_max_tokens < -1:
+      raise ValueError(
+        f"invalid config field 'eval.rag_max_tokens': {self.rag_max_tokens!r}; a number of "
+        "tokens >= 1, 0 for the trained row length, or -1 for no budget"
       )
     if not 0 < self.anti_copy_threshold <= 1:
       raise ValueError("invalid config field 'eval.anti_copy_threshold': must be in (0, 1]")

@@ -30,6 +30,31 @@ def rag_text(
   return "\n".join([header1, *ref_texts, header2, prompt_text])
 
 
+def references_that_fit(
+  ref_texts: Sequence[str],
+  prompt_text: str,
+  n_tokens: Callable[[str], int],
+  max_tokens: int | None,
+  **headers,
+) -> int:
+  """How many of the ranked ``ref_texts`` (best first) the RAG prompt holds within
+  ``max_tokens`` (``n_tokens(text)`` counts a prompt's tokens): the longest prefix that
+  fits, and never fewer than one, so a reference longer than the budget is still read
+  (over it). ``max_tokens`` None keeps them all.
+
+  A model trained on rows of T tokens has never attended past position T; a prompt of
+  five long references and a question goes past it, and RAG then measures the
+  positions more than the references (docs/design.md, "Session 32")."""
+  if max_tokens is None or not ref_texts:
+    return len(ref_texts)
+  keep = 1
+  while keep < len(ref_texts):
+    if n_tokens(rag_text(ref_texts[: keep + 1], prompt_text, **headers)) > max_tokens:
+      break
+    keep += 1
+  return keep
+
+
 def rag_ids(source, prompts_tokens: Sequence[np.ndarray], chunk_len: int) -> np.ndarray:
   """The retrieval the memory condition does for each prompt's first chunk, [n, R]."""
   queries = [

@@ -100,7 +100,9 @@ def run_demo(
     config, cfg, params, refs, workdir, step, progress, vocab=vocab, allow_stale=allow_stale_bank
   )
   t = lap("build_bank", t)
-  run = TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
+  run = TrainedRun(
+    cfg, paths, vocab, params, step, refs, bank, embedder, retriever, data_cfg.seq_len
+  )
   res = evaluate_run(
     run,
     ev,

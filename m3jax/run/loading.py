@@ -28,6 +28,7 @@ class TrainedRun:
   bank: Any
   embedder: Any
   retriever: Any
+  seq_len: int | None = None  # the rows it was trained on (data.seq_len): RAG's budget
 
 
 def evaluate_run(run: TrainedRun, ev, **kwargs) -> dict:
@@ -45,7 +46,7 @@ def evaluate_run(run: TrainedRun, ev, **kwargs) -> dict:
     run.embedder,
     run.retriever,
     ev,
-    **kwargs,
+    **{"trained_tokens": run.seq_len, **kwargs},
   )
   res["memory_tokens_per_head"] = run.cfg.memory.tokens_per_head
   return res
@@ -97,6 +98,7 @@ def load_trained_run(
   vocab = load_vocab(data_config_from(config.data), paths)
   params, step = load_trained_params(config, workdir)
   run = TrainedRun(cfg, paths, vocab, params, step, [], None, None, None)
+  run.seq_len = data_config_from(config.data).seq_len
   if with_bank:
     run.refs = kb_references(paths, vocab, cfg.memory.ref_len)
     run.bank, run.embedder, run.retriever = build_bank_for(

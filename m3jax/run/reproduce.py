@@ -106,7 +106,9 @@ def evaluate_checkpoint(
       progress=progress,
     )
     embedder, retriever = bank.index
-    run = TrainedRun(cfg, paths, vocab, params, step, refs, bank, embedder, retriever)
+    run = TrainedRun(
+      cfg, paths, vocab, params, step, refs, bank, embedder, retriever, data_cfg.seq_len
+    )
     res = evaluate_run(
       run,
       ev,

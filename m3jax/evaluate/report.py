@@ -166,6 +166,13 @@ def table(results: Mapping[str, Any]) -> str:
       "perplexity: memory = causal (chunk c reads chunk c-1's retrieval), "
       "oracle_memory = retrieved with the scored chunk's own text"
     )
+  if results.get("rag_refs_read") is not None:
+    budget = results.get("rag_prompt_budget")
+    notes.append(
+      f"rag: {_fmt(results['rag_refs_read'])} retrieved references read per question, "
+      + (f"those that fit a {budget}-token prompt" if budget else "every one (no budget)")
+      + " (eval.rag_max_tokens)"
+    )
   if results.get("qa_answers_over_budget"):
     notes.append(
       f"exact match: {results['qa_answers_over_budget']} answers need more than "

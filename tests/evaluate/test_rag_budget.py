@@ -76,3 +76,13 @@ def test_the_default_budget_is_the_trained_rows_less_the_answer(setup):
   assert evaluation.rag_prompt_budget(EvalConfig(rag_max_tokens=90), 256, vocab, items) == 90
   with pytest.raises(ValueError, match="eval.rag_max_tokens"):
     EvalConfig(rag_max_tokens=-2)
+
+
+def test_the_table_says_how_many_references_rag_read():
+  from m3jax.evaluate.report import table
+
+  assert "rag: 1.500 retrieved references read per question, those that fit a 250-token" in (
+    table({"rag_refs_read": 1.5, "rag_prompt_budget": 250})
+  )
+  assert "every one (no budget)" in table({"rag_refs_read": 5.0, "rag_prompt_budget": None})
+  assert "rag:" not in table({"qa_exact_match": {"rag": 0.5}})

@@ -19,30 +19,30 @@ class BankCorruptError(ValueError):
   """A chunk of a committed row is missing, truncated or fails its checksum."""
 
 
-def short(rows) -> str:
+def short(rows_N) -> str:
   """The first 8 rows, and how many there are when more."""
-  rows = list(rows)
+  rows = list(rows_N)
   return ", ".join(map(str, rows[:8])) + (f" … ({len(rows)} rows)" if len(rows) > 8 else "")
 
 
-def read_checked(url, name: str, arr, index, rows=None) -> np.ndarray:
-  """``arr[index]`` as numpy; damage -> BankCorruptError naming ``name`` and ``rows`` (or
-  the index when no rows are given)."""
+def read_checked(url, name: str, arr, index, rows_N=None) -> np.ndarray:
+  """``arr[index]`` as numpy; damage -> BankCorruptError naming ``name`` and ``rows_N``
+  (or the index when no rows are given)."""
   try:
     return np.asarray(arr[index].read().result())
   except ValueError as e:
-    where = f"rows {short(rows)}" if rows is not None else f"index {index}"
+    where = f"rows {short(rows_N)}" if rows_N is not None else f"index {index}"
     raise BankCorruptError(
       f"memory bank {url}: array '{name}' {where} cannot be read ({e}); the bank "
       f"is damaged: {REBUILD}"
     ) from None
 
 
-def locate_damage(url, name: str, arr, rows) -> NoReturn:
-  """Re-reads ``rows`` of ``arr`` one by one to name exactly the damaged ones, then
+def locate_damage(url, name: str, arr, rows_N) -> NoReturn:
+  """Re-reads ``rows_N`` of ``arr`` one by one to name exactly the damaged ones, then
   raises (called after a batched read of them failed)."""
   bad, msg = [], ""
-  for r in np.asarray(rows).tolist():
+  for r in np.asarray(rows_N).tolist():
     try:
       arr[r].read().result()
     except ValueError as e:

@@ -44,7 +44,7 @@ def references_that_fit(
 
   A model trained on rows of T tokens has never attended past position T; a prompt of
   five long references and a question goes past it, and RAG then measures the
-  positions more than the references (docs/design.md, "Session 32")."""
+  positions more than the references (docs/design.md, "Honest measurement")."""
   if max_tokens is None or not ref_texts:
     return len(ref_texts)
   keep = 1

@@ -95,10 +95,10 @@ def load_trained_run(
 
   cfg, _ = served_configs(config)
   paths = prepare_data(config.data)
-  vocab = load_vocab(data_config_from(config.data), paths)
+  data_cfg = data_config_from(config.data)
+  vocab = load_vocab(data_cfg, paths)
   params, step = load_trained_params(config, workdir)
-  run = TrainedRun(cfg, paths, vocab, params, step, [], None, None, None)
-  run.seq_len = data_config_from(config.data).seq_len
+  run = TrainedRun(cfg, paths, vocab, params, step, [], None, None, None, data_cfg.seq_len)
   if with_bank:
     run.refs = kb_references(paths, vocab, cfg.memory.ref_len)
     run.bank, run.embedder, run.retriever = build_bank_for(

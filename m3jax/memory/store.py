@@ -35,7 +35,14 @@ import numpy as np
 import tensorstore as ts
 
 from m3jax.memory import bankfiles, idrun, quantize, rowindex, rowrecord
-from m3jax.memory.damage import BankCorruptError, locate_damage, read_checked, short, verify_rows
+from m3jax.memory.damage import (
+  REBUILD,
+  BankCorruptError,
+  locate_damage,
+  read_checked,
+  short,
+  verify_rows,
+)
 from m3jax.memory.manifest import new_manifest, stale_problems
 from m3jax.memory.layout import (
   ROW_ARRAYS,
@@ -107,8 +114,7 @@ class MemoryBank:
         return idrun.read_chunks(run, np.asarray(chunks, np.int64), s, self.packed)
       except ValueError as e:
         raise BankCorruptError(
-          f"memory bank {self.url}: id index chunks {short(chunks)} "
-          f"cannot be read ({e}); rebuild the bank with build-memory"
+          f"memory bank {self.url}: id index chunks {short(chunks)} cannot be read ({e}); {REBUILD}"
         ) from None
 
     tail = self._read("id_hash", self._arrays["id_hash"], slice(s, m["count"]))
@@ -300,8 +306,7 @@ class MemoryBank:
         out.append(bytes(np.asarray(f.result())).decode("utf-8"))
       except ValueError as e:
         raise BankCorruptError(
-          f"memory bank {self.url}: array 'text_bytes' row {r} cannot "
-          f"be read ({e}); rebuild the bank with build-memory"
+          f"memory bank {self.url}: array 'text_bytes' row {r} cannot be read ({e}); {REBUILD}"
         ) from None
     return out
 

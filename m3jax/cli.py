@@ -47,6 +47,10 @@ def _summary(module) -> str | None:
 
 
 def main(argv=None) -> int:
+  if argv is None:  # run as a program: huge pages for XLA:CPU's buffers (run/hugepages.py)
+    from m3jax.run.hugepages import reexec_with_hugepages
+
+    reexec_with_hugepages()
   argv = list(sys.argv[1:] if argv is None else argv)
   debug = "--debug" in argv
   argv = [a for a in argv if a != "--debug"]

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import tensorstore as ts
 
+from m3jax.memory.damage import REBUILD
 from m3jax.memory.layout import BankLayout, row_arrays
 
 SPEC_VERSION = 3  # 3: one packed record per row (rows/); 2: one array per field
@@ -151,18 +152,18 @@ def read_manifest(url, context: ts.Context | None = None) -> dict:
   try:
     manifest = json.loads(bytes(got.value).decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{where} is corrupt ({e}); rebuild the bank with build-memory") from None
+    raise ValueError(f"{where} is corrupt ({e}); {REBUILD}") from None
   if isinstance(manifest, dict) and manifest.get("spec_version") not in (
     None,
     *READ_SPEC_VERSIONS,
   ):
     raise ValueError(
       f"{where} has spec version {manifest['spec_version']}, this code "
-      f"reads versions {READ_SPEC_VERSIONS}; rebuild the bank (or update m3jax)"
+      f"reads versions {READ_SPEC_VERSIONS}; {REBUILD} (or update m3jax)"
     )
   missing = [k for k in REQUIRED if not isinstance(manifest, dict) or k not in manifest]
   if missing:
-    raise ValueError(f"{where} is corrupt (missing fields {missing}); rebuild the bank")
+    raise ValueError(f"{where} is corrupt (missing fields {missing}); {REBUILD}")
   return manifest
 
 

@@ -225,4 +225,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from m3jax.run.hugepages import reexec_with_hugepages
+
+  reexec_with_hugepages()  # time the allocator the CLI runs with
   main()

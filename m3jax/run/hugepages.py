@@ -2,14 +2,16 @@
 
 XLA:CPU allocates each call's temporaries as one block (128 MB for `small`'s stage-2 step)
 and frees it when the call ends. glibc serves a block that large with ``mmap`` and returns
-it with ``munmap``, so every training step faults the block in again, 4 KiB at a time:
-13 million minor page faults and a quarter of the wall time of a 300-step stage 2 on 2
-cores (docs/design.md, "Session 33"). glibc's tunable ``glibc.malloc.hugetlb=1`` (glibc
->= 2.35) asks for transparent huge pages on those blocks, which cuts the faults 2 MiB at a
-time; nothing computed changes.
+it with ``munmap``, so every step faults the whole block in again, 4 KiB at a time: 13
+million minor page faults in 400 demo training steps. glibc's tunable
+``glibc.malloc.hugetlb=1`` (glibc >= 2.35) asks for transparent huge pages on such blocks,
+2 MiB a fault; nothing computed changes. Measured on 2 cores (docs/design.md, "Session
+33"; ``experiments/bench_hugepages.py``): those steps' faults 13.2M -> 0.36M, and
+``make demo`` 17 min 44 s -> 16 min 26 s, the same accuracies.
 
 A tunable is read when the process starts, so ``python -m m3jax`` (and the ``m3jax``
 script) re-executes itself with it, in the same process id, before importing jax.
+The ``experiments/bench_*.py`` scripts do the same, so they time what the CLI runs.
 ``make`` exports it, so its targets never re-execute. ``M3JAX_HUGEPAGES=0`` turns it off.
 Colab kernels and other long-lived interpreters start without it; set ``GLIBC_TUNABLES``
 before the interpreter starts to get it there.

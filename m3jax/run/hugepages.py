@@ -49,9 +49,10 @@ def env_with_hugepages(env: Mapping[str, str]) -> dict[str, str] | None:
 def reexec_with_hugepages() -> None:
   """Replace this process by the same command line with the tunable set (glibc Linux only).
 
-  Returns only when nothing is to change: not glibc, already set, or opted out.
+  Returns only when nothing is to change: not glibc, no known interpreter, already set, or
+  opted out.
   """
-  if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+  if sys.platform != "linux" or not sys.executable or platform.libc_ver()[0] != "glibc":
     return
   env = env_with_hugepages(os.environ)
   if env is None:

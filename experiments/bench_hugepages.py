@@ -2,7 +2,7 @@
 
 A tunable is read when a process starts, so each measurement is a fresh child process that
 times the stage-2 step of a config (``bench_train.time_steps``: synthetic batches, median
-step) and counts its own minor page faults over the timed steps. Children run in pairs, the
+step) and counts its own minor page faults per step, compilation left out. Children run in pairs, the
 two settings alternating and the first of each pair alternating too, and the table gives
 the median and spread of the paired ratios (with ÷ without). Writes
 ``experiments/results/bench_hugepages_<device>.json`` (or ``--out``).
@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,8 @@ SETTINGS = {"hugepages": SETTING, "default": f"{TUNABLE}=0"}
 
 
 def child(config_spec: str, overrides: list[str], steps: int) -> dict:
-  """One measurement in this process: stage-2 median step and minor faults per step."""
+  """One measurement in this process: the stage-2 median step and the minor page faults
+  per step of the timed steps (``bench_train.time_steps``; compilation left out)."""
   from experiments.bench_train import time_steps
   from m3jax.run.config import load_config
   from m3jax.train.config import train_config_from
@@ -39,19 +39,18 @@ def child(config_spec: str, overrides: list[str], steps: int) -> dict:
   stage = dataclasses.replace(
     train_config_from(config.train).stages[-1], use_memory=True, init_from=""
   )
-  time_steps(config, stage, 2)  # compile and warm up outside the counted window
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   r = time_steps(config, stage, steps)
-  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-  return {"step_s": r["step_s"], "minor_faults_per_step": faults / (steps + 3)}
+  return {"step_s": r["step_s"], "minor_faults_per_step": r["minor_faults_per_step"]}
 
 
 def measure(setting: str, args, overrides: list[str]) -> dict:
   env = dict(os.environ, GLIBC_TUNABLES=SETTINGS[setting])
   cmd = [sys.executable, os.path.abspath(__file__), "--child", "--steps", str(args.steps)]
   cmd += ["--config", args.config, *overrides]
-  out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  if proc.returncode != 0:
+    raise RuntimeError(f"{setting} measurement failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:

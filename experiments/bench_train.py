@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import sys
 import time
 
@@ -95,16 +96,19 @@ def time_steps(config, stage: StageSpec, steps: int) -> dict:
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for i in range(steps):
       t0 = time.perf_counter()
       state, m = step(state, batches[i % 2], jnp.float32(stage.peak_lr))
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t0)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
   times.sort()
   return {
     "step_s": times[len(times) // 2],
     "compile_s": compile_s,
     "tokens_per_s": batch * seq_len / times[len(times) // 2],
+    "minor_faults_per_step": faults / max(steps, 1),  # page faults of the timed steps
   }
 
 

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 # Transparent huge pages for XLA:CPU's per-step temporaries (m3jax/run/hugepages.py: small's
-# stage-2 step 0.88x, bench_hugepages.py); read by glibc at start-up, so set here.
+# stage-2 step 0.92x, bench_hugepages.py); read by glibc at start-up, so set here.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo reproduce test test-integration test-slow lint install clean tpu-venv tpu-venv-or-skip test-aot

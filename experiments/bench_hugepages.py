@@ -2,9 +2,9 @@
 
 A tunable is read when a process starts, so each measurement is a fresh child process that
 times the stage-2 step of a config (``bench_train.time_steps``: synthetic batches, median
-step) and counts its own minor page faults per step, compilation left out. Children run in pairs, the
-two settings alternating and the first of each pair alternating too, and the table gives
-the median and spread of the paired ratios (with ÷ without). Writes
+step) and counts its own minor page faults per step, compilation left out. Children run in
+pairs, the two settings alternating and the first of each pair alternating too, and the
+table gives the median and spread of the paired ratios (with ÷ without). Writes
 ``experiments/results/bench_hugepages_<device>.json`` (or ``--out``).
 
   python experiments/bench_hugepages.py [--pairs 5] [--steps 40]

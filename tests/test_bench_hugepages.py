@@ -3,20 +3,20 @@
 import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from m3jax.run.hugepages import glibc_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def _thp_usable() -> bool:
-  if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-    return False
-  if tuple(int(x) for x in platform.libc_ver()[1].split(".")[:2]) < (2, 35):
+  version = glibc_version()
+  if version is None or version < (2, 35):
     return False  # glibc.malloc.hugetlb is new in 2.35
   try:
     with open(THP) as f:

@@ -46,13 +46,24 @@ def env_with_hugepages(env: Mapping[str, str]) -> dict[str, str] | None:
   return new
 
 
+def glibc_version() -> tuple[int, ...] | None:
+  """This interpreter's glibc version on Linux, e.g. ``(2, 36)`` (empty when unreadable);
+  None elsewhere (musl, macOS, Windows): there is no tunable to set."""
+  if sys.platform != "linux":
+    return None
+  lib, version = platform.libc_ver()
+  if lib != "glibc":
+    return None
+  return tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
+
+
 def reexec_with_hugepages() -> None:
   """Replace this process by the same command line with the tunable set (glibc Linux only).
 
   Returns only when nothing is to change: not glibc, no known interpreter, already set, or
   opted out.
   """
-  if sys.platform != "linux" or not sys.executable or platform.libc_ver()[0] != "glibc":
+  if not sys.executable or glibc_version() is None:
     return
   env = env_with_hugepages(os.environ)
   if env is None:

@@ -24,7 +24,11 @@ class UserFiles:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   data_dir: str = "artifacts/data/tiny"
-  seed: int = 0
+  seed: int = 0  # the world, the QA split, the vocabulary and (unless order_seed) the order
+  # >= 0: the training rows' order and swap draws follow this seed instead of `seed`, so
+  # a run can change the order and keep the world and its data files (a training-time
+  # choice, not part of the prepared data's hash). -1: follow `seed`.
+  order_seed: int = -1
   vocab_kind: str = "sentencepiece"
   vocab_size: int = 512
   # Sizes the vocabulary to the corpus: vocab_size is halved (not below 256) until the
@@ -136,6 +140,8 @@ class DataConfig:
       raise ValueError("data.vocab_min_median_count must be >= 0 (0: keep data.vocab_size)")
     if self.seq_len < 2:
       raise ValueError(f"data.seq_len={self.seq_len} must be >= 2")
+    if self.order_seed < -1:
+      raise ValueError(f"data.order_seed={self.order_seed}: use a seed >= 0, or -1 (data.seed)")
     if not 0 <= self.world.heldout_fraction < 1:
       raise ValueError("data.world.heldout_fraction must be in [0, 1)")
     if self.memory_swap_unit not in ("word", "token"):

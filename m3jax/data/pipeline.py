@@ -239,7 +239,8 @@ def make_train_iterator(
   """
   cfg = data_config_from(data_cfg)
   seq_len = seq_len or cfg.seq_len
-  seed = cfg.seed if seed is None else seed
+  if seed is None:
+    seed = cfg.order_seed if cfg.order_seed >= 0 else cfg.seed
   chunk_len, ref_len = model_cfg.memory.chunk_len, model_cfg.memory.ref_len
   if with_references and seq_len % chunk_len:
     raise ValueError(

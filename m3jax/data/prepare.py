@@ -99,6 +99,7 @@ def sources_key(cfg: DataConfig) -> str:
   fields = dataclasses.asdict(cfg)
   for k in (
     "data_dir",
+    "order_seed",  # the training rows' order, not data
     "seq_len",
     "train_query",
     "train_overlap_threshold",

@@ -12,12 +12,15 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo reproduce test test-integration test-slow lint install clean tpu-venv tpu-venv-or-skip test-aot
 
+# pip byte-compiles the installed files one at a time (half of a cached install, mostly
+# TensorFlow's); compileall writes the same .pyc files on every core.
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	-$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null  # a file that does not compile is pip's warning, not an error
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -124,10 +124,11 @@ def _at_default(key: str, value) -> bool:
 
 def check_same_model(saved, config, workdir: str) -> None:
   """Refuses serving ``workdir``'s weights as another model; keys that only say how the
-  model reads its memories (``_READ_TIME``) may differ, and so may fields ``saved``
-  predates that ``config`` leaves at their defaults (the weights were trained so)."""
+  model reads its memories (``_READ_TIME``) or how its weights were first drawn
+  (``_INIT_ONLY``) may differ, and so may fields ``saved`` predates that ``config`` leaves
+  at their defaults (the weights were trained so)."""
   keys = diff_keys(saved.model, config.model, "model", accept_absent=_unchanged_if_absent)
-  keys = [k for k in keys if k not in _READ_TIME]
+  keys = [k for k in keys if k not in _READ_TIME | _INIT_ONLY]
   if keys:
     raise ValueError(
       f"{workdir} was trained with another model: {', '.join(keys)} differ "
@@ -152,6 +153,9 @@ _CHOOSERS = frozenset({"model.memory.ref_len_fit"})
 # evaluating with another number of references per chunk is a measurement, not another
 # model (docs/design.md, "Session 29").
 _READ_TIME = frozenset({"model.memory.refs_per_chunk"})
+# Keys that only say how a new run draws its weights: trained weights serve the same
+# whatever they were (resuming a run compares them: another scale is another run).
+_INIT_ONLY = frozenset({"model.init_std"})
 
 
 def _unchanged_if_absent(key: str, value) -> bool:

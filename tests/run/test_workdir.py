@@ -52,6 +52,8 @@ def test_resume_with_changed_model_is_refused_listing_keys(tmp_path, capsys):
 def test_serving_another_model_is_refused_but_reading_more_references_is_not():
   saved = load_config(SPEC)
   wd.check_same_model(saved, load_config(SPEC, ["--config.model.memory.refs_per_chunk=2"]), "w")
+  # Weights drawn at another scale are trained weights all the same.
+  wd.check_same_model(saved, load_config(SPEC, ["--config.model.init_std=0.5"]), "w")
   with pytest.raises(ValueError, match=r"model\.num_layers differ"):
     wd.check_same_model(saved, load_config(SPEC, ["--config.model.num_layers=2"]), "w")
 

@@ -128,7 +128,7 @@ def check_same_model(saved, config, workdir: str) -> None:
   (``_INIT_ONLY``) may differ, and so may fields ``saved`` predates that ``config`` leaves
   at their defaults (the weights were trained so)."""
   keys = diff_keys(saved.model, config.model, "model", accept_absent=_unchanged_if_absent)
-  keys = [k for k in keys if k not in _READ_TIME | _INIT_ONLY]
+  keys = [k for k in keys if k not in _SERVES_ANY_VALUE]
   if keys:
     raise ValueError(
       f"{workdir} was trained with another model: {', '.join(keys)} differ "
@@ -156,6 +156,7 @@ _READ_TIME = frozenset({"model.memory.refs_per_chunk"})
 # Keys that only say how a new run draws its weights: trained weights serve the same
 # whatever they were (resuming a run compares them: another scale is another run).
 _INIT_ONLY = frozenset({"model.init_std"})
+_SERVES_ANY_VALUE = _READ_TIME | _INIT_ONLY
 
 
 def _unchanged_if_absent(key: str, value) -> bool:

@@ -20,6 +20,8 @@ def kb_references(paths, vocab, ref_len: int) -> list[Reference]:
 
   A line that fits keeps its id and text (banks and QA gold ids stay valid); a longer one
   becomes ``X``, ``X#1``, … (``references.document_pieces`` maps ``X`` back to them).
+  Silent: training, pre-retrieval and evaluation each call it; the run says once what is
+  split (:func:`split_note`, printed where ``ref_len`` is fitted).
   """
   records = read_jsonl(paths.references, "references")
   flat, offsets = np.load(paths.ref_tokens), np.load(paths.ref_offsets)
@@ -38,21 +40,29 @@ def kb_references(paths, vocab, ref_len: int) -> list[Reference]:
         f"{paths.references}: a split line's piece id clashes with another line's id "
         f"{dup}; rename that line (ids ending in '#<digits>' are piece ids)"
       )
-    lengths = np.diff(offsets)
-    long = int(np.sum(lengths > ref_len))
-    advice = ""
-    if long > 0.1 * len(records):  # a split line's later pieces may not name its subject
-      p90 = int(np.percentile(lengths, 90))
-      advice = (
-        f"; a piece of a split line may hold a fact without its subject, and each memory "
-        f"slot reads one piece: to keep 90% of the lines whole, set "
-        f"--config.model.memory.ref_len={p90} or more (before training)"
-      )
-    print(
-      f"[m3jax] {long} of the {len(records)} knowledge-base lines are longer than "
-      f"model.memory.ref_len={ref_len} tokens and are split: {len(refs)} references{advice}"
-    )
   return refs
+
+
+def split_note(line_lengths: np.ndarray, ref_len: int) -> str | None:
+  """What splitting lines of ``line_lengths`` tokens at ``ref_len`` does, for the user: None
+  when every line fits. With more than 10% split, it names the ``ref_len`` that keeps 90%
+  whole (a split line's later pieces may hold a fact without its subject, and each memory
+  slot reads one piece)."""
+  long = int(np.sum(line_lengths > ref_len))
+  if not long:
+    return None
+  advice = ""
+  if long > 0.1 * len(line_lengths):
+    p90 = int(np.percentile(line_lengths, 90))
+    advice = (
+      f"; a piece of a split line may hold a fact without its subject, and each memory "
+      f"slot reads one piece: to keep 90% of the lines whole, set "
+      f"--config.model.memory.ref_len={p90} or more (before training)"
+    )
+  return (
+    f"[m3jax] {long} of the {len(line_lengths)} knowledge-base lines are longer than "
+    f"model.memory.ref_len={ref_len} tokens and are split at sentence ends{advice}"
+  )
 
 
 def reference_arrays(refs, ref_len: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,8 @@ import math
 import ml_collections
 import numpy as np
 
+from m3jax.data.kb import split_note
+
 CAP = 128  # the paper's reference length (SPEC §3.3)
 STEP = 16
 
@@ -49,6 +51,8 @@ def fit_ref_len(config: ml_collections.ConfigDict, paths=None) -> ml_collections
   """``config`` with ``model.memory.ref_len`` fitted (unchanged when ``ref_len_fit`` is 0).
 
   ``paths``: the run's prepared data (``prepared_paths``), prepared here when None.
+  Prints the lines the fitted length still splits (``kb.split_note``): once per run, here,
+  as training, pre-retrieval and evaluation split them silently.
   """
   memory = config.model.memory
   quantile = float(memory.get("ref_len_fit", 0.0) or 0.0)
@@ -68,6 +72,9 @@ def fit_ref_len(config: ml_collections.ConfigDict, paths=None) -> ml_collections
     )
     _scale_kept_tokens(config, int(memory.ref_len), ref_len)
     memory.ref_len = ref_len
+  note = split_note(lengths, ref_len)
+  if note:
+    print(note, flush=True)
   return config
 
 

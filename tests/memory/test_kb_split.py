@@ -3,6 +3,8 @@ every path (training arrays, bank, retrieval, RAG, gold ids), so all see the sam
 
 import json
 
+import numpy as np
+
 
 from m3jax.data.references import document_pieces, split_reference, split_tokens
 from tests.data.conftest import tiny_data_cfg
@@ -77,12 +79,17 @@ def test_ten_ref_len_line_is_ten_references_for_training_memory_retrieval_and_ra
 
   capsys.readouterr()
   refs = kb_references(paths, vocab, n)
-  # One line of five split (> 10%): the message names the ref_len that keeps 90% whole.
-  said = capsys.readouterr().out
-  assert "1 of the 5 knowledge-base lines" in said
-  assert "--config.model.memory.ref_len=" in said
-  assert len(kb_references(paths, vocab, 10 * n)) == 5  # every line fits: nothing to say
-  assert "split" not in capsys.readouterr().out
+  assert len(kb_references(paths, vocab, 10 * n)) == 5  # every line fits whole
+  assert capsys.readouterr().out == ""  # silent: the run's fit says it once (split_note)
+  lengths = np.array([n // 2] * 4 + [10 * n])
+  # One line of five split (> 10%): the note names the ref_len that keeps 90% whole.
+  assert "1 of the 5 knowledge-base lines" in kb.split_note(lengths, n)
+  assert f"--config.model.memory.ref_len={int(np.percentile(lengths, 90))} or" in (
+    kb.split_note(lengths, n)
+  )
+  # One of twenty (5%): said, without advice.
+  assert kb.split_note(np.array([n // 2] * 19 + [10 * n]), n).endswith("sentence ends")
+  assert kb.split_note(lengths, 10 * n) is None
   pieces = ["long"] + [f"long#{i}" for i in range(1, 10)]
   assert [r.id for r in refs] == ["s0", "s1", *pieces, "s2", "s3"]
   text_of = {r.id: r.text for r in refs}

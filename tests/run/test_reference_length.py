@@ -43,12 +43,26 @@ def test_fit_grows_ref_len_to_the_knowledge_base(tmp_path, capsys):
   config.model.memory.ref_len_fit = 0.9
   fit_ref_len(config)
   assert config.model.memory.ref_len == 80  # the 90% line has 69 bytes
-  assert "model.memory.ref_len 32 -> 80" in capsys.readouterr().out
+  said = capsys.readouterr().out
+  assert "model.memory.ref_len 32 -> 80" in said
+  assert "split" not in said  # every line now fits whole
   fit_ref_len(config)  # a fitted config fits again to itself
   assert config.model.memory.ref_len == 80
   (tmp_path / "off").mkdir()
   off = _byo(tmp_path / "off", 12)
   assert fit_ref_len(off).model.memory.ref_len == 32  # ref_len_fit 0: as given
+
+
+def test_fit_says_once_which_lines_the_fitted_length_still_splits(tmp_path, capsys):
+  config = _byo(tmp_path, 12)  # ten lines each of 59, 64 and 69 bytes
+  config.model.memory.ref_len_fit = 0.5  # the median line, 64 bytes: ref_len 64
+  fit_ref_len(config)
+  assert config.model.memory.ref_len == 64
+  said = capsys.readouterr().out
+  assert said.count("knowledge-base lines") == 1
+  # A third of the lines split (> 10%): the note names the length that keeps 90% whole.
+  assert "10 of the 30 knowledge-base lines are longer than model.memory.ref_len=64" in said
+  assert "--config.model.memory.ref_len=69 or more" in said
 
 
 def test_fit_grows_the_tokens_kept_per_head_in_proportion(tmp_path, capsys):

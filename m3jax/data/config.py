@@ -116,6 +116,11 @@ class DataConfig:
   # rows train reading them from memory. 0: off (the RAG condition then measures a
   # memory-trained model's incidental in-context copying).
   context_ref_rate: float = 0.0
+  # Distractor memories (m3jax.data.distractors): in memory stages, this fraction of the
+  # chunks that read a reference read a random other one, so the model learns that a
+  # memory may be about something else (as decoding's previous-chunk retrieval often
+  # is). 0: off (every training memory is the chunk's own).
+  memory_distractor_rate: float = 0.0
   # A user's QA file split by reference (m3jax.data.qa_split): the questions about a
   # `user_qa_train_fraction` of the references (by a seeded hash of gold_ref_id) become
   # training documents, `user_qa_train_passes` per reference, and only the others are
@@ -187,6 +192,10 @@ class DataConfig:
       raise ValueError(f"data.user_qa_train_passes={self.user_qa_train_passes} must be >= 1")
     if self.kb_cloze_window < 0:
       raise ValueError(f"data.kb_cloze_window={self.kb_cloze_window} must be >= 0")
+    if not 0.0 <= self.memory_distractor_rate <= 1.0:
+      raise ValueError(
+        f"data.memory_distractor_rate={self.memory_distractor_rate} must be in [0, 1]"
+      )
     if not 0.0 <= self.context_ref_rate <= 1.0:
       raise ValueError(f"data.context_ref_rate={self.context_ref_rate} must be in [0, 1]")
     if not 0.0 <= self.kb_cloze_rate <= 1.0:

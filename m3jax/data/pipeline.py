@@ -28,6 +28,7 @@ from m3jax.data import (
   cloze,
   context_refs,
   counterfactual,
+  distractors,
   kb,
   pretrieval,
   qa_values,
@@ -68,6 +69,7 @@ class TrainIterator:
     context_rate: float = 0.0,
     context_rows: context_refs.ContextRefs | None = None,
     chunk_len: int = 0,
+    distractor_rate: float = 0.0,
   ):
     if batch_size % process_count:
       raise ValueError(
@@ -117,6 +119,8 @@ class TrainIterator:
     if self.cloze_rate and (cloze_rows is None or self._refs is None or chunk_len <= 0):
       raise ValueError("knowledge-base cloze rows need references, a KBCloze and chunk_len")
     self.context_rate, self._context = float(context_rate), context_rows
+    # Distractor memories (m3jax.data.distractors): chunks reading an unrelated reference.
+    self.distractor_rate = float(distractor_rate) if self._refs is not None else 0.0
     if self.context_rate and (context_rows is None or self._refs is None or chunk_len <= 0):
       raise ValueError("in-context reference rows need references, a ContextRefs and chunk_len")
 
@@ -151,7 +155,10 @@ class TrainIterator:
     rows = self._permutation()[start : start + self.local_batch]
     position = [self.seed, self.epoch, self.step, self._lo, 7]
     self.step += 1
-    out = self.batch(rows)
+    distract = None
+    if self.distractor_rate:  # before the swap: it swaps what the drawn reference holds
+      distract = np.random.default_rng(position[:-1] + [19])
+    out = self.batch(rows, distract)
     if self.swap_rate:
       # Seeded by the position, so a resumed run swaps exactly as the original did.
       rng = np.random.default_rng(position)
@@ -182,8 +189,9 @@ class TrainIterator:
       out = self._cloze.replace_rows(out, self.cloze_rate, rng, self.bos_id, self.chunk_len)
     return out
 
-  def batch(self, rows: np.ndarray) -> dict:
-    """The contract dict for the given packed-sequence rows."""
+  def batch(self, rows: np.ndarray, distract: np.random.Generator | None = None) -> dict:
+    """The contract dict for the given packed-sequence rows (``distract``: the generator
+    that redraws ``distractor_rate`` of the chunks' references; None keeps them)."""
     targets = self._rows[rows].astype(np.int32)
     out = dict(
       inputs=shift.inputs_for(targets, self.bos_id),
@@ -193,6 +201,10 @@ class TrainIterator:
     if self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
       idx_BxC = self._refs[rows]
+      if distract is not None:
+        idx_BxC = distractors.redraw(
+          idx_BxC, self.distractor_rate, distract, len(self._ref_lengths)
+        )
       safe = np.maximum(idx_BxC, 0)
       lengths = np.where(idx_BxC >= 0, self._ref_lengths[safe], 0).astype(np.int32)
       tokens = self._ref_tokens[safe] * (idx_BxC >= 0)[..., None]
@@ -345,6 +357,7 @@ def make_train_iterator(
     context_rate=context_rate,
     context_rows=context_rows,
     chunk_len=chunk_len,
+    distractor_rate=cfg.memory_distractor_rate if split == "train" and with_references else 0.0,
   )
 
 

@@ -117,6 +117,7 @@ def sources_key(cfg: DataConfig) -> str:
     "kb_cloze_rate",
     "kb_cloze_window",
     "context_ref_rate",  # training-time rows, not data
+    "memory_distractor_rate",  # training-time memories, not data
     "repeat_rate",  # training-time rows, not data
     "repeat_spans",
   ):

@@ -289,6 +289,7 @@ def test_training_time_knobs_leave_the_data_hash_alone(tmp_path):
   )
   assert base == key(kb_cloze="on", kb_cloze_rate=0.5)
   assert base == key(context_ref_rate=0.2)
+  assert base == key(memory_distractor_rate=0.2)
   assert base == key(repeat_rate=0.3, repeat_spans=(4, 16))
   assert base != key(vocab_size=256)
 

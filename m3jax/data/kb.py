@@ -43,24 +43,24 @@ def kb_references(paths, vocab, ref_len: int) -> list[Reference]:
   return refs
 
 
-def split_note(line_lengths: np.ndarray, ref_len: int) -> str | None:
-  """What splitting lines of ``line_lengths`` tokens at ``ref_len`` does, for the user: None
+def split_note(line_lengths_N: np.ndarray, ref_len: int) -> str | None:
+  """What splitting lines of ``line_lengths_N`` tokens at ``ref_len`` does, for the user: None
   when every line fits. With more than 10% split, it names the ``ref_len`` that keeps 90%
   whole (a split line's later pieces may hold a fact without its subject, and each memory
   slot reads one piece)."""
-  long = int(np.sum(line_lengths > ref_len))
+  long = int(np.sum(line_lengths_N > ref_len))
   if not long:
     return None
   advice = ""
-  if long > 0.1 * len(line_lengths):
-    p90 = int(np.percentile(line_lengths, 90))
+  if long > 0.1 * len(line_lengths_N):
+    p90 = int(np.percentile(line_lengths_N, 90))
     advice = (
       f"; a piece of a split line may hold a fact without its subject, and each memory "
       f"slot reads one piece: to keep 90% of the lines whole, set "
       f"--config.model.memory.ref_len={p90} or more (before training)"
     )
   return (
-    f"[m3jax] {long} of the {len(line_lengths)} knowledge-base lines are longer than "
+    f"[m3jax] {long} of the {len(line_lengths_N)} knowledge-base lines are longer than "
     f"model.memory.ref_len={ref_len} tokens and are split at sentence ends{advice}"
   )
 

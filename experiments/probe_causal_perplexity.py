@@ -37,15 +37,18 @@ def chunk_losses(cfg, params, seqs, memory_fn, batch_size: int = 8):
 
   Chunk c's loss sums the next-token losses of its positions (from 1 on); ``same_top1``
   is False for chunk 0 (it reads nothing causally)."""
+  import jax
   import jax.numpy as jnp
 
   from m3jax.evaluate.perplexity import chunk_queries
-  from m3jax.task import LMTask, gather_memory
+  from m3jax.task import LMTask, gather_memory, target_logprobs
 
   L = cfg.memory.chunk_len
   T = max(len(s) for s in seqs)
   C = -(-T // L)
-  score = LMTask.of(cfg).span_logprob
+  model = LMTask.of(cfg).model
+  # One forward per condition: log p of every token t >= 1 (index t - 1), summed per chunk.
+  token_logp = jax.jit(lambda p, t, m: target_logprobs(model.apply({"params": p}, t, m), t))
   nll = np.zeros((len(seqs), C, len(CONDITIONS)))
   count = np.zeros((len(seqs), C), np.int64)
   same = np.zeros((len(seqs), C), bool)
@@ -66,14 +69,13 @@ def chunk_losses(cfg, params, seqs, memory_fn, batch_size: int = 8):
       mems.append(got.memory)
       first = {id(q): got.ids[k][0] for k, q in enumerate(got.queries)}
       top1[retrieval] = [[first.get(id(q)) for q in row] for row in plan]
-    for c in range(C):
-      start = np.full(batch_size, max(1, c * L), np.int32)
-      end = np.array([min(len(x), (c + 1) * L) for x in part], np.int32)
-      for k, mem in enumerate(mems):
-        logp = np.asarray(score(params, jnp.asarray(tokens), start, end, mem), np.float64)
-        nll[s : s + n, c, k] = -logp[:n]
-      count[s : s + n, c] = np.maximum(end - start, 0)[:n]
-      for i in range(n):
+    logp = [np.asarray(token_logp(params, jnp.asarray(tokens), m), np.float64) for m in mems]
+    for i in range(n):
+      for c in range(C):
+        start, end = max(1, c * L), min(len(part[i]), (c + 1) * L)
+        for k in range(len(mems)):
+          nll[s + i, c, k] = -logp[k][i, start - 1 : max(start, end) - 1].sum()
+        count[s + i, c] = max(end - start, 0)
         same[s + i, c] = c > 0 and top1["causal"][i][c] == top1["own_text"][i][c]
   return nll, count, same
 

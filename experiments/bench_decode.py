@@ -39,6 +39,7 @@ import numpy as np
 from experiments import bench_common
 from m3jax.run.config import load_config
 from m3jax.data.references import Reference
+from m3jax.evaluate import speed
 from m3jax.inference.generate import Generator
 from m3jax.inference.sampling import SamplingConfig
 from m3jax.memory.build import BankConfig, build_bank, build_index_for
@@ -150,47 +151,11 @@ def run_once(
   return row
 
 
-def run_interleaved(conditions: dict, runs: int, progress: bool = True) -> dict:
-  """Runs every condition once per round, ``runs`` rounds after one warm-up round.
-
-  Interleaving pairs the conditions in time: a slow spell of the machine (other jobs,
-  frequency changes) hits every condition of a round, so the per-round ratios cancel it
-  where back-to-back blocks of one condition would not. Odd rounds run the conditions
-  in reverse order so none always goes first. Returns {name: [row per timed round]}.
-  """
-  from tqdm.auto import tqdm
-
-  names = list(conditions)
-  for name in names:  # warm-up: compiles, fills caches; not timed
-    conditions[name]()
-  rows = {name: [] for name in names}
-  for r in tqdm(range(runs), desc="decode rounds", disable=not progress):
-    for name in names if r % 2 == 0 else names[::-1]:
-      rows[name].append(conditions[name]())
-  return rows
-
-
 def summarize_rows(rows: list[dict]) -> dict:
-  """Median of each field over the timed rounds (tokens/s: of the per-round values)."""
-  out = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+  """Median of each field over the timed rounds, and the device's share of the time."""
+  out = speed.median_row(rows)
   out["device_s"] = out["total_s"] - out["retrieval_s"] - out["bank_s"]
-  out["tokens_per_s_runs"] = [r["tokens_per_s"] for r in rows]
   return out
-
-
-def paired_ratio(rows_a: list[dict], rows_b: list[dict]) -> dict:
-  """Per-round tokens/s ratios a ÷ b: median, spread (min, max, quartiles) and values."""
-  ratios = np.array([a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(rows_a, rows_b)])
-  q25, q75 = np.percentile(ratios, [25, 75])
-  return {
-    "median": float(np.median(ratios)),
-    "min": float(ratios.min()),
-    "max": float(ratios.max()),
-    "q25": float(q25),
-    "q75": float(q75),
-    "n": int(ratios.size),
-    "values": ratios.tolist(),
-  }
 
 
 def rag_prompts(feeder: MemoryFeeder, refs_by_id, prompts, timer_box: dict):
@@ -317,12 +282,12 @@ def main(argv=None):
     ),
     "rag": lambda: run_once(gen, rag, args.new_tokens),
   }
-  rows = run_interleaved(conditions, runs)
+  rows = speed.run_interleaved(conditions, runs)
   feeder.close()
   results = {name: summarize_rows(r) for name, r in rows.items()}
   results["rag"]["retrieval_s"] = box["retrieval_s"]
 
-  pair = lambda a, b: paired_ratio(rows[a], rows[b])
+  pair = lambda a, b: speed.paired_ratio(rows[a], rows[b])
   ratios = {
     "memory_vs_none": pair("memory_cache_off", "no_memory"),
     "memory_vs_none_resident": pair("memory_resident", "no_memory"),

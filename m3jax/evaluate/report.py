@@ -37,7 +37,7 @@ class EvalConfig:
   speed_batch: int = 16
   speed_prompt_tokens: int = 128
   speed_new_tokens: int = 128
-  speed_runs: int = 3
+  speed_runs: int = 3  # timed interleaved rounds, after one untimed warm-up round
   plot_dir: str = ""  # "" = <workdir>/eval/plots
   results_path: str = ""  # "" = <workdir>/eval/<command>.json
   attribution_examples: int = 4
@@ -160,6 +160,16 @@ def table(results: Mapping[str, Any]) -> str:
     notes.append(
       "tokens/s: memory = cold (row cache off, unique ids: the paper's worst "
       "case), memory_warm = row cache on"
+    )
+  ratios = (results.get("speed") or {}).get("ratios") or {}
+  if ratios:
+    notes.append(
+      "tokens/s are medians of interleaved rounds; paired per-round ratios, median "
+      "(quartiles): "
+      + ", ".join(
+        f"{k.replace('_vs_', ' / ')} {r['median']:.3f} ({r['q25']:.3f}-{r['q75']:.3f}, n={r['n']})"
+        for k, r in ratios.items()
+      )
     )
   if "oracle_memory" in (results.get("perplexity") or {}):
     notes.append(

@@ -63,7 +63,16 @@ def test_evaluate_all_smoke(tmp_path):
   for key in ("qa_exact_match", "qa_multiple_choice"):
     assert set(out[key]) == set(ev.conditions)
   assert set(out["decode_tokens_per_s"]) == {"no_memory", "memory", "memory_warm", "rag"}
-  assert out["speed"]["memory"]["cold"] and not out["speed"]["memory_warm"]["cold"]
+  conds = out["speed"]["conditions"]
+  assert conds["memory"]["cold"] and not conds["memory_warm"]["cold"]
+  assert len(conds["rag"]["tokens_per_s_runs"]) == out["speed"]["rounds"] == ev.speed_runs
+  ratios = out["speed"]["ratios"]
+  assert set(out["decode_ratios"]) == set(ratios) >= {"memory_vs_none", "memory_vs_rag"}
+  got = ratios["memory_vs_rag"]
+  per_round = [
+    m / r for m, r in zip(conds["memory"]["tokens_per_s_runs"], conds["rag"]["tokens_per_s_runs"])
+  ]
+  assert got["values"] == pytest.approx(per_round) and got["n"] == ev.speed_runs
   assert set(out["perplexity"]) == {"no_memory", "memory", "oracle_memory"}
   assert all(v > 0 for v in out["decode_tokens_per_s"].values())
   assert 0 <= out["retrieval"]["gold_recall_at_R"] <= 1

@@ -44,7 +44,7 @@ def test_plan_keeps_tokens_equal():
   assert list(scratch.stage_order) == ["scratch"]
   assert scratch.stages.scratch["steps"] == sum(two.stages[s]["steps"] for s in two.stage_order)
   assert scratch.stages.scratch["use_memory"] and scratch.stages.scratch["init_from"] == ""
-  # eight evaluated checkpoints per run by default: small is 200 + 3 x 3000 steps
+  # eight evaluated checkpoints per run by default: small is 200 + 3 x 3500 steps
   total = c.train.stages.warmup.steps + 3 * c.train.stages.continual.steps
   assert reproduce.default_eval_every(runs) == round(total / 8)
 

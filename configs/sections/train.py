@@ -32,13 +32,14 @@ _SIZES = {
     eval_every=0,
   ),
   # CPU demo (batch 4 x seq 256 = 1024 tokens/step): a short warmup (~30 s) and a long
-  # continual stage (~9.5 min on the 2-core AMD VM, ~15 on the Intel one). Reading memory
-  # is learned in stage 2, so the budget goes there; and it is learned per update, not
-  # per token, so the batch is small (batch 4 x 3000 steps reads values that batch 16 x
-  # 750, the same tokens, does not; a batch-4 step is also faster per token on a CPU).
-  # 3,500 continual steps, not 3,000: the closed-list transition of 2 of 5 seeds came
-  # after step 3,000; at 3,500 all five seeds read every kind (docs/design.md, "Session
-  # 37"). docs/design.md, "the small demo config" and "Reading values sooner".
+  # continual stage (~9.5 min on the 2-core AMD VM, about twice that on the Intel one).
+  # Reading memory is learned in stage 2, so the budget goes there; and it is learned per
+  # update, not per token, so the batch is small (batch 4 x 3000 steps reads values that
+  # batch 16 x 750, the same tokens, does not; a batch-4 step is also faster per token on
+  # a CPU). 3,500 continual steps, not 3,000: seed 0's closed-list transition comes after
+  # step 3,000 on the AMD VM; at 3,500 four of five seeds read closed lists and three meet
+  # every accuracy bar (docs/design.md, "Session 37"). docs/design.md, "the small demo
+  # config" and "Reading values sooner".
   "small": dict(
     batch_size=4,
     steps=(200, 3500),

@@ -133,22 +133,16 @@ class ResidentMemory:
 def run_once(
   gen: Generator, prompts, new_tokens: int, memory_fn=None, timer: TimedMemory | None = None
 ) -> dict:
+  """speed.generate_row, plus the memory source's retrieval and bank-read timers."""
   if timer is not None:
     timer.reset()
-  res = gen.generate(prompts, new_tokens, memory_fn=memory_fn)
-  total = res.time_to_first_token + res.decode_seconds
-  row = {
-    "ttft_s": res.time_to_first_token,
-    "decode_s": res.decode_seconds,
-    "total_s": total,
-    "tokens": len(prompts) * new_tokens,
-    "retrieval_s": timer.retrieval_s if timer else 0.0,
-    "bank_s": timer.bank_s if timer else 0.0,
-    "retrievals": timer.calls if timer else 0,
-    "swaps": res.num_swaps,
-  }
-  row["tokens_per_s"] = row["tokens"] / total
-  return row
+  row = speed.generate_row(gen, prompts, new_tokens, memory_fn)
+  return dict(
+    row,
+    retrieval_s=timer.retrieval_s if timer else 0.0,
+    bank_s=timer.bank_s if timer else 0.0,
+    retrievals=timer.calls if timer else 0,
+  )
 
 
 def summarize_rows(rows: list[dict]) -> dict:

@@ -34,13 +34,15 @@ from m3jax.inference.sampling import SamplingConfig
 
 
 def generate_row(gen: Generator, prompts: Sequence[np.ndarray], new_tokens: int, memory_fn=None):
-  """One timed generation -> {"tokens_per_s", "ttft_s", "decode_s", "total_s", "tokens"}."""
+  """One timed generation -> {"tokens_per_s", "ttft_s", "decode_s", "total_s", "tokens",
+  "swaps", ...}."""
   t0 = time.perf_counter()
   res = gen.generate(prompts, new_tokens, memory_fn=memory_fn)
   wall = time.perf_counter() - t0
   n = len(prompts) * new_tokens
   total = res.time_to_first_token + res.decode_seconds
   return {
+    "swaps": res.num_swaps,
     "tokens_per_s": n / max(total, 1e-9),
     "decode_only_tokens_per_s": n / max(res.decode_seconds, 1e-9),
     "ttft_s": res.time_to_first_token,
@@ -169,26 +171,28 @@ def throughput(
 
     def cold_row():
       with cache_off(bank):
-        return dict(generate_row(gen, prompts, new_tokens, source), cold=1.0)
+        return generate_row(gen, prompts, new_tokens, source)
 
     def warm_row():
       c = bank.cache
       before = (c.hits, c.misses)
       row = generate_row(gen, prompts, new_tokens, memory_fn)
       hits, misses = c.hits - before[0], c.misses - before[1]
-      return dict(row, cold=0.0, cache_hit_rate=hits / max(hits + misses, 1))
+      return dict(row, cache_hit_rate=hits / max(hits + misses, 1))
 
     conditions["memory"], conditions["memory_warm"] = cold_row, warm_row
   elif memory_fn is not None:
-    conditions["memory"] = lambda: dict(generate_row(gen, prompts, new_tokens, memory_fn), cold=0.0)
+    conditions["memory"] = lambda: generate_row(gen, prompts, new_tokens, memory_fn)
   if rag_prompts is not None:
     conditions["rag"] = lambda: generate_row(gen, rag_prompts, new_tokens)
-  rows = run_interleaved(conditions, max(runs, 1), progress=progress)
+  rounds = max(runs, 1)
+  rows = run_interleaved(conditions, rounds, progress=progress)
+  is_cold = {"memory": cold, "memory_warm": False}  # the memory rows say which they are
   out = {}
   for name, r in rows.items():
     row = median_row(r)
-    if "cold" in row:
-      row["cold"] = bool(row["cold"])
+    if name in is_cold:
+      row["cold"] = is_cold[name]
     used = rag_prompts if name == "rag" and rag_prompts is not None else prompts
     out[name] = dict(
       row,
@@ -205,4 +209,4 @@ def throughput(
   ratios = {
     k: paired_ratio(rows[a], rows[b]) for k, (a, b) in pairs.items() if a in rows and b in rows
   }
-  return {"conditions": out, "ratios": ratios, "rounds": max(runs, 1), "warmup_rounds": 1}
+  return {"conditions": out, "ratios": ratios, "rounds": rounds, "warmup_rounds": 1}

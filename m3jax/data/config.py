@@ -70,6 +70,11 @@ class DataConfig:
   # The loss weight of a swapped token (loss_mask; 1: an ordinary token). Above 1, the
   # tokens only memory can predict weigh more in the training loss.
   memory_swap_loss_weight: float = 1.0
+  # > 0: the swapped tokens' weight rises linearly from memory_swap_loss_weight_start to
+  # memory_swap_loss_weight over the first this-many swapped batches (the memory stage's
+  # first steps), then stays; 0: memory_swap_loss_weight from the first step.
+  memory_swap_loss_ramp: int = 0
+  memory_swap_loss_weight_start: float = 1.0
   memory_swap_unit: str = "word"
   # Word unit: a punctuation piece ("." "," "?") is a word of its own, so a value that ends
   # a sentence or a clause ("launched in 1842.") is the same word as where a row or an
@@ -168,6 +173,14 @@ class DataConfig:
       raise ValueError(
         f"data.memory_swap_loss_weight={self.memory_swap_loss_weight} must be > 0 "
         "(1: a swapped token weighs as any other)"
+      )
+    if self.memory_swap_loss_ramp < 0:
+      raise ValueError(
+        f"data.memory_swap_loss_ramp={self.memory_swap_loss_ramp} must be >= 0 (0: no ramp)"
+      )
+    if not self.memory_swap_loss_weight_start > 0.0:
+      raise ValueError(
+        f"data.memory_swap_loss_weight_start={self.memory_swap_loss_weight_start} must be > 0"
       )
     if self.memory_swap_stop_tokens < 0:
       raise ValueError("data.memory_swap_stop_tokens must be >= 0")

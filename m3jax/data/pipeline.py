@@ -5,7 +5,8 @@ The batch contract (one numpy dict per step, host-local rows):
   inputs      int32   [B, T]     row starts with <s>
   targets     int32   [B, T]     inputs shifted left by one (next tokens)
   loss_mask   float32 [B, T]     the loss weight of each target: 1 on real targets, 0 off,
-                                 data.memory_swap_loss_weight on swapped ones
+                                 data.memory_swap_loss_weight on swapped ones (ramped up
+                                 over the first data.memory_swap_loss_ramp swapped batches)
   ref_tokens  int32   [B, C, N]  memory stages only: ONE reference per chunk, right-padded
   ref_lengths int32   [B, C]     0 = no reference (e.g. dropped by the leakage filter)
 
@@ -15,7 +16,9 @@ c-R+1..c; that windowing is the model's job, the batch carries one reference per
 The order is a pure function of (seed, epoch): each epoch is a fresh permutation of the
 packed sequences and global batch ``step`` takes permutation rows [step·B, (step+1)·B);
 host ``process_index`` of ``process_count`` keeps its contiguous slice of those rows. So
-``state() -> {"epoch", "step"}`` and ``restore(state)`` resume the identical stream.
+``state() -> {"epoch", "step", "swap_batches"}`` and ``restore(state)`` resume the
+identical stream (``swap_batches``, the batches drawn with the swap on, sets the ramped
+swap weight; a state without it, written before the ramp existed, reads as 0).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class TrainIterator:
     swap_words: counterfactual.WordSwapper | None = None,
     swap_window: int = 0,
     swap_loss_weight: float = 1.0,
+    swap_loss_ramp: tuple[float, int] = (1.0, 0),
     repeat_rate: float = 0.0,
     repeat_spans: tuple[int, int] = (8, 64),
     cloze_rate: float = 0.0,
@@ -99,6 +103,10 @@ class TrainIterator:
     # references of chunks c-swap_window+1..c); needs chunk_len.
     self.swap_window = int(swap_window)
     self.swap_loss_weight = float(swap_loss_weight)  # loss_mask of a swapped target
+    # (start weight, batches): the weight rises linearly from start to swap_loss_weight
+    # over the first `batches` swapped batches (0: swap_loss_weight throughout).
+    self.swap_loss_ramp = (float(swap_loss_ramp[0]), int(swap_loss_ramp[1]))
+    self.swap_batches = 0  # batches drawn with the swap on (the ramp's clock)
     self._words: counterfactual.WordSwapper | None = None
     if self.swap_rate and self._refs is not None:
       assert self._ref_tokens is not None and self._ref_lengths is not None
@@ -126,13 +134,22 @@ class TrainIterator:
 
   # -- checkpointing ------------------------------------------------------------------------
   def state(self) -> dict:
-    return {"epoch": int(self.epoch), "step": int(self.step)}
+    return {"epoch": int(self.epoch), "step": int(self.step), "swap_batches": self.swap_batches}
 
   def restore(self, state: dict) -> None:
     missing = {"epoch", "step"} - set(state)
     if missing:
       raise ValueError(f"iterator state lacks {sorted(missing)}; got {sorted(state)}")
     self.epoch, self.step = int(state["epoch"]), int(state["step"])
+    self.swap_batches = int(state.get("swap_batches", 0))
+
+  def swap_weight(self, swap_batch: int) -> float:
+    """The loss weight of a swapped target in the ``swap_batch``-th swapped batch (0-based):
+    ``swap_loss_weight``, reached linearly from the ramp's start weight over its batches."""
+    start, batches = self.swap_loss_ramp
+    if batches <= 0 or swap_batch >= batches:
+      return self.swap_loss_weight
+    return start + (self.swap_loss_weight - start) * swap_batch / batches
 
   # -- iteration ----------------------------------------------------------------------------
   def _permutation(self) -> np.ndarray:
@@ -171,11 +188,11 @@ class TrainIterator:
         out = counterfactual.swap_batch(
           out, self._stop_V, self._swap_weights_V, self.swap_rate, rng, self.bos_id
         )
-      if self.swap_loss_weight != 1.0:
+      weight = self.swap_weight(self.swap_batches)
+      self.swap_batches += 1
+      if weight != 1.0:
         swapped_BxT = out["targets"] != unswapped_BxT
-        out["loss_mask"] = np.where(swapped_BxT, self.swap_loss_weight, out["loss_mask"]).astype(
-          np.float32
-        )
+        out["loss_mask"] = np.where(swapped_BxT, weight, out["loss_mask"]).astype(np.float32)
     if self.context_rate:  # in-context reference rows (m3jax.data.context_refs)
       assert self._context is not None
       rng = np.random.default_rng(position[:-1] + [17])
@@ -350,6 +367,7 @@ def make_train_iterator(
     swap_words=words if cfg.memory_swap_unit == "word" else None,
     swap_window=readable_window if cfg.memory_swap_readable else 0,
     swap_loss_weight=cfg.memory_swap_loss_weight,
+    swap_loss_ramp=(cfg.memory_swap_loss_weight_start, cfg.memory_swap_loss_ramp),
     repeat_rate=cfg.repeat_rate if split == "train" else 0.0,
     repeat_spans=cfg.repeat_spans,
     cloze_rate=cloze_rate,

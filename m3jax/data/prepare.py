@@ -113,6 +113,8 @@ def sources_key(cfg: DataConfig) -> str:
     "memory_swap_readable",
     "memory_swap_answer_values",
     "memory_swap_loss_weight",
+    "memory_swap_loss_ramp",
+    "memory_swap_loss_weight_start",
     "kb_cloze",  # training-time rows, not data
     "kb_cloze_rate",
     "kb_cloze_window",

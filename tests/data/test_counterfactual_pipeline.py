@@ -174,6 +174,52 @@ def test_pipeline_weights_exactly_the_swapped_targets(tiny_data, tiny_model_cfg)
     data_config_from(bad)
 
 
+def test_pipeline_ramps_the_swap_weight_and_resumes_on_the_ramp(tiny_data, tiny_model_cfg):
+  """data.memory_swap_loss_ramp: the k-th swapped batch weighs its swapped targets
+  start + (weight - start) * k / ramp, then weight; the ramp's clock is in the iterator
+  state, so a resumed run weighs as the original did, and a stage-1 (no references)
+  state starts the ramp at its first step."""
+  from m3jax.data.config import data_config_from
+  from m3jax.data.pipeline import make_train_iterator
+  from tests.data.conftest import tiny_data_cfg
+
+  base_cfg, _ = tiny_data
+
+  def make(rate=1.0, refs=True, **kw):
+    cfg = tiny_data_cfg(base_cfg.data_dir, memory_swap_rate=rate, memory_swap_loss_weight=5.0, **kw)
+    return make_train_iterator(cfg, tiny_model_cfg, batch_size=8, with_references=refs)
+
+  ramped = make(memory_swap_loss_ramp=4, memory_swap_loss_weight_start=2.0)
+  plain = make(rate=0.0)
+  weights_by_batch = [2.0, 2.75, 3.5, 4.25, 5.0, 5.0]  # 2 + 3k/4, written out
+  states = []
+  for want in weights_by_batch:
+    states.append(ramped.state())
+    b, p = next(ramped), next(plain)
+    changed = b["targets"] != p["targets"]
+    assert changed.any()
+    np.testing.assert_array_equal(b["loss_mask"], np.where(changed, want, 1.0))
+  # Resume on the ramp (batch 2: weight 3.5) and a state from before the ramp existed.
+  again = make(memory_swap_loss_ramp=4, memory_swap_loss_weight_start=2.0)
+  again.restore(states[2])
+  assert states[2]["swap_batches"] == 2
+  b, p = next(again), make(rate=0.0)
+  p.restore(states[2])
+  changed = b["targets"] != next(p)["targets"]
+  np.testing.assert_array_equal(b["loss_mask"], np.where(changed, 3.5, 1.0))
+  old = make(memory_swap_loss_ramp=4, memory_swap_loss_weight_start=2.0)
+  old.restore({"epoch": 0, "step": 3})
+  assert old.swap_weight(old.swap_batches) == 2.0
+  # Stage 1 draws no swapped batch: the state it hands to stage 2 starts the ramp.
+  stage1 = make(refs=False, memory_swap_loss_ramp=4, memory_swap_loss_weight_start=2.0)
+  for _ in range(3):
+    next(stage1)
+  assert stage1.state() == {"epoch": 0, "step": 3, "swap_batches": 0}
+  for key, value in (("memory_swap_loss_ramp", -1), ("memory_swap_loss_weight_start", 0.0)):
+    with pytest.raises(ValueError, match=key):
+      data_config_from(tiny_data_cfg(base_cfg.data_dir, **{key: value}))
+
+
 def test_pipeline_swaps_a_few_option_attribute_only_with_answer_values(tmp_path, tiny_model_cfg):
   """A user world whose one attribute has 4 values (each in a quarter of the references):
   by frequency alone the colours are template words and no training row's colour is ever

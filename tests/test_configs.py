@@ -23,13 +23,17 @@ def test_every_variant_builds_by_shape(variant):
 
 def test_small_paper_differs_from_small_only_in_the_memory_layout():
   """The layout comparison's premise: same width, data and schedule as the demo's; its
-  training adds only the exit loss after the last memory layer (design.md, Session 19)."""
+  training adds only the exit loss after the last memory layer (design.md, Session 19)
+  and weighs a swapped token 5, not 3 (Session 39)."""
   small, paper = memory3.get_config("small"), memory3.get_config("small_paper")
   train = lambda c: {k: v for k, v in c.train.to_dict().items() if k != "memory_exit_loss"}
   assert train(small) == train(paper)
   assert (small.train.memory_exit_loss, paper.train.memory_exit_loss) == (0.0, 1.0)
-  data = lambda c: {k: v for k, v in c.data.to_dict().items() if k != "data_dir"}
+  skip = ("data_dir", "memory_swap_loss_weight")
+  data = lambda c: {k: v for k, v in c.data.to_dict().items() if k not in skip}
   assert data(small) == data(paper)
+  weights = (small.data.memory_swap_loss_weight, paper.data.memory_swap_loss_weight)
+  assert weights == (3.0, 5.0), weights
   a, b = small.model.to_dict(), paper.model.to_dict()
   differ = sorted(k for k in a if a[k] != b[k])
   assert differ == ["memory", "num_layers"], differ
